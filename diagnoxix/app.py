@@ -1,0 +1,68 @@
+"""`create_app(settings)`: builds the whole service. Importing this module starts nothing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from .api import setup_routes
+from .auth import ApiKeys, TokenIssuer, generate_secret
+from .broker import InProcessBroker
+from .config import Settings
+from .errors import error_middleware
+from .hub import Hub
+from .keys import API_KEYS, BROKER, HUB, SERVICE, SETTINGS, STARTED_AT, STORE, TOKENS
+from .service import NotificationService
+from .sqlite_store import SqliteStore
+from .ws import websocket_handler
+
+
+async def _store_context(app: web.Application) -> AsyncIterator[None]:
+    """The store, its secret and the credential helpers built on it."""
+    settings = app[SETTINGS]
+    store = SqliteStore(settings.db_path, synchronous=settings.sqlite_synchronous)
+    await store.open()
+    try:
+        secret = settings.secret_key or await store.get_or_create_meta("secret_key", generate_secret)
+        app[STORE] = store
+        app[TOKENS] = TokenIssuer(
+            secret, default_ttl=settings.token_ttl_seconds, max_ttl=settings.token_max_ttl_seconds
+        )
+        app[API_KEYS] = ApiKeys(store)
+        yield
+    finally:
+        await store.close()
+
+
+async def _delivery_context(app: web.Application) -> AsyncIterator[None]:
+    """Hub and broker: committed notifications flow store -> broker -> hub -> sockets."""
+    store = app[STORE]
+    hub = Hub(high_seq=store.max_seq)
+    broker = InProcessBroker()
+    broker.subscribe(hub.publish)
+    store.add_commit_listener(broker.publish)
+    app[HUB] = hub
+    app[BROKER] = broker
+    app[SERVICE] = NotificationService(store, hub)
+    yield
+    await hub.close_all()
+
+
+async def _close_sockets(app: web.Application) -> None:
+    # on_shutdown runs before cleanup: sockets get 1001 while the store can still record delivery.
+    if HUB in app:
+        await app[HUB].close_all()
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app[STARTED_AT] = time.time()
+    app.cleanup_ctx.append(_store_context)
+    app.cleanup_ctx.append(_delivery_context)
+    app.on_shutdown.append(_close_sockets)
+    app.router.add_get("/v1/ws/notifications", websocket_handler)
+    setup_routes(app)
+    return app

@@ -1,0 +1,182 @@
+"""Command line: serve (the default), manage API keys, print connection tokens.
+
+python run.py [--host H] [--port P] [--db PATH] [--dev]
+python run.py apikey create NAME [--db PATH]     # the key alone on the last line
+python run.py apikey list [--db PATH]
+python run.py apikey revoke KEY_ID [--db PATH]
+python run.py token USER_ID [--ttl SECONDS] [--db PATH]   # the token alone on the last line
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from aiohttp import web
+
+from .app import create_app
+from .auth import ApiKeys, TokenIssuer, generate_secret
+from .config import ConfigError, Settings, settings_from_env
+from .logs import AccessLogger, configure_logging
+from .models import format_timestamp
+from .sqlite_store import SqliteStore
+from .validation import is_valid_user_id
+
+log = logging.getLogger("diagnoxix")
+T = TypeVar("T")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run.py", description="Diagnoxix Notify: real-time notifications for clinics."
+    )
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1; DIAGNOXIX_HOST)")
+    parser.add_argument("--port", type=int, help="port to listen on (default 7556; DIAGNOXIX_PORT)")
+    parser.add_argument("--db", type=Path, help="SQLite file (default db/diagnoxix.sqlite3; DIAGNOXIX_DB)")
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        default=None,
+        help="development mode: ?user_id= connections, open test endpoint (DIAGNOXIX_DEV)",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    db_option = argparse.ArgumentParser(add_help=False)
+    db_option.add_argument("--db", type=Path, default=argparse.SUPPRESS, help="SQLite file")
+
+    apikey = commands.add_parser("apikey", help="manage API keys for backend services")
+    apikey_commands = apikey.add_subparsers(dest="apikey_command", metavar="ACTION", required=True)
+    create = apikey_commands.add_parser("create", parents=[db_option], help="create a key, print it once")
+    create.add_argument("name", help="who uses the key, e.g. appointments-service")
+    apikey_commands.add_parser("list", parents=[db_option], help="list keys (never the secrets)")
+    revoke = apikey_commands.add_parser("revoke", parents=[db_option], help="revoke a key by id")
+    revoke.add_argument("key_id")
+
+    token = commands.add_parser("token", parents=[db_option], help="print a connection token")
+    token.add_argument("user_id")
+    token.add_argument("--ttl", type=int, help="lifetime in seconds (default 3600)")
+    return parser
+
+
+def build_settings(args: argparse.Namespace, env: dict[str, str]) -> Settings:
+    settings = settings_from_env(env)
+    changes: dict[str, object] = {}
+    if getattr(args, "host", None) is not None:
+        changes["host"] = args.host
+    if getattr(args, "port", None) is not None:
+        if not 0 <= args.port <= 65535:
+            raise ConfigError("--port must be between 0 and 65535")
+        changes["port"] = args.port
+    if getattr(args, "db", None) is not None:
+        changes["db_path"] = args.db
+    if getattr(args, "dev", None):
+        changes["dev"] = True
+    return settings.with_overrides(**changes)
+
+
+async def _with_store(settings: Settings, action: Callable[[SqliteStore], Awaitable[T]]) -> T:
+    store = SqliteStore(settings.db_path, synchronous=settings.sqlite_synchronous)
+    await store.open()
+    try:
+        return await action(store)
+    finally:
+        await store.close()
+
+
+async def _apikey_create(store: SqliteStore, name: str) -> str:
+    key, secret = await ApiKeys(store).create(name)
+    store.record_audit("cli", "apikey.create", key.id, {"name": name})
+    print(f"Created API key {key.id} ({name}). It is shown once; store it as a secret:")
+    return secret
+
+
+async def _apikey_list(store: SqliteStore) -> None:
+    keys = await store.list_api_keys()
+    if not keys:
+        print("No API keys. Create one with: python run.py apikey create NAME")
+    for key in keys:
+        state = f"revoked {format_timestamp(key.revoked_at)}" if key.revoked_at else "active"
+        used = format_timestamp(key.last_used_at) if key.last_used_at else "never"
+        print(f"{key.id}\t{key.name}\tcreated {format_timestamp(key.created_at)}\tlast used {used}\t{state}")
+
+
+async def _apikey_revoke(store: SqliteStore, key_id: str) -> bool:
+    revoked = await ApiKeys(store).revoke(key_id)
+    if revoked:
+        store.record_audit("cli", "apikey.revoke", key_id)
+    return revoked
+
+
+async def _token(store: SqliteStore, settings: Settings, user_id: str, ttl: int | None) -> str:
+    secret = settings.secret_key or await store.get_or_create_meta("secret_key", generate_secret)
+    issuer = TokenIssuer(
+        secret, default_ttl=settings.token_ttl_seconds, max_ttl=settings.token_max_ttl_seconds
+    )
+    minted = issuer.mint(user_id, ttl)
+    store.record_audit("cli", "token.mint", user_id, {"ttl": ttl})
+    print(f"Connection token for {user_id}, expires {format_timestamp(minted.expires_at)}:")
+    return minted.token
+
+
+def _serve(settings: Settings) -> int:
+    configure_logging(settings.log_level, as_json=settings.log_json)
+    if settings.dev:
+        log.warning("server.dev_mode", extra={"note": "user_id connections and open test endpoint"})
+    app = create_app(settings)
+    log.info(
+        "server.start", extra={"host": settings.host, "port": settings.port, "db": str(settings.db_path)}
+    )
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        access_log_class=AccessLogger,
+        access_log=logging.getLogger("diagnoxix.access"),
+        print=lambda *_: print(
+            f"Diagnoxix Notify on http://{settings.host}:{settings.port}"
+            f"{' (dev mode)' if settings.dev else ''}; Ctrl+C to stop",
+            flush=True,
+        ),
+        shutdown_timeout=10.0,
+    )
+    return 0
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = build_settings(args, dict(os.environ))
+    except ConfigError as exc:
+        parser.error(str(exc))
+    if args.command is None:
+        return _serve(settings)
+    if args.command == "token":
+        if not is_valid_user_id(args.user_id):
+            parser.error("USER_ID must be 1-128 characters of letters, digits and . _ : @ -")
+        if args.ttl is not None and not 10 <= args.ttl <= settings.token_max_ttl_seconds:
+            parser.error(f"--ttl must be between 10 and {settings.token_max_ttl_seconds} seconds")
+        token = asyncio.run(_with_store(settings, lambda s: _token(s, settings, args.user_id, args.ttl)))
+        print(token)
+        return 0
+    if args.apikey_command == "create":
+        name = args.name.strip()
+        if not name or len(name) > 100:
+            parser.error("NAME must be 1-100 characters")
+        secret = asyncio.run(_with_store(settings, lambda s: _apikey_create(s, name)))
+        print(secret)
+        return 0
+    if args.apikey_command == "list":
+        asyncio.run(_with_store(settings, _apikey_list))
+        return 0
+    revoked = asyncio.run(_with_store(settings, lambda s: _apikey_revoke(s, args.key_id)))
+    if not revoked:
+        print(f"No active API key with id {args.key_id}", file=sys.stderr)
+        return 1
+    print(f"Revoked API key {args.key_id}")
+    return 0

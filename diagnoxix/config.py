@@ -1,0 +1,134 @@
+"""Settings: one frozen, typed object built from the environment and command-line flags.
+
+Flags win over `DIAGNOXIX_*` environment variables, which win over the defaults. Tests build
+their own `Settings(...)` directly and never touch the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DB_PATH = REPO_ROOT / "db" / "diagnoxix.sqlite3"
+DEFAULT_PORT = 7556  # the seed guide's port; clients and scripts rely on it
+
+
+class ConfigError(ValueError):
+    """A setting from the environment or the command line cannot be used."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    db_path: Path = DEFAULT_DB_PATH
+    # Development mode: the seed's `?user_id=` connections, open test-notification endpoint,
+    # localhost origins. Never for a clinic's production install.
+    dev: bool = False
+    # Overrides the generated secret kept in the database (tokens survive restarts either way).
+    secret_key: str | None = None
+    # Browser origins allowed to open a WebSocket, besides the server's own origin.
+    allowed_origins: tuple[str, ...] = ()
+    # Lifetime of a minted connection token; capped so a leaked token dies soon.
+    token_ttl_seconds: int = 3600
+    token_max_ttl_seconds: int = 7 * 24 * 3600
+    # WebSocket ping interval: a peer that misses a pong for half of it is closed.
+    ws_heartbeat_seconds: float = 30.0
+    # Frames a connection may have waiting; a fuller queue means a stalled client, closed with 1013.
+    ws_send_queue_limit: int = 1024
+    # Client frames are tiny control messages (ping, hello); anything larger is abuse.
+    ws_max_client_frame_bytes: int = 4096
+    # A v1 client that names no `since` in its URL must say hello within this time.
+    ws_hello_timeout_seconds: float = 10.0
+    # permessage-deflate costs ~7-10x the memory per idle socket for frames of a few hundred bytes.
+    ws_compress: bool = False
+    # `FULL` fsyncs every commit: a notification acknowledged to a sender is on disk.
+    sqlite_synchronous: str = "FULL"
+    # Largest HTTP request body: a batch of 1,000 notifications with modest data fits.
+    max_body_bytes: int = 4 * 1024 * 1024
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, not {raw!r}")
+
+
+def _parse_int(name: str, raw: str, *, minimum: int, maximum: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name} must be between {minimum} and {maximum}, not {value}")
+    return value
+
+
+def _parse_float(name: str, raw: str, *, minimum: float) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def settings_from_env(env: Mapping[str, str], base: Settings | None = None) -> Settings:
+    """Read `DIAGNOXIX_*` variables on top of `base` (the defaults)."""
+    settings = base or Settings()
+    changes: dict[str, Any] = {}
+    if (raw := env.get("DIAGNOXIX_HOST")) is not None:
+        changes["host"] = raw
+    if (raw := env.get("DIAGNOXIX_PORT")) is not None:
+        changes["port"] = _parse_int("DIAGNOXIX_PORT", raw, minimum=0, maximum=65535)
+    if (raw := env.get("DIAGNOXIX_DB")) is not None:
+        changes["db_path"] = Path(raw)
+    if (raw := env.get("DIAGNOXIX_DEV")) is not None:
+        changes["dev"] = _parse_bool("DIAGNOXIX_DEV", raw)
+    if (raw := env.get("DIAGNOXIX_SECRET_KEY")) is not None:
+        if len(raw) < 32:
+            raise ConfigError("DIAGNOXIX_SECRET_KEY must be at least 32 characters")
+        changes["secret_key"] = raw
+    if (raw := env.get("DIAGNOXIX_ALLOWED_ORIGINS")) is not None:
+        changes["allowed_origins"] = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    if (raw := env.get("DIAGNOXIX_TOKEN_TTL")) is not None:
+        changes["token_ttl_seconds"] = _parse_int(
+            "DIAGNOXIX_TOKEN_TTL", raw, minimum=10, maximum=settings.token_max_ttl_seconds
+        )
+    if (raw := env.get("DIAGNOXIX_WS_HEARTBEAT")) is not None:
+        changes["ws_heartbeat_seconds"] = _parse_float("DIAGNOXIX_WS_HEARTBEAT", raw, minimum=1.0)
+    if (raw := env.get("DIAGNOXIX_WS_SEND_QUEUE")) is not None:
+        changes["ws_send_queue_limit"] = _parse_int(
+            "DIAGNOXIX_WS_SEND_QUEUE", raw, minimum=1, maximum=1_000_000
+        )
+    if (raw := env.get("DIAGNOXIX_SQLITE_SYNCHRONOUS")) is not None:
+        value = raw.strip().upper()
+        if value not in {"FULL", "NORMAL", "EXTRA"}:
+            raise ConfigError("DIAGNOXIX_SQLITE_SYNCHRONOUS must be FULL, EXTRA or NORMAL")
+        changes["sqlite_synchronous"] = value
+    if (raw := env.get("DIAGNOXIX_LOG_LEVEL")) is not None:
+        changes["log_level"] = raw.strip().upper()
+    if (raw := env.get("DIAGNOXIX_LOG_JSON")) is not None:
+        changes["log_json"] = _parse_bool("DIAGNOXIX_LOG_JSON", raw)
+    return replace(settings, **changes)
+
+
+def default_settings() -> Settings:
+    return settings_from_env(os.environ)

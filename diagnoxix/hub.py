@@ -1,0 +1,236 @@
+"""The registry of live connections and the fan-out to them.
+
+Publishing never awaits a client: it appends a pre-encoded frame to each recipient connection's
+bounded queue and returns. Each connection drains its own queue in its own short-lived sender task,
+so a slow phone delays nobody else; a connection whose queue overflows is closed with 1013 and
+resumes from the store when it reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from .models import Notification
+
+log = logging.getLogger("diagnoxix.hub")
+
+# How long closing a connection may take before its transport is simply dropped: a stalled
+# client never reads our close frame.
+CLOSE_TIMEOUT_SECONDS = 2.0
+# Delivered ids are recorded in groups so a burst costs one store write, not one per frame.
+DELIVERED_FLUSH_SIZE = 256
+
+# Close codes (RFC 6455 and the registry) the service uses.
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_TRY_AGAIN_LATER = 1013
+
+DeliveredCallback = Callable[[Sequence[str]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Frame:
+    text: str
+    seq: int | None
+    # Set for a notification addressed to this user, so its delivery is recorded.
+    delivered_id: str | None
+
+
+class Connection:
+    """One open WebSocket of one user. Only the hub and the socket's handler touch it."""
+
+    __slots__ = (
+        "_closing",
+        "_limit",
+        "_live",
+        "_on_delivered",
+        "_pending",
+        "_sender",
+        "_tasks",
+        "_ws",
+        "connected_at",
+        "id",
+        "user_id",
+        "v1",
+    )
+
+    def __init__(
+        self,
+        conn_id: str,
+        user_id: str,
+        ws: web.WebSocketResponse,
+        *,
+        v1: bool,
+        queue_limit: int,
+        on_delivered: DeliveredCallback,
+        tasks: set[asyncio.Task[None]],
+    ) -> None:
+        self.id = conn_id
+        self.user_id = user_id
+        self.v1 = v1
+        self.connected_at = time.time()
+        self._ws = ws
+        self._limit = queue_limit
+        # Allocated on first use: an idle connection should cost as little memory as possible.
+        self._pending: deque[_Frame] | None = None
+        self._sender: asyncio.Task[None] | None = None
+        # Until the handler has replayed the backlog, live frames wait in the queue.
+        self._live = False
+        self._closing = False
+        self._on_delivered = on_delivered
+        self._tasks = tasks
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    @property
+    def queued(self) -> int:
+        return len(self._pending) if self._pending else 0
+
+    def offer(self, text: str, seq: int | None = None, delivered_id: str | None = None) -> None:
+        """Queue a frame for this connection; never blocks. Overflow closes the connection."""
+        if self._closing:
+            return
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = deque()
+        if len(pending) >= self._limit:
+            self.close_soon(CLOSE_TRY_AGAIN_LATER, "send queue full; reconnect to resume")
+            return
+        pending.append(_Frame(text, seq, delivered_id))
+        if self._live and self._sender is None:
+            self._sender = asyncio.get_running_loop().create_task(self._drain())
+
+    def go_live(self) -> None:
+        """The backlog has been replayed: start sending what queued up meanwhile."""
+        self._live = True
+        if self._pending and self._sender is None and not self._closing:
+            self._sender = asyncio.get_running_loop().create_task(self._drain())
+
+    async def send_direct(self, text: str) -> None:
+        """For the handler's replay, before the connection goes live (no sender runs then)."""
+        assert not self._live
+        await self._ws.send_str(text)
+
+    async def _drain(self) -> None:
+        delivered: list[str] = []
+        try:
+            pending = self._pending
+            while pending:
+                frame = pending.popleft()
+                await self._ws.send_str(frame.text)
+                if frame.delivered_id is not None:
+                    delivered.append(frame.delivered_id)
+                    if len(delivered) >= DELIVERED_FLUSH_SIZE:
+                        self._on_delivered(delivered)
+                        delivered = []
+        except (ConnectionError, RuntimeError):
+            # The peer went away mid-send; the handler sees the close and unregisters us.
+            pass
+        finally:
+            self._sender = None
+            if delivered:
+                self._on_delivered(delivered)
+
+    def close_soon(self, code: int, reason: str) -> None:
+        """Close from outside the handler without awaiting the client (safe inside a fan-out)."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._pending:
+            self._pending.clear()
+        if self._sender is not None:
+            self._sender.cancel()
+        task = asyncio.get_running_loop().create_task(self.close(code, reason))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self, code: int, reason: str) -> None:
+        self._closing = True
+        with contextlib.suppress(asyncio.TimeoutError, ConnectionError, RuntimeError):
+            async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+                await self._ws.close(code=code, message=reason.encode())
+
+    def stop(self) -> None:
+        """The handler is done with this connection: stop sending."""
+        self._closing = True
+        if self._sender is not None:
+            self._sender.cancel()
+
+
+class Hub:
+    """user id -> that user's open connections; the only place frames are fanned out."""
+
+    def __init__(self, *, high_seq: int = 0) -> None:
+        self._by_user: dict[str, set[Connection]] = {}
+        self._count = 0
+        # Highest seq already handed to the fan-out. A connection registered now receives every
+        # later notification live, so its replay from the store stops here: no gap, no duplicate.
+        self.high_seq = high_seq
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.published = 0
+
+    def register(self, conn: Connection) -> int:
+        """Add a connection; returns the seq up to which it must replay from the store."""
+        self._by_user.setdefault(conn.user_id, set()).add(conn)
+        self._count += 1
+        return self.high_seq
+
+    def unregister(self, conn: Connection) -> None:
+        conns = self._by_user.get(conn.user_id)
+        if conns is None or conn not in conns:
+            return
+        conns.discard(conn)
+        self._count -= 1
+        if not conns:
+            del self._by_user[conn.user_id]
+
+    def publish(self, notifications: Sequence[Notification]) -> None:
+        """Fan committed notifications out, in seq order. Synchronous by design: awaits nothing."""
+        for note in notifications:
+            if note.seq > self.high_seq:
+                self.high_seq = note.seq
+            text = note.encode_frame()
+            if note.is_broadcast:
+                for conns in self._by_user.values():
+                    for conn in conns:
+                        conn.offer(text, note.seq)
+            else:
+                for conn in self._by_user.get(note.user_id, ()):
+                    conn.offer(text, note.seq, note.id)
+            self.published += 1
+
+    def connections_of(self, user_id: str) -> int:
+        return len(self._by_user.get(user_id, ()))
+
+    def iter_connections(self) -> Iterator[Connection]:
+        for conns in list(self._by_user.values()):
+            yield from list(conns)
+
+    @property
+    def connection_count(self) -> int:
+        return self._count
+
+    @property
+    def user_count(self) -> int:
+        return len(self._by_user)
+
+    @property
+    def queued_frames(self) -> int:
+        return sum(c.queued for c in self.iter_connections())
+
+    async def close_all(self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutdown") -> None:
+        """Close every socket (over a copy of the registry: handlers unregister as we go)."""
+        conns = list(self.iter_connections())
+        await asyncio.gather(*(c.close(code, reason) for c in conns), return_exceptions=True)
+        if self.tasks:
+            await asyncio.gather(*list(self.tasks), return_exceptions=True)

@@ -1,0 +1,120 @@
+"""The records the service passes around: a draft to store, a stored notification, its wire form."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, get_args
+
+Priority = Literal["low", "normal", "high", "critical"]
+PRIORITIES: tuple[str, ...] = get_args(Priority)
+
+# A broadcast is stored once under this recipient; no real user id can take it (see validation).
+BROADCAST_RECIPIENT = "*"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_timestamp(moment: datetime) -> str:
+    """RFC 3339 in UTC with millisecond precision, e.g. `2024-01-15T10:30:00.123Z`."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_timestamp(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationDraft:
+    """A validated notification that is not stored yet (no id, no seq)."""
+
+    user_id: str
+    type: str
+    title: str
+    message: str
+    data: dict[str, Any]
+    priority: Priority = "normal"
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    seq: int
+    id: str
+    user_id: str
+    type: str
+    title: str
+    message: str
+    data: dict[str, Any]
+    priority: Priority
+    created_at: datetime
+    delivered_at: datetime | None = None
+    read_at: datetime | None = None
+
+    @property
+    def is_broadcast(self) -> bool:
+        return self.user_id == BROADCAST_RECIPIENT
+
+    def to_wire(self) -> dict[str, Any]:
+        """The seed's message fields first, then ours (`seq`, `priority`, `read`)."""
+        return {
+            "type": self.type,
+            "user_id": self.user_id,
+            "title": self.title,
+            "message": self.message,
+            "data": self.data,
+            "timestamp": format_timestamp(self.created_at),
+            "id": self.id,
+            "seq": self.seq,
+            "priority": self.priority,
+            "read": self.read_at is not None,
+        }
+
+    def to_api(self) -> dict[str, Any]:
+        """The wire form plus the delivery record, for the HTTP API."""
+        body = self.to_wire()
+        body["delivered_at"] = format_timestamp(self.delivered_at) if self.delivered_at else None
+        body["read_at"] = format_timestamp(self.read_at) if self.read_at else None
+        return body
+
+    def encode_frame(self) -> str:
+        return json.dumps(self.to_wire(), ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: str
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "created_at": format_timestamp(self.created_at),
+            "last_used_at": format_timestamp(self.last_used_at) if self.last_used_at else None,
+            "revoked_at": format_timestamp(self.revoked_at) if self.revoked_at else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    """What a request with an `Idempotency-Key` stored the first time it ran."""
+
+    request_hash: str
+    notification_ids: tuple[str, ...]
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCounts:
+    stored: int
+    delivered: int

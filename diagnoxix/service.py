@@ -1,0 +1,166 @@
+"""The typed senders backend code calls: the seed guide's methods, in Python.
+
+Each one validates, stores (durably, before anything is sent) and returns the stored notification.
+Delivery follows from the commit: the store hands committed notifications to the broker, which
+fans them out to the hub of every process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal, get_args
+
+from .hub import Hub
+from .models import BROADCAST_RECIPIENT, Notification, NotificationDraft, Priority
+from .store import IdempotencyClaim, Store
+from .validation import (
+    FieldErrors,
+    check_data,
+    check_priority,
+    check_title_message,
+    check_type,
+    check_user_id,
+)
+
+AppointmentStatus = Literal["created", "confirmed", "cancelled", "rescheduled", "reminder"]
+APPOINTMENT_STATUSES: tuple[str, ...] = get_args(AppointmentStatus)
+
+# Default wording says what happened and where to look, never clinical detail.
+_APPOINTMENT_TEXT: dict[str, tuple[str, str]] = {
+    "created": ("Appointment Scheduled", "Your appointment has been scheduled."),
+    "confirmed": ("Appointment Confirmed", "Your appointment has been confirmed."),
+    "cancelled": ("Appointment Cancelled", "Your appointment has been cancelled."),
+    "rescheduled": ("Appointment Rescheduled", "Your appointment has been rescheduled."),
+    "reminder": ("Appointment Reminder", "You have an upcoming appointment."),
+}
+# Reference ids (appointment, analysis) and names are short identifiers, not documents.
+MAX_REFERENCE_CHARS = 128
+
+
+def _check_reference(value: object, path: str, errors: FieldErrors) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_REFERENCE_CHARS:
+        errors.add(path, f"must be a non-empty string of at most {MAX_REFERENCE_CHARS} characters")
+        return ""
+    return value
+
+
+class NotificationService:
+    def __init__(self, store: Store, hub: Hub) -> None:
+        self._store = store
+        self._hub = hub
+
+    async def send(
+        self, drafts: Sequence[NotificationDraft], *, idempotency: IdempotencyClaim | None = None
+    ) -> list[Notification]:
+        """Store validated drafts in one transaction; they are delivered once committed."""
+        return await self._store.insert_notifications(drafts, idempotency)
+
+    def online(self, user_id: str) -> bool:
+        """Whether the user has an open connection here right now (delivered live vs queued)."""
+        return self._hub.connections_of(user_id) > 0
+
+    async def create_and_send_notification(
+        self,
+        user_id: str,
+        type: str,
+        title: str,
+        message: str,
+        data: dict[str, Any] | None = None,
+        *,
+        priority: Priority = "normal",
+    ) -> Notification:
+        errors = FieldErrors()
+        check_user_id(user_id, "user_id", errors)
+        check_type(type, "type", errors)
+        check_title_message({"title": title, "message": message}, "", errors)
+        checked_data = check_data(data, "data", errors)
+        checked_priority = check_priority(priority, "priority", errors)
+        if errors:
+            raise errors
+        draft = NotificationDraft(user_id, type, title, message, dict(checked_data), checked_priority)
+        (stored,) = await self.send([draft])
+        return stored
+
+    async def send_appointment_notification(
+        self,
+        user_id: str,
+        appointment_id: str,
+        status: AppointmentStatus,
+        message: str = "",
+    ) -> Notification:
+        errors = FieldErrors()
+        _check_reference(appointment_id, "appointment_id", errors)
+        if status not in APPOINTMENT_STATUSES:
+            errors.add("status", f"must be one of {', '.join(APPOINTMENT_STATUSES)}")
+        if errors:
+            raise errors
+        title, default_message = _APPOINTMENT_TEXT[status]
+        return await self.create_and_send_notification(
+            user_id,
+            f"appointment_{status}",
+            title,
+            message or default_message,
+            {"appointment_id": appointment_id, "type": "appointment", "status": status},
+            priority="high" if status == "cancelled" else "normal",
+        )
+
+    async def send_lab_result_notification(
+        self, user_id: str, test_name: str, abnormal: bool
+    ) -> Notification:
+        """Says the result is ready; never carries values. An abnormal result is high priority."""
+        errors = FieldErrors()
+        _check_reference(test_name, "test_name", errors)
+        if errors:
+            raise errors
+        if abnormal:
+            message = f"Your {test_name} result is ready. Please review it with your care team."
+        else:
+            message = f"Your {test_name} result is ready to view."
+        return await self.create_and_send_notification(
+            user_id,
+            "lab_result_ready",
+            "Lab Result Ready",
+            message,
+            {"type": "lab_result", "test_name": test_name},
+            priority="high" if abnormal else "normal",
+        )
+
+    async def send_ai_analysis_notification(
+        self, user_id: str, analysis_type: str, analysis_id: str
+    ) -> Notification:
+        errors = FieldErrors()
+        _check_reference(analysis_type, "analysis_type", errors)
+        _check_reference(analysis_id, "analysis_id", errors)
+        if errors:
+            raise errors
+        readable = analysis_type.replace("_", " ")
+        return await self.create_and_send_notification(
+            user_id,
+            "ai_analysis_complete",
+            "Analysis Ready",
+            f"Your {readable} is ready to view.",
+            {"type": "ai_analysis", "analysis_type": analysis_type, "analysis_id": analysis_id},
+        )
+
+    async def broadcast_system_notification(
+        self,
+        title: str,
+        message: str,
+        data: dict[str, Any] | None = None,
+        *,
+        type: str = "system",
+        priority: Priority = "normal",
+    ) -> Notification:
+        """Stored once, delivered to every connection open now."""
+        errors = FieldErrors()
+        check_type(type, "type", errors)
+        check_title_message({"title": title, "message": message}, "", errors)
+        checked_data = check_data(data, "data", errors)
+        checked_priority = check_priority(priority, "priority", errors)
+        if errors:
+            raise errors
+        draft = NotificationDraft(
+            BROADCAST_RECIPIENT, type, title, message, dict(checked_data), checked_priority
+        )
+        (stored,) = await self.send([draft])
+        return stored
