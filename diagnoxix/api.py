@@ -196,7 +196,12 @@ async def send_notifications(request: web.Request) -> web.Response:
             return replay
     errors = FieldErrors()
     drafts = [
-        parse_draft(item, prefix=f"notifications[{i}]." if batch else "", errors=errors)
+        parse_draft(
+            item,
+            prefix=f"notifications[{i}]." if batch else "",
+            errors=errors,
+            default_type="notification",
+        )
         for i, item in enumerate(items)
     ]
     if errors:

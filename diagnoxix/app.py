@@ -22,7 +22,7 @@ from .ws import websocket_handler
 async def _store_context(app: web.Application) -> AsyncIterator[None]:
     """The store, its secret and the credential helpers built on it."""
     settings = app[SETTINGS]
-    store = SqliteStore(settings.db_path, synchronous=settings.sqlite_synchronous)
+    store = SqliteStore(settings.db_path, synchronous=settings.sqlite_synchronous, exclusive=True)
     await store.open()
     try:
         secret = settings.secret_key or await store.get_or_create_meta("secret_key", generate_secret)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -84,6 +85,7 @@ _Op = _Insert | _Execute | _Flush
 class _Counters:
     stored: int = 0
     delivered: int = 0
+    commits: int = 0
     next_seq: int = 1
     listeners: list[CommitListener] = field(default_factory=list)
 
@@ -119,8 +121,12 @@ def _row_to_api_key(row: tuple[Any, ...]) -> ApiKey:
 class SqliteStore:
     """`Store` on one SQLite file. Use `open()`/`close()` (the app does it in a cleanup context)."""
 
-    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+    def __init__(self, path: Path, *, synchronous: str = "FULL", exclusive: bool = False) -> None:
         self._path = path
+        # A serving process holds a lock file beside the database: its hub only sees what its own
+        # writer commits, so two servers on one file would each miss the other's notifications.
+        self._exclusive = exclusive
+        self._lock_fd: int | None = None
         self._synchronous = synchronous
         self._writer_conn: aiosqlite.Connection | None = None
         self._reader_conn: aiosqlite.Connection | None = None
@@ -134,8 +140,14 @@ class SqliteStore:
 
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
+        if self._exclusive:
+            self._take_lock()
         created = not self._path.exists()
-        writer = await aiosqlite.connect(self._path, isolation_level=None)
+        try:
+            writer = await aiosqlite.connect(self._path, isolation_level=None)
+        except BaseException:
+            self._release_lock()
+            raise
         try:
             if created:
                 # The file holds health information and the server secret: owner only.
@@ -150,6 +162,7 @@ class SqliteStore:
             reader = await aiosqlite.connect(self._path, isolation_level=None)
         except BaseException:
             await writer.close()
+            self._release_lock()
             raise
         await reader.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         await reader.execute("PRAGMA query_only=1")
@@ -180,6 +193,25 @@ class SqliteStore:
             if conn is not None:
                 await conn.close()
         self._reader_conn = self._writer_conn = None
+        self._release_lock()
+
+    def _take_lock(self) -> None:
+        lock_path = self._path.with_name(self._path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(
+                f"another Diagnoxix Notify server is already using {self._path}; "
+                "stop it or pass a different --db"
+            ) from None
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
 
     # -- properties ------------------------------------------------------------------------
 
@@ -196,7 +228,8 @@ class SqliteStore:
         return self._path
 
     def counts(self) -> StoreCounts:
-        return StoreCounts(stored=self._counters.stored, delivered=self._counters.delivered)
+        counters = self._counters
+        return StoreCounts(stored=counters.stored, delivered=counters.delivered, commits=counters.commits)
 
     def add_commit_listener(self, listener: CommitListener) -> None:
         self._counters.listeners.append(listener)
@@ -316,70 +349,22 @@ class SqliteStore:
     async def _commit(self, batch: list[_Op]) -> None:
         conn = self._writer_conn
         assert conn is not None
-        now = utc_now()
-        stamp = format_timestamp(now)
-        next_seq = self._counters.next_seq
-        stored: list[list[Notification]] = []
-        rows: list[tuple[Any, ...]] = []
-        claims: list[tuple[Any, ...]] = []
-        executes: list[_Execute] = []
-        for op in batch:
-            if isinstance(op, _Insert):
-                notes: list[Notification] = []
-                for draft in op.drafts:
-                    note = Notification(
-                        seq=next_seq,
-                        id=str(uuid.uuid4()),
-                        user_id=draft.user_id,
-                        type=draft.type,
-                        title=draft.title,
-                        message=draft.message,
-                        data=draft.data,
-                        priority=draft.priority,
-                        created_at=now,
-                    )
-                    next_seq += 1
-                    notes.append(note)
-                    rows.append(
-                        (
-                            note.seq,
-                            note.id,
-                            note.user_id,
-                            note.type,
-                            note.title,
-                            note.message,
-                            json.dumps(note.data, ensure_ascii=False, separators=(",", ":")),
-                            note.priority,
-                            stamp,
-                        )
-                    )
-                stored.append(notes)
-                if op.idempotency is not None:
-                    claim = op.idempotency
-                    claims.append(
-                        (
-                            claim.api_key_id,
-                            claim.key,
-                            claim.request_hash,
-                            json.dumps([n.id for n in notes]),
-                            claim.status,
-                            stamp,
-                        )
-                    )
-            elif isinstance(op, _Execute):
-                executes.append(op)
         changed: list[int] = []
+        stored: list[list[Notification]] = []
         try:
             await conn.execute("BEGIN IMMEDIATE")
             try:
+                rows, claims = await self._stage_inserts(conn, batch, stored)
                 if rows:
                     await conn.executemany(_INSERT_NOTIFICATION, rows)
                 if claims:
                     await conn.executemany(_INSERT_IDEMPOTENCY, claims)
-                for ex in executes:
-                    cursor = await conn.executemany(ex.sql, ex.params)
-                    changed.append(cursor.rowcount)
+                for op in batch:
+                    if isinstance(op, _Execute):
+                        cursor = await conn.executemany(op.sql, op.params)
+                        changed.append(cursor.rowcount)
                 await conn.commit()
+                self._counters.commits += 1
             except BaseException:
                 await conn.rollback()
                 raise
@@ -391,15 +376,84 @@ class SqliteStore:
                 return
             _fail(batch[0], _translate(batch[0], exc))
             return
-        self._counters.next_seq = next_seq
-        self._counters.stored += len(rows)
         committed = [note for notes in stored for note in notes]
         if committed:
+            self._counters.next_seq = committed[-1].seq + 1
+            self._counters.stored += len(committed)
             for listener in self._counters.listeners:
                 try:
                     listener(committed)
                 except Exception:
                     log.exception("store.listener_failed")
+        self._resolve(batch, stored, changed)
+
+    async def _stage_inserts(
+        self, conn: aiosqlite.Connection, batch: list[_Op], stored: list[list[Notification]]
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """Give each draft its id and seq; returns the notification rows and idempotency rows.
+
+        The seq base is read inside the write transaction, so even a second process writing to
+        the same file (a CLI tool, an operator's mistake) cannot make two rows share a seq.
+        """
+        rows: list[tuple[Any, ...]] = []
+        claims: list[tuple[Any, ...]] = []
+        if not any(isinstance(op, _Insert) for op in batch):
+            return rows, claims
+        async with conn.execute("SELECT coalesce(max(seq), 0) FROM notifications") as cursor:
+            top = await cursor.fetchone()
+        next_seq = max(int(top[0]) if top else 0, self._counters.next_seq - 1) + 1
+        # Stored with millisecond precision: keep the returned copy identical to what is read back.
+        now = utc_now()
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        stamp = format_timestamp(now)
+        for op in batch:
+            if not isinstance(op, _Insert):
+                continue
+            notes: list[Notification] = []
+            for draft in op.drafts:
+                note = Notification(
+                    seq=next_seq,
+                    id=str(uuid.uuid4()),
+                    user_id=draft.user_id,
+                    type=draft.type,
+                    title=draft.title,
+                    message=draft.message,
+                    data=draft.data,
+                    priority=draft.priority,
+                    created_at=now,
+                )
+                next_seq += 1
+                notes.append(note)
+                rows.append(
+                    (
+                        note.seq,
+                        note.id,
+                        note.user_id,
+                        note.type,
+                        note.title,
+                        note.message,
+                        json.dumps(note.data, ensure_ascii=False, separators=(",", ":")),
+                        note.priority,
+                        stamp,
+                    )
+                )
+            stored.append(notes)
+            if op.idempotency is not None:
+                claim = op.idempotency
+                claims.append(
+                    (
+                        claim.api_key_id,
+                        claim.key,
+                        claim.request_hash,
+                        json.dumps([n.id for n in notes]),
+                        claim.status,
+                        stamp,
+                    )
+                )
+        return rows, claims
+
+    @staticmethod
+    def _resolve(batch: list[_Op], stored: list[list[Notification]], changed: list[int]) -> None:
         inserts = iter(stored)
         results = iter(changed)
         for op in batch:

@@ -1,0 +1,39 @@
+# One target each for run, test, lint (STYLE.md). Everything installs into .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+ARGS ?=
+
+.PHONY: run test lint install install-dev clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.runtime: requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@ $(VENV)/.runtime
+
+install: $(VENV)/.runtime
+install-dev: $(VENV)/.dev
+
+## Serve on http://127.0.0.1:7556 from db/diagnoxix.sqlite3 (extra flags: make run ARGS="--dev")
+run: install
+	$(BIN)/python run.py $(ARGS)
+
+## Install the test tools and run every test
+test: install-dev
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+## ruff (lint and format) and mypy --strict on the package
+lint: install-dev
+	$(BIN)/ruff check diagnoxix tests run.py
+	$(BIN)/ruff format --check diagnoxix tests run.py
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

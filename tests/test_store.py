@@ -1,0 +1,152 @@
+"""The SQLite store on a real file: migrations, group commit, seq safety, restart, locking."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from diagnoxix.app import create_app
+from diagnoxix.keys import TOKENS
+from diagnoxix.migrations import MigrationError, discover
+from diagnoxix.models import NotificationDraft
+from diagnoxix.sqlite_store import SqliteStore
+from diagnoxix.store import StoreError
+
+
+def _draft(user: str = "u1", title: str = "t") -> NotificationDraft:
+    return NotificationDraft(user, "custom", title, "m", {"k": 1}, "normal")
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> Any:
+    opened = SqliteStore(tmp_path / "s.sqlite3")
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+async def test_new_database_is_migrated_private_and_in_wal_mode(store: SqliteStore) -> None:
+    path = store.path
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(discover())
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"notifications", "api_keys", "idempotency_keys", "audit_log", "meta"} <= tables
+    assert len(store.epoch) == 32
+
+
+async def test_concurrent_writes_share_few_commits(store: SqliteStore) -> None:
+    results = await asyncio.gather(*(store.insert_notifications([_draft(title=f"n{i}")]) for i in range(500)))
+    seqs = [notes[0].seq for notes in results]
+    assert seqs == list(range(1, 501))
+    counts = store.counts()
+    assert counts.stored == 500
+    # Group commit: 500 concurrent sends must not cost 500 transactions (each one an fsync).
+    assert counts.commits < 50, counts
+
+
+async def test_stored_rows_read_back_exactly(store: SqliteStore) -> None:
+    (note,) = await store.insert_notifications([_draft("u1", "Lab Result Ready")])
+    (again,) = await store.get_notifications([note.id])
+    assert again == note
+    page = await store.notifications_for("u1", after_seq=0, upto_seq=note.seq, limit=10)
+    assert page == [note]
+    assert await store.notifications_for("u2", after_seq=0, upto_seq=note.seq, limit=10) == []
+
+
+async def test_seq_stays_unique_when_another_process_wrote(store: SqliteStore) -> None:
+    await store.insert_notifications([_draft()])
+    with sqlite3.connect(store.path) as conn:
+        conn.execute(
+            "INSERT INTO notifications (seq, id, user_id, type, title, message, data, priority, created_at)"
+            " VALUES (40, 'external', 'u1', 'x', 't', 'm', '{}', 'normal', '2026-01-01T00:00:00.000Z')"
+        )
+    (note,) = await store.insert_notifications([_draft()])
+    assert note.seq == 41
+
+
+async def test_delivery_is_recorded_once(store: SqliteStore) -> None:
+    notes = await store.insert_notifications([_draft(), _draft()])
+    store.mark_delivered([notes[0].id])
+    store.mark_delivered([notes[0].id])
+    await store.flush()
+    assert store.counts().delivered == 1
+    undelivered = await store.notifications_for(
+        "u1", after_seq=0, upto_seq=99, limit=10, undelivered_only=True
+    )
+    assert [n.id for n in undelivered] == [notes[1].id]
+
+
+async def test_writes_after_close_are_refused(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "c.sqlite3")
+    await store.open()
+    await store.close()
+    with pytest.raises(StoreError):
+        await store.insert_notifications([_draft()])
+
+
+async def test_queued_writes_are_committed_before_close(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "q.sqlite3")
+    await store.open()
+    pending = [asyncio.ensure_future(store.insert_notifications([_draft()])) for _ in range(50)]
+    store.record_audit("test", "close.check", None)
+    await asyncio.sleep(0)
+    await store.close()
+    assert all(p.done() and not p.exception() for p in pending)
+    reopened = SqliteStore(tmp_path / "q.sqlite3")
+    await reopened.open()
+    try:
+        assert reopened.counts().stored == 50
+        assert reopened.max_seq == 50
+        assert [e["action"] for e in await reopened.audit_entries()] == ["close.check"]
+    finally:
+        await reopened.close()
+
+
+async def test_database_newer_than_the_code_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 999")
+    store = SqliteStore(path)
+    with pytest.raises(MigrationError, match="newer"):
+        await store.open()
+
+
+async def test_a_second_server_on_the_same_file_is_refused(make_settings: Any) -> None:
+    settings = make_settings()
+    from aiohttp import web
+
+    first = web.AppRunner(create_app(settings))
+    await first.setup()
+    try:
+        second = web.AppRunner(create_app(settings))
+        with pytest.raises(StoreError, match="already using"):
+            await second.setup()
+    finally:
+        await first.cleanup()
+    # Once the first has stopped, the file is free again.
+    third = web.AppRunner(create_app(settings))
+    await third.setup()
+    await third.cleanup()
+
+
+async def test_generated_secret_survives_restart(make_settings: Any) -> None:
+    from aiohttp import web
+
+    settings = make_settings(secret_key=None)
+    runner = web.AppRunner(create_app(settings))
+    await runner.setup()
+    token = runner.app[TOKENS].mint("patient-1").token
+    await runner.cleanup()
+    runner = web.AppRunner(create_app(settings))
+    await runner.setup()
+    try:
+        assert runner.app[TOKENS].verify(token).user_id == "patient-1"
+    finally:
+        await runner.cleanup()
