@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
@@ -14,6 +16,7 @@ from .config import Settings
 from .errors import error_middleware
 from .hub import Hub
 from .keys import API_KEYS, BROKER, HUB, SERVICE, SETTINGS, STARTED_AT, STORE, TOKENS
+from .logs import AccessLogger
 from .service import NotificationService
 from .sqlite_store import SqliteStore
 from .ws import websocket_handler
@@ -54,6 +57,14 @@ async def _close_sockets(app: web.Application) -> None:
     # on_shutdown runs before cleanup: sockets get 1001 while the store can still record delivery.
     if HUB in app:
         await app[HUB].close_all()
+
+
+def runner_options() -> dict[str, Any]:
+    """Options for whatever runs the app (run_app, AppRunner, the test server).
+
+    The access log goes through our logger, which never prints a query string (`?token=`).
+    """
+    return {"access_log_class": AccessLogger, "access_log": logging.getLogger("diagnoxix.access")}
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -20,10 +20,10 @@ from typing import TypeVar
 
 from aiohttp import web
 
-from .app import create_app
+from .app import create_app, runner_options
 from .auth import ApiKeys, TokenIssuer, generate_secret
 from .config import ConfigError, Settings, settings_from_env
-from .logs import AccessLogger, configure_logging
+from .logs import configure_logging
 from .models import format_timestamp
 from .sqlite_store import SqliteStore
 from .validation import is_valid_user_id
@@ -135,8 +135,7 @@ def _serve(settings: Settings) -> int:
         app,
         host=settings.host,
         port=settings.port,
-        access_log_class=AccessLogger,
-        access_log=logging.getLogger("diagnoxix.access"),
+        **runner_options(),
         print=lambda *_: print(
             f"Diagnoxix Notify on http://{settings.host}:{settings.port}"
             f"{' (dev mode)' if settings.dev else ''}; Ctrl+C to stop",

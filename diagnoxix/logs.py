@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from typing import Any
 
 from aiohttp import web
@@ -46,10 +47,12 @@ class PlainFormatter(logging.Formatter):
         return text
 
 
+# Libraries that log statement parameters (notification content) at DEBUG: never below WARNING.
+CONTENT_LOGGERS = ("aiosqlite",)
+
+
 def configure_logging(level: str, *, as_json: bool) -> None:
     """Set up the root logger for the server process (tests leave logging to pytest)."""
-    import time
-
     handler = logging.StreamHandler(sys.stderr)
     formatter: logging.Formatter = JsonFormatter() if as_json else PlainFormatter()
     formatter.converter = time.gmtime
@@ -57,6 +60,8 @@ def configure_logging(level: str, *, as_json: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    for name in CONTENT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 class AccessLogger(AbstractAccessLogger):

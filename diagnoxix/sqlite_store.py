@@ -142,26 +142,22 @@ class SqliteStore:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         if self._exclusive:
             self._take_lock()
-        created = not self._path.exists()
         try:
+            self._create_private_file()
             writer = await aiosqlite.connect(self._path, isolation_level=None)
+            try:
+                await writer.execute("PRAGMA journal_mode=WAL")
+                await writer.execute(f"PRAGMA synchronous={self._synchronous}")
+                await writer.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                await writer.execute("PRAGMA foreign_keys=ON")
+                # Deleted rows (purged notifications, revoked keys) are overwritten, not left on disk.
+                await writer.execute("PRAGMA secure_delete=ON")
+                await migrate(writer)
+                reader = await aiosqlite.connect(self._path, isolation_level=None)
+            except BaseException:
+                await writer.close()
+                raise
         except BaseException:
-            self._release_lock()
-            raise
-        try:
-            if created:
-                # The file holds health information and the server secret: owner only.
-                os.chmod(self._path, 0o600)
-            await writer.execute("PRAGMA journal_mode=WAL")
-            await writer.execute(f"PRAGMA synchronous={self._synchronous}")
-            await writer.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            await writer.execute("PRAGMA foreign_keys=ON")
-            # Deleted rows (purged notifications, revoked keys) are overwritten, not left on disk.
-            await writer.execute("PRAGMA secure_delete=ON")
-            await migrate(writer)
-            reader = await aiosqlite.connect(self._path, isolation_level=None)
-        except BaseException:
-            await writer.close()
             self._release_lock()
             raise
         await reader.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
@@ -194,6 +190,18 @@ class SqliteStore:
                 await conn.close()
         self._reader_conn = self._writer_conn = None
         self._release_lock()
+
+    def _create_private_file(self) -> None:
+        """Create the file owner-only before SQLite opens it (SQLite gives -wal/-shm the same mode).
+
+        It holds health information and the server secret; a file created under the usual umask
+        would be world-readable, at least for a moment.
+        """
+        try:
+            os.close(os.open(self._path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            if self._path.stat().st_mode & 0o077:
+                log.warning("store.file_permissions", extra={"path": str(self._path), "advice": "chmod 600"})
 
     def _take_lock(self) -> None:
         lock_path = self._path.with_name(self._path.name + ".lock")

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
-from diagnoxix.app import create_app
+from diagnoxix.app import create_app, runner_options
 from diagnoxix.config import Settings
 from diagnoxix.keys import API_KEYS, TOKENS
 
@@ -73,7 +73,10 @@ def make_service(
 ) -> Callable[..., Awaitable[Service]]:
     async def build(**overrides: Any) -> Service:
         settings = make_settings(**overrides)
-        client = await aiohttp_client(create_app(settings))
+        # The server runs with the same runner options as production (our access logger).
+        server = TestServer(create_app(settings))
+        await server.start_server(**runner_options())
+        client = await aiohttp_client(server)
         _, key = await client.app[API_KEYS].create("test-service")
         return Service(client, settings, key)
 

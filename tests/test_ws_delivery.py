@@ -287,3 +287,10 @@ async def test_stalled_client_sees_close_code_1013(make_service: Any) -> None:
     frames = await _receive_notifications(again, 10)
     assert [f["seq"] for f in frames] == list(range(1, 11))
     await again.close()
+
+
+async def test_permessage_deflate_is_off_by_default(service: Service) -> None:
+    # Browsers always offer deflate; accepting it costs ~7-10x the memory per idle socket.
+    ws = await service.connect("deflate-user", compress=15)
+    assert ws.compress == 0
+    await ws.close()

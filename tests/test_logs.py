@@ -1,0 +1,67 @@
+"""Minimum necessary: logs carry ids and types, never titles, messages, data or tokens."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from diagnoxix.logs import CONTENT_LOGGERS, JsonFormatter, configure_logging
+
+from .conftest import Service
+
+SECRET_TITLE = "HIV test result for Jane Roe"
+SECRET_MESSAGE = "potassium 6.9 mmol/L"
+SECRET_DATA = "MRN-0042-confidential"
+
+
+async def test_no_log_line_carries_content_or_credentials(
+    service: Service, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The server's own loggers at their most verbose, libraries as configure_logging leaves them.
+    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG, logger="diagnoxix")
+    token = service.token("patient-77")
+    ws = await service.client.ws_connect(f"/v1/ws/notifications?token={token}")
+    await service.send("patient-77", SECRET_TITLE, message=SECRET_MESSAGE, data={"mrn": SECRET_DATA})
+    frame = await ws.receive_json(timeout=2)
+    assert frame["title"] == SECRET_TITLE
+    await ws.close()
+    bad = await service.client.post(
+        "/v1/notifications",
+        json={"user_id": "bad id", "title": SECRET_TITLE, "message": SECRET_MESSAGE},
+        headers=service.auth(),
+    )
+    assert bad.status == 422
+    formatter = JsonFormatter()
+    lines = [formatter.format(record) for record in caplog.records]
+    assert any("ws.connect" in line for line in lines)
+    assert any("patient-77" in line for line in lines)  # ids are logged...
+    text = "\n".join(lines)
+    for secret in (SECRET_TITLE, SECRET_MESSAGE, SECRET_DATA, token, service.api_key):
+        assert secret not in text  # ...content and credentials never
+
+
+def test_json_formatter_emits_one_parseable_line_with_fields() -> None:
+    record = logging.makeLogRecord(
+        {"name": "diagnoxix.ws", "levelname": "INFO", "msg": "ws.connect", "user_id": "u1", "conn_id": "c1"}
+    )
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    entry = json.loads(line)
+    assert entry["event"] == "ws.connect"
+    assert (entry["user_id"], entry["conn_id"]) == ("u1", "c1")
+
+
+def test_debug_level_never_turns_on_library_statement_logging() -> None:
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, {n: logging.getLogger(n).level for n in CONTENT_LOGGERS})
+    try:
+        configure_logging("DEBUG", as_json=True)
+        assert logging.getLogger("aiosqlite").getEffectiveLevel() == logging.WARNING
+        assert logging.getLogger("diagnoxix").getEffectiveLevel() == logging.DEBUG
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+        for name, level in saved[2].items():
+            logging.getLogger(name).setLevel(level)
