@@ -1,4 +1,7 @@
-"""The HTTP API under `/v1/`: the seed's stats and test-notification, sending, history, tokens."""
+"""The HTTP API under `/v1/`: the seed's stats and test-notification, sending, broadcasts, health.
+
+Per-user endpoints (history, read state, presence, tokens) live in `api_users`.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +14,20 @@ from typing import Any
 
 from aiohttp import web
 
-from .auth import InvalidCredentials
+from .api_support import (
+    invalid,
+    read_json,
+    read_json_object,
+    reject_unknown,
+    require_api_key,
+    store_unavailable,
+)
+from .api_users import setup_user_routes
 from .errors import ApiError
-from .keys import API_KEYS, HUB, SERVICE, SETTINGS, STARTED_AT, STORE, TOKENS
-from .models import ApiKey, Notification, format_timestamp
+from .keys import HUB, SERVICE, SETTINGS, STARTED_AT, STORE
+from .models import ApiKey, Notification
 from .openapi import openapi_document
-from .store import IdempotencyClaim, IdempotencyConflict, StoreClosed, StoreError
+from .store import IdempotencyClaim, IdempotencyConflict, StoreError
 from .validation import (
     MAX_BATCH,
     FieldErrors,
@@ -24,7 +35,6 @@ from .validation import (
     check_priority,
     check_title_message,
     check_type,
-    is_valid_user_id,
     parse_draft,
 )
 
@@ -32,34 +42,6 @@ log = logging.getLogger("diagnoxix.api")
 
 # Idempotency keys are opaque client strings (usually UUIDs); bounded so they stay index-friendly.
 MAX_IDEMPOTENCY_KEY_CHARS = 255
-# History pages: big enough for an inbox screen, small enough for one quick query.
-DEFAULT_PAGE = 50
-MAX_PAGE = 200
-
-
-async def read_json(request: web.Request) -> Any:
-    if request.content_type != "application/json":
-        raise ApiError(415, "unsupported_media_type", "send the body as Content-Type: application/json")
-    raw = await request.read()
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
-
-
-async def require_api_key(request: web.Request) -> ApiKey:
-    header = request.headers.get("Authorization", "")
-    scheme, _, presented = header.partition(" ")
-    if scheme.lower() != "bearer" or not presented.strip():
-        raise ApiError(401, "api_key_required", "send an API key as Authorization: Bearer <key>")
-    try:
-        return await request.app[API_KEYS].authenticate(presented.strip())
-    except InvalidCredentials as exc:
-        raise ApiError(401, "invalid_api_key", str(exc)) from None
-
-
-def _invalid(errors: FieldErrors) -> ApiError:
-    return ApiError(422, "validation_failed", "some fields are invalid", dict(errors.details))
 
 
 def _delivery(request: web.Request, note: Notification) -> dict[str, Any]:
@@ -72,12 +54,6 @@ def _delivery(request: web.Request, note: Notification) -> dict[str, Any]:
         online = request.app[HUB].connections_of(note.user_id) > 0
         body["delivery"] = "sending" if online else "queued"
     return body
-
-
-def _store_unavailable(exc: StoreError) -> ApiError:
-    if isinstance(exc, StoreClosed):
-        return ApiError(503, "shutting_down", "the server is shutting down; retry shortly")
-    return ApiError(503, "store_unavailable", "the notification could not be stored; retry shortly")
 
 
 # -- the seed's endpoints ------------------------------------------------------------------
@@ -115,11 +91,11 @@ async def test_notification(request: web.Request) -> web.Response:
     errors = FieldErrors()
     draft = parse_draft(payload, errors=errors, default_type="test_notification")
     if draft is None:
-        raise _invalid(errors)
+        raise invalid(errors)
     try:
         (note,) = await request.app[SERVICE].send([draft])
     except StoreError as exc:
-        raise _store_unavailable(exc) from None
+        raise store_unavailable(exc) from None
     request.app[STORE].record_audit(actor, "notification.test", draft.user_id, {"id": note.id})
     log.info("api.test_notification", extra={"id": note.id, "user_id": note.user_id, "type": note.type})
     return web.json_response({"success": True, "notification": _delivery(request, note)}, status=201)
@@ -205,7 +181,7 @@ async def send_notifications(request: web.Request) -> web.Response:
         for i, item in enumerate(items)
     ]
     if errors:
-        raise _invalid(errors)
+        raise invalid(errors)
     claim = IdempotencyClaim(api_key.id, key, request_hash, 201) if key is not None else None
     try:
         notes = await request.app[SERVICE].send([d for d in drafts if d is not None], idempotency=claim)
@@ -217,7 +193,7 @@ async def send_notifications(request: web.Request) -> web.Response:
             raise ApiError(409, "idempotency_conflict", "retry the request") from None
         return replay
     except StoreError as exc:
-        raise _store_unavailable(exc) from None
+        raise store_unavailable(exc) from None
     actor = f"apikey:{api_key.id}"
     target = notes[0].user_id if len(notes) == 1 else None
     request.app[STORE].record_audit(
@@ -229,19 +205,19 @@ async def send_notifications(request: web.Request) -> web.Response:
 
 async def send_broadcast(request: web.Request) -> web.Response:
     api_key = await require_api_key(request)
-    payload = await read_json(request)
-    if not isinstance(payload, dict):
-        raise ApiError(422, "validation_failed", "the body must be a JSON object")
+    payload = await read_json_object(request)
     errors = FieldErrors()
-    unknown = sorted(set(payload) - {"title", "message", "data", "type", "priority"})
-    for name in unknown:
-        errors.add(name, "is not a known field")
+    reject_unknown(payload, {"title", "message", "data", "type", "priority", "ttl"}, errors)
     title, message = check_title_message(payload, "", errors)
+    ttl = payload.get("ttl")
+    max_ttl = 10 * 365 * 24 * 3600
+    if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or not 60 <= ttl <= max_ttl):
+        errors.add("ttl", f"must be an integer from 60 to {max_ttl} seconds")
     check_type(payload.get("type", "system"), "type", errors)
     check_data(payload.get("data"), "data", errors)
     check_priority(payload.get("priority"), "priority", errors)
     if errors:
-        raise _invalid(errors)
+        raise invalid(errors)
     try:
         note = await request.app[SERVICE].broadcast_system_notification(
             title,
@@ -249,9 +225,10 @@ async def send_broadcast(request: web.Request) -> web.Response:
             payload.get("data"),
             type=payload.get("type", "system"),
             priority=payload.get("priority") or "normal",
+            ttl_seconds=ttl,
         )
     except StoreError as exc:
-        raise _store_unavailable(exc) from None
+        raise store_unavailable(exc) from None
     recipients = request.app[HUB].connection_count
     request.app[STORE].record_audit(
         f"apikey:{api_key.id}", "notification.broadcast", None, {"id": note.id, "connections": recipients}
@@ -259,59 +236,6 @@ async def send_broadcast(request: web.Request) -> web.Response:
     log.info("api.broadcast", extra={"api_key": api_key.id, "id": note.id, "connections": recipients})
     return web.json_response(
         {"notification": _delivery(request, note), "connections": recipients}, status=201
-    )
-
-
-# -- reading -------------------------------------------------------------------------------
-
-
-def _int_param(request: web.Request, name: str, default: int | None, *, maximum: int) -> int | None:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    if not raw.isdigit() or int(raw) < 1 or int(raw) > maximum:
-        raise ApiError(400, f"invalid_{name}", f"{name} must be an integer from 1 to {maximum}")
-    return int(raw)
-
-
-async def user_notifications(request: web.Request) -> web.Response:
-    await require_api_key(request)
-    user_id = request.match_info["user_id"]
-    if not is_valid_user_id(user_id):
-        raise ApiError(400, "invalid_user_id", "user_id has characters or a length that is not allowed")
-    limit = _int_param(request, "limit", DEFAULT_PAGE, maximum=MAX_PAGE)
-    before = _int_param(request, "before", None, maximum=2**62)
-    assert limit is not None
-    notes = await request.app[STORE].history(user_id, before_seq=before, limit=limit)
-    next_cursor = str(notes[-1].seq) if len(notes) == limit else None
-    return web.json_response({"notifications": [n.to_api() for n in notes], "next_cursor": next_cursor})
-
-
-async def mint_token(request: web.Request) -> web.Response:
-    api_key = await require_api_key(request)
-    payload = await read_json(request)
-    if not isinstance(payload, dict):
-        raise ApiError(422, "validation_failed", "the body must be a JSON object")
-    errors = FieldErrors()
-    for name in sorted(set(payload) - {"user_id", "ttl"}):
-        errors.add(name, "is not a known field")
-    user_id = payload.get("user_id")
-    if not isinstance(user_id, str) or not is_valid_user_id(user_id):
-        errors.add("user_id", "is required: 1-128 characters of letters, digits and . _ : @ -")
-    tokens = request.app[TOKENS]
-    ttl = payload.get("ttl")
-    if ttl is not None and (
-        not isinstance(ttl, int) or isinstance(ttl, bool) or not 10 <= ttl <= tokens.max_ttl
-    ):
-        errors.add("ttl", f"must be an integer from 10 to {tokens.max_ttl} seconds")
-    if errors:
-        raise _invalid(errors)
-    assert isinstance(user_id, str)
-    minted = tokens.mint(user_id, ttl)
-    request.app[STORE].record_audit(f"apikey:{api_key.id}", "token.mint", user_id, {"ttl": ttl})
-    return web.json_response(
-        {"token": minted.token, "user_id": user_id, "expires_at": format_timestamp(minted.expires_at)},
-        status=201,
     )
 
 
@@ -332,7 +256,6 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/v1/ws/test-notification", test_notification)
     app.router.add_post("/v1/notifications", send_notifications)
     app.router.add_post("/v1/broadcasts", send_broadcast)
-    app.router.add_get("/v1/users/{user_id}/notifications", user_notifications)
-    app.router.add_post("/v1/tokens", mint_token)
+    setup_user_routes(app)
     app.router.add_get("/healthz", health)
     app.router.add_get("/v1/openapi.json", openapi)

@@ -17,6 +17,7 @@ from .errors import error_middleware
 from .hub import Hub
 from .keys import API_KEYS, BROKER, HUB, SERVICE, SETTINGS, STARTED_AT, STORE, TOKENS
 from .logs import AccessLogger
+from .retention import retention_context
 from .service import NotificationService
 from .sqlite_store import SqliteStore
 from .ws import websocket_handler
@@ -48,7 +49,7 @@ async def _delivery_context(app: web.Application) -> AsyncIterator[None]:
     store.add_commit_listener(broker.publish)
     app[HUB] = hub
     app[BROKER] = broker
-    app[SERVICE] = NotificationService(store, hub)
+    app[SERVICE] = NotificationService(store, hub, app[SETTINGS])
     yield
     await hub.close_all()
 
@@ -72,6 +73,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[STARTED_AT] = time.time()
     app.cleanup_ctx.append(_store_context)
+    app.cleanup_ctx.append(retention_context)
     app.cleanup_ctx.append(_delivery_context)
     app.on_shutdown.append(_close_sockets)
     app.router.add_get("/v1/ws/notifications", websocket_handler)

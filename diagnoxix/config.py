@@ -40,8 +40,8 @@ class Settings:
     ws_heartbeat_seconds: float = 30.0
     # Frames a connection may have waiting; a fuller queue means a stalled client, closed with 1013.
     ws_send_queue_limit: int = 1024
-    # Client frames are tiny control messages (ping, hello); anything larger is abuse.
-    ws_max_client_frame_bytes: int = 4096
+    # Client frames are small control messages (ping, hello, an ack of up to 200 ids); larger is abuse.
+    ws_max_client_frame_bytes: int = 16 * 1024
     # A v1 client that names no `since` in its URL must say hello within this time.
     ws_hello_timeout_seconds: float = 10.0
     # permessage-deflate costs ~7-10x the memory per idle socket for frames of a few hundred bytes.
@@ -50,11 +50,30 @@ class Settings:
     sqlite_synchronous: str = "FULL"
     # Largest HTTP request body: a batch of 1,000 notifications with modest data fits.
     max_body_bytes: int = 4 * 1024 * 1024
+    # Retention per priority, in days: critical results are kept longest. Expired notifications
+    # are never served and are purged (overwritten on disk) by a background job.
+    retention_days: tuple[tuple[str, int], ...] = (
+        ("low", 30),
+        ("normal", 90),
+        ("high", 180),
+        ("critical", 730),
+    )
+    # A broadcast reaches users who connect later until it expires.
+    broadcast_ttl_seconds: int = 7 * 24 * 3600
+    purge_interval_seconds: float = 300.0
+    # The server asks a client for a fresh token this long before its token expires, and closes
+    # the connection (1008) this long after expiry if none came.
+    token_refresh_lead_seconds: int = 60
+    token_expiry_grace_seconds: int = 15
     log_level: str = "INFO"
     log_json: bool = True
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+    def retention_seconds(self, priority: str) -> int:
+        days = dict(self.retention_days).get(priority, max(d for _, d in self.retention_days))
+        return days * 24 * 3600
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -90,6 +109,19 @@ def _parse_float(name: str, raw: str, *, minimum: float) -> float:
     return value
 
 
+def _parse_retention(raw: str, current: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
+    """`low=30,normal=90,high=180,critical=730` (days); priorities not named keep their value."""
+    days = dict(current)
+    for part in raw.split(","):
+        name, sep, value = part.strip().partition("=")
+        if not sep or name not in days:
+            raise ConfigError(
+                f"DIAGNOXIX_RETENTION_DAYS takes priority=days pairs for {', '.join(days)}, not {part!r}"
+            )
+        days[name] = _parse_int(f"DIAGNOXIX_RETENTION_DAYS {name}", value, minimum=1, maximum=36500)
+    return tuple(days.items())
+
+
 def settings_from_env(env: Mapping[str, str], base: Settings | None = None) -> Settings:
     """Read `DIAGNOXIX_*` variables on top of `base` (the defaults)."""
     settings = base or Settings()
@@ -123,6 +155,14 @@ def settings_from_env(env: Mapping[str, str], base: Settings | None = None) -> S
         if value not in {"FULL", "NORMAL", "EXTRA"}:
             raise ConfigError("DIAGNOXIX_SQLITE_SYNCHRONOUS must be FULL, EXTRA or NORMAL")
         changes["sqlite_synchronous"] = value
+    if (raw := env.get("DIAGNOXIX_RETENTION_DAYS")) is not None:
+        changes["retention_days"] = _parse_retention(raw, settings.retention_days)
+    if (raw := env.get("DIAGNOXIX_BROADCAST_TTL")) is not None:
+        changes["broadcast_ttl_seconds"] = _parse_int(
+            "DIAGNOXIX_BROADCAST_TTL", raw, minimum=60, maximum=10 * 365 * 24 * 3600
+        )
+    if (raw := env.get("DIAGNOXIX_PURGE_INTERVAL")) is not None:
+        changes["purge_interval_seconds"] = _parse_float("DIAGNOXIX_PURGE_INTERVAL", raw, minimum=1.0)
     if (raw := env.get("DIAGNOXIX_LOG_LEVEL")) is not None:
         changes["log_level"] = raw.strip().upper()
     if (raw := env.get("DIAGNOXIX_LOG_JSON")) is not None:

@@ -33,14 +33,18 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TRY_AGAIN_LATER = 1013
 
-DeliveredCallback = Callable[[Sequence[str]], None]
+# (user_id, notification ids): called for frames written to a plain client, which cannot ack.
+DeliveredCallback = Callable[[str, Sequence[str]], None]
+# (user_id, online, since as a Unix time): a user's first connection opened or last one closed.
+PresenceListener = Callable[[str, bool, float], None]
 
 
 @dataclass(frozen=True, slots=True)
 class _Frame:
     text: str
     seq: int | None
-    # Set for a notification addressed to this user, so its delivery is recorded.
+    # Set for a notification to a plain client, whose delivery is recorded when written (a v1
+    # client's is recorded when it acknowledges).
     delivered_id: str | None
 
 
@@ -58,6 +62,7 @@ class Connection:
         "_ws",
         "connected_at",
         "id",
+        "timers",
         "user_id",
         "v1",
     )
@@ -87,6 +92,8 @@ class Connection:
         self._closing = False
         self._on_delivered = on_delivered
         self._tasks = tasks
+        # Token refresh and expiry timers (loop.call_at handles, no task per connection).
+        self.timers: list[asyncio.TimerHandle] = []
 
     @property
     def closing(self) -> bool:
@@ -106,7 +113,7 @@ class Connection:
         if len(pending) >= self._limit:
             self.close_soon(CLOSE_TRY_AGAIN_LATER, "send queue full; reconnect to resume")
             return
-        pending.append(_Frame(text, seq, delivered_id))
+        pending.append(_Frame(text, seq, None if self.v1 else delivered_id))
         if self._live and self._sender is None:
             self._sender = asyncio.get_running_loop().create_task(self._drain())
 
@@ -131,7 +138,7 @@ class Connection:
                 if frame.delivered_id is not None:
                     delivered.append(frame.delivered_id)
                     if len(delivered) >= DELIVERED_FLUSH_SIZE:
-                        self._on_delivered(delivered)
+                        self._on_delivered(self.user_id, delivered)
                         delivered = []
         except (ConnectionError, RuntimeError):
             # The peer went away mid-send; the handler sees the close and unregisters us.
@@ -139,7 +146,7 @@ class Connection:
         finally:
             self._sender = None
             if delivered:
-                self._on_delivered(delivered)
+                self._on_delivered(self.user_id, delivered)
 
     def close_soon(self, code: int, reason: str) -> None:
         """Close from outside the handler without awaiting the client (safe inside a fan-out)."""
@@ -161,10 +168,13 @@ class Connection:
                 await self._ws.close(code=code, message=reason.encode())
 
     def stop(self) -> None:
-        """The handler is done with this connection: stop sending."""
+        """The handler is done with this connection: stop sending, cancel its timers."""
         self._closing = True
         if self._sender is not None:
             self._sender.cancel()
+        for timer in self.timers:
+            timer.cancel()
+        self.timers.clear()
 
 
 class Hub:
@@ -172,6 +182,9 @@ class Hub:
 
     def __init__(self, *, high_seq: int = 0) -> None:
         self._by_user: dict[str, set[Connection]] = {}
+        # Presence: when each online user's current streak of connections began.
+        self._online_since: dict[str, float] = {}
+        self._presence_listeners: list[PresenceListener] = []
         self._count = 0
         # Highest seq already handed to the fan-out. A connection registered now receives every
         # later notification live, so its replay from the store stops here: no gap, no duplicate.
@@ -181,8 +194,12 @@ class Hub:
 
     def register(self, conn: Connection) -> int:
         """Add a connection; returns the seq up to which it must replay from the store."""
-        self._by_user.setdefault(conn.user_id, set()).add(conn)
+        conns = self._by_user.setdefault(conn.user_id, set())
+        conns.add(conn)
         self._count += 1
+        if len(conns) == 1:
+            self._online_since[conn.user_id] = conn.connected_at
+            self._notify_presence(conn.user_id, True, conn.connected_at)
         return self.high_seq
 
     def unregister(self, conn: Connection) -> None:
@@ -193,6 +210,33 @@ class Hub:
         self._count -= 1
         if not conns:
             del self._by_user[conn.user_id]
+            self._online_since.pop(conn.user_id, None)
+            self._notify_presence(conn.user_id, False, time.time())
+
+    def add_presence_listener(self, listener: PresenceListener) -> None:
+        self._presence_listeners.append(listener)
+
+    def _notify_presence(self, user_id: str, online: bool, at: float) -> None:
+        for listener in self._presence_listeners:
+            try:
+                listener(user_id, online, at)
+            except Exception:
+                log.exception("hub.presence_listener_failed")
+
+    def presence(self, user_id: str) -> tuple[int, float | None]:
+        """(open connections, online since) for one user."""
+        return len(self._by_user.get(user_id, ())), self._online_since.get(user_id)
+
+    def online_users(self) -> list[tuple[str, int, float]]:
+        """(user id, connections, online since) for everyone online, longest online first."""
+        rows = [(user, len(conns), self._online_since[user]) for user, conns in self._by_user.items()]
+        return sorted(rows, key=lambda row: (row[2], row[0]))
+
+    def send_control(self, user_id: str, text: str) -> None:
+        """A control frame (e.g. a new unread count) to every v1 connection of one user."""
+        for conn in self._by_user.get(user_id, ()):
+            if conn.v1:
+                conn.offer(text)
 
     def publish(self, notifications: Sequence[Notification]) -> None:
         """Fan committed notifications out, in seq order. Synchronous by design: awaits nothing."""
@@ -203,7 +247,7 @@ class Hub:
             if note.is_broadcast:
                 for conns in self._by_user.values():
                     for conn in conns:
-                        conn.offer(text, note.seq)
+                        conn.offer(text, note.seq, note.id)
             else:
                 for conn in self._by_user.get(note.user_id, ()):
                     conn.offer(text, note.seq, note.id)

@@ -37,6 +37,8 @@ class NotificationDraft:
     message: str
     data: dict[str, Any]
     priority: Priority = "normal"
+    # Retention: the store stops serving and purges the notification this long after creation.
+    ttl_seconds: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,7 @@ class Notification:
     created_at: datetime
     delivered_at: datetime | None = None
     read_at: datetime | None = None
+    expires_at: datetime | None = None
 
     @property
     def is_broadcast(self) -> bool:
@@ -77,6 +80,7 @@ class Notification:
         body = self.to_wire()
         body["delivered_at"] = format_timestamp(self.delivered_at) if self.delivered_at else None
         body["read_at"] = format_timestamp(self.read_at) if self.read_at else None
+        body["expires_at"] = format_timestamp(self.expires_at) if self.expires_at else None
         return body
 
     def encode_frame(self) -> str:

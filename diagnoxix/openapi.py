@@ -24,6 +24,9 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 def openapi_document() -> dict[str, Any]:
     api_key: list[dict[str, list[str]]] = [{"apiKey": []}]
+    # A service's API key for any user, or the user's own connection token for themselves.
+    user_auth: list[dict[str, list[str]]] = [{"apiKey": []}, {"userToken": []}]
+    user_param = {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"}}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -100,9 +103,11 @@ def openapi_document() -> dict[str, Any]:
             "/v1/users/{user_id}/notifications": {
                 "get": {
                     "summary": "A user's notifications, newest first",
-                    "security": api_key,
+                    "security": user_auth,
                     "parameters": [
-                        {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                        user_param,
+                        {"name": "type", "in": "query", "schema": {"type": "string"}},
+                        {"name": "unread", "in": "query", "schema": {"type": "boolean"}},
                         {
                             "name": "limit",
                             "in": "query",
@@ -117,6 +122,76 @@ def openapi_document() -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": {"description": "A page", **_json(_ref("HistoryPage"))},
+                        **_errors(400, 401),
+                    },
+                }
+            },
+            "/v1/users/{user_id}/notifications/read": {
+                "post": {
+                    "summary": "Mark notifications read; every connection of the user gets the unread count",
+                    "security": user_auth,
+                    "parameters": [user_param],
+                    "requestBody": _json(
+                        {
+                            "type": "object",
+                            "required": ["ids"],
+                            "properties": {
+                                "ids": {"type": "array", "items": {"type": "string"}, "maxItems": 1000}
+                            },
+                        }
+                    ),
+                    "responses": {
+                        "200": {"description": "Marked", **_json(_ref("ReadResult"))},
+                        **_errors(400, 401, 403, 415, 422),
+                    },
+                }
+            },
+            "/v1/users/{user_id}/notifications/read-all": {
+                "post": {
+                    "summary": "Mark all of a user's notifications read",
+                    "security": user_auth,
+                    "parameters": [user_param],
+                    "responses": {
+                        "200": {"description": "Marked", **_json(_ref("ReadAllResult"))},
+                        **_errors(400, 401, 403),
+                    },
+                }
+            },
+            "/v1/users/{user_id}/unread-count": {
+                "get": {
+                    "summary": "How many of a user's notifications are unread",
+                    "security": user_auth,
+                    "parameters": [user_param],
+                    "responses": {
+                        "200": {"description": "Count", **_json(_ref("UnreadCount"))},
+                        **_errors(400, 401, 403),
+                    },
+                }
+            },
+            "/v1/users/{user_id}/presence": {
+                "get": {
+                    "summary": "Whether a user is online, with how many connections, since when",
+                    "security": api_key,
+                    "parameters": [user_param],
+                    "responses": {
+                        "200": {"description": "Presence", **_json(_ref("Presence"))},
+                        **_errors(400, 401),
+                    },
+                }
+            },
+            "/v1/presence": {
+                "get": {
+                    "summary": "Everyone online now, longest online first",
+                    "security": api_key,
+                    "parameters": [
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 10000},
+                        }
+                    ],
+                    "responses": {
+                        "200": {"description": "Online users", **_json(_ref("PresenceList"))},
                         **_errors(400, 401),
                     },
                 }
@@ -143,7 +218,10 @@ def openapi_document() -> dict[str, Any]:
             },
         },
         "components": {
-            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "apiKey": {"type": "http", "scheme": "bearer", "description": "dxn_… API key"},
+                "userToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+            },
             "responses": {
                 "Error": {"description": "An error", **_json(_ref("Error"))},
             },
@@ -181,6 +259,7 @@ def _schemas() -> dict[str, Any]:
             "priority": priority,
             "read": {"type": "boolean"},
             "delivered_at": {"type": ["string", "null"], "format": "date-time"},
+            "expires_at": {"type": ["string", "null"], "format": "date-time"},
             "read_at": {"type": ["string", "null"], "format": "date-time"},
             "delivery": {"type": "string", "enum": ["delivered", "sending", "queued", "broadcast"]},
         },
@@ -223,9 +302,41 @@ def _schemas() -> dict[str, Any]:
                 "data": {"type": "object"},
                 "type": {"type": "string", "maxLength": 64},
                 "priority": priority,
+                "ttl": {"type": "integer", "minimum": 60, "description": "seconds until it expires"},
             },
         },
         "Notification": notification,
+        "ReadResult": {
+            "type": "object",
+            "properties": {
+                "ids": {"type": "array", "items": {"type": "string"}},
+                "unread": {"type": "integer"},
+            },
+        },
+        "ReadAllResult": {
+            "type": "object",
+            "properties": {"count": {"type": "integer"}, "unread": {"type": "integer"}},
+        },
+        "UnreadCount": {
+            "type": "object",
+            "properties": {"user_id": {"type": "string"}, "unread": {"type": "integer"}},
+        },
+        "Presence": {
+            "type": "object",
+            "properties": {
+                "user_id": {"type": "string"},
+                "online": {"type": "boolean"},
+                "connections": {"type": "integer"},
+                "since": {"type": ["string", "null"], "format": "date-time"},
+            },
+        },
+        "PresenceList": {
+            "type": "object",
+            "properties": {
+                "online": {"type": "integer"},
+                "users": {"type": "array", "items": _ref("Presence")},
+            },
+        },
         "SingleResult": {"type": "object", "properties": {"notification": _ref("Notification")}},
         "BatchResult": {
             "type": "object",

@@ -8,8 +8,11 @@ fans them out to the hub of every process.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Literal, get_args
 
+from . import frames
+from .config import Settings
 from .hub import Hub
 from .models import BROADCAST_RECIPIENT, Notification, NotificationDraft, Priority
 from .store import IdempotencyClaim, Store
@@ -45,15 +48,40 @@ def _check_reference(value: object, path: str, errors: FieldErrors) -> str:
 
 
 class NotificationService:
-    def __init__(self, store: Store, hub: Hub) -> None:
+    def __init__(self, store: Store, hub: Hub, settings: Settings) -> None:
         self._store = store
         self._hub = hub
+        self._settings = settings
+
+    def _with_retention(self, draft: NotificationDraft) -> NotificationDraft:
+        if draft.ttl_seconds is not None:
+            return draft
+        if draft.user_id == BROADCAST_RECIPIENT:
+            return replace(draft, ttl_seconds=self._settings.broadcast_ttl_seconds)
+        return replace(draft, ttl_seconds=self._settings.retention_seconds(draft.priority))
 
     async def send(
         self, drafts: Sequence[NotificationDraft], *, idempotency: IdempotencyClaim | None = None
     ) -> list[Notification]:
-        """Store validated drafts in one transaction; they are delivered once committed."""
-        return await self._store.insert_notifications(drafts, idempotency)
+        """Store validated drafts in one transaction; they are delivered once committed.
+
+        Each gets its retention from its priority unless it names its own lifetime.
+        """
+        return await self._store.insert_notifications([self._with_retention(d) for d in drafts], idempotency)
+
+    async def mark_read(self, user_id: str, notification_ids: Sequence[str]) -> tuple[list[str], int]:
+        """Mark read, then tell every v1 connection of the user the new unread count at once."""
+        marked = await self._store.mark_read(user_id, notification_ids)
+        return marked, await self._push_unread(user_id)
+
+    async def mark_all_read(self, user_id: str) -> tuple[int, int]:
+        changed = await self._store.mark_all_read(user_id)
+        return changed, await self._push_unread(user_id)
+
+    async def _push_unread(self, user_id: str) -> int:
+        count = await self._store.unread_count(user_id)
+        self._hub.send_control(user_id, frames.unread(count))
+        return count
 
     def online(self, user_id: str) -> bool:
         """Whether the user has an open connection here right now (delivered live vs queued)."""
@@ -150,8 +178,10 @@ class NotificationService:
         *,
         type: str = "system",
         priority: Priority = "normal",
+        ttl_seconds: int | None = None,
     ) -> Notification:
-        """Stored once, delivered to every connection open now."""
+        """Stored once, delivered to every connection open now and, until it expires, to every
+        user who connects later."""
         errors = FieldErrors()
         check_type(type, "type", errors)
         check_title_message({"title": title, "message": message}, "", errors)
@@ -160,7 +190,7 @@ class NotificationService:
         if errors:
             raise errors
         draft = NotificationDraft(
-            BROADCAST_RECIPIENT, type, title, message, dict(checked_data), checked_priority
+            BROADCAST_RECIPIENT, type, title, message, dict(checked_data), checked_priority, ttl_seconds
         )
         (stored,) = await self.send([draft])
         return stored

@@ -1,14 +1,11 @@
 """The embedded store: one SQLite file through aiosqlite, WAL, one writer task with group commit.
 
-Every write goes through `_writer`, which takes all writes waiting at that moment and commits them
-in one transaction: each notification is durable before its sender hears 2xx, yet a burst costs a
-handful of fsyncs rather than one per notification. Reads use a separate read-only connection.
+Writes go through `sqlite_writer.GroupCommitWriter`; reads use a separate read-only connection.
+Nothing expired is ever served: every read of notifications filters on `expires_at`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import fcntl
 import json
 import logging
@@ -16,7 +13,6 @@ import os
 import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,64 +30,22 @@ from .models import (
     parse_timestamp,
     utc_now,
 )
-from .store import CommitListener, IdempotencyClaim, IdempotencyConflict, StoreClosed, StoreError
+from .sqlite_writer import NOTIFICATION_COLUMNS, GroupCommitWriter, WriterCounters
+from .store import CommitListener, IdempotencyClaim, StoreClosed, StoreError
 
 log = logging.getLogger("diagnoxix.store")
 
-# One transaction holds at most this many queued writes; a larger backlog is split so no single
-# commit keeps senders waiting long, and memory per batch stays bounded.
-MAX_OPS_PER_BATCH = 2000
 # How long a connection waits for a lock held by another process (e.g. a CLI command).
 BUSY_TIMEOUT_MS = 5000
-
-_NOTIFICATION_COLUMNS = (
-    "seq, id, user_id, type, title, message, data, priority, created_at, delivered_at, read_at"
-)
-_INSERT_NOTIFICATION = (
-    f"INSERT INTO notifications ({_NOTIFICATION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,NULL,NULL)"
-)
-_INSERT_IDEMPOTENCY = (
-    "INSERT INTO idempotency_keys (api_key_id, key, request_hash, notification_ids, status,"
-    " created_at) VALUES (?,?,?,?,?,?)"
-)
-
-
-@dataclass(slots=True)
-class _Insert:
-    drafts: Sequence[NotificationDraft]
-    idempotency: IdempotencyClaim | None
-    future: asyncio.Future[list[Notification]]
-
-
-@dataclass(slots=True)
-class _Execute:
-    """A parameterised statement run once per parameter tuple inside the batch's transaction."""
-
-    sql: str
-    params: list[tuple[Any, ...]]
-    future: asyncio.Future[int] | None = None
-    on_rows: Callable[[int], None] | None = None
-
-
-@dataclass(slots=True)
-class _Flush:
-    future: asyncio.Future[None]
-
-
-_Op = _Insert | _Execute | _Flush
-
-
-@dataclass(slots=True)
-class _Counters:
-    stored: int = 0
-    delivered: int = 0
-    commits: int = 0
-    next_seq: int = 1
-    listeners: list[CommitListener] = field(default_factory=list)
+# SQLite caps bound parameters per statement; id lists are queried in chunks of this size.
+ID_CHUNK = 500
+# Purging deletes in slices so one purge never holds the write lock for long.
+PURGE_SLICE = 1000
+_LIVE = "(expires_at IS NULL OR expires_at > ?)"
 
 
 def _row_to_notification(row: sqlite3.Row | tuple[Any, ...]) -> Notification:
-    seq, nid, user_id, kind, title, message, data, priority, created, delivered, read = row
+    seq, nid, user_id, kind, title, message, data, priority, created, delivered, read, expires = row
     return Notification(
         seq=seq,
         id=nid,
@@ -104,6 +58,7 @@ def _row_to_notification(row: sqlite3.Row | tuple[Any, ...]) -> Notification:
         created_at=parse_timestamp(created),
         delivered_at=parse_timestamp(delivered) if delivered else None,
         read_at=parse_timestamp(read) if read else None,
+        expires_at=parse_timestamp(expires) if expires else None,
     )
 
 
@@ -118,6 +73,14 @@ def _row_to_api_key(row: tuple[Any, ...]) -> ApiKey:
     )
 
 
+def _chunks(ids: Sequence[str]) -> list[list[str]]:
+    return [list(ids[i : i + ID_CHUNK]) for i in range(0, len(ids), ID_CHUNK)]
+
+
+def _now() -> str:
+    return format_timestamp(utc_now())
+
+
 class SqliteStore:
     """`Store` on one SQLite file. Use `open()`/`close()` (the app does it in a cleanup context)."""
 
@@ -130,10 +93,11 @@ class SqliteStore:
         self._synchronous = synchronous
         self._writer_conn: aiosqlite.Connection | None = None
         self._reader_conn: aiosqlite.Connection | None = None
-        self._queue: asyncio.Queue[_Op | None] = asyncio.Queue()
-        self._writer_task: asyncio.Task[None] | None = None
-        self._counters = _Counters()
+        self._counters = WriterCounters()
+        self._writer: GroupCommitWriter | None = None
+        self._delivered = 0
         self._epoch = ""
+        self._purged_through = 0
         self._closing = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -169,9 +133,11 @@ class SqliteStore:
             row = await cursor.fetchone()
         assert row is not None
         self._counters.next_seq = int(row[0]) + 1
-        self._counters.stored, self._counters.delivered = int(row[1]), int(row[2])
-        self._writer_task = asyncio.create_task(self._writer(), name="diagnoxix-store-writer")
+        self._counters.stored, self._delivered = int(row[1]), int(row[2])
+        self._writer = GroupCommitWriter(writer, self._counters)
+        self._writer.start()
         self._epoch = await self.get_or_create_meta("epoch", lambda: uuid.uuid4().hex)
+        self._purged_through = int(await self.get_or_create_meta("purged_through_seq", lambda: "0"))
 
     async def close(self) -> None:
         """Commit everything queued, stop the writer and close both connections.
@@ -182,9 +148,8 @@ class SqliteStore:
         if self._closing:
             return
         self._closing = True
-        if self._writer_task is not None:
-            self._queue.put_nowait(None)
-            await self._writer_task
+        if self._writer is not None:
+            await self._writer.stop()
         for conn in (self._reader_conn, self._writer_conn):
             if conn is not None:
                 await conn.close()
@@ -232,49 +197,126 @@ class SqliteStore:
         return self._epoch
 
     @property
+    def purged_through(self) -> int:
+        return self._purged_through
+
+    @property
     def path(self) -> Path:
         return self._path
 
     def counts(self) -> StoreCounts:
-        counters = self._counters
-        return StoreCounts(stored=counters.stored, delivered=counters.delivered, commits=counters.commits)
+        return StoreCounts(
+            stored=self._counters.stored, delivered=self._delivered, commits=self._counters.commits
+        )
 
     def add_commit_listener(self, listener: CommitListener) -> None:
         self._counters.listeners.append(listener)
 
     # -- writes ----------------------------------------------------------------------------
 
-    def _submit(self, op: _Op) -> None:
-        if self._closing or self._writer_task is None:
+    @property
+    def _w(self) -> GroupCommitWriter:
+        if self._writer is None or self._closing:
             raise StoreClosed("the store is closed")
-        self._queue.put_nowait(op)
+        return self._writer
+
+    async def _execute(self, sql: str, params: list[tuple[Any, ...]]) -> int:
+        return await self._w.execute(sql, params)
+
+    def _execute_nowait(
+        self, sql: str, params: list[tuple[Any, ...]], on_rows: Callable[[int], None] | None = None
+    ) -> None:
+        if self._closing:
+            return
+        self._w.execute_nowait(sql, params, on_rows)
 
     async def insert_notifications(
         self, drafts: Sequence[NotificationDraft], idempotency: IdempotencyClaim | None = None
     ) -> list[Notification]:
-        future: asyncio.Future[list[Notification]] = asyncio.get_running_loop().create_future()
-        self._submit(_Insert(drafts, idempotency, future))
-        return await future
-
-    async def _execute(self, sql: str, params: list[tuple[Any, ...]]) -> int:
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._submit(_Execute(sql, params, future))
-        return await future
-
-    def mark_delivered(self, notification_ids: Sequence[str]) -> None:
-        if not notification_ids or self._closing:
-            return
-        now = format_timestamp(utc_now())
-        self._submit(
-            _Execute(
-                "UPDATE notifications SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL",
-                [(now, nid) for nid in notification_ids],
-                on_rows=self._count_delivered,
-            )
-        )
+        return await self._w.insert(drafts, idempotency)
 
     def _count_delivered(self, rows: int) -> None:
-        self._counters.delivered += rows
+        self._delivered += rows
+
+    def _delivery_statements(
+        self, user_id: str, ids: Sequence[str]
+    ) -> list[tuple[str, list[tuple[Any, ...]]]]:
+        now = _now()
+        return [
+            (
+                "UPDATE notifications SET delivered_at = ?"
+                " WHERE id = ? AND user_id = ? AND delivered_at IS NULL",
+                [(now, nid, user_id) for nid in ids],
+            ),
+            (
+                "INSERT OR IGNORE INTO broadcast_receipts (notification_id, user_id, delivered_at)"
+                " SELECT id, ?, ? FROM notifications WHERE id = ? AND user_id = ?",
+                [(user_id, now, nid, BROADCAST_RECIPIENT) for nid in ids],
+            ),
+        ]
+
+    def mark_delivered(self, user_id: str, notification_ids: Sequence[str]) -> None:
+        if not notification_ids or self._closing:
+            return
+        own, receipts = self._delivery_statements(user_id, notification_ids)
+        self._execute_nowait(*own, on_rows=self._count_delivered)
+        self._execute_nowait(*receipts)
+
+    async def acknowledge(self, user_id: str, notification_ids: Sequence[str]) -> list[str]:
+        """Record delivery of the user's own notifications and broadcasts; returns the ids that
+        were theirs to acknowledge (another user's ids are ignored, never confirmed)."""
+        mine = await self._ids_visible_to(user_id, notification_ids)
+        if mine:
+            own, receipts = self._delivery_statements(user_id, mine)
+            self._execute_nowait(*own, on_rows=self._count_delivered)
+            await self._execute(*receipts)
+        return mine
+
+    async def mark_read(self, user_id: str, notification_ids: Sequence[str]) -> list[str]:
+        """Mark the user's own notifications read (and so delivered); returns those changed."""
+        mine = [nid for nid in await self._ids_visible_to(user_id, notification_ids, own_only=True)]
+        if mine:
+            now = _now()
+            await self._execute(
+                "UPDATE notifications SET read_at = ?, delivered_at = coalesce(delivered_at, ?)"
+                " WHERE id = ? AND user_id = ? AND read_at IS NULL",
+                [(now, now, nid, user_id) for nid in mine],
+            )
+        return mine
+
+    async def mark_all_read(self, user_id: str) -> int:
+        now = _now()
+        return await self._execute(
+            "UPDATE notifications SET read_at = ?, delivered_at = coalesce(delivered_at, ?)"
+            f" WHERE user_id = ? AND read_at IS NULL AND {_LIVE}",
+            [(now, now, user_id, now)],
+        )
+
+    async def purge_expired(self) -> int:
+        """Delete expired notifications (secure_delete overwrites them); returns how many."""
+        now = _now()
+        rows = await self._read(
+            f"SELECT coalesce(max(seq), 0), count(*) FROM (SELECT seq FROM notifications"
+            f" WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT {PURGE_SLICE})",
+            (now,),
+        )
+        top, count = int(rows[0][0]), int(rows[0][1])
+        if not count:
+            return 0
+        await self._execute(
+            "DELETE FROM broadcast_receipts WHERE notification_id IN (SELECT id FROM notifications"
+            " WHERE user_id = ? AND expires_at IS NOT NULL AND expires_at <= ? AND seq <= ?)",
+            [(BROADCAST_RECIPIENT, now, top)],
+        )
+        deleted = await self._execute(
+            "DELETE FROM notifications WHERE expires_at IS NOT NULL AND expires_at <= ? AND seq <= ?",
+            [(now, top)],
+        )
+        if top > self._purged_through:
+            self._purged_through = top
+            await self._execute("UPDATE meta SET value = ? WHERE key = 'purged_through_seq'", [(str(top),)])
+        self._counters.stored -= deleted
+        return deleted
 
     async def create_api_key(self, key_id: str, name: str, secret_hash: str) -> ApiKey:
         now = utc_now()
@@ -286,41 +328,30 @@ class SqliteStore:
 
     async def revoke_api_key(self, key_id: str) -> bool:
         changed = await self._execute(
-            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-            [(format_timestamp(utc_now()), key_id)],
+            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", [(_now(), key_id)]
         )
         return changed > 0
 
     def touch_api_key(self, key_id: str) -> None:
-        if self._closing:
-            return
-        self._submit(
-            _Execute(
-                "UPDATE api_keys SET last_used_at = ? WHERE id = ?",
-                [(format_timestamp(utc_now()), key_id)],
-            )
-        )
+        self._execute_nowait("UPDATE api_keys SET last_used_at = ? WHERE id = ?", [(_now(), key_id)])
 
     def record_audit(
         self, actor: str, action: str, target: str | None, details: dict[str, Any] | None = None
     ) -> None:
-        self._submit(
-            _Execute(
-                "INSERT INTO audit_log (at, actor, action, target, details) VALUES (?,?,?,?,?)",
-                [(format_timestamp(utc_now()), actor, action, target, json.dumps(details or {}))],
-            )
+        self._w.execute_nowait(
+            "INSERT INTO audit_log (at, actor, action, target, details) VALUES (?,?,?,?,?)",
+            [(_now(), actor, action, target, json.dumps(details or {}))],
         )
 
     async def get_or_create_meta(self, key: str, default: Callable[[], str]) -> str:
         await self._execute(
-            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
-            [(key, default())],
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", [(key, default())]
         )
         rows = await self._read("SELECT value FROM meta WHERE key = ?", (key,))
         return str(rows[0][0])
 
     async def check(self) -> None:
-        if self._writer_task is None or self._writer_task.done():
+        if self._writer is None or not self._writer.running:
             raise StoreError("the writer is not running")
         try:
             await self._read("SELECT 1", ())
@@ -328,155 +359,7 @@ class SqliteStore:
             raise StoreError(f"the database is not answering ({type(exc).__name__})") from None
 
     async def flush(self) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._submit(_Flush(future))
-        await future
-
-    # -- the writer task -------------------------------------------------------------------
-
-    async def _writer(self) -> None:
-        stopping = False
-        while not stopping:
-            first = await self._queue.get()
-            if first is None:
-                break
-            batch: list[_Op] = [first]
-            while len(batch) < MAX_OPS_PER_BATCH and not self._queue.empty():
-                op = self._queue.get_nowait()
-                if op is None:
-                    stopping = True
-                    break
-                batch.append(op)
-            try:
-                await self._commit(batch)
-            except Exception:  # never let one bad batch stop every future write
-                log.exception("store.batch_failed", extra={"ops": len(batch)})
-                for op in batch:
-                    _fail(op, StoreError("the write could not be committed"))
-
-    async def _commit(self, batch: list[_Op]) -> None:
-        conn = self._writer_conn
-        assert conn is not None
-        changed: list[int] = []
-        stored: list[list[Notification]] = []
-        try:
-            await conn.execute("BEGIN IMMEDIATE")
-            try:
-                rows, claims = await self._stage_inserts(conn, batch, stored)
-                if rows:
-                    await conn.executemany(_INSERT_NOTIFICATION, rows)
-                if claims:
-                    await conn.executemany(_INSERT_IDEMPOTENCY, claims)
-                for op in batch:
-                    if isinstance(op, _Execute):
-                        cursor = await conn.executemany(op.sql, op.params)
-                        changed.append(cursor.rowcount)
-                await conn.commit()
-                self._counters.commits += 1
-            except BaseException:
-                await conn.rollback()
-                raise
-        except sqlite3.Error as exc:
-            if len(batch) > 1:
-                # Find the culprit: commit each write alone so the others still succeed.
-                for op in batch:
-                    await self._commit([op])
-                return
-            _fail(batch[0], _translate(batch[0], exc))
-            return
-        committed = [note for notes in stored for note in notes]
-        if committed:
-            self._counters.next_seq = committed[-1].seq + 1
-            self._counters.stored += len(committed)
-            for listener in self._counters.listeners:
-                try:
-                    listener(committed)
-                except Exception:
-                    log.exception("store.listener_failed")
-        self._resolve(batch, stored, changed)
-
-    async def _stage_inserts(
-        self, conn: aiosqlite.Connection, batch: list[_Op], stored: list[list[Notification]]
-    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        """Give each draft its id and seq; returns the notification rows and idempotency rows.
-
-        The seq base is read inside the write transaction, so even a second process writing to
-        the same file (a CLI tool, an operator's mistake) cannot make two rows share a seq.
-        """
-        rows: list[tuple[Any, ...]] = []
-        claims: list[tuple[Any, ...]] = []
-        if not any(isinstance(op, _Insert) for op in batch):
-            return rows, claims
-        async with conn.execute("SELECT coalesce(max(seq), 0) FROM notifications") as cursor:
-            top = await cursor.fetchone()
-        next_seq = max(int(top[0]) if top else 0, self._counters.next_seq - 1) + 1
-        # Stored with millisecond precision: keep the returned copy identical to what is read back.
-        now = utc_now()
-        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
-        stamp = format_timestamp(now)
-        for op in batch:
-            if not isinstance(op, _Insert):
-                continue
-            notes: list[Notification] = []
-            for draft in op.drafts:
-                note = Notification(
-                    seq=next_seq,
-                    id=str(uuid.uuid4()),
-                    user_id=draft.user_id,
-                    type=draft.type,
-                    title=draft.title,
-                    message=draft.message,
-                    data=draft.data,
-                    priority=draft.priority,
-                    created_at=now,
-                )
-                next_seq += 1
-                notes.append(note)
-                rows.append(
-                    (
-                        note.seq,
-                        note.id,
-                        note.user_id,
-                        note.type,
-                        note.title,
-                        note.message,
-                        json.dumps(note.data, ensure_ascii=False, separators=(",", ":")),
-                        note.priority,
-                        stamp,
-                    )
-                )
-            stored.append(notes)
-            if op.idempotency is not None:
-                claim = op.idempotency
-                claims.append(
-                    (
-                        claim.api_key_id,
-                        claim.key,
-                        claim.request_hash,
-                        json.dumps([n.id for n in notes]),
-                        claim.status,
-                        stamp,
-                    )
-                )
-        return rows, claims
-
-    @staticmethod
-    def _resolve(batch: list[_Op], stored: list[list[Notification]], changed: list[int]) -> None:
-        inserts = iter(stored)
-        results = iter(changed)
-        for op in batch:
-            if isinstance(op, _Insert):
-                notes = next(inserts)
-                if not op.future.done():
-                    op.future.set_result(notes)
-            elif isinstance(op, _Execute):
-                rowcount = next(results)
-                if op.on_rows is not None:
-                    op.on_rows(rowcount)
-                if op.future is not None and not op.future.done():
-                    op.future.set_result(rowcount)
-            elif not op.future.done():
-                op.future.set_result(None)
+        await self._w.flush()
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -487,6 +370,20 @@ class SqliteStore:
         async with conn.execute(sql, params) as cursor:
             return [tuple(row) for row in await cursor.fetchall()]
 
+    async def _ids_visible_to(self, user_id: str, ids: Sequence[str], *, own_only: bool = False) -> list[str]:
+        """The ids among `ids` that are the user's own (or broadcasts) and not expired."""
+        recipients = (user_id,) if own_only else (user_id, BROADCAST_RECIPIENT)
+        marks = ",".join("?" * len(recipients))
+        found: set[str] = set()
+        for chunk in _chunks(ids):
+            rows = await self._read(
+                f"SELECT id FROM notifications WHERE id IN ({','.join('?' * len(chunk))})"
+                f" AND user_id IN ({marks}) AND {_LIVE}",
+                (*chunk, *recipients, _now()),
+            )
+            found.update(str(r[0]) for r in rows)
+        return [nid for nid in dict.fromkeys(ids) if nid in found]
+
     async def notifications_for(
         self,
         user_id: str,
@@ -496,41 +393,69 @@ class SqliteStore:
         limit: int,
         undelivered_only: bool = False,
     ) -> list[Notification]:
+        now = _now()
         if undelivered_only:
             sql = (
-                f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications INDEXED BY"
-                " notifications_undelivered WHERE user_id = ? AND delivered_at IS NULL"
-                " AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
+                f"SELECT {NOTIFICATION_COLUMNS} FROM notifications INDEXED BY notifications_undelivered"
+                f" WHERE user_id = ? AND delivered_at IS NULL AND seq > ? AND seq <= ? AND {_LIVE}"
+                f" UNION ALL SELECT {NOTIFICATION_COLUMNS} FROM notifications AS n"
+                f" WHERE user_id = ? AND seq > ? AND seq <= ? AND {_LIVE} AND NOT EXISTS"
+                " (SELECT 1 FROM broadcast_receipts AS r WHERE r.notification_id = n.id AND r.user_id = ?)"
+                " ORDER BY seq LIMIT ?"
             )
-            params: tuple[Any, ...] = (user_id, after_seq, upto_seq, limit)
+            params: tuple[Any, ...] = (
+                user_id, after_seq, upto_seq, now,
+                BROADCAST_RECIPIENT, after_seq, upto_seq, now, user_id, limit,
+            )  # fmt: skip
         else:
             sql = (
-                f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications"
-                " WHERE user_id IN (?, ?) AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
+                f"SELECT {NOTIFICATION_COLUMNS} FROM notifications"
+                f" WHERE user_id IN (?, ?) AND seq > ? AND seq <= ? AND {_LIVE} ORDER BY seq LIMIT ?"
             )
-            params = (user_id, BROADCAST_RECIPIENT, after_seq, upto_seq, limit)
+            params = (user_id, BROADCAST_RECIPIENT, after_seq, upto_seq, now, limit)
         return [_row_to_notification(row) for row in await self._read(sql, params)]
 
-    async def history(self, user_id: str, *, before_seq: int | None, limit: int) -> list[Notification]:
+    async def history(
+        self,
+        user_id: str,
+        *,
+        before_seq: int | None,
+        limit: int,
+        type: str | None = None,
+        unread_only: bool = False,
+    ) -> list[Notification]:
         before = before_seq if before_seq is not None else self._counters.next_seq
+        # Unread state is kept for a user's own notifications; broadcasts have none.
+        recipients: tuple[str, ...] = (user_id,) if unread_only else (user_id, BROADCAST_RECIPIENT)
+        conditions = [f"user_id IN ({','.join('?' * len(recipients))})", "seq < ?", _LIVE]
+        params: list[Any] = [*recipients, before, _now()]
+        if type is not None:
+            conditions.append("type = ?")
+            params.append(type)
+        if unread_only:
+            conditions.append("read_at IS NULL")
+        params.append(limit)
         rows = await self._read(
-            f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications"
-            " WHERE user_id IN (?, ?) AND seq < ? ORDER BY seq DESC LIMIT ?",
-            (user_id, BROADCAST_RECIPIENT, before, limit),
+            f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE {' AND '.join(conditions)}"
+            " ORDER BY seq DESC LIMIT ?",
+            tuple(params),
         )
         return [_row_to_notification(row) for row in rows]
 
+    async def unread_count(self, user_id: str) -> int:
+        rows = await self._read(
+            f"SELECT count(*) FROM notifications WHERE user_id = ? AND read_at IS NULL AND {_LIVE}",
+            (user_id, _now()),
+        )
+        return int(rows[0][0])
+
     async def get_notifications(self, notification_ids: Sequence[str]) -> list[Notification]:
-        if not notification_ids:
-            return []
         found: dict[str, Notification] = {}
-        # SQLite caps bound parameters per statement; query in chunks.
-        for start in range(0, len(notification_ids), 500):
-            chunk = list(notification_ids[start : start + 500])
-            marks = ",".join("?" * len(chunk))
+        for chunk in _chunks(notification_ids):
             rows = await self._read(
-                f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications WHERE id IN ({marks})",
-                tuple(chunk),
+                f"SELECT {NOTIFICATION_COLUMNS} FROM notifications"
+                f" WHERE id IN ({','.join('?' * len(chunk))}) AND {_LIVE}",
+                (*chunk, _now()),
             )
             for row in rows:
                 note = _row_to_notification(row)
@@ -559,40 +484,13 @@ class SqliteStore:
 
     async def list_api_keys(self) -> list[ApiKey]:
         rows = await self._read(
-            "SELECT id, name, created_at, last_used_at, revoked_at FROM api_keys ORDER BY created_at, id",
-            (),
+            "SELECT id, name, created_at, last_used_at, revoked_at FROM api_keys ORDER BY created_at, id", ()
         )
         return [_row_to_api_key(row) for row in rows]
 
     async def audit_entries(self, *, limit: int = 100) -> list[dict[str, Any]]:
         rows = await self._read(
-            "SELECT id, at, actor, action, target, details FROM audit_log ORDER BY id DESC LIMIT ?",
-            (limit,),
+            "SELECT id, at, actor, action, target, details FROM audit_log ORDER BY id DESC LIMIT ?", (limit,)
         )
-        return [
-            {
-                "id": r[0],
-                "at": r[1],
-                "actor": r[2],
-                "action": r[3],
-                "target": r[4],
-                "details": json.loads(r[5]),
-            }
-            for r in rows
-        ]
-
-
-def _translate(op: _Op, exc: sqlite3.Error) -> Exception:
-    if isinstance(op, _Insert) and op.idempotency and isinstance(exc, sqlite3.IntegrityError):
-        return IdempotencyConflict("this Idempotency-Key was already used")
-    log.error("store.write_failed", extra={"error": type(exc).__name__})
-    return StoreError(f"the database refused the write ({type(exc).__name__})")
-
-
-def _fail(op: _Op, exc: Exception) -> None:
-    future = op.future
-    if future is not None and not future.done():
-        future.set_exception(exc)
-        # A fire-and-forget write has nobody awaiting it; don't warn about an unretrieved error.
-        with contextlib.suppress(BaseException):
-            future.exception()
+        keys = ("id", "at", "actor", "action", "target", "details")
+        return [dict(zip(keys, (*r[:5], json.loads(r[5])), strict=True)) for r in rows]

@@ -54,8 +54,25 @@ class Store(Protocol):
     ) -> list[Notification]:
         """Store drafts durably (one transaction with the idempotency claim) and return them."""
 
-    def mark_delivered(self, notification_ids: Sequence[str]) -> None:
-        """Record delivery without waiting; it is committed with the next batch."""
+    def mark_delivered(self, user_id: str, notification_ids: Sequence[str]) -> None:
+        """Record delivery to `user_id` without waiting; committed with the next batch."""
+
+    async def acknowledge(self, user_id: str, notification_ids: Sequence[str]) -> list[str]:
+        """Record the user's acknowledgement; returns the ids that were theirs to acknowledge."""
+
+    async def mark_read(self, user_id: str, notification_ids: Sequence[str]) -> list[str]:
+        """Mark the user's own notifications read; returns the ids that were theirs."""
+
+    async def mark_all_read(self, user_id: str) -> int: ...
+
+    async def unread_count(self, user_id: str) -> int: ...
+
+    async def purge_expired(self) -> int:
+        """Delete what has expired; returns how many notifications were deleted."""
+
+    @property
+    def purged_through(self) -> int:
+        """The highest seq ever purged: a resume cursor below it may have missed something."""
 
     async def notifications_for(
         self,
@@ -68,10 +85,18 @@ class Store(Protocol):
     ) -> list[Notification]:
         """Oldest first: the user's own notifications and broadcasts in (after_seq, upto_seq].
 
-        With `undelivered_only`, only the user's own never-delivered notifications.
+        With `undelivered_only`, only those never delivered to this user.
         """
 
-    async def history(self, user_id: str, *, before_seq: int | None, limit: int) -> list[Notification]:
+    async def history(
+        self,
+        user_id: str,
+        *,
+        before_seq: int | None,
+        limit: int,
+        type: str | None = None,
+        unread_only: bool = False,
+    ) -> list[Notification]:
         """Newest first: the user's notifications and broadcasts with seq < before_seq."""
 
     async def get_notifications(self, notification_ids: Sequence[str]) -> list[Notification]: ...

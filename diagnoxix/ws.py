@@ -8,34 +8,29 @@ frame to the client goes through its `Connection` queue, so one task writes at a
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
-from aiohttp import WSMessage, WSMsgType, web
+from aiohttp import web
 
+from . import frames
 from .auth import InvalidCredentials
 from .errors import ApiError
 from .hub import CLOSE_POLICY_VIOLATION, Connection
-from .keys import HUB, SETTINGS, STORE, TOKENS
+from .keys import HUB, SERVICE, SETTINGS, STORE, TOKENS
 from .models import format_timestamp, utc_now
 from .origin import check_origin
-from .store import Store
+from .resume import plan_resume, replay
 from .validation import is_valid_user_id
+from .ws_protocol import FrameGuard, Session, decode
 
 log = logging.getLogger("diagnoxix.ws")
 
 SUBPROTOCOL_V1 = "diagnoxix.v1"
 BEARER_PREFIX = "bearer."
-# Replay reads the backlog in pages so a long absence never builds one huge query or frame.
-REPLAY_PAGE = 200
-# Bad frames (malformed, unknown type, binary) tolerated before the connection is closed 1008.
-MAX_STRIKES = 10
-# Client frames allowed per window; clients only ping and say hello, so this is generous.
-RATE_WINDOW_SECONDS = 10.0
-RATE_MAX_FRAMES = 100
+MAX_EPOCH_CHARS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +39,9 @@ class _Handshake:
     v1: bool
     protocol: str | None
     since: int | None
+    epoch: str | None
     via: str  # how the client identified itself: token or dev user_id
+    expires_at: datetime | None
 
 
 def _offered_protocols(request: web.Request) -> list[str]:
@@ -60,6 +57,14 @@ def _parse_since(raw: str | None) -> int | None:
     return int(raw)
 
 
+def _parse_epoch(raw: str | None) -> str | None:
+    if raw is None or raw == "":
+        return None
+    if len(raw) > MAX_EPOCH_CHARS or not raw.isalnum():
+        raise ApiError(400, "invalid_epoch", "epoch must be the value a welcome frame gave")
+    return raw
+
+
 def _authenticate(request: web.Request) -> _Handshake:
     settings = request.app[SETTINGS]
     offered = _offered_protocols(request)
@@ -67,6 +72,7 @@ def _authenticate(request: web.Request) -> _Handshake:
     bearer = next((p for p in offered if p.startswith(BEARER_PREFIX)), None)
     token = bearer[len(BEARER_PREFIX) :] if bearer else request.query.get("token")
     since = _parse_since(request.query.get("since"))
+    epoch = _parse_epoch(request.query.get("epoch"))
     # Browsers fail a handshake whose response names no protocol when they offered some, so a
     # client offering only its bearer protocol gets that one echoed back.
     protocol = SUBPROTOCOL_V1 if v1 else bearer
@@ -75,7 +81,7 @@ def _authenticate(request: web.Request) -> _Handshake:
             verified = request.app[TOKENS].verify(token)
         except InvalidCredentials as exc:
             raise ApiError(401, "invalid_token", str(exc)) from None
-        return _Handshake(verified.user_id, v1, protocol, since, "token")
+        return _Handshake(verified.user_id, v1, protocol, since, epoch, "token", verified.expires_at)
     user_id = request.query.get("user_id")
     if user_id is not None and settings.dev:
         if not is_valid_user_id(user_id):
@@ -83,7 +89,7 @@ def _authenticate(request: web.Request) -> _Handshake:
                 400, "invalid_user_id", "user_id must be 1-128 characters of letters, digits and . _ : @ -"
             )
         log.warning("ws.dev_identity", extra={"user_id": user_id})
-        return _Handshake(user_id, v1, protocol, since, "dev_user_id")
+        return _Handshake(user_id, v1, protocol, since, epoch, "dev_user_id", None)
     if user_id is not None:
         raise ApiError(
             401,
@@ -97,38 +103,8 @@ def _authenticate(request: web.Request) -> _Handshake:
     )
 
 
-def _control(kind: str, **fields: object) -> str:
-    return json.dumps({"type": kind, **fields}, separators=(",", ":"))
-
-
-def _error_frame(code: str, message: str) -> str:
-    return _control("error", error={"code": code, "message": message})
-
-
 class _HelloFailed(Exception):
     """The v1 client never said hello; its connection is closed."""
-
-
-class _FrameGuard:
-    """Counts bad and excessive client frames; past the limits the connection is closed 1008."""
-
-    __slots__ = ("frames", "strikes", "window_start")
-
-    def __init__(self) -> None:
-        self.strikes = 0
-        self.window_start = time.monotonic()
-        self.frames = 0
-
-    def over_rate(self) -> bool:
-        now = time.monotonic()
-        if now - self.window_start > RATE_WINDOW_SECONDS:
-            self.window_start, self.frames = now, 0
-        self.frames += 1
-        return self.frames > RATE_MAX_FRAMES
-
-    def strike(self) -> bool:
-        self.strikes += 1
-        return self.strikes >= MAX_STRIKES
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
@@ -165,30 +141,37 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         "ws.connect",
         extra={"user_id": shake.user_id, "conn_id": conn.id, "v1": shake.v1, "via": shake.via},
     )
-    guard = _FrameGuard()
+    session = Session(conn, store, app[SERVICE], app[TOKENS], settings, FrameGuard(), shake.expires_at)
     try:
-        since = shake.since
+        since, epoch = shake.since, shake.epoch
         if shake.v1 and since is None:
             try:
-                since = await _await_hello(ws, conn, guard, settings.ws_hello_timeout_seconds)
+                since, epoch = await _await_hello(ws, conn, session.guard, settings.ws_hello_timeout_seconds)
             except _HelloFailed:
                 return ws
-        replayed = await _replay(conn, store, shake.user_id, since, watermark)
+        plan = plan_resume(since, epoch, store, watermark)
+        replayed = await replay(conn, store, plan, watermark)
         if shake.v1:
             await conn.send_direct(
-                _control(
+                frames.control(
                     "welcome",
                     connection_id=conn.id,
                     user_id=shake.user_id,
                     server_time=format_timestamp(utc_now()),
                     since=since,
-                    replayed=replayed,
-                    last_seq=watermark,
                     epoch=store.epoch,
+                    last_seq=watermark,
+                    replayed=replayed,
+                    recovered=plan.recovered,
+                    **({"reason": plan.reason} if plan.reason else {}),
+                    unread=await store.unread_count(shake.user_id),
+                    token_expires_at=format_timestamp(shake.expires_at) if shake.expires_at else None,
                 )
             )
         conn.go_live()
-        await _read_loop(ws, conn, guard)
+        session.schedule_token_timers(shake.expires_at)
+        async for msg in ws:
+            await session.handle(msg)
     finally:
         hub.unregister(conn)
         conn.stop()
@@ -200,93 +183,39 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
 
 
 async def _await_hello(
-    ws: web.WebSocketResponse, conn: Connection, guard: _FrameGuard, wait_seconds: float
-) -> int | None:
-    """A v1 client without `since` in its URL says hello first; returns the hello's `since`.
+    ws: web.WebSocketResponse, conn: Connection, guard: FrameGuard, wait_seconds: float
+) -> tuple[int | None, str | None]:
+    """A v1 client without `since` in its URL says hello first; returns its (since, epoch).
 
     Raises `_HelloFailed` once the connection is closed (timeout, abuse or the client left).
     """
     try:
         async with asyncio.timeout(wait_seconds):
             async for msg in ws:
-                frame = _decode(msg)
+                frame = decode(msg)
                 kind = frame.get("type") if frame is not None else None
-                if kind == "hello":
-                    since = frame.get("since") if frame is not None else None
-                    if since is None:
-                        return None
-                    if isinstance(since, int) and not isinstance(since, bool) and since >= 0:
-                        return since
+                if frame is not None and kind == "hello":
+                    since, epoch = frame.get("since"), frame.get("epoch")
+                    since_ok = since is None or (
+                        isinstance(since, int) and not isinstance(since, bool) and since >= 0
+                    )
+                    epoch_ok = epoch is None or (
+                        isinstance(epoch, str) and epoch.isalnum() and len(epoch) <= MAX_EPOCH_CHARS
+                    )
+                    if since_ok and epoch_ok:
+                        return since, epoch
                     await conn.send_direct(
-                        _error_frame("invalid_since", "since must be a non-negative integer")
+                        frames.error(
+                            "invalid_hello", "since must be a non-negative seq, epoch a welcome's epoch"
+                        )
                     )
                 elif kind == "ping":
-                    await conn.send_direct(_control("pong"))
+                    await conn.send_direct(frames.control("pong"))
                 else:
-                    await conn.send_direct(_error_frame("hello_expected", "send hello first"))
+                    await conn.send_direct(frames.error("hello_expected", "send hello first"))
                 if guard.over_rate() or guard.strike():
                     await conn.close(CLOSE_POLICY_VIOLATION, "too many invalid frames")
                     raise _HelloFailed
     except TimeoutError:
         await conn.close(CLOSE_POLICY_VIOLATION, "hello expected")
     raise _HelloFailed
-
-
-async def _replay(conn: Connection, store: Store, user_id: str, since: int | None, watermark: int) -> int:
-    """Send, in seq order, what the client missed up to the watermark; returns how many.
-
-    With `since`, everything of the user (and broadcasts) after it; without, what the user was
-    never sent at all (the offline queue).
-    """
-    after = since if since is not None else 0
-    sent = 0
-    while True:
-        page = await store.notifications_for(
-            user_id,
-            after_seq=after,
-            upto_seq=watermark,
-            limit=REPLAY_PAGE,
-            undelivered_only=since is None,
-        )
-        for note in page:
-            await conn.send_direct(note.encode_frame())
-        store.mark_delivered([note.id for note in page if not note.is_broadcast])
-        sent += len(page)
-        if len(page) < REPLAY_PAGE:
-            return sent
-        after = page[-1].seq
-
-
-def _decode(msg: WSMessage) -> dict[str, object] | None:
-    if msg.type is not WSMsgType.TEXT:
-        return None
-    try:
-        frame = json.loads(msg.data)
-    except ValueError:
-        return None
-    return frame if isinstance(frame, dict) else None
-
-
-async def _read_loop(ws: web.WebSocketResponse, conn: Connection, guard: _FrameGuard) -> None:
-    async for msg in ws:
-        if guard.over_rate():
-            conn.close_soon(CLOSE_POLICY_VIOLATION, "too many frames")
-            continue
-        frame = _decode(msg)
-        kind = frame.get("type") if frame is not None else None
-        if kind == "ping":
-            # The seed's keepalive: plain clients get nothing back, so a UI that renders every
-            # frame shows only notifications.
-            if conn.v1:
-                conn.offer(_control("pong", server_time=format_timestamp(utc_now())))
-            continue
-        if frame is None:
-            error = _error_frame("invalid_frame", "frames must be JSON objects in text messages")
-        elif kind == "hello":
-            error = _error_frame("already_started", "hello is only valid as the first frame")
-        else:
-            error = _error_frame("unknown_type", f"unknown frame type {str(kind)[:32]!r}")
-        if conn.v1:
-            conn.offer(error)
-        if guard.strike():
-            conn.close_soon(CLOSE_POLICY_VIOLATION, "too many invalid frames")

@@ -251,7 +251,7 @@ async def test_history_is_newest_first_with_a_cursor_and_per_user(service: Servi
 
 
 async def test_history_requires_a_key_and_validates(service: Service) -> None:
-    await _error(await service.client.get("/v1/users/alice/notifications"), 401, "api_key_required")
+    await _error(await service.client.get("/v1/users/alice/notifications"), 401, "credentials_required")
     resp = await service.client.get("/v1/users/alice/notifications?limit=0", headers=service.auth())
     await _error(resp, 400, "invalid_limit")
     resp = await service.client.get("/v1/users/alice/notifications?before=abc", headers=service.auth())

@@ -73,8 +73,9 @@ async def test_seq_stays_unique_when_another_process_wrote(store: SqliteStore) -
 
 async def test_delivery_is_recorded_once(store: SqliteStore) -> None:
     notes = await store.insert_notifications([_draft(), _draft()])
-    store.mark_delivered([notes[0].id])
-    store.mark_delivered([notes[0].id])
+    store.mark_delivered("u1", [notes[0].id])
+    store.mark_delivered("u1", [notes[0].id])
+    store.mark_delivered("someone-else", [notes[1].id])
     await store.flush()
     assert store.counts().delivered == 1
     undelivered = await store.notifications_for(

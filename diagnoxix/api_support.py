@@ -1,0 +1,100 @@
+"""What every HTTP handler shares: JSON bodies, credentials, parameter parsing, error mapping."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from .auth import API_KEY_PREFIX, InvalidCredentials
+from .errors import ApiError
+from .keys import API_KEYS, TOKENS
+from .models import ApiKey
+from .store import StoreClosed, StoreError
+from .validation import FieldErrors, is_valid_user_id
+
+
+async def read_json(request: web.Request) -> Any:
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send the body as Content-Type: application/json")
+    raw = await request.read()
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    payload = await read_json(request)
+    if not isinstance(payload, dict):
+        raise ApiError(422, "validation_failed", "the body must be a JSON object")
+    return payload
+
+
+def _bearer(request: web.Request) -> str | None:
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    presented = presented.strip()
+    return presented if scheme.lower() == "bearer" and presented else None
+
+
+async def require_api_key(request: web.Request) -> ApiKey:
+    presented = _bearer(request)
+    if presented is None:
+        raise ApiError(401, "api_key_required", "send an API key as Authorization: Bearer <key>")
+    try:
+        return await request.app[API_KEYS].authenticate(presented)
+    except InvalidCredentials as exc:
+        raise ApiError(401, "invalid_api_key", str(exc)) from None
+
+
+async def authorize_user(request: web.Request, user_id: str) -> str:
+    """A service's API key (any user) or that user's own connection token; returns the actor.
+
+    A patient's token opens only their own notifications: user A never reads user B's.
+    """
+    presented = _bearer(request)
+    if presented is None:
+        raise ApiError(
+            401, "credentials_required", "send an API key or the user's connection token as Bearer"
+        )
+    if presented.startswith(f"{API_KEY_PREFIX}_"):
+        return f"apikey:{(await require_api_key(request)).id}"
+    try:
+        verified = request.app[TOKENS].verify(presented)
+    except InvalidCredentials as exc:
+        raise ApiError(401, "invalid_token", str(exc)) from None
+    if verified.user_id != user_id:
+        raise ApiError(403, "forbidden", "this token belongs to another user")
+    return f"user:{user_id}"
+
+
+def path_user_id(request: web.Request) -> str:
+    user_id = request.match_info["user_id"]
+    if not is_valid_user_id(user_id):
+        raise ApiError(400, "invalid_user_id", "user_id has characters or a length that is not allowed")
+    return user_id
+
+
+def int_param(request: web.Request, name: str, default: int | None, *, maximum: int) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or int(raw) < 1 or int(raw) > maximum:
+        raise ApiError(400, f"invalid_{name}", f"{name} must be an integer from 1 to {maximum}")
+    return int(raw)
+
+
+def invalid(errors: FieldErrors) -> ApiError:
+    return ApiError(422, "validation_failed", "some fields are invalid", dict(errors.details))
+
+
+def store_unavailable(exc: StoreError) -> ApiError:
+    if isinstance(exc, StoreClosed):
+        return ApiError(503, "shutting_down", "the server is shutting down; retry shortly")
+    return ApiError(503, "store_unavailable", "the notification could not be stored; retry shortly")
+
+
+def reject_unknown(payload: dict[str, Any], known: set[str], errors: FieldErrors) -> None:
+    for name in sorted(set(payload) - known):
+        errors.add(name, "is not a known field")

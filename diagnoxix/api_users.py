@@ -1,0 +1,142 @@
+"""Per-user HTTP endpoints: history, read state, unread count, presence, connection tokens."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from .api_support import (
+    authorize_user,
+    int_param,
+    invalid,
+    path_user_id,
+    read_json_object,
+    reject_unknown,
+    require_api_key,
+)
+from .errors import ApiError
+from .keys import HUB, SERVICE, STORE, TOKENS
+from .models import format_timestamp
+from .validation import TYPE_PATTERN, FieldErrors, is_valid_user_id
+
+# History pages: big enough for an inbox screen, small enough for one quick query.
+DEFAULT_PAGE = 50
+MAX_PAGE = 200
+# Ids marked read in one request.
+MAX_READ_IDS = 1000
+
+
+async def user_notifications(request: web.Request) -> web.Response:
+    """Newest first, cursor-paginated; `type=` and `unread=true` filter."""
+    user_id = path_user_id(request)
+    await authorize_user(request, user_id)
+    limit = int_param(request, "limit", DEFAULT_PAGE, maximum=MAX_PAGE)
+    before = int_param(request, "before", None, maximum=2**62)
+    kind = request.query.get("type")
+    if kind is not None and not TYPE_PATTERN.match(kind):
+        raise ApiError(400, "invalid_type", "type must be a notification type")
+    unread = request.query.get("unread", "false").lower()
+    if unread not in {"true", "false"}:
+        raise ApiError(400, "invalid_unread", "unread must be true or false")
+    assert limit is not None
+    notes = await request.app[STORE].history(
+        user_id, before_seq=before, limit=limit, type=kind, unread_only=unread == "true"
+    )
+    next_cursor = str(notes[-1].seq) if len(notes) == limit else None
+    return web.json_response({"notifications": [n.to_api() for n in notes], "next_cursor": next_cursor})
+
+
+async def mark_read(request: web.Request) -> web.Response:
+    user_id = path_user_id(request)
+    actor = await authorize_user(request, user_id)
+    payload = await read_json_object(request)
+    errors = FieldErrors()
+    reject_unknown(payload, {"ids"}, errors)
+    ids = payload.get("ids")
+    if (
+        not isinstance(ids, list)
+        or not 1 <= len(ids) <= MAX_READ_IDS
+        or not all(isinstance(i, str) and 0 < len(i) <= 64 for i in ids)
+    ):
+        errors.add("ids", f"must be a list of 1-{MAX_READ_IDS} notification ids")
+    if errors:
+        raise invalid(errors)
+    assert isinstance(ids, list)
+    marked, unread = await request.app[SERVICE].mark_read(user_id, ids)
+    request.app[STORE].record_audit(actor, "notification.read", user_id, {"count": len(marked)})
+    return web.json_response({"ids": marked, "unread": unread})
+
+
+async def mark_all_read(request: web.Request) -> web.Response:
+    user_id = path_user_id(request)
+    actor = await authorize_user(request, user_id)
+    changed, unread = await request.app[SERVICE].mark_all_read(user_id)
+    request.app[STORE].record_audit(actor, "notification.read_all", user_id, {"count": changed})
+    return web.json_response({"count": changed, "unread": unread})
+
+
+async def unread_count(request: web.Request) -> web.Response:
+    user_id = path_user_id(request)
+    await authorize_user(request, user_id)
+    return web.json_response({"user_id": user_id, "unread": await request.app[STORE].unread_count(user_id)})
+
+
+def _since(at: float | None) -> str | None:
+    return format_timestamp(datetime.fromtimestamp(at, UTC)) if at is not None else None
+
+
+async def presence(request: web.Request) -> web.Response:
+    """Who is online now, and since when (services and staff only)."""
+    await require_api_key(request)
+    limit = int_param(request, "limit", 1000, maximum=10_000)
+    rows = request.app[HUB].online_users()
+    users: list[dict[str, Any]] = [
+        {"user_id": user, "connections": count, "since": _since(since)} for user, count, since in rows[:limit]
+    ]
+    return web.json_response({"online": len(rows), "users": users})
+
+
+async def user_presence(request: web.Request) -> web.Response:
+    user_id = path_user_id(request)
+    await require_api_key(request)
+    count, since = request.app[HUB].presence(user_id)
+    return web.json_response(
+        {"user_id": user_id, "online": count > 0, "connections": count, "since": _since(since)}
+    )
+
+
+async def mint_token(request: web.Request) -> web.Response:
+    api_key = await require_api_key(request)
+    payload = await read_json_object(request)
+    errors = FieldErrors()
+    reject_unknown(payload, {"user_id", "ttl"}, errors)
+    user_id = payload.get("user_id")
+    if not isinstance(user_id, str) or not is_valid_user_id(user_id):
+        errors.add("user_id", "is required: 1-128 characters of letters, digits and . _ : @ -")
+    tokens = request.app[TOKENS]
+    ttl = payload.get("ttl")
+    if ttl is not None and (
+        not isinstance(ttl, int) or isinstance(ttl, bool) or not 10 <= ttl <= tokens.max_ttl
+    ):
+        errors.add("ttl", f"must be an integer from 10 to {tokens.max_ttl} seconds")
+    if errors:
+        raise invalid(errors)
+    assert isinstance(user_id, str)
+    minted = tokens.mint(user_id, ttl)
+    request.app[STORE].record_audit(f"apikey:{api_key.id}", "token.mint", user_id, {"ttl": ttl})
+    return web.json_response(
+        {"token": minted.token, "user_id": user_id, "expires_at": format_timestamp(minted.expires_at)},
+        status=201,
+    )
+
+
+def setup_user_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/users/{user_id}/notifications", user_notifications)
+    app.router.add_post("/v1/users/{user_id}/notifications/read", mark_read)
+    app.router.add_post("/v1/users/{user_id}/notifications/read-all", mark_all_read)
+    app.router.add_get("/v1/users/{user_id}/unread-count", unread_count)
+    app.router.add_get("/v1/users/{user_id}/presence", user_presence)
+    app.router.add_get("/v1/presence", presence)
+    app.router.add_post("/v1/tokens", mint_token)

@@ -1,0 +1,216 @@
+"""What a connected client may say, and what the server answers (docs/protocol.md).
+
+Client frames: `ping`, `ack`, `read`, `read_all`, `history`, `token` (and `hello` before the
+welcome). Replies and errors go only to v1 clients; a plain client's frames still take effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from aiohttp import WSMessage, WSMsgType
+
+from . import frames
+from .auth import InvalidCredentials, TokenIssuer
+from .config import Settings
+from .hub import CLOSE_POLICY_VIOLATION, Connection
+from .models import format_timestamp, utc_now
+from .service import NotificationService
+from .store import Store
+from .validation import TYPE_PATTERN
+
+# Bad frames (malformed, unknown type, binary) tolerated before the connection is closed 1008.
+MAX_STRIKES = 10
+# Client frames allowed per window: acks come one frame per page of notifications, so this is
+# generous for a real client and tight for a flood.
+RATE_WINDOW_SECONDS = 10.0
+RATE_MAX_FRAMES = 200
+# Ids in one ack or read frame: one replay page's worth.
+MAX_IDS_PER_FRAME = 200
+MAX_ID_CHARS = 64
+MAX_REQUEST_ID_CHARS = 64
+# History pages over the socket: an inbox screen's worth.
+MAX_HISTORY_PAGE = 100
+DEFAULT_HISTORY_PAGE = 50
+
+
+class FrameGuard:
+    """Counts bad and excessive client frames; past the limits the connection is closed 1008."""
+
+    __slots__ = ("frames", "strikes", "window_start")
+
+    def __init__(self) -> None:
+        self.strikes = 0
+        self.window_start = time.monotonic()
+        self.frames = 0
+
+    def over_rate(self) -> bool:
+        now = time.monotonic()
+        if now - self.window_start > RATE_WINDOW_SECONDS:
+            self.window_start, self.frames = now, 0
+        self.frames += 1
+        return self.frames > RATE_MAX_FRAMES
+
+    def strike(self) -> bool:
+        self.strikes += 1
+        return self.strikes >= MAX_STRIKES
+
+
+def decode(msg: WSMessage) -> dict[str, Any] | None:
+    if msg.type is not WSMsgType.TEXT:
+        return None
+    try:
+        frame = json.loads(msg.data)
+    except ValueError:
+        return None
+    return frame if isinstance(frame, dict) else None
+
+
+class FrameError(Exception):
+    """A client frame that cannot be honoured; becomes an error frame and a strike."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _ids(frame: dict[str, Any]) -> list[str]:
+    ids = frame.get("ids")
+    if ids is None and isinstance(frame.get("id"), str):
+        ids = [frame["id"]]
+    if (
+        not isinstance(ids, list)
+        or not 1 <= len(ids) <= MAX_IDS_PER_FRAME
+        or not all(isinstance(i, str) and 0 < len(i) <= MAX_ID_CHARS for i in ids)
+    ):
+        raise FrameError("invalid_ids", f"ids must be a list of 1-{MAX_IDS_PER_FRAME} notification ids")
+    return ids
+
+
+def _request_id(frame: dict[str, Any]) -> dict[str, str]:
+    rid = frame.get("request_id")
+    if isinstance(rid, str) and 0 < len(rid) <= MAX_REQUEST_ID_CHARS:
+        return {"request_id": rid}
+    return {}
+
+
+@dataclass(slots=True)
+class Session:
+    """One connected client's protocol state, owned by its handler task."""
+
+    conn: Connection
+    store: Store
+    service: NotificationService
+    tokens: TokenIssuer
+    settings: Settings
+    guard: FrameGuard
+    token_expires_at: datetime | None
+
+    def reply(self, text: str) -> None:
+        if self.conn.v1:
+            self.conn.offer(text)
+
+    async def handle(self, msg: WSMessage) -> None:
+        """One frame after the welcome. Never raises for bad input: errors go back as frames."""
+        if self.guard.over_rate():
+            self.conn.close_soon(CLOSE_POLICY_VIOLATION, "too many frames")
+            return
+        frame = decode(msg)
+        try:
+            if frame is None:
+                raise FrameError("invalid_frame", "frames must be JSON objects in text messages")
+            kind = frame.get("type")
+            if kind == "ping":
+                # The seed's keepalive: plain clients get nothing back, so a UI that renders
+                # every frame shows only notifications.
+                self.reply(frames.control("pong", server_time=format_timestamp(utc_now())))
+            elif kind == "ack":
+                mine = await self.store.acknowledge(self.conn.user_id, _ids(frame))
+                self.reply(frames.control("ack", ids=mine, **_request_id(frame)))
+            elif kind == "read":
+                marked, unread = await self.service.mark_read(self.conn.user_id, _ids(frame))
+                self.reply(frames.control("read", ids=marked, unread=unread, **_request_id(frame)))
+            elif kind == "read_all":
+                changed, unread = await self.service.mark_all_read(self.conn.user_id)
+                self.reply(frames.control("read_all", count=changed, unread=unread, **_request_id(frame)))
+            elif kind == "history":
+                await self._history(frame)
+            elif kind == "token":
+                self._refresh_token(frame)
+            elif kind == "hello":
+                raise FrameError("already_started", "hello is only valid as the first frame")
+            else:
+                raise FrameError("unknown_type", f"unknown frame type {str(kind)[:32]!r}")
+        except FrameError as exc:
+            self.reply(frames.error(exc.code, str(exc), **(_request_id(frame) if frame else {})))
+            if self.guard.strike():
+                self.conn.close_soon(CLOSE_POLICY_VIOLATION, "too many invalid frames")
+
+    async def _history(self, frame: dict[str, Any]) -> None:
+        before = frame.get("before")
+        limit = frame.get("limit", DEFAULT_HISTORY_PAGE)
+        kind = frame.get("filter_type")
+        unread = frame.get("unread", False)
+        if before is not None and (not isinstance(before, int) or isinstance(before, bool) or before < 1):
+            raise FrameError("invalid_history", "before must be a positive seq (a next_cursor)")
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_HISTORY_PAGE:
+            raise FrameError("invalid_history", f"limit must be 1-{MAX_HISTORY_PAGE}")
+        if kind is not None and (not isinstance(kind, str) or not TYPE_PATTERN.match(kind)):
+            raise FrameError("invalid_history", "filter_type must be a notification type")
+        if not isinstance(unread, bool):
+            raise FrameError("invalid_history", "unread must be true or false")
+        notes = await self.store.history(
+            self.conn.user_id, before_seq=before, limit=limit, type=kind, unread_only=unread
+        )
+        self.reply(
+            frames.control(
+                "history",
+                notifications=[n.to_wire() for n in notes],
+                next_cursor=notes[-1].seq if len(notes) == limit else None,
+                **_request_id(frame),
+            )
+        )
+
+    def _refresh_token(self, frame: dict[str, Any]) -> None:
+        token = frame.get("token")
+        if not isinstance(token, str) or not token:
+            raise FrameError("invalid_token", "token must be a connection token")
+        try:
+            verified = self.tokens.verify(token)
+        except InvalidCredentials as exc:
+            raise FrameError("invalid_token", str(exc)) from None
+        if verified.user_id != self.conn.user_id:
+            # A connection never changes whose notifications it carries.
+            self.conn.close_soon(CLOSE_POLICY_VIOLATION, "token is for another user")
+            return
+        self.schedule_token_timers(verified.expires_at)
+        self.reply(frames.control("refreshed", expires_at=format_timestamp(verified.expires_at)))
+
+    def schedule_token_timers(self, expires_at: datetime | None) -> None:
+        """Ask for a fresh token shortly before expiry; close 1008 after expiry plus grace."""
+        for timer in self.conn.timers:
+            timer.cancel()
+        self.conn.timers.clear()
+        self.token_expires_at = expires_at
+        if expires_at is None:
+            return
+        loop = asyncio.get_running_loop()
+        remaining = expires_at.timestamp() - time.time()
+        lead = min(self.settings.token_refresh_lead_seconds, max(remaining / 2, 0))
+        stamp = format_timestamp(expires_at)
+        self.conn.timers.append(
+            loop.call_later(max(remaining - lead, 0), self.reply, frames.control("refresh", expires_at=stamp))
+        )
+        self.conn.timers.append(
+            loop.call_later(
+                max(remaining + self.settings.token_expiry_grace_seconds, 0),
+                self.conn.close_soon,
+                CLOSE_POLICY_VIOLATION,
+                "token expired",
+            )
+        )
