@@ -56,12 +56,16 @@ async def test_welcome_reports_the_resume(service: Service) -> None:
         await service.send("ann", f"n{i}")
     ws, welcome, replayed = await _welcome(service, "ann", since=1)
     assert [f["seq"] for f in replayed] == [2, 3]
-    assert welcome["recovered"] is True and "reason" not in welcome
-    assert welcome["replayed"] == 2 and welcome["last_seq"] == 3 and welcome["since"] == 1
+    assert welcome["recovered"] is True
+    assert "reason" not in welcome
+    assert welcome["replayed"] == 2
+    assert welcome["last_seq"] == 3
+    assert welcome["since"] == 1
     assert welcome["unread"] == 3
     assert welcome["epoch"] == service.app[STORE].epoch
     assert welcome["token_expires_at"].endswith("Z")
-    assert welcome["connection_id"] and welcome["server_time"].endswith("Z")
+    assert welcome["connection_id"]
+    assert welcome["server_time"].endswith("Z")
     await ws.close()
 
 
@@ -108,7 +112,8 @@ async def test_hello_can_carry_the_cursor(service: Service) -> None:
     await ws.send_json({"type": "hello", "since": 2, "epoch": service.app[STORE].epoch})
     frames = [json.loads((await ws.receive(timeout=2)).data) for _ in range(3)]
     assert [f.get("seq") for f in frames[:2]] == [3, 4]
-    assert frames[2]["type"] == "welcome" and frames[2]["recovered"] is True
+    assert frames[2]["type"] == "welcome"
+    assert frames[2]["recovered"] is True
     await ws.send_json({"type": "hello"})
     assert (await _next(ws, "error"))["error"]["code"] == "already_started"
     await ws.close()
@@ -215,7 +220,8 @@ async def test_history_over_the_socket_with_filters(service: Service) -> None:
     await ws.send_json({"type": "history", "limit": 2, "request_id": "h1"})
     page = await _next(ws, "history")
     assert [n["title"] for n in page["notifications"]] == ["lab2", "lab"]
-    assert page["request_id"] == "h1" and page["next_cursor"] == lab["seq"]
+    assert page["request_id"] == "h1"
+    assert page["next_cursor"] == lab["seq"]
     await ws.send_json({"type": "history", "before": page["next_cursor"]})
     assert [n["title"] for n in (await _next(ws, "history"))["notifications"]] == ["appt"]
     await ws.send_json({"type": "history", "filter_type": "lab_result_ready", "unread": True})
@@ -302,9 +308,12 @@ async def test_presence_for_services_and_events_for_staff(service: Service) -> N
     a2 = await service.connect("pat")
     resp = await service.client.get("/v1/users/pat/presence", headers=service.auth())
     body = await resp.json()
-    assert body["online"] is True and body["connections"] == 2 and body["since"].endswith("Z")
+    assert body["online"] is True
+    assert body["connections"] == 2
+    assert body["since"].endswith("Z")
     listing = await (await service.client.get("/v1/presence", headers=service.auth())).json()
-    assert listing["online"] == 1 and listing["users"][0]["user_id"] == "pat"
+    assert listing["online"] == 1
+    assert listing["users"][0]["user_id"] == "pat"
     await a1.close()
     await a2.close()
     async with asyncio.timeout(2):
