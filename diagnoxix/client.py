@@ -1,0 +1,319 @@
+"""Python clients: `NotifyClient` for backend services (HTTP API) and `Subscriber` for one user's
+live notifications (v1 WebSocket: resume, ack, token refresh, reconnect).
+
+    async with NotifyClient("http://127.0.0.1:7556", api_key) as notify:
+        await notify.send("user-123", "Lab Result Ready", "Your result is ready.", type="lab_result_ready")
+
+    async with Subscriber("http://127.0.0.1:7556", token_provider) as sub:
+        async for notification in sub:
+            ...  # each notification exactly once, in seq order, acknowledged once handed over
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+SUBPROTOCOL_V1 = "diagnoxix.v1"
+TokenProvider = Callable[[], Awaitable[str]]
+# Ids remembered to drop redelivered duplicates: far more than one connection's backlog page.
+SEEN_IDS = 10_000
+# Acks are grouped: one frame per this many ids or this many seconds, whichever comes first.
+ACK_BATCH = 100
+ACK_DELAY_SECONDS = 0.05
+# Close codes after which reconnecting cannot help (policy violations need a fix, not a retry).
+FATAL_CLOSE_CODES = frozenset({1008, 1009})
+
+
+class NotifyError(Exception):
+    """An error answer from the server, with its stable code."""
+
+    def __init__(self, status: int, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or {}
+
+
+class NotifyClient:
+    """The HTTP API for a backend service holding an API key."""
+
+    def __init__(self, base_url: str, api_key: str, *, session: aiohttp.ClientSession | None = None) -> None:
+        self._base = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {api_key}"}
+        self._session = session
+        self._own_session = session is None
+
+    async def __aenter__(self) -> NotifyClient:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _call(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> Any:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        async with self._session.request(
+            method, self._base + path, json=body, headers={**self._headers, **(headers or {})}
+        ) as resp:
+            payload = await resp.json(content_type=None)
+            if resp.status >= 400:
+                error = (payload or {}).get("error", {})
+                raise NotifyError(
+                    resp.status, error.get("code", "error"), error.get("message", ""), error.get("details")
+                )
+            return payload
+
+    async def send(
+        self,
+        user_id: str,
+        title: str,
+        message: str = "",
+        *,
+        type: str | None = None,
+        data: dict[str, Any] | None = None,
+        priority: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        item = _item(user_id, title, message, type, data, priority)
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        result = await self._call("POST", "/v1/notifications", item, headers)
+        return dict(result["notification"])
+
+    async def send_batch(
+        self, items: Sequence[dict[str, Any]], *, idempotency_key: str | None = None
+    ) -> list[dict[str, Any]]:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        result = await self._call("POST", "/v1/notifications", {"notifications": list(items)}, headers)
+        return list(result["notifications"])
+
+    async def broadcast(
+        self, title: str, message: str = "", *, data: dict[str, Any] | None = None, ttl: int | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"title": title, "message": message}
+        if data is not None:
+            body["data"] = data
+        if ttl is not None:
+            body["ttl"] = ttl
+        return dict(await self._call("POST", "/v1/broadcasts", body))
+
+    async def mint_token(self, user_id: str, ttl: int | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"user_id": user_id}
+        if ttl is not None:
+            body["ttl"] = ttl
+        return dict(await self._call("POST", "/v1/tokens", body))
+
+    async def history(
+        self, user_id: str, *, before: str | None = None, limit: int = 50, type: str | None = None,
+        unread: bool = False,
+    ) -> dict[str, Any]:  # fmt: skip
+        query = (
+            f"?limit={limit}" + (f"&before={before}" if before else "") + (f"&type={type}" if type else "")
+        )
+        query += "&unread=true" if unread else ""
+        return dict(await self._call("GET", f"/v1/users/{user_id}/notifications{query}"))
+
+    async def mark_read(self, user_id: str, ids: Sequence[str]) -> dict[str, Any]:
+        return dict(await self._call("POST", f"/v1/users/{user_id}/notifications/read", {"ids": list(ids)}))
+
+    async def unread_count(self, user_id: str) -> int:
+        return int((await self._call("GET", f"/v1/users/{user_id}/unread-count"))["unread"])
+
+
+def _item(
+    user_id: str,
+    title: str,
+    message: str,
+    kind: str | None,
+    data: dict[str, Any] | None,
+    priority: str | None,
+) -> dict[str, Any]:
+    item: dict[str, Any] = {"user_id": user_id, "title": title, "message": message}
+    for key, value in (("type", kind), ("data", data), ("priority", priority)):
+        if value is not None:
+            item[key] = value
+    return item
+
+
+class Subscriber:
+    """One user's notifications over a v1 WebSocket, exactly once, surviving disconnects.
+
+    Keeps the last seq and epoch it saw and resumes from them; acknowledges each notification once
+    the application has taken it; drops redelivered duplicates by id; answers token refresh
+    requests from `token_provider`; reconnects with exponential backoff and full jitter.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token_provider: TokenProvider,
+        *,
+        since: int | None = None,
+        epoch: str | None = None,
+        session: aiohttp.ClientSession | None = None,
+        max_backoff: float = 10.0,
+        queue_size: int = 1000,
+    ) -> None:
+        self._url = base_url.rstrip("/").replace("http", "ws", 1) + "/v1/ws/notifications"
+        self._tokens = token_provider
+        self.last_seq = since
+        self.epoch = epoch
+        self.unread: int | None = None
+        self.welcomes: list[dict[str, Any]] = []
+        self.connections = 0
+        self._session = session
+        self._own_session = session is None
+        self._max_backoff = max_backoff
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(queue_size)
+        self._acks: list[str] = []
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.error: BaseException | None = None
+
+    async def __aenter__(self) -> Subscriber:
+        self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def start(self) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        self._task = asyncio.create_task(self._run(), name="diagnoxix-subscriber")
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._ws is not None:
+            await self._ws.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._own_session and self._session is not None:
+            await self._session.close()
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[dict[str, Any]]:
+        while True:
+            note = await self.next()
+            yield note
+
+    async def next(self, wait_seconds: float | None = None) -> dict[str, Any]:
+        """The next new notification; it is acknowledged once handed over."""
+        get = asyncio.ensure_future(self._inbox.get())
+        try:
+            async with asyncio.timeout(wait_seconds):
+                watch = [get] if self._task is None else [get, self._task]
+                done, _ = await asyncio.wait(watch, return_when=asyncio.FIRST_COMPLETED)
+            if get not in done:
+                raise self.error or ConnectionError("the subscriber stopped")
+        finally:
+            if not get.done():
+                get.cancel()
+        note = get.result()
+        self._acks.append(note["id"])
+        return note
+
+    async def _run(self) -> None:
+        attempt = 0
+        while not self._closed:
+            try:
+                await self._connect_once()
+                attempt = 0
+            except NotifyError as exc:
+                self.error = exc
+                return
+            except (aiohttp.ClientError, ConnectionError, TimeoutError, OSError):
+                pass
+            if self._closed:
+                return
+            attempt += 1
+            # Full jitter: a restarted server is not met by every client at the same instant.
+            await asyncio.sleep(random.uniform(0, min(self._max_backoff, 0.05 * 2**attempt)))  # noqa: S311
+
+    async def _connect_once(self) -> None:
+        assert self._session is not None
+        token = await self._tokens()
+        query = f"?since={self.last_seq}" + (f"&epoch={self.epoch}" if self.epoch else "")
+        try:
+            ws = await self._session.ws_connect(
+                self._url + (query if self.last_seq is not None else ""),
+                protocols=(SUBPROTOCOL_V1, f"bearer.{token}"),
+                heartbeat=30.0,
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status in (401, 403):
+                raise NotifyError(exc.status, "handshake_refused", exc.message) from None
+            raise
+        self._ws = ws
+        self.connections += 1
+        flusher = asyncio.create_task(self._flush_acks(ws))
+        try:
+            if self.last_seq is None:
+                await ws.send_json({"type": "hello"})
+            async for msg in ws:
+                if msg.type is aiohttp.WSMsgType.TEXT:
+                    await self._on_frame(ws, json.loads(msg.data))
+            if ws.close_code in FATAL_CLOSE_CODES:
+                raise NotifyError(ws.close_code or 0, "closed", str(ws.close_code))
+        finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            self._ws = None
+
+    async def _on_frame(self, ws: aiohttp.ClientWebSocketResponse, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        if "seq" in frame and "id" in frame and kind not in {"welcome", "history"}:
+            if frame["id"] in self._seen:
+                self._acks.append(frame["id"])  # seen before: ack again so it stops coming
+                return
+            self._seen[frame["id"]] = None
+            if len(self._seen) > SEEN_IDS:
+                self._seen.popitem(last=False)
+            if self.last_seq is None or frame["seq"] > self.last_seq:
+                self.last_seq = frame["seq"]
+            await self._inbox.put(frame)
+        elif kind == "welcome":
+            self.epoch = frame["epoch"]
+            self.unread = frame.get("unread")
+            self.welcomes.append(frame)
+            if self.last_seq is None or frame["last_seq"] > self.last_seq:
+                # Nothing older is owed to us: resume after the newest seq from now on.
+                self.last_seq = frame["last_seq"]
+        elif kind == "unread":
+            self.unread = frame["count"]
+        elif kind == "refresh":
+            await ws.send_json({"type": "token", "token": await self._tokens()})
+
+    async def _flush_acks(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        while True:
+            await asyncio.sleep(ACK_DELAY_SECONDS)
+            while self._acks:
+                batch, self._acks = self._acks[:ACK_BATCH], self._acks[ACK_BATCH:]
+                await ws.send_json({"type": "ack", "ids": batch})
