@@ -12,7 +12,7 @@ from aiohttp import web
 from .api import setup_routes
 from .auth import ApiKeys, TokenIssuer, generate_secret
 from .broker import InProcessBroker
-from .config import Settings
+from .config import REPO_ROOT, Settings
 from .errors import error_middleware
 from .hub import Hub
 from .keys import API_KEYS, BROKER, HUB, SERVICE, SETTINGS, STARTED_AT, STORE, TOKENS
@@ -77,5 +77,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_delivery_context)
     app.on_shutdown.append(_close_sockets)
     app.router.add_get("/v1/ws/notifications", websocket_handler)
+    # The browser SDK and other static assets (served locally: clinics may run offline).
+    app.router.add_static("/static/", REPO_ROOT / "static", name="static")
     setup_routes(app)
     return app

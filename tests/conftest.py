@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from diagnoxix.app import create_app, runner_options
 from diagnoxix.config import Settings
 from diagnoxix.keys import API_KEYS, TOKENS
+
+from .processes import Launcher
 
 AiohttpClient = Callable[..., Awaitable[TestClient[Any, Any]]]
 
@@ -91,3 +93,13 @@ async def service(make_service: Callable[..., Awaitable[Service]]) -> Service:
 @pytest.fixture
 async def dev_service(make_service: Callable[..., Awaitable[Service]]) -> Service:
     return await make_service(dev=True)
+
+
+@pytest.fixture
+def launcher(tmp_path: Path) -> Iterator[Launcher]:
+    """Starts `run.py` servers for one test; kills those still running at teardown."""
+    launch = Launcher(tmp_path)
+    try:
+        yield launch
+    finally:
+        launch.cleanup()

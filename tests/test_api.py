@@ -7,6 +7,7 @@ import sqlite3
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from diagnoxix.keys import API_KEYS, STORE
 from diagnoxix.openapi import openapi_document
@@ -310,7 +311,8 @@ async def test_openapi_describes_exactly_the_served_routes(service: Service) -> 
     assert doc == openapi_document()
     served: set[tuple[str, str]] = set()
     for route in service.app.router.routes():
-        if route.method == "HEAD":
+        # Static files (the browser SDK) are not part of the API.
+        if route.method == "HEAD" or isinstance(route.resource, web.StaticResource):
             continue
         info = route.resource.get_info() if route.resource else {}
         path = info.get("path") or info.get("formatter")

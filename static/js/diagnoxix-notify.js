@@ -1,0 +1,359 @@
+/*
+ * Diagnoxix Notify browser SDK (protocol v1, docs/protocol.md).
+ *
+ * Plain script:  <script src="/static/js/diagnoxix-notify.js"></script>  ->  window.DiagnoxixNotify
+ * ES module:     import { connect } from "/static/js/diagnoxix-notify.mjs";
+ * CommonJS:      const { connect } = require("./diagnoxix-notify.js");
+ *
+ *   const notify = DiagnoxixNotify.connect({
+ *     url: "wss://notify.clinic.example/v1/ws/notifications",
+ *     getToken: () => fetch("/api/notify-token").then((r) => r.text()),   // your backend mints it
+ *   });
+ *   notify.on("notification", (n) => show(n));       // each notification once, in seq order
+ *   notify.on("unread", (count) => setBadge(count));  // follows read state across devices
+ *   notify.on("state", (state) => setOnline(state === "open"));
+ *
+ * The SDK resumes from the last seq it saw (kept in localStorage), acknowledges what it delivered
+ * to the application, drops duplicates by id, answers token refresh requests, and reconnects with
+ * exponential backoff and full jitter.
+ */
+(function (root, factory) {
+  "use strict";
+  var api = factory();
+  if (typeof module === "object" && module && module.exports) {
+    module.exports = api;
+  } else {
+    root.DiagnoxixNotify = api;
+  }
+})(typeof self !== "undefined" ? self : this, function () {
+  "use strict";
+
+  var SUBPROTOCOL = "diagnoxix.v1";
+  // Ids remembered to drop redelivered duplicates (at-least-once delivery from the server).
+  var SEEN_LIMIT = 5000;
+  // Acks are grouped into one frame per short interval.
+  var ACK_DELAY_MS = 50;
+  var ACK_BATCH = 100;
+  // Close codes where retrying cannot help without a change (policy, frame too big).
+  var FATAL_CODES = { 1008: true, 1009: true };
+
+  function tokenSubject(token) {
+    // Only to namespace the stored cursor per user; the server verifies the token.
+    try {
+      var part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+      return JSON.parse(atob(part)).sub || null;
+    } catch (e) {
+      return null;
+    }
+  }
+
+  function defaultUrl() {
+    var loc = typeof location !== "undefined" ? location : null;
+    if (!loc) throw new Error("DiagnoxixNotify: pass options.url");
+    return (loc.protocol === "https:" ? "wss://" : "ws://") + loc.host + "/v1/ws/notifications";
+  }
+
+  function memoryStorage() {
+    var data = {};
+    return {
+      getItem: function (k) { return Object.prototype.hasOwnProperty.call(data, k) ? data[k] : null; },
+      setItem: function (k, v) { data[k] = String(v); },
+      removeItem: function (k) { delete data[k]; },
+    };
+  }
+
+  function Connection(options) {
+    if (!options || (!options.token && !options.getToken && !options.userId)) {
+      throw new Error("DiagnoxixNotify: pass options.token, options.getToken or (dev only) options.userId");
+    }
+    this.options = options;
+    this.url = options.url || defaultUrl();
+    this.autoAck = options.autoAck !== false;
+    this.baseBackoffMs = options.baseBackoffMs || 500;
+    this.maxBackoffMs = options.maxBackoffMs || 30000;
+    this.storage = options.storage || (typeof localStorage !== "undefined" ? localStorage : memoryStorage());
+    this.state = "idle";
+    this.unreadCount = null;
+    this.lastSeq = null;
+    this.epoch = null;
+    this.welcome = null;
+    this.connections = 0;
+    this._listeners = {};
+    this._seen = new Set();
+    this._seenOrder = [];
+    this._acks = [];
+    this._ackTimer = null;
+    this._pending = {};
+    this._requests = 0;
+    this._ws = null;
+    this._attempt = 0;
+    this._retryTimer = null;
+    this._closed = false;
+    this._storageKey = null;
+  }
+
+  Connection.prototype.on = function (event, callback) {
+    (this._listeners[event] = this._listeners[event] || []).push(callback);
+    return this;
+  };
+
+  Connection.prototype.off = function (event, callback) {
+    var list = this._listeners[event] || [];
+    var i = list.indexOf(callback);
+    if (i >= 0) list.splice(i, 1);
+    return this;
+  };
+
+  Connection.prototype._emit = function (event, value) {
+    var list = (this._listeners[event] || []).slice();
+    for (var i = 0; i < list.length; i++) {
+      try {
+        list[i](value);
+      } catch (e) {
+        if (typeof console !== "undefined") console.error("DiagnoxixNotify listener failed", e);
+      }
+    }
+  };
+
+  Connection.prototype._setState = function (state) {
+    if (this.state === state) return;
+    this.state = state;
+    this._emit("state", state);
+  };
+
+  Connection.prototype._token = function () {
+    var o = this.options;
+    if (o.getToken) return Promise.resolve(o.getToken());
+    return Promise.resolve(o.token || null);
+  };
+
+  Connection.prototype._loadCursor = function (subject) {
+    this._storageKey = "diagnoxix-notify:" + (subject || "anonymous");
+    if (this.lastSeq !== null) return;
+    try {
+      var saved = JSON.parse(this.storage.getItem(this._storageKey) || "null");
+      if (saved && typeof saved.seq === "number") {
+        this.lastSeq = saved.seq;
+        this.epoch = saved.epoch || null;
+      }
+    } catch (e) {
+      /* an unreadable cursor is no cursor */
+    }
+  };
+
+  Connection.prototype._saveCursor = function () {
+    if (!this._storageKey || this.lastSeq === null) return;
+    try {
+      this.storage.setItem(this._storageKey, JSON.stringify({ seq: this.lastSeq, epoch: this.epoch }));
+    } catch (e) {
+      /* storage full or denied: resume still works within this page */
+    }
+  };
+
+  Connection.prototype.open = function () {
+    var self = this;
+    if (self._closed) return self;
+    self._setState(self.connections ? "reconnecting" : "connecting");
+    self._token().then(
+      function (token) { self._dial(token); },
+      function () { self._scheduleRetry(); }
+    );
+    return self;
+  };
+
+  Connection.prototype._dial = function (token) {
+    var self = this;
+    if (self._closed) return;
+    self._loadCursor(token ? tokenSubject(token) : self.options.userId);
+    var query = [];
+    if (!token && self.options.userId) query.push("user_id=" + encodeURIComponent(self.options.userId));
+    if (self.lastSeq !== null) {
+      query.push("since=" + self.lastSeq);
+      if (self.epoch) query.push("epoch=" + encodeURIComponent(self.epoch));
+    }
+    var url = self.url + (query.length ? (self.url.indexOf("?") >= 0 ? "&" : "?") + query.join("&") : "");
+    var protocols = token ? [SUBPROTOCOL, "bearer." + token] : [SUBPROTOCOL];
+    var ws;
+    try {
+      ws = new WebSocket(url, protocols);
+    } catch (e) {
+      self._scheduleRetry();
+      return;
+    }
+    self._ws = ws;
+    ws.onopen = function () {
+      self.connections += 1;
+      if (self.lastSeq === null) ws.send(JSON.stringify({ type: "hello" }));
+    };
+    ws.onmessage = function (event) {
+      var frame;
+      try {
+        frame = JSON.parse(event.data);
+      } catch (e) {
+        return;
+      }
+      self._onFrame(ws, frame);
+    };
+    ws.onclose = function (event) {
+      if (self._ws === ws) self._ws = null;
+      self._failPending("connection closed");
+      if (self._closed) {
+        self._setState("closed");
+        return;
+      }
+      if (FATAL_CODES[event.code]) {
+        self._setState("closed");
+        self._emit("error", { code: event.code, reason: event.reason });
+        return;
+      }
+      self._scheduleRetry();
+    };
+  };
+
+  Connection.prototype._scheduleRetry = function () {
+    var self = this;
+    if (self._closed) return;
+    self._setState("reconnecting");
+    self._attempt += 1;
+    // Full jitter: after a restart, clients do not all come back in the same instant.
+    var cap = Math.min(self.maxBackoffMs, self.baseBackoffMs * Math.pow(2, self._attempt));
+    self._retryTimer = setTimeout(function () {
+      self._retryTimer = null;
+      self.open();
+    }, Math.random() * cap);
+  };
+
+  Connection.prototype._remember = function (id) {
+    if (this._seen.has(id)) return false;
+    this._seen.add(id);
+    this._seenOrder.push(id);
+    if (this._seenOrder.length > SEEN_LIMIT) this._seen.delete(this._seenOrder.shift());
+    return true;
+  };
+
+  Connection.prototype._onFrame = function (ws, frame) {
+    var self = this;
+    var type = frame.type;
+    if (type === "welcome") {
+      self._attempt = 0;
+      self.welcome = frame;
+      self.epoch = frame.epoch;
+      if (self.lastSeq === null || frame.last_seq > self.lastSeq) self.lastSeq = frame.last_seq;
+      self._saveCursor();
+      if (typeof frame.unread === "number") {
+        self.unreadCount = frame.unread;
+        self._emit("unread", frame.unread);
+      }
+      self._setState("open");
+      self._emit("welcome", frame);
+      return;
+    }
+    if (type === "unread") {
+      self.unreadCount = frame.count;
+      self._emit("unread", frame.count);
+      return;
+    }
+    if (type === "refresh") {
+      self._token().then(function (token) {
+        if (token && ws.readyState === 1) ws.send(JSON.stringify({ type: "token", token: token }));
+      });
+      return;
+    }
+    if (frame.request_id && self._pending[frame.request_id]) {
+      var pending = self._pending[frame.request_id];
+      delete self._pending[frame.request_id];
+      if (type === "error") pending.reject(frame.error);
+      else pending.resolve(frame);
+      return;
+    }
+    if (type === "error") {
+      self._emit("error", frame.error);
+      return;
+    }
+    if (typeof frame.seq === "number" && typeof frame.id === "string") {
+      var fresh = self._remember(frame.id);
+      if (self.autoAck) self._ack(frame.id);
+      if (!fresh) return;
+      if (self.lastSeq === null || frame.seq > self.lastSeq) {
+        self.lastSeq = frame.seq;
+        self._saveCursor();
+      }
+      self._emit("notification", frame);
+      // A new unread notification of the user's own raises the badge at once; the server's
+      // count (welcome, unread frames) stays the reference whenever read state changes.
+      if (frame.read === false && frame.user_id !== "*" && self.unreadCount !== null) {
+        self.unreadCount += 1;
+        self._emit("unread", self.unreadCount);
+      }
+    }
+  };
+
+  Connection.prototype._ack = function (id) {
+    var self = this;
+    self._acks.push(id);
+    if (self._ackTimer) return;
+    self._ackTimer = setTimeout(function () {
+      self._ackTimer = null;
+      var ws = self._ws;
+      while (self._acks.length && ws && ws.readyState === 1) {
+        ws.send(JSON.stringify({ type: "ack", ids: self._acks.splice(0, ACK_BATCH) }));
+      }
+    }, ACK_DELAY_MS);
+  };
+
+  Connection.prototype.ack = function (ids) {
+    for (var i = 0; i < ids.length; i++) this._ack(ids[i]);
+  };
+
+  Connection.prototype._request = function (frame) {
+    var self = this;
+    var ws = self._ws;
+    if (!ws || ws.readyState !== 1) return Promise.reject(new Error("not connected"));
+    self._requests += 1;
+    var id = "r" + self._requests;
+    frame.request_id = id;
+    return new Promise(function (resolve, reject) {
+      self._pending[id] = { resolve: resolve, reject: reject };
+      ws.send(JSON.stringify(frame));
+    });
+  };
+
+  Connection.prototype._failPending = function (reason) {
+    var pending = this._pending;
+    this._pending = {};
+    Object.keys(pending).forEach(function (id) { pending[id].reject(new Error(reason)); });
+  };
+
+  /** Mark notifications read; every connection of the user gets the new unread count. */
+  Connection.prototype.markRead = function (ids) {
+    return this._request({ type: "read", ids: ids });
+  };
+
+  Connection.prototype.markAllRead = function () {
+    return this._request({ type: "read_all" });
+  };
+
+  /** A page of history, newest first: { before, limit, unread, type } -> { notifications, next_cursor }. */
+  Connection.prototype.history = function (query) {
+    var q = query || {};
+    var frame = { type: "history" };
+    if (q.before !== undefined && q.before !== null) frame.before = q.before;
+    if (q.limit) frame.limit = q.limit;
+    if (q.unread) frame.unread = true;
+    if (q.type) frame.filter_type = q.type;
+    return this._request(frame);
+  };
+
+  Connection.prototype.close = function () {
+    this._closed = true;
+    if (this._retryTimer) clearTimeout(this._retryTimer);
+    if (this._ws) this._ws.close(1000);
+    else this._setState("closed");
+  };
+
+  function connect(options) {
+    return new Connection(options).open();
+  }
+
+  return { connect: connect, Connection: Connection, SUBPROTOCOL: SUBPROTOCOL };
+});

@@ -1,0 +1,9 @@
+// ES module entry of the browser SDK: the same code as diagnoxix-notify.js (which, loaded as a
+// module, installs itself on the global object), re-exported.
+import "./diagnoxix-notify.js";
+
+const sdk = globalThis.DiagnoxixNotify;
+export const connect = sdk.connect;
+export const Connection = sdk.Connection;
+export const SUBPROTOCOL = sdk.SUBPROTOCOL;
+export default sdk;
