@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: run test lint install install-dev clean
+.PHONY: run test lint install install-dev system-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,12 @@ install-dev: $(VENV)/.dev
 run: install
 	$(BIN)/python run.py $(ARGS)
 
-## Install the test tools and run every test
-test: install-dev
+## Debian packages the tests need (Chromium), installed with apt-get when missing
+system-deps:
+	bash scripts/system-deps.sh
+
+## Install the test tools (and Chromium) and run every test
+test: install-dev system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 ## ruff (lint and format) and mypy --strict on the package
