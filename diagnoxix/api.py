@@ -25,16 +25,13 @@ from .api_support import (
 from .api_users import setup_user_routes
 from .errors import ApiError
 from .keys import HUB, SERVICE, SETTINGS, STARTED_AT, STORE
-from .models import ApiKey, Notification
+from .models import BROADCAST_RECIPIENT, ApiKey, Notification
 from .openapi import openapi_document
+from .service import validated_draft
 from .store import IdempotencyClaim, IdempotencyConflict, StoreError
 from .validation import (
     MAX_BATCH,
     FieldErrors,
-    check_data,
-    check_priority,
-    check_title_message,
-    check_type,
     parse_draft,
 )
 
@@ -208,25 +205,24 @@ async def send_broadcast(request: web.Request) -> web.Response:
     payload = await read_json_object(request)
     errors = FieldErrors()
     reject_unknown(payload, {"title", "message", "data", "type", "priority", "ttl"}, errors)
-    title, message = check_title_message(payload, "", errors)
     ttl = payload.get("ttl")
     max_ttl = 10 * 365 * 24 * 3600
     if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or not 60 <= ttl <= max_ttl):
         errors.add("ttl", f"must be an integer from 60 to {max_ttl} seconds")
-    check_type(payload.get("type", "system"), "type", errors)
-    check_data(payload.get("data"), "data", errors)
-    check_priority(payload.get("priority"), "priority", errors)
-    if errors:
-        raise invalid(errors)
     try:
-        note = await request.app[SERVICE].broadcast_system_notification(
-            title,
-            message,
+        draft = validated_draft(
+            BROADCAST_RECIPIENT,
+            payload.get("type", "system"),
+            payload.get("title", ""),
+            payload.get("message") or "",
             payload.get("data"),
-            type=payload.get("type", "system"),
-            priority=payload.get("priority") or "normal",
-            ttl_seconds=ttl,
+            payload.get("priority") or "normal",
+            ttl,
+            errors=errors,
         )
+        (note,) = await request.app[SERVICE].send([draft])
+    except FieldErrors as invalid_fields:
+        raise invalid(invalid_fields) from None
     except StoreError as exc:
         raise store_unavailable(exc) from None
     recipients = request.app[HUB].connection_count

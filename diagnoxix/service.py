@@ -47,6 +47,34 @@ def _check_reference(value: object, path: str, errors: FieldErrors) -> str:
     return value
 
 
+def validated_draft(
+    recipient: str,
+    kind: str,
+    title: str,
+    message: str,
+    data: dict[str, Any] | None,
+    priority: str,
+    ttl_seconds: int | None = None,
+    *,
+    errors: FieldErrors | None = None,
+) -> NotificationDraft:
+    """Check every field (adding to `errors` found earlier) and raise them all, or the draft."""
+    errors = errors if errors is not None else FieldErrors()
+    if recipient != BROADCAST_RECIPIENT:
+        check_user_id(recipient, "user_id", errors)
+    check_type(kind, "type", errors)
+    check_title_message({"title": title, "message": message}, "", errors)
+    checked_data = check_data(data, "data", errors)
+    checked_priority = check_priority(priority, "priority", errors)
+    if ttl_seconds is not None and ttl_seconds < 1:
+        errors.add("ttl_seconds", "must be a positive number of seconds")
+    if errors:
+        raise errors
+    return NotificationDraft(
+        recipient, kind, title, message, dict(checked_data), checked_priority, ttl_seconds
+    )
+
+
 class NotificationService:
     def __init__(self, store: Store, hub: Hub, settings: Settings) -> None:
         self._store = store
@@ -97,16 +125,7 @@ class NotificationService:
         *,
         priority: Priority = "normal",
     ) -> Notification:
-        errors = FieldErrors()
-        check_user_id(user_id, "user_id", errors)
-        check_type(type, "type", errors)
-        check_title_message({"title": title, "message": message}, "", errors)
-        checked_data = check_data(data, "data", errors)
-        checked_priority = check_priority(priority, "priority", errors)
-        if errors:
-            raise errors
-        draft = NotificationDraft(user_id, type, title, message, dict(checked_data), checked_priority)
-        (stored,) = await self.send([draft])
+        (stored,) = await self.send([validated_draft(user_id, type, title, message, data, priority)])
         return stored
 
     async def send_appointment_notification(
@@ -182,15 +201,6 @@ class NotificationService:
     ) -> Notification:
         """Stored once, delivered to every connection open now and, until it expires, to every
         user who connects later."""
-        errors = FieldErrors()
-        check_type(type, "type", errors)
-        check_title_message({"title": title, "message": message}, "", errors)
-        checked_data = check_data(data, "data", errors)
-        checked_priority = check_priority(priority, "priority", errors)
-        if errors:
-            raise errors
-        draft = NotificationDraft(
-            BROADCAST_RECIPIENT, type, title, message, dict(checked_data), checked_priority, ttl_seconds
-        )
+        draft = validated_draft(BROADCAST_RECIPIENT, type, title, message, data, priority, ttl_seconds)
         (stored,) = await self.send([draft])
         return stored

@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -153,12 +152,3 @@ class Launcher:
             finally:
                 for f in server.files:
                     f.close()
-
-
-@pytest.fixture
-def launcher(tmp_path: Path) -> Iterator[Launcher]:
-    launch = Launcher(tmp_path)
-    try:
-        yield launch
-    finally:
-        launch.cleanup()

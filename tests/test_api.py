@@ -162,6 +162,14 @@ async def test_batch_is_stored_in_order_and_all_or_nothing(service: Service) -> 
     assert service.app[STORE].counts().stored == 1000
 
 
+async def test_broadcast_reports_every_field_problem_and_stores_nothing(service: Service) -> None:
+    body = {"message": 5, "priority": "urgent", "ttl": 5, "type": "pong", "colour": "red"}
+    resp = await service.client.post("/v1/broadcasts", json=body, headers=service.auth())
+    err = await _error(resp, 422, "validation_failed")
+    assert set(err["details"]) == {"title", "message", "priority", "ttl", "type", "colour"}
+    assert service.app[STORE].counts().stored == 0
+
+
 async def test_batch_over_1000_is_refused(service: Service) -> None:
     items = [{"user_id": "u1", "title": "t"} for _ in range(1001)]
     resp = await service.client.post(
