@@ -141,6 +141,12 @@ async def _replayed_response(
             422, "idempotency_key_reused", "this Idempotency-Key was used with a different request body"
         )
     notes = await request.app[STORE].get_notifications(record.notification_ids)
+    if len(notes) != len(record.notification_ids):
+        raise ApiError(
+            410,
+            "idempotency_key_expired",
+            "what this Idempotency-Key stored has expired; send again with a new key",
+        )
     return _send_response(request, notes, batch, replayed=True)
 
 

@@ -20,9 +20,14 @@ async def read_json(request: web.Request) -> Any:
         raise ApiError(415, "unsupported_media_type", "send the body as Content-Type: application/json")
     raw = await request.read()
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        return json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON; stored, they would make a frame no browser can parse.
+    raise ValueError(f"{name} is not valid JSON")
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
@@ -80,7 +85,7 @@ def int_param(request: web.Request, name: str, default: int | None, *, maximum: 
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or int(raw) < 1 or int(raw) > maximum:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or not 1 <= int(raw) <= maximum:
         raise ApiError(400, f"invalid_{name}", f"{name} must be an integer from 1 to {maximum}")
     return int(raw)
 

@@ -30,6 +30,7 @@ SEEN_IDS = 10_000
 ACK_BATCH = 100
 ACK_DELAY_SECONDS = 0.05
 # Close codes after which reconnecting cannot help (policy violations need a fix, not a retry).
+# 4001 (token expired) is not among them: the token provider gives a fresh one on reconnect.
 FATAL_CLOSE_CODES = frozenset({1008, 1009})
 
 
@@ -303,7 +304,11 @@ class Subscriber:
             self.epoch = frame["epoch"]
             self.unread = frame.get("unread")
             self.welcomes.append(frame)
-            if self.last_seq is None or frame["last_seq"] > self.last_seq:
+            if frame.get("recovered") is False and frame.get("reason") != "expired":
+                # Our cursor means nothing on this server (database replaced or restored): adopt
+                # its newest seq, or later notifications below our old cursor would be skipped.
+                self.last_seq = frame["last_seq"]
+            elif self.last_seq is None or frame["last_seq"] > self.last_seq:
                 # Nothing older is owed to us: resume after the newest seq from now on.
                 self.last_seq = frame["last_seq"]
         elif kind == "unread":

@@ -40,6 +40,8 @@ class Settings:
     ws_heartbeat_seconds: float = 30.0
     # Frames a connection may have waiting; a fuller queue means a stalled client, closed with 1013.
     ws_send_queue_limit: int = 1024
+    # Tabs and devices of one person; more is a runaway client or an abused token.
+    ws_max_connections_per_user: int = 20
     # Client frames are small control messages (ping, hello, an ack of up to 200 ids); larger is abuse.
     ws_max_client_frame_bytes: int = 16 * 1024
     # A v1 client that names no `since` in its URL must say hello within this time.

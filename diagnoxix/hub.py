@@ -31,10 +31,15 @@ DELIVERED_FLUSH_SIZE = 256
 # Close codes (RFC 6455 and the registry) the service uses.
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY_VIOLATION = 1008
+CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TRY_AGAIN_LATER = 1013
+# Application range: the connection's token expired without a refresh. Clients that can get a
+# fresh token reconnect with it; 1008 (policy) would tell them reconnecting cannot help.
+CLOSE_TOKEN_EXPIRED = 4001
 
-# (user_id, notification ids): called for frames written to a plain client, which cannot ack.
-DeliveredCallback = Callable[[str, Sequence[str]], None]
+# (user_id, own notification ids, broadcast ids): called for frames written to a plain client,
+# which cannot ack.
+DeliveredCallback = Callable[[str, Sequence[str], Sequence[str]], None]
 # (user_id, online, since as a Unix time): a user's first connection opened or last one closed.
 PresenceListener = Callable[[str, bool, float], None]
 
@@ -46,6 +51,7 @@ class _Frame:
     # Set for a notification to a plain client, whose delivery is recorded when written (a v1
     # client's is recorded when it acknowledges).
     delivered_id: str | None
+    broadcast: bool = False
 
 
 class Connection:
@@ -103,7 +109,9 @@ class Connection:
     def queued(self) -> int:
         return len(self._pending) if self._pending else 0
 
-    def offer(self, text: str, seq: int | None = None, delivered_id: str | None = None) -> None:
+    def offer(
+        self, text: str, seq: int | None = None, delivered_id: str | None = None, broadcast: bool = False
+    ) -> None:
         """Queue a frame for this connection; never blocks. Overflow closes the connection."""
         if self._closing:
             return
@@ -113,7 +121,7 @@ class Connection:
         if len(pending) >= self._limit:
             self.close_soon(CLOSE_TRY_AGAIN_LATER, "send queue full; reconnect to resume")
             return
-        pending.append(_Frame(text, seq, None if self.v1 else delivered_id))
+        pending.append(_Frame(text, seq, None if self.v1 else delivered_id, broadcast))
         if self._live and self._sender is None:
             self._sender = asyncio.get_running_loop().create_task(self._drain())
 
@@ -129,24 +137,25 @@ class Connection:
         await self._ws.send_str(text)
 
     async def _drain(self) -> None:
-        delivered: list[str] = []
+        own: list[str] = []
+        broadcasts: list[str] = []
         try:
             pending = self._pending
             while pending:
                 frame = pending.popleft()
                 await self._ws.send_str(frame.text)
                 if frame.delivered_id is not None:
-                    delivered.append(frame.delivered_id)
-                    if len(delivered) >= DELIVERED_FLUSH_SIZE:
-                        self._on_delivered(self.user_id, delivered)
-                        delivered = []
+                    (broadcasts if frame.broadcast else own).append(frame.delivered_id)
+                    if len(own) + len(broadcasts) >= DELIVERED_FLUSH_SIZE:
+                        self._on_delivered(self.user_id, own, broadcasts)
+                        own, broadcasts = [], []
         except (ConnectionError, RuntimeError):
             # The peer went away mid-send; the handler sees the close and unregisters us.
             pass
         finally:
             self._sender = None
-            if delivered:
-                self._on_delivered(self.user_id, delivered)
+            if own or broadcasts:
+                self._on_delivered(self.user_id, own, broadcasts)
 
     def close_soon(self, code: int, reason: str) -> None:
         """Close from outside the handler without awaiting the client (safe inside a fan-out)."""
@@ -243,15 +252,17 @@ class Hub:
         for note in notifications:
             if note.seq > self.high_seq:
                 self.high_seq = note.seq
-            text = note.encode_frame()
-            if note.is_broadcast:
-                for conns in self._by_user.values():
-                    for conn in conns:
-                        conn.offer(text, note.seq, note.id)
-            else:
-                for conn in self._by_user.get(note.user_id, ()):
-                    conn.offer(text, note.seq, note.id)
             self.published += 1
+            if note.is_broadcast:
+                text = note.encode_frame()
+                for everyone in self._by_user.values():
+                    for conn in everyone:
+                        conn.offer(text, note.seq, note.id, broadcast=True)
+            elif recipients := self._by_user.get(note.user_id):
+                # Encoded once per notification, and only when its user is connected here.
+                text = note.encode_frame()
+                for conn in recipients:
+                    conn.offer(text, note.seq, note.id)
 
     def connections_of(self, user_id: str) -> int:
         return len(self._by_user.get(user_id, ()))

@@ -84,7 +84,7 @@ class Notification:
         return body
 
     def encode_frame(self) -> str:
-        return json.dumps(self.to_wire(), ensure_ascii=False, separators=(",", ":"))
+        return json.dumps(self.to_wire(), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 @dataclass(frozen=True, slots=True)

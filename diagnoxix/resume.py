@@ -24,7 +24,9 @@ class ResumePlan:
     reason: str | None = None
 
 
-def plan_resume(since: int | None, epoch: str | None, store: Store, watermark: int) -> ResumePlan:
+async def plan_resume(
+    user_id: str, since: int | None, epoch: str | None, store: Store, watermark: int
+) -> ResumePlan:
     """Decide how to honour a client's cursor; `recovered=False` says why it could not be."""
     if since is None:
         return ResumePlan(0, undelivered_only=True, recovered=True)
@@ -33,7 +35,7 @@ def plan_resume(since: int | None, epoch: str | None, store: Store, watermark: i
         return ResumePlan(0, undelivered_only=True, recovered=False, reason="epoch_changed")
     if since > watermark:
         return ResumePlan(0, undelivered_only=True, recovered=False, reason="cursor_ahead")
-    if since < store.purged_through:
+    if since < await store.purged_through(user_id):
         # Something after the cursor may have been purged; send what is left and say so.
         return ResumePlan(since, undelivered_only=False, recovered=False, reason="expired")
     return ResumePlan(since, undelivered_only=False, recovered=True)
@@ -58,7 +60,11 @@ async def replay(conn: Connection, store: Store, plan: ResumePlan, watermark: in
         for note in page:
             await conn.send_direct(note.encode_frame())
         if not conn.v1:
-            store.mark_delivered(conn.user_id, [note.id for note in page])
+            store.mark_delivered(
+                conn.user_id,
+                [note.id for note in page if not note.is_broadcast],
+                [note.id for note in page if note.is_broadcast],
+            )
         sent += len(page)
         if len(page) < REPLAY_PAGE:
             return sent

@@ -35,7 +35,7 @@ async def _purge_forever(store: Store, interval: float) -> None:
         try:
             deleted = await purge_once(store)
             if deleted:
-                log.info("retention.purged", extra={"count": deleted, "purged_through": store.purged_through})
+                log.info("retention.purged", extra={"count": deleted})
         except StoreError:
             log.warning("retention.purge_failed")
         await asyncio.sleep(interval)

@@ -13,6 +13,7 @@ import os
 import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,8 @@ BUSY_TIMEOUT_MS = 5000
 ID_CHUNK = 500
 # Purging deletes in slices so one purge never holds the write lock for long.
 PURGE_SLICE = 1000
+# How long an Idempotency-Key's record is kept: retries come within minutes, not days.
+IDEMPOTENCY_SECONDS = 24 * 3600
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 
 
@@ -97,7 +100,6 @@ class SqliteStore:
         self._writer: GroupCommitWriter | None = None
         self._delivered = 0
         self._epoch = ""
-        self._purged_through = 0
         self._closing = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -132,12 +134,14 @@ class SqliteStore:
         ) as cursor:
             row = await cursor.fetchone()
         assert row is not None
-        self._counters.next_seq = int(row[0]) + 1
+        async with writer.execute("SELECT coalesce(max(purged_through), 0) FROM purge_marks") as cursor:
+            purged = await cursor.fetchone()
+        # Never hand out a seq again, even one whose row was purged: a client may hold it as cursor.
+        self._counters.next_seq = max(int(row[0]), int(purged[0]) if purged else 0) + 1
         self._counters.stored, self._delivered = int(row[1]), int(row[2])
         self._writer = GroupCommitWriter(writer, self._counters)
         self._writer.start()
         self._epoch = await self.get_or_create_meta("epoch", lambda: uuid.uuid4().hex)
-        self._purged_through = int(await self.get_or_create_meta("purged_through_seq", lambda: "0"))
 
     async def close(self) -> None:
         """Commit everything queued, stop the writer and close both connections.
@@ -197,10 +201,6 @@ class SqliteStore:
         return self._epoch
 
     @property
-    def purged_through(self) -> int:
-        return self._purged_through
-
-    @property
     def path(self) -> Path:
         return self._path
 
@@ -221,14 +221,15 @@ class SqliteStore:
         return self._writer
 
     async def _execute(self, sql: str, params: list[tuple[Any, ...]]) -> int:
-        return await self._w.execute(sql, params)
+        return await self._w.execute((sql, params))
 
     def _execute_nowait(
         self, sql: str, params: list[tuple[Any, ...]], on_rows: Callable[[int], None] | None = None
     ) -> None:
+        """A bookkeeping write (delivery, last use, audit); dropped once the store is closing."""
         if self._closing:
             return
-        self._w.execute_nowait(sql, params, on_rows)
+        self._w.execute_nowait((sql, params), on_rows=on_rows)
 
     async def insert_notifications(
         self, drafts: Sequence[NotificationDraft], idempotency: IdempotencyClaim | None = None
@@ -238,43 +239,40 @@ class SqliteStore:
     def _count_delivered(self, rows: int) -> None:
         self._delivered += rows
 
-    def _delivery_statements(
-        self, user_id: str, ids: Sequence[str]
-    ) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    def mark_delivered(
+        self, user_id: str, notification_ids: Sequence[str], broadcast_ids: Sequence[str] = ()
+    ) -> None:
+        if self._closing:
+            return
         now = _now()
-        return [
-            (
+        if notification_ids:
+            self._execute_nowait(
                 "UPDATE notifications SET delivered_at = ?"
                 " WHERE id = ? AND user_id = ? AND delivered_at IS NULL",
-                [(now, nid, user_id) for nid in ids],
-            ),
-            (
+                [(now, nid, user_id) for nid in notification_ids],
+                on_rows=self._count_delivered,
+            )
+        if broadcast_ids:
+            self._execute_nowait(
                 "INSERT OR IGNORE INTO broadcast_receipts (notification_id, user_id, delivered_at)"
-                " SELECT id, ?, ? FROM notifications WHERE id = ? AND user_id = ?",
-                [(user_id, now, nid, BROADCAST_RECIPIENT) for nid in ids],
-            ),
-        ]
-
-    def mark_delivered(self, user_id: str, notification_ids: Sequence[str]) -> None:
-        if not notification_ids or self._closing:
-            return
-        own, receipts = self._delivery_statements(user_id, notification_ids)
-        self._execute_nowait(*own, on_rows=self._count_delivered)
-        self._execute_nowait(*receipts)
+                " VALUES (?, ?, ?)",
+                [(nid, user_id, now) for nid in broadcast_ids],
+            )
 
     async def acknowledge(self, user_id: str, notification_ids: Sequence[str]) -> list[str]:
         """Record delivery of the user's own notifications and broadcasts; returns the ids that
         were theirs to acknowledge (another user's ids are ignored, never confirmed)."""
-        mine = await self._ids_visible_to(user_id, notification_ids)
-        if mine:
-            own, receipts = self._delivery_statements(user_id, mine)
-            self._execute_nowait(*own, on_rows=self._count_delivered)
-            await self._execute(*receipts)
-        return mine
+        found = await self._addressed(notification_ids, (user_id, BROADCAST_RECIPIENT))
+        if found:
+            own = [nid for nid, recipient in found.items() if recipient == user_id]
+            self.mark_delivered(user_id, own, [nid for nid in found if nid not in set(own)])
+            await self.flush()
+        return list(found)
 
     async def mark_read(self, user_id: str, notification_ids: Sequence[str]) -> list[str]:
-        """Mark the user's own notifications read (and so delivered); returns those changed."""
-        mine = [nid for nid in await self._ids_visible_to(user_id, notification_ids, own_only=True)]
+        """Mark the user's own notifications read (and so delivered); returns the ids that were
+        theirs (another user's ids are ignored)."""
+        mine = list(await self._addressed(notification_ids, (user_id,)))
         if mine:
             now = _now()
             await self._execute(
@@ -293,30 +291,50 @@ class SqliteStore:
         )
 
     async def purge_expired(self) -> int:
-        """Delete expired notifications (secure_delete overwrites them); returns how many."""
+        """Delete one slice of expired notifications (secure_delete overwrites them).
+
+        Returns how many were deleted. The per-recipient purge marks move in the same transaction,
+        so a crash can never leave a purged seq unrecorded.
+        """
         now = _now()
         rows = await self._read(
-            f"SELECT coalesce(max(seq), 0), count(*) FROM (SELECT seq FROM notifications"
-            f" WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT {PURGE_SLICE})",
+            "SELECT seq FROM notifications WHERE expires_at IS NOT NULL AND expires_at <= ?"
+            f" ORDER BY seq LIMIT 1 OFFSET {PURGE_SLICE - 1}",
             (now,),
         )
-        top, count = int(rows[0][0]), int(rows[0][1])
-        if not count:
-            return 0
-        await self._execute(
-            "DELETE FROM broadcast_receipts WHERE notification_id IN (SELECT id FROM notifications"
-            " WHERE user_id = ? AND expires_at IS NOT NULL AND expires_at <= ? AND seq <= ?)",
-            [(BROADCAST_RECIPIENT, now, top)],
+        # The slice: every expired row up to the PURGE_SLICE-th lowest expired seq (or all of them).
+        top = int(rows[0][0]) if rows else self.max_seq
+        expired = "expires_at IS NOT NULL AND expires_at <= ? AND seq <= ?"
+        deleted = await self._w.execute(
+            (
+                "INSERT INTO purge_marks (user_id, purged_through) SELECT user_id, max(seq)"
+                f" FROM notifications WHERE {expired} GROUP BY user_id"
+                " ON CONFLICT (user_id) DO UPDATE SET purged_through ="
+                " max(purged_through, excluded.purged_through)",
+                [(now, top)],
+            ),
+            (
+                "DELETE FROM broadcast_receipts WHERE notification_id IN"
+                f" (SELECT id FROM notifications WHERE user_id = ? AND {expired})",
+                [(BROADCAST_RECIPIENT, now, top)],
+            ),
+            # A retry after a day is a new request; the key's record goes (Stripe keeps 24 h too).
+            (
+                "DELETE FROM idempotency_keys WHERE created_at <= ?",
+                [(format_timestamp(utc_now() - timedelta(seconds=IDEMPOTENCY_SECONDS)),)],
+            ),
+            (f"DELETE FROM notifications WHERE {expired}", [(now, top)]),
         )
-        deleted = await self._execute(
-            "DELETE FROM notifications WHERE expires_at IS NOT NULL AND expires_at <= ? AND seq <= ?",
-            [(now, top)],
-        )
-        if top > self._purged_through:
-            self._purged_through = top
-            await self._execute("UPDATE meta SET value = ? WHERE key = 'purged_through_seq'", [(str(top),)])
         self._counters.stored -= deleted
         return deleted
+
+    async def purged_through(self, user_id: str) -> int:
+        """The highest purged seq among the user's notifications and broadcasts (0: none)."""
+        rows = await self._read(
+            "SELECT coalesce(max(purged_through), 0) FROM purge_marks WHERE user_id IN (?, ?)",
+            (user_id, BROADCAST_RECIPIENT),
+        )
+        return int(rows[0][0])
 
     async def create_api_key(self, key_id: str, name: str, secret_hash: str) -> ApiKey:
         now = utc_now()
@@ -338,7 +356,11 @@ class SqliteStore:
     def record_audit(
         self, actor: str, action: str, target: str | None, details: dict[str, Any] | None = None
     ) -> None:
-        self._w.execute_nowait(
+        if self._closing:
+            # Never fail a request whose work already committed (its caller would retry it).
+            log.warning("store.audit_dropped_at_shutdown", extra={"action": action, "actor": actor})
+            return
+        self._execute_nowait(
             "INSERT INTO audit_log (at, actor, action, target, details) VALUES (?,?,?,?,?)",
             [(_now(), actor, action, target, json.dumps(details or {}))],
         )
@@ -370,19 +392,21 @@ class SqliteStore:
         async with conn.execute(sql, params) as cursor:
             return [tuple(row) for row in await cursor.fetchall()]
 
-    async def _ids_visible_to(self, user_id: str, ids: Sequence[str], *, own_only: bool = False) -> list[str]:
-        """The ids among `ids` that are the user's own (or broadcasts) and not expired."""
-        recipients = (user_id,) if own_only else (user_id, BROADCAST_RECIPIENT)
+    async def _addressed(self, ids: Sequence[str], recipients: tuple[str, ...]) -> dict[str, str]:
+        """Of `ids`, those addressed to `recipients` (a user, '*') and not expired: id -> recipient.
+
+        In the order given, without repeats.
+        """
         marks = ",".join("?" * len(recipients))
-        found: set[str] = set()
+        found: dict[str, str] = {}
         for chunk in _chunks(ids):
             rows = await self._read(
-                f"SELECT id FROM notifications WHERE id IN ({','.join('?' * len(chunk))})"
+                f"SELECT id, user_id FROM notifications WHERE id IN ({','.join('?' * len(chunk))})"
                 f" AND user_id IN ({marks}) AND {_LIVE}",
                 (*chunk, *recipients, _now()),
             )
-            found.update(str(r[0]) for r in rows)
-        return [nid for nid in dict.fromkeys(ids) if nid in found]
+            found.update((str(r[0]), str(r[1])) for r in rows)
+        return {nid: found[nid] for nid in dict.fromkeys(ids) if nid in found}
 
     async def notifications_for(
         self,
@@ -442,10 +466,11 @@ class SqliteStore:
         )
         return [_row_to_notification(row) for row in rows]
 
-    async def unread_count(self, user_id: str) -> int:
+    async def unread_count(self, user_id: str, *, upto_seq: int | None = None) -> int:
         rows = await self._read(
-            f"SELECT count(*) FROM notifications WHERE user_id = ? AND read_at IS NULL AND {_LIVE}",
-            (user_id, _now()),
+            "SELECT count(*) FROM notifications"
+            f" WHERE user_id = ? AND read_at IS NULL AND seq <= ? AND {_LIVE}",
+            (user_id, upto_seq if upto_seq is not None else self.max_seq, _now()),
         )
         return int(rows[0][0])
 

@@ -49,12 +49,17 @@ class Insert:
     future: asyncio.Future[list[Notification]]
 
 
+Statement = tuple[str, list[tuple[Any, ...]]]
+
+
 @dataclass(slots=True)
 class Execute:
-    """A parameterised statement run once per parameter tuple inside the batch's transaction."""
+    """Statements run in order inside the batch's transaction, each once per parameter tuple.
 
-    sql: str
-    params: list[tuple[Any, ...]]
+    They commit or roll back together. The result is the rows changed by the last statement.
+    """
+
+    statements: list[Statement]
     future: asyncio.Future[int] | None = None
     on_rows: Callable[[int], None] | None = None
 
@@ -112,19 +117,20 @@ class GroupCommitWriter:
         self.submit(Insert(drafts, idempotency, future))
         return await future
 
-    async def execute(self, sql: str, params: list[tuple[Any, ...]]) -> int:
-        """Run a statement in the next batch and wait for its commit; returns rows changed."""
+    async def execute(self, *statements: Statement) -> int:
+        """Run statements atomically in the next batch and wait for the commit.
+
+        Returns the rows changed by the last statement.
+        """
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self.submit(Execute(sql, params, future))
+        self.submit(Execute(list(statements), future))
         return await future
 
-    def execute_nowait(
-        self, sql: str, params: list[tuple[Any, ...]], on_rows: Callable[[int], None] | None = None
-    ) -> None:
-        """Queue a statement for the next batch without waiting (bookkeeping writes)."""
+    def execute_nowait(self, *statements: Statement, on_rows: Callable[[int], None] | None = None) -> None:
+        """Queue statements for the next batch without waiting (bookkeeping writes)."""
         if self._stopping:
             return
-        self.submit(Execute(sql, params, on_rows=on_rows))
+        self.submit(Execute(list(statements), on_rows=on_rows))
 
     async def flush(self) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -165,8 +171,11 @@ class GroupCommitWriter:
                     await conn.executemany(_INSERT_IDEMPOTENCY, claims)
                 for op in batch:
                     if isinstance(op, Execute):
-                        cursor = await conn.executemany(op.sql, op.params)
-                        changed.append(cursor.rowcount)
+                        rowcount = 0
+                        for sql, params in op.statements:
+                            cursor = await conn.executemany(sql, params)
+                            rowcount = cursor.rowcount
+                        changed.append(rowcount)
                 await conn.commit()
                 self.counters.commits += 1
             except BaseException:

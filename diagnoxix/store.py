@@ -54,8 +54,11 @@ class Store(Protocol):
     ) -> list[Notification]:
         """Store drafts durably (one transaction with the idempotency claim) and return them."""
 
-    def mark_delivered(self, user_id: str, notification_ids: Sequence[str]) -> None:
-        """Record delivery to `user_id` without waiting; committed with the next batch."""
+    def mark_delivered(
+        self, user_id: str, notification_ids: Sequence[str], broadcast_ids: Sequence[str] = ()
+    ) -> None:
+        """Record delivery to `user_id` of its own notifications and of broadcasts, without
+        waiting; committed with the next batch."""
 
     async def acknowledge(self, user_id: str, notification_ids: Sequence[str]) -> list[str]:
         """Record the user's acknowledgement; returns the ids that were theirs to acknowledge."""
@@ -65,14 +68,14 @@ class Store(Protocol):
 
     async def mark_all_read(self, user_id: str) -> int: ...
 
-    async def unread_count(self, user_id: str) -> int: ...
+    async def unread_count(self, user_id: str, *, upto_seq: int | None = None) -> int: ...
 
     async def purge_expired(self) -> int:
         """Delete what has expired; returns how many notifications were deleted."""
 
-    @property
-    def purged_through(self) -> int:
-        """The highest seq ever purged: a resume cursor below it may have missed something."""
+    async def purged_through(self, user_id: str) -> int:
+        """The highest purged seq among the user's notifications and broadcasts: a resume cursor
+        below it may have missed something."""
 
     async def notifications_for(
         self,

@@ -32,6 +32,7 @@ RESERVED_TYPES = frozenset(
         "history",
         "unread",
         "refresh",
+        "refreshed",
         "token",
         "presence",
     }
@@ -100,7 +101,13 @@ def check_data(value: object, path: str, errors: FieldErrors) -> dict[str, Any]:
     if not isinstance(value, dict):
         errors.add(path, "must be a JSON object")
         return {}
-    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+    try:
+        encoded = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        # NaN and Infinity are not JSON: a browser's JSON.parse would reject the whole frame.
+        errors.add(path, "must not contain NaN or Infinity")
+        return {}
+    size = len(encoded.encode())
     if size > MAX_DATA_BYTES:
         errors.add(path, f"must encode to at most {MAX_DATA_BYTES} bytes of JSON (got {size})")
     return cast(dict[str, Any], value)

@@ -18,11 +18,12 @@ from aiohttp import web
 from . import frames
 from .auth import InvalidCredentials
 from .errors import ApiError
-from .hub import CLOSE_POLICY_VIOLATION, Connection
+from .hub import CLOSE_INTERNAL_ERROR, CLOSE_POLICY_VIOLATION, CLOSE_TRY_AGAIN_LATER, Connection
 from .keys import HUB, SERVICE, SETTINGS, STORE, TOKENS
 from .models import format_timestamp, utc_now
 from .origin import check_origin
 from .resume import plan_resume, replay
+from .store import StoreError
 from .validation import is_valid_user_id
 from .ws_protocol import FrameGuard, Session, decode
 
@@ -52,7 +53,7 @@ def _offered_protocols(request: web.Request) -> list[str]:
 def _parse_since(raw: str | None) -> int | None:
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise ApiError(400, "invalid_since", "since must be a non-negative integer seq")
     return int(raw)
 
@@ -60,7 +61,7 @@ def _parse_since(raw: str | None) -> int | None:
 def _parse_epoch(raw: str | None) -> str | None:
     if raw is None or raw == "":
         return None
-    if len(raw) > MAX_EPOCH_CHARS or not raw.isalnum():
+    if len(raw) > MAX_EPOCH_CHARS or not (raw.isascii() and raw.isalnum()):
         raise ApiError(400, "invalid_epoch", "epoch must be the value a welcome frame gave")
     return raw
 
@@ -118,6 +119,12 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             "this endpoint needs a WebSocket upgrade (GET with Upgrade: websocket)",
         )
     shake = _authenticate(request)
+    if hub.connections_of(shake.user_id) >= settings.ws_max_connections_per_user:
+        raise ApiError(
+            429,
+            "too_many_connections",
+            f"this user already has {settings.ws_max_connections_per_user} open connections",
+        )
     ws = web.WebSocketResponse(
         protocols=(shake.protocol,) if shake.protocol else (),
         heartbeat=settings.ws_heartbeat_seconds,
@@ -149,7 +156,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
                 since, epoch = await _await_hello(ws, conn, session.guard, settings.ws_hello_timeout_seconds)
             except _HelloFailed:
                 return ws
-        plan = plan_resume(since, epoch, store, watermark)
+        plan = await plan_resume(shake.user_id, since, epoch, store, watermark)
         replayed = await replay(conn, store, plan, watermark)
         if shake.v1:
             await conn.send_direct(
@@ -164,7 +171,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
                     replayed=replayed,
                     recovered=plan.recovered,
                     **({"reason": plan.reason} if plan.reason else {}),
-                    unread=await store.unread_count(shake.user_id),
+                    # Up to the watermark: live frames queued behind the welcome are counted by
+                    # the client as they arrive.
+                    unread=await store.unread_count(shake.user_id, upto_seq=watermark),
                     token_expires_at=format_timestamp(shake.expires_at) if shake.expires_at else None,
                 )
             )
@@ -172,6 +181,13 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         session.schedule_token_timers(shake.expires_at)
         async for msg in ws:
             await session.handle(msg)
+    except StoreError:
+        # Replay could not read the backlog: the client resumes later with the same cursor.
+        await conn.close(CLOSE_TRY_AGAIN_LATER, "store unavailable; reconnect to resume")
+    except Exception:
+        # The response is a WebSocket now: never let an HTTP error page be written into it.
+        log.exception("ws.handler_failed", extra={"user_id": shake.user_id, "conn_id": conn.id})
+        await conn.close(CLOSE_INTERNAL_ERROR, "internal error")
     finally:
         hub.unregister(conn)
         conn.stop()
@@ -200,7 +216,10 @@ async def _await_hello(
                         isinstance(since, int) and not isinstance(since, bool) and since >= 0
                     )
                     epoch_ok = epoch is None or (
-                        isinstance(epoch, str) and epoch.isalnum() and len(epoch) <= MAX_EPOCH_CHARS
+                        isinstance(epoch, str)
+                        and epoch.isascii()
+                        and epoch.isalnum()
+                        and len(epoch) <= MAX_EPOCH_CHARS
                     )
                     if since_ok and epoch_ok:
                         return since, epoch
@@ -211,6 +230,8 @@ async def _await_hello(
                     )
                 elif kind == "ping":
                     await conn.send_direct(frames.control("pong"))
+                    if not guard.over_rate():
+                        continue
                 else:
                     await conn.send_direct(frames.error("hello_expected", "send hello first"))
                 if guard.over_rate() or guard.strike():

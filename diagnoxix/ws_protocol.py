@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,11 +19,13 @@ from aiohttp import WSMessage, WSMsgType
 from . import frames
 from .auth import InvalidCredentials, TokenIssuer
 from .config import Settings
-from .hub import CLOSE_POLICY_VIOLATION, Connection
+from .hub import CLOSE_INTERNAL_ERROR, CLOSE_POLICY_VIOLATION, CLOSE_TOKEN_EXPIRED, Connection
 from .models import format_timestamp, utc_now
 from .service import NotificationService
-from .store import Store
+from .store import Store, StoreError
 from .validation import TYPE_PATTERN
+
+log = logging.getLogger("diagnoxix.ws")
 
 # Bad frames (malformed, unknown type, binary) tolerated before the connection is closed 1008.
 MAX_STRIKES = 10
@@ -34,6 +37,8 @@ RATE_MAX_FRAMES = 200
 MAX_IDS_PER_FRAME = 200
 MAX_ID_CHARS = 64
 MAX_REQUEST_ID_CHARS = 64
+# Seqs are SQLite integers; anything larger is not a seq (and would overflow the binding).
+MAX_SEQ = 2**62
 # History pages over the socket: an inbox screen's worth.
 MAX_HISTORY_PAGE = 100
 DEFAULT_HISTORY_PAGE = 50
@@ -66,7 +71,7 @@ def decode(msg: WSMessage) -> dict[str, Any] | None:
         return None
     try:
         frame = json.loads(msg.data)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: deeply nested arrays within 16 KiB
         return None
     return frame if isinstance(frame, dict) else None
 
@@ -150,13 +155,23 @@ class Session:
             self.reply(frames.error(exc.code, str(exc), **(_request_id(frame) if frame else {})))
             if self.guard.strike():
                 self.conn.close_soon(CLOSE_POLICY_VIOLATION, "too many invalid frames")
+        except StoreError:
+            # A database hiccup (locked by a CLI tool, shutting down): the client may retry.
+            self.reply(
+                frames.error("unavailable", "try again shortly", **(_request_id(frame) if frame else {}))
+            )
+        except Exception:
+            log.exception("ws.frame_failed", extra={"user_id": self.conn.user_id, "conn_id": self.conn.id})
+            self.conn.close_soon(CLOSE_INTERNAL_ERROR, "internal error")
 
     async def _history(self, frame: dict[str, Any]) -> None:
         before = frame.get("before")
         limit = frame.get("limit", DEFAULT_HISTORY_PAGE)
         kind = frame.get("filter_type")
         unread = frame.get("unread", False)
-        if before is not None and (not isinstance(before, int) or isinstance(before, bool) or before < 1):
+        if before is not None and (
+            not isinstance(before, int) or isinstance(before, bool) or not 1 <= before <= MAX_SEQ
+        ):
             raise FrameError("invalid_history", "before must be a positive seq (a next_cursor)")
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_HISTORY_PAGE:
             raise FrameError("invalid_history", f"limit must be 1-{MAX_HISTORY_PAGE}")
@@ -210,7 +225,7 @@ class Session:
             loop.call_later(
                 max(remaining + self.settings.token_expiry_grace_seconds, 0),
                 self.conn.close_soon,
-                CLOSE_POLICY_VIOLATION,
+                CLOSE_TOKEN_EXPIRED,
                 "token expired",
             )
         )

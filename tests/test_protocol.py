@@ -274,7 +274,7 @@ async def test_token_refresh_keeps_the_connection_and_silence_closes_it(make_ser
     async with asyncio.timeout(5):
         while (await silent.receive()).type == aiohttp.WSMsgType.TEXT:
             pass
-    assert silent.close_code == 1008
+    assert silent.close_code == 4001
     # The refreshed connection outlives its first token and still receives.
     await svc.send("mo", "still here")
     assert (await _next(refresher, "notification"))["title"] == "still here"

@@ -14,3 +14,11 @@ CREATE TABLE broadcast_receipts (
     delivered_at    TEXT NOT NULL,
     PRIMARY KEY (notification_id, user_id)
 ) STRICT, WITHOUT ROWID;
+
+-- The highest seq purged per recipient (a user id, or '*' for broadcasts): a resume cursor below
+-- it may have missed something that expired. Also keeps seqs from ever being reused after the
+-- newest rows were purged.
+CREATE TABLE purge_marks (
+    user_id        TEXT PRIMARY KEY,
+    purged_through INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;

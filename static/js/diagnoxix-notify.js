@@ -36,6 +36,10 @@
   var ACK_BATCH = 100;
   // Close codes where retrying cannot help without a change (policy, frame too big).
   var FATAL_CODES = { 1008: true, 1009: true };
+  // The token expired without a refresh: reconnect only with a way to get a fresh one.
+  var TOKEN_EXPIRED = 4001;
+  // A failed token refresh is tried again after this long (the server allows a grace period).
+  var REFRESH_RETRY_MS = 5000;
 
   function tokenSubject(token) {
     // Only to namespace the stored cursor per user; the server verifies the token.
@@ -123,8 +127,10 @@
 
   Connection.prototype._token = function () {
     var o = this.options;
-    if (o.getToken) return Promise.resolve(o.getToken());
-    return Promise.resolve(o.token || null);
+    // new Promise: a getToken that throws synchronously rejects instead of breaking reconnects.
+    return new Promise(function (resolve) {
+      resolve(o.getToken ? o.getToken() : o.token || null);
+    });
   };
 
   Connection.prototype._loadCursor = function (subject) {
@@ -201,7 +207,7 @@
         self._setState("closed");
         return;
       }
-      if (FATAL_CODES[event.code]) {
+      if (FATAL_CODES[event.code] || (event.code === TOKEN_EXPIRED && !self.options.getToken)) {
         self._setState("closed");
         self._emit("error", { code: event.code, reason: event.reason });
         return;
@@ -238,8 +244,15 @@
       self._attempt = 0;
       self.welcome = frame;
       self.epoch = frame.epoch;
-      if (self.lastSeq === null || frame.last_seq > self.lastSeq) self.lastSeq = frame.last_seq;
+      if (frame.recovered === false && frame.reason !== "expired") {
+        // Our cursor means nothing on this server (database replaced or restored): adopt its
+        // newest seq, or later notifications below our old cursor would be skipped.
+        self.lastSeq = frame.last_seq;
+      } else if (self.lastSeq === null || frame.last_seq > self.lastSeq) {
+        self.lastSeq = frame.last_seq;
+      }
       self._saveCursor();
+      self._flushAcks();
       if (typeof frame.unread === "number") {
         self.unreadCount = frame.unread;
         self._emit("unread", frame.unread);
@@ -254,9 +267,7 @@
       return;
     }
     if (type === "refresh") {
-      self._token().then(function (token) {
-        if (token && ws.readyState === 1) ws.send(JSON.stringify({ type: "token", token: token }));
-      });
+      self._refresh(ws);
       return;
     }
     if (frame.request_id && self._pending[frame.request_id]) {
@@ -288,17 +299,36 @@
     }
   };
 
+  Connection.prototype._refresh = function (ws) {
+    var self = this;
+    if (!self.options.getToken) return; // a fixed token cannot be renewed; it expires with 4001
+    self._token().then(
+      function (token) {
+        if (token && ws.readyState === 1) ws.send(JSON.stringify({ type: "token", token: token }));
+      },
+      function () {
+        setTimeout(function () {
+          if (ws.readyState === 1) self._refresh(ws);
+        }, REFRESH_RETRY_MS);
+      }
+    );
+  };
+
   Connection.prototype._ack = function (id) {
     var self = this;
     self._acks.push(id);
     if (self._ackTimer) return;
     self._ackTimer = setTimeout(function () {
       self._ackTimer = null;
-      var ws = self._ws;
-      while (self._acks.length && ws && ws.readyState === 1) {
-        ws.send(JSON.stringify({ type: "ack", ids: self._acks.splice(0, ACK_BATCH) }));
-      }
+      self._flushAcks();
     }, ACK_DELAY_MS);
+  };
+
+  Connection.prototype._flushAcks = function () {
+    var ws = this._ws;
+    while (this._acks.length && ws && ws.readyState === 1) {
+      ws.send(JSON.stringify({ type: "ack", ids: this._acks.splice(0, ACK_BATCH) }));
+    }
   };
 
   Connection.prototype.ack = function (ids) {
