@@ -13,6 +13,7 @@ from .api import setup_routes
 from .auth import ApiKeys, TokenIssuer, generate_secret
 from .broker import InProcessBroker
 from .config import Settings
+from .dashboard.setup import setup_dashboard
 from .errors import error_middleware
 from .hub import Hub
 from .keys import API_KEYS, BROKER, HUB, SERVICE, SETTINGS, STARTED_AT, STORE, TOKENS
@@ -76,4 +77,6 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(_close_sockets)
     app.router.add_get("/v1/ws/notifications", websocket_handler)
     setup_routes(app)
+    # The staff dashboard under /dashboard/ (and / redirects there); its context starts after ours.
+    setup_dashboard(app)
     return app
