@@ -19,7 +19,7 @@ from ..keys import HUB, SERVICE, STORE
 from ..models import PRIORITIES, Notification
 from ..service import APPOINTMENT_STATUSES
 from ..store import StoreError
-from ..validation import FieldErrors
+from ..validation import FieldErrors, check_title_message, check_type
 from .render import render
 from .sessions import Staff, checked_form, require_staff
 
@@ -78,9 +78,14 @@ async def _send(request: web.Request, form: MultiDictProxy[str]) -> Notification
     priority = form.get("priority", "normal")
     if priority not in PRIORITIES:
         errors.add("priority", f"must be one of {', '.join(PRIORITIES)}")
+    title, message = form.get("title", ""), form.get("message", "")
+    if kind == "custom":
+        # Checked here too so every problem of the form shows at once, not one round at a time.
+        check_title_message({"title": title, "message": message}, "", errors)
+        if form.get("type", "").strip():
+            check_type(form.get("type", "").strip(), "type", errors)
     if errors:
         raise errors
-    title, message = form.get("title", ""), form.get("message", "")
     if target == "broadcast":
         return await service.broadcast_system_notification(
             title,
