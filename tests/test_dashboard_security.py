@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -186,6 +187,24 @@ async def test_failed_logins_lock_that_account_only(server: LiveServer, anonymou
     actions = await _audit_actions(server)
     assert actions.count("login.failed") == 5
     assert "login.throttled" in actions
+
+
+async def test_a_mistyped_username_is_never_written_down(
+    server: LiveServer, anonymous: StaffClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    typed = "my-secret-password-typed-in-the-wrong-box"
+    for _ in range(6):
+        resp = await anonymous.login(typed, "whatever it was")
+    assert resp.status == 429  # unknown names are throttled too, so 429 tells nothing
+    store = server.app[STORE]
+    await store.flush()
+    entries = await store.audit_page(before_id=None, limit=20)
+    assert {e["actor"] for e in entries if e["action"].startswith("login.")} == {"staff:(unknown account)"}
+    assert typed not in json.dumps(entries)
+    assert typed not in caplog.text
+    with sqlite3.connect(server.settings.db_path) as db:
+        dump = "\n".join(db.iterdump())
+    assert typed not in dump
 
 
 async def test_script_in_a_notification_is_shown_as_text(server: LiveServer, staff: StaffClient) -> None:

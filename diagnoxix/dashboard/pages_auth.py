@@ -9,6 +9,7 @@ from aiohttp import web
 from ..keys import DASHBOARD, STORE
 from .accounts import MAX_PASSWORD_CHARS, USERNAME_PATTERN
 from .render import render
+from .security import csrf_token
 from .sessions import checked_form, current_staff, end_session, require_staff, start_session
 
 log = logging.getLogger("diagnoxix.dashboard")
@@ -45,24 +46,28 @@ async def login(request: web.Request) -> web.StreamResponse:
 
     if not username or not password:
         return await again(400, "Enter your username and password.")
+    account = await store.find_staff_account(username) if USERNAME_PATTERN.match(username) else None
+    # People type passwords into the username box: a name that is no account is never written
+    # down (log, audit, throttle table); the throttle counts a keyed hash of whatever was typed.
+    actor = f"staff:{account.username}" if account else "staff:(unknown account)"
+    throttle_key = "login:" + csrf_token(state.csrf_key, "throttle:" + username)
     # Checked before the password: while locked, even the right password is refused.
-    if await state.throttle.is_locked(store, username):
-        store.record_audit(f"staff:{username}", "login.throttled", None)
-        log.warning("dashboard.login_throttled", extra={"username": username})
+    if await state.throttle.is_locked(store, throttle_key):
+        store.record_audit(actor, "login.throttled", None)
+        log.warning("dashboard.login_throttled", extra={"account": actor})
         retry = state.throttle.retry_after_seconds
         return await again(
             429,
             f"Too many failed sign-ins for this account. Try again in {retry // 60} minutes.",
             {"Retry-After": str(retry)},
         )
-    account = await store.find_staff_account(username) if USERNAME_PATTERN.match(username) else None
     valid = await state.passwords.verify(account.password_hash if account else None, password)
     if account is None or account.disabled_at is not None or not valid:
-        await store.record_login_failure(username)
-        store.record_audit(f"staff:{username}", "login.failed", None)
-        log.info("dashboard.login_failed", extra={"username": username})
+        await store.record_login_failure(throttle_key)
+        store.record_audit(actor, "login.failed", None)
+        log.info("dashboard.login_failed", extra={"account": actor})
         return await again(401, "The username or password is not right.")
-    await store.clear_login_failures(username)
+    await store.clear_login_failures(throttle_key)
     await start_session(request, username)
     store.record_audit(f"staff:{username}", "login", None)
     log.info("dashboard.login", extra={"username": username})
