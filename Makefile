@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: run test lint install install-dev system-deps clean
+.PHONY: run test lint install install-dev system-deps clean screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ lint: install-dev
 	$(BIN)/ruff check diagnoxix tests run.py
 	$(BIN)/ruff format --check diagnoxix tests run.py
 	$(BIN)/mypy
+
+## PNGs of every dashboard page under docs/screenshots/ (needs Debian's chromium: apt-get install chromium)
+screenshots: install-dev
+	$(BIN)/python -m tests.dashboard_screenshots
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

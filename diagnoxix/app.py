@@ -13,6 +13,7 @@ from .api import setup_routes
 from .auth import ApiKeys, TokenIssuer, generate_secret
 from .broker import InProcessBroker
 from .config import REPO_ROOT, Settings
+from .dashboard.setup import setup_dashboard
 from .errors import error_middleware
 from .hub import Hub
 from .keys import API_KEYS, BROKER, HUB, SERVICE, SETTINGS, STARTED_AT, STORE, TOKENS
@@ -80,4 +81,6 @@ def create_app(settings: Settings) -> web.Application:
     # The browser SDK and other static assets (served locally: clinics may run offline).
     app.router.add_static("/static/", REPO_ROOT / "static", name="static")
     setup_routes(app)
+    # The staff dashboard under /dashboard/ (and / redirects there); its context starts after ours.
+    setup_dashboard(app)
     return app

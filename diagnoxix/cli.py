@@ -5,6 +5,7 @@ python run.py apikey create NAME [--db PATH]     # the key alone on the last lin
 python run.py apikey list [--db PATH]
 python run.py apikey revoke KEY_ID [--db PATH]
 python run.py token USER_ID [--ttl SECONDS] [--db PATH]   # the token alone on the last line
+python run.py admin create USERNAME [--db PATH] [--password-stdin]   # a dashboard account
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from aiohttp import web
 from .app import create_app, runner_options
 from .auth import ApiKeys, TokenIssuer, generate_secret
 from .config import ConfigError, Settings, settings_from_env
+from .dashboard.cli_admin import add_admin_parser, run_admin
 from .logs import configure_logging
 from .models import format_timestamp
 from .sqlite_store import SqliteStore
@@ -60,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     token = commands.add_parser("token", parents=[db_option], help="print a connection token")
     token.add_argument("user_id")
     token.add_argument("--ttl", type=int, help="lifetime in seconds (default 3600)")
+    add_admin_parser(commands, db_option)
     return parser
 
 
@@ -155,6 +158,8 @@ def main(argv: Sequence[str]) -> int:
         parser.error(str(exc))
     if args.command is None:
         return _serve(settings)
+    if args.command == "admin":
+        return run_admin(args, settings)
     if args.command == "token":
         if not is_valid_user_id(args.user_id):
             parser.error("USER_ID must be 1-128 characters of letters, digits and . _ : @ -")

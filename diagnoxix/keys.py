@@ -7,6 +7,7 @@ from aiohttp import web
 from .auth import ApiKeys, TokenIssuer
 from .broker import Broker
 from .config import Settings
+from .dashboard.state import DashboardState
 from .hub import Hub
 from .service import NotificationService
 from .store import Store
@@ -19,3 +20,5 @@ SERVICE = web.AppKey("diagnoxix.service", NotificationService)
 TOKENS = web.AppKey("diagnoxix.tokens", TokenIssuer)
 API_KEYS = web.AppKey("diagnoxix.api_keys", ApiKeys)
 STARTED_AT = web.AppKey("diagnoxix.started_at", float)
+# The staff dashboard (diagnoxix/dashboard/): sessions, live sockets, the stats sampler.
+DASHBOARD = web.AppKey("diagnoxix.dashboard", DashboardState)

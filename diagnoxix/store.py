@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from .models import ApiKey, IdempotencyRecord, Notification, NotificationDraft, StoreCounts
@@ -68,7 +69,8 @@ class Store(Protocol):
 
     async def mark_all_read(self, user_id: str) -> int: ...
 
-    async def unread_count(self, user_id: str, *, upto_seq: int | None = None) -> int: ...
+    async def unread_count(self, user_id: str, *, upto_seq: int | None = None) -> int:
+        """The user's own notifications not read yet (broadcasts carry no read state)."""
 
     async def purge_expired(self) -> int:
         """Delete what has expired; returns how many notifications were deleted."""
@@ -132,3 +134,66 @@ class Store(Protocol):
 
     async def flush(self) -> None:
         """Wait until every write submitted so far is committed."""
+
+    # -- staff dashboard --
+
+    async def create_staff_account(self, username: str, password_hash: str, role: str) -> bool:
+        """False when the username is taken (nothing changes then)."""
+
+    async def find_staff_account(self, username: str) -> StaffAccount | None: ...
+
+    async def count_staff_accounts(self) -> int: ...
+
+    async def create_staff_session(self, id_hash: str, username: str, expires_at: datetime) -> None: ...
+
+    async def find_staff_session(self, id_hash: str) -> StaffSession | None: ...
+
+    async def revoke_staff_session(self, id_hash: str) -> bool:
+        """True when the session was live and is now revoked."""
+
+    async def record_login_failure(self, username: str) -> None: ...
+
+    async def clear_login_failures(self, username: str) -> None: ...
+
+    async def count_login_failures(self, username: str, since: datetime) -> int: ...
+
+    async def list_notifications(
+        self,
+        *,
+        user_id: str | None,
+        type: str | None,
+        status: str | None,
+        before_seq: int | None,
+        limit: int,
+    ) -> list[Notification]:
+        """Newest first, every recipient; `status` is one of NOTIFICATION_STATUSES."""
+
+    async def count_read_since(self, since: datetime) -> int: ...
+
+    async def audit_page(self, *, before_id: int | None, limit: int) -> list[dict[str, Any]]:
+        """Newest first, entries with id < before_id."""
+
+
+# -- staff dashboard --
+
+# Filters of the dashboard's notification list. "queued": stored, never sent to its user.
+NOTIFICATION_STATUSES = ("queued", "delivered", "read", "broadcast")
+
+
+@dataclass(frozen=True, slots=True)
+class StaffAccount:
+    username: str
+    password_hash: str
+    role: str
+    created_at: datetime
+    disabled_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class StaffSession:
+    id_hash: str
+    username: str
+    role: str
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None

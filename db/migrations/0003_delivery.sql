@@ -1,4 +1,4 @@
--- 0002: retention (expires_at), per-user receipts for broadcasts, unread lookups.
+-- 0003: retention (expires_at), per-user receipts for broadcasts, unread lookups.
 
 -- When a notification stops being served and gets purged. NULL: kept (rows from before 0002).
 ALTER TABLE notifications ADD COLUMN expires_at TEXT;

@@ -1,0 +1,96 @@
+"""`/dashboard/live`: the staff-only WebSocket that keeps the overview and send pages current.
+
+The server pushes a snapshot every second from this handler's own pusher task; the browser never
+polls. The socket belongs to one sign-in session: when that session ends (logout, expiry) the
+socket is closed with 4001 and the page goes to the sign-in form.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from ..keys import DASHBOARD, HUB, STORE
+from ..models import utc_now
+from .pages_send import delivery_state
+from .registry import LiveSocket
+from .security import same_origin
+from .sessions import Staff, current_staff
+
+PUSH_INTERVAL_SECONDS = 1.0
+# The page only ever sends `{"type": "watch", "id": "<uuid>"}`.
+MAX_CLIENT_FRAME_BYTES = 256
+MAX_NOTIFICATION_ID_CHARS = 64
+HEARTBEAT_SECONDS = 30.0
+
+
+async def live_socket(request: web.Request) -> web.StreamResponse:
+    # A page of another site cannot open this socket with the staff member's cookie.
+    if not same_origin(request):
+        raise web.HTTPForbidden(reason="the live socket is only for this dashboard's own pages")
+    staff = await current_staff(request)
+    if staff is None:
+        raise web.HTTPUnauthorized(reason="sign in first")
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS, max_msg_size=MAX_CLIENT_FRAME_BYTES)
+    await ws.prepare(request)
+    registry = request.config_dict[DASHBOARD].live
+    sock = LiveSocket(ws, staff.session_hash)
+    registry.add(sock)
+    watching: list[str] = []
+    pusher = asyncio.create_task(_push(request, sock, staff, watching))
+    try:
+        async for msg in ws:
+            watched = _watch_request(msg.data) if msg.type is WSMsgType.TEXT else None
+            if watched is not None:
+                watching[:] = [watched]
+    finally:
+        pusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pusher
+        registry.remove(sock)
+    return ws
+
+
+def _watch_request(text: str) -> str | None:
+    try:
+        frame = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(frame, dict) or frame.get("type") != "watch":
+        return None
+    watched = frame.get("id")
+    if isinstance(watched, str) and 0 < len(watched) <= MAX_NOTIFICATION_ID_CHARS:
+        return watched
+    return None
+
+
+async def _snapshot(request: web.Request, watching: list[str]) -> dict[str, Any]:
+    sampler = request.config_dict[DASHBOARD].sampler
+    snapshot: dict[str, Any] = {"type": "stats", "stats": sampler.figures(), "series": sampler.series()}
+    if watching:
+        found = await request.config_dict[STORE].get_notifications(watching)
+        if found:
+            note = found[0]
+            online = request.config_dict[HUB].connections_of(note.user_id) > 0
+            snapshot["watch"] = {"id": note.id, "state": delivery_state(note, online)}
+    return snapshot
+
+
+async def _push(request: web.Request, sock: LiveSocket, staff: Staff, watching: list[str]) -> None:
+    ws = sock.ws
+    try:
+        while not ws.closed:
+            if staff.expires_at <= utc_now():
+                sock.ended.set()
+            if sock.ended.is_set():
+                await ws.close(code=sock.close_code, message=b"session ended")
+                return
+            await ws.send_str(json.dumps(await _snapshot(request, watching), separators=(",", ":")))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(sock.ended.wait(), PUSH_INTERVAL_SECONDS)
+    except (ConnectionError, RuntimeError):
+        pass  # the page went away mid-send; the handler sees the close

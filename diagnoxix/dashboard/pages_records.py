@@ -1,0 +1,74 @@
+"""What happened: recent notifications (filtered, paginated) and the audit log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ..keys import HUB, STORE
+from ..store import NOTIFICATION_STATUSES
+from ..validation import TYPE_PATTERN, is_valid_user_id
+from .pages_send import delivery_state
+from .render import render
+from .sessions import require_staff
+
+# Rows per page: one screen on a tablet, one cheap indexed query.
+PAGE_SIZE = 50
+
+
+def cursor(raw: str | None) -> int | None:
+    """A `before` cursor from the query string; anything odd means the first page."""
+    if raw is None or not raw.isdigit() or len(raw) > 18:
+        return None
+    return int(raw)
+
+
+async def notifications_page(request: web.Request) -> web.StreamResponse:
+    staff = await require_staff(request)
+    query = request.query
+    user_id = query.get("user", "").strip()
+    kind = query.get("type", "").strip()
+    status = query.get("status", "")
+    problems: dict[str, str] = {}
+    if user_id and not is_valid_user_id(user_id):
+        problems["user"] = "not a valid user id"
+    if kind and not TYPE_PATTERN.match(kind):
+        problems["type"] = "not a valid type"
+    if status and status not in NOTIFICATION_STATUSES:
+        problems["status"] = "not a known status"
+    notes = []
+    if not problems:
+        notes = await request.config_dict[STORE].list_notifications(
+            user_id=user_id or None,
+            type=kind or None,
+            status=status or None,
+            before_seq=cursor(query.get("before")),
+            limit=PAGE_SIZE,
+        )
+    hub = request.config_dict[HUB]
+    rows = [(note, delivery_state(note, hub.connections_of(note.user_id) > 0)) for note in notes]
+    filters = {"user": user_id, "type": kind, "status": status}
+    filter_query = {k: v for k, v in filters.items() if v}
+    next_query: dict[str, Any] | None = None
+    if len(notes) == PAGE_SIZE:
+        next_query = {**filter_query, "before": notes[-1].seq}
+    context = {
+        "rows": rows,
+        "filters": filters,
+        "problems": problems,
+        "statuses": NOTIFICATION_STATUSES,
+        "filter_query": filter_query,
+        "next_query": next_query,
+        "first_page": cursor(query.get("before")) is None,
+    }
+    return await render(request, "notifications.html", context, staff=staff)
+
+
+async def audit_page(request: web.Request) -> web.StreamResponse:
+    staff = await require_staff(request)
+    before = cursor(request.query.get("before"))
+    entries = await request.config_dict[STORE].audit_page(before_id=before, limit=PAGE_SIZE)
+    next_before = entries[-1]["id"] if len(entries) == PAGE_SIZE else None
+    context = {"entries": entries, "next_before": next_before, "first_page": before is None}
+    return await render(request, "audit.html", context, staff=staff)

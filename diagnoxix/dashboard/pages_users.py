@@ -1,0 +1,90 @@
+"""Who is connected now, one user's page, and disconnecting a user (admins)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from ..hub import CLOSE_POLICY_VIOLATION, Hub
+from ..keys import HUB, STORE
+from ..validation import is_valid_user_id
+from .pages_records import PAGE_SIZE, cursor
+from .pages_send import delivery_state
+from .render import render
+from .sessions import checked_form, require_admin, require_staff
+
+log = logging.getLogger("diagnoxix.dashboard")
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    user_id: str
+    connections: int
+    since: float  # the oldest open connection's start (epoch seconds)
+
+
+def presence(hub: Hub) -> list[Presence]:
+    """Users with open connections, longest-connected first (from the hub's own registry)."""
+    by_user: dict[str, tuple[int, float]] = {}
+    for conn in hub.iter_connections():
+        count, since = by_user.get(conn.user_id, (0, conn.connected_at))
+        by_user[conn.user_id] = (count + 1, min(since, conn.connected_at))
+    found = [Presence(user, count, since) for user, (count, since) in by_user.items()]
+    return sorted(found, key=lambda p: (p.since, p.user_id))
+
+
+async def users_page(request: web.Request) -> web.StreamResponse:
+    staff = await require_staff(request)
+    wanted = request.query.get("id", "").strip()
+    if wanted and is_valid_user_id(wanted):
+        raise web.HTTPSeeOther(f"/dashboard/users/{wanted}")
+    online = presence(request.config_dict[HUB])
+    return await render(request, "users.html", {"online": online}, staff=staff)
+
+
+def _user_id(request: web.Request) -> str:
+    user_id = request.match_info["user_id"]
+    if not is_valid_user_id(user_id):
+        raise web.HTTPNotFound(reason="no such user id")
+    return user_id
+
+
+async def user_page(request: web.Request) -> web.StreamResponse:
+    staff = await require_staff(request)
+    user_id = _user_id(request)
+    store, hub = request.config_dict[STORE], request.config_dict[HUB]
+    before = cursor(request.query.get("before"))
+    history = await store.history(user_id, before_seq=before, limit=PAGE_SIZE)
+    connections = sorted(
+        (c for c in hub.iter_connections() if c.user_id == user_id), key=lambda c: c.connected_at
+    )
+    online = bool(connections)
+    context = {
+        "user_id": user_id,
+        "history": [(note, delivery_state(note, online)) for note in history],
+        "unread": await store.unread_count(user_id),
+        "connections": connections,
+        "next_before": history[-1].seq if len(history) == PAGE_SIZE else None,
+        "first_page": before is None,
+        "disconnected": request.query.get("disconnected"),
+    }
+    return await render(request, "user.html", context, staff=staff)
+
+
+async def disconnect_user(request: web.Request) -> web.StreamResponse:
+    """Close every connection of the user (1008). Their client may reconnect with a valid token;
+    revoking that is the clinic system's job (stop minting tokens for them)."""
+    staff = await require_admin(request)
+    await checked_form(request, staff)
+    user_id = _user_id(request)
+    hub = request.config_dict[HUB]
+    closing = [c for c in hub.iter_connections() if c.user_id == user_id]
+    for conn in closing:
+        conn.close_soon(CLOSE_POLICY_VIOLATION, "disconnected by clinic staff")
+    request.config_dict[STORE].record_audit(
+        staff.actor, "user.disconnect", user_id, {"connections": len(closing)}
+    )
+    log.info("dashboard.disconnect", extra={"username": staff.username, "user_id": user_id})
+    raise web.HTTPSeeOther(f"/dashboard/users/{user_id}?disconnected={len(closing)}")

@@ -1,0 +1,23 @@
+"""What the dashboard holds while the server runs; built by its cleanup context in `setup`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiohttp.typedefs import Middleware
+
+from .accounts import LoginThrottle, Passwords
+from .registry import LiveSockets
+from .stats import StatsSampler
+
+
+@dataclass(slots=True)
+class DashboardState:
+    # Derived from the server secret (see security.derive_key): one key per purpose.
+    csrf_key: bytes
+    # aiohttp-session's middleware over our encrypted cookie storage; made once the secret is known.
+    session_middleware: Middleware
+    passwords: Passwords
+    sampler: StatsSampler
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    live: LiveSockets = field(default_factory=LiveSockets)
