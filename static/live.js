@@ -43,6 +43,23 @@
     holder.replaceChildren(badge);
   }
 
+  var presenceList = document.querySelector('[data-presence-feed]');
+  var PRESENCE_SHOWN = 20;
+
+  function applyPresence(events) {
+    if (!presenceList || !events) { return; }
+    events.forEach(function (event) {
+      var item = document.createElement('li');
+      item.setAttribute('data-presence-user', event.user_id);
+      item.setAttribute('data-online', String(event.online));
+      var time = event.at.slice(11, 19);
+      // textContent: user ids are shown as text, never as markup.
+      item.textContent = time + '  ' + event.user_id + (event.online ? ' came online' : ' went offline');
+      presenceList.insertBefore(item, presenceList.firstChild);
+    });
+    while (presenceList.children.length > PRESENCE_SHOWN) { presenceList.removeChild(presenceList.lastChild); }
+  }
+
   function drawChart(series) {
     if (!canvas || !series) { return; }
     var ctx = canvas.getContext('2d');
@@ -89,6 +106,7 @@
       applyStats(msg.stats);
       drawChart(msg.series);
       applyWatch(msg.watch);
+      applyPresence(msg.presence);
     };
     ws.onclose = function (event) {
       if (event.code === 4001) {  // the sign-in session ended (logout, expiry)

@@ -81,8 +81,13 @@ async def test_staff_watch_a_patient_connect_send_and_see_it_delivered(
         await expect(connections).to_have_text("1", timeout=LIVE_TIMEOUT_MS)
         await expect(await _stat(page, "users_online")).to_have_text("1", timeout=LIVE_TIMEOUT_MS)
         assert await page.evaluate("window.__sameDocument") is True
+        # The presence feed shows the patient coming online, live.
+        came = page.locator('[data-presence-user="patient-42"][data-online="true"]')
+        await expect(came).to_have_count(1, timeout=LIVE_TIMEOUT_MS)
         await patient.close()
         await expect(connections).to_have_text("0", timeout=LIVE_TIMEOUT_MS)
+        went = page.locator('[data-presence-user="patient-42"][data-online="false"]')
+        await expect(went).to_have_count(1, timeout=LIVE_TIMEOUT_MS)
 
     # Send from the form to a patient who is offline: stored, queued.
     evil_title = "<script>window.__xss = 1</script><img src=x onerror=alert(1)> Results ready"

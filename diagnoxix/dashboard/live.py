@@ -68,9 +68,16 @@ def _watch_request(text: str) -> str | None:
     return None
 
 
-async def _snapshot(request: web.Request, watching: list[str]) -> dict[str, Any]:
+async def _snapshot(
+    request: web.Request, watching: list[str], presence: list[dict[str, Any]]
+) -> dict[str, Any]:
     sampler = request.config_dict[DASHBOARD].sampler
-    snapshot: dict[str, Any] = {"type": "stats", "stats": sampler.figures(), "series": sampler.series()}
+    snapshot: dict[str, Any] = {
+        "type": "stats",
+        "stats": sampler.figures(),
+        "series": sampler.series(),
+        "presence": presence,
+    }
     if watching:
         found = await request.config_dict[STORE].get_notifications(watching)
         if found:
@@ -82,6 +89,8 @@ async def _snapshot(request: web.Request, watching: list[str]) -> dict[str, Any]
 
 async def _push(request: web.Request, sock: LiveSocket, staff: Staff, watching: list[str]) -> None:
     ws = sock.ws
+    feed = request.config_dict[DASHBOARD].presence
+    cursor = feed.cursor
     try:
         while not ws.closed:
             if staff.expires_at <= utc_now():
@@ -89,7 +98,9 @@ async def _push(request: web.Request, sock: LiveSocket, staff: Staff, watching: 
             if sock.ended.is_set():
                 await ws.close(code=sock.close_code, message=b"session ended")
                 return
-            await ws.send_str(json.dumps(await _snapshot(request, watching), separators=(",", ":")))
+            presence, cursor = feed.since(cursor)
+            snapshot = await _snapshot(request, watching, presence)
+            await ws.send_str(json.dumps(snapshot, separators=(",", ":")))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(sock.ended.wait(), PUSH_INTERVAL_SECONDS)
     except (ConnectionError, RuntimeError):

@@ -46,6 +46,7 @@ async def _dashboard_context(app: web.Application) -> AsyncIterator[None]:
         sampler=StatsSampler(store, app[HUB], app[STARTED_AT]),
     )
     app[DASHBOARD] = state
+    app[HUB].add_presence_listener(state.presence.record)
     if await store.count_staff_accounts() == 0:
         # Printed beside the "serving on" line (stdout); stderr carries only JSON log lines.
         log.warning("dashboard.no_staff_account", extra={"advice": "python run.py admin create USERNAME"})

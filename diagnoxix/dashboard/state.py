@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from aiohttp.typedefs import Middleware
 
 from .accounts import LoginThrottle, Passwords
+from .presence import PresenceFeed
 from .registry import LiveSockets
 from .stats import StatsSampler
 
@@ -21,3 +22,5 @@ class DashboardState:
     sampler: StatsSampler
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     live: LiveSockets = field(default_factory=LiveSockets)
+    # Online/offline events from the hub, pushed to staff pages over the live socket.
+    presence: PresenceFeed = field(default_factory=PresenceFeed)
