@@ -399,11 +399,16 @@ class SqliteStore:
     # -- reads -----------------------------------------------------------------------------
 
     async def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """One statement, run to completion in one call on the reader's thread.
+
+        Never execute-then-fetch in two calls: a statement left active between them keeps the
+        connection's read transaction open, and every read queued meanwhile would join that old
+        snapshot, missing commits the hub has already published (a resume would then have a gap).
+        """
         conn = self._reader_conn
         if conn is None:
             raise StoreClosed("the store is closed")
-        async with conn.execute(sql, params) as cursor:
-            return [tuple(row) for row in await cursor.fetchall()]
+        return [tuple(row) for row in await conn.execute_fetchall(sql, params)]
 
     async def _addressed(self, ids: Sequence[str], recipients: tuple[str, ...]) -> dict[str, str]:
         """Of `ids`, those addressed to `recipients` (a user, '*') and not expired: id -> recipient.

@@ -151,3 +151,27 @@ async def test_generated_secret_survives_restart(make_settings: Any) -> None:
         assert runner.app[TOKENS].verify(token).user_id == "patient-1"
     finally:
         await runner.cleanup()
+
+
+async def test_every_read_sees_every_commit_before_it_even_under_concurrent_reads(store: SqliteStore) -> None:
+    """A resume reads the backlog right after the hub handed out its watermark: that read must
+    see every notification committed before it, however many other reads are in flight."""
+    for i in range(20):
+        await store.insert_notifications([_draft(f"bg{i}", "old") for _ in range(3)])
+    stop = asyncio.Event()
+
+    async def background_reader(i: int) -> None:
+        while not stop.is_set():
+            await store.notifications_for(f"bg{i}", after_seq=0, upto_seq=10**9, limit=200)
+
+    readers = [asyncio.create_task(background_reader(i)) for i in range(20)]
+    missed = 0
+    try:
+        for _ in range(100):
+            (note,) = await store.insert_notifications([_draft("u1")])
+            rows = await store.notifications_for("u1", after_seq=note.seq - 1, upto_seq=note.seq, limit=10)
+            missed += not rows
+    finally:
+        stop.set()
+        await asyncio.gather(*readers)
+    assert missed == 0
