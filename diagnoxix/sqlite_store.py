@@ -267,9 +267,10 @@ class SqliteStore:
             )
         if broadcast_ids:
             self._execute_nowait(
+                # Only while the broadcast exists: a purge in between must not leave orphans.
                 "INSERT OR IGNORE INTO broadcast_receipts (notification_id, user_id, delivered_at)"
-                " VALUES (?, ?, ?)",
-                [(nid, user_id, now) for nid in broadcast_ids],
+                " SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM notifications WHERE id = ?)",
+                [(nid, user_id, now, nid) for nid in broadcast_ids],
             )
 
     async def acknowledge(self, user_id: str, notification_ids: Sequence[str]) -> list[str]:

@@ -175,3 +175,17 @@ async def test_every_read_sees_every_commit_before_it_even_under_concurrent_read
         stop.set()
         await asyncio.gather(*readers)
     assert missed == 0
+
+
+async def test_bookkeeping_writes_share_one_transaction_and_count_right(store: SqliteStore) -> None:
+    notes = await store.insert_notifications([_draft("u1", f"n{i}") for i in range(300)])
+    before = store.counts()
+    for note in notes:
+        store.mark_delivered("u1", [note.id])
+        store.record_audit("test", "delivered", note.id)
+    store.mark_delivered("u1", [notes[0].id])  # again: not counted twice
+    await store.flush()
+    after = store.counts()
+    assert after.delivered - before.delivered == 300
+    assert after.commits - before.commits <= 2
+    assert len(await store.audit_entries(limit=1000)) == 300
