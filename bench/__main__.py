@@ -28,7 +28,7 @@ import aiohttp
 from bench.common import raise_nofile
 from bench.procs import BenchError, Workers
 from bench.report import cells, markdown_table
-from bench.scenarios import FULL, QUICK, Bench
+from bench.scenarios import FULL, QUICK, SMOKE, Bench
 
 SCENARIOS = ("memory", "targeted", "steady", "storm")
 MEMORY_SYSTEMS = ["ceiling", "ceiling-deflate", "peer", "ours"]
@@ -57,22 +57,27 @@ def machine() -> str:
 
 
 async def run(args: argparse.Namespace, tmp: Path) -> Bench:
-    sizes = QUICK if args.quick else FULL
+    sizes = SMOKE if args.smoke else QUICK if args.quick else FULL
+
+    def chosen(systems: list[str]) -> list[str]:
+        return [s for s in systems if not args.systems or s in args.systems]
+
     workers = Workers(args.clients)
     bench: Bench | None = None
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
             bench = Bench(sizes, workers, tmp, http)
+            bench.profile_dir = args.profile
             try:
                 async with asyncio.timeout(args.max_minutes * 60):
                     for scenario in args.only:
                         print(f"[{time.strftime('%H:%M:%S')}] {scenario}", flush=True)
                         if scenario == "memory":
-                            await bench.memory_and_broadcast(MEMORY_SYSTEMS)
+                            await bench.memory_and_broadcast(chosen(MEMORY_SYSTEMS))
                         elif scenario == "targeted":
-                            await bench.targeted(TARGETED_SYSTEMS)
+                            await bench.targeted(chosen(TARGETED_SYSTEMS))
                         elif scenario == "steady":
-                            await bench.steady(STEADY_SYSTEMS)
+                            await bench.steady(chosen(STEADY_SYSTEMS))
                         elif scenario == "storm":
                             await bench.storm()
             finally:
@@ -94,16 +99,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--clients", type=int, default=2, help="load-client processes holding sockets (default 2)"
     )
+    parser.add_argument("--smoke", action="store_true", help="tiny counts, for the smoke test")
+    parser.add_argument(
+        "--systems",
+        nargs="+",
+        choices=sorted({*MEMORY_SYSTEMS, *TARGETED_SYSTEMS, *STEADY_SYSTEMS}),
+        help="only these servers (default: all; the storm is ours alone)",
+    )
     parser.add_argument("--max-minutes", type=float, default=None, help="stop the run after this long")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument(
+        "--profile", type=Path, help="sample our server with py-spy in every timed window, into this dir"
+    )
     parser.add_argument("--strict", action="store_true", help="exit 2 when a target is missed")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (server logs, databases)")
     args = parser.parse_args(argv)
     if args.max_minutes is None:
         args.max_minutes = 5.0 if args.quick else 20.0
     raise_nofile()
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     header = machine()
-    print(f"Diagnoxix Notify benchmark ({'quick' if args.quick else 'full'}): {header}", flush=True)
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    print(f"Diagnoxix Notify benchmark ({mode}): {header}", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="diagnoxix-bench-"))
     started = time.monotonic()
     try:
