@@ -101,3 +101,16 @@ def rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def machine_busy_seconds() -> float:
+    """CPU time all processes on the machine have used so far (from /proc/stat), in seconds.
+
+    Minus what our own processes used in the same window, it shows how much someone else's work
+    (other people's test runs on this shared machine) may have disturbed a measurement.
+    """
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    # guest time is already counted in user time
+    return (sum(fields[:8]) - idle) / _CLOCK_TICKS

@@ -30,15 +30,16 @@ def build_app() -> web.Application:
     app[NOTES] = []
     connected: set[str] = set()
 
-    @sio.event
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         user = parse_qs(environ.get("QUERY_STRING", ""))["user_id"][0]
         await sio.enter_room(sid, user)
         connected.add(sid)
 
-    @sio.event
     async def disconnect(sid: str, *_: Any) -> None:
         connected.discard(sid)
+
+    sio.on("connect", connect)
+    sio.on("disconnect", disconnect)
 
     async def ping(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "connections": len(connected)})

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 
 from bench.client import worker_main
-from bench.common import REPO_ROOT, cpu_seconds
+from bench.common import REPO_ROOT, cpu_seconds, machine_busy_seconds
 
 READY_TIMEOUT_SECONDS = 30.0
 STOP_GRACE_SECONDS = 15.0
@@ -175,18 +175,26 @@ class CpuMeter:
     def __init__(self, pids: dict[str, list[int]]) -> None:
         self.pids = pids
         self.before: dict[int, float] = {}
+        self.machine_before = 0.0
         self.started = 0.0
 
     def start(self) -> None:
         self.before = {pid: cpu_seconds(pid) for group in self.pids.values() for pid in group}
+        self.machine_before = machine_busy_seconds()
         self.started = time.monotonic()
 
     def stop(self) -> dict[str, list[float]]:
+        """Per group, each process's CPU in cores; "others": what the rest of the machine used."""
         wall = max(time.monotonic() - self.started, 1e-6)
-        return {
+        used = {
             name: [(cpu_seconds(pid) - self.before.get(pid, 0.0)) / wall for pid in group]
             for name, group in self.pids.items()
         }
+        ours = sum(sum(values) for values in used.values())
+        machine = (machine_busy_seconds() - self.machine_before) / wall
+        used["others"] = [max(0.0, machine - ours)]
+        used["wall"] = [wall]
+        return used
 
 
 def python() -> str:

@@ -18,6 +18,9 @@ class Row:
     client_max: list[float] = field(default_factory=list)
     client_total: list[float] = field(default_factory=list)
     server_cpu: list[float] = field(default_factory=list)
+    # Cores used by processes that are not ours during each run (someone else's tests): noise.
+    others_cpu: list[float] = field(default_factory=list)
+    walls: list[float] = field(default_factory=list)
     target: str = ""
     met: bool | None = None
     note: str = ""
@@ -51,6 +54,13 @@ def _server_cpu(row: Row) -> str:
     return f"{statistics.median(row.server_cpu) * 100:.0f}%" if row.server_cpu else "—"
 
 
+def _others_cpu(row: Row) -> str:
+    # Weighted by duration: /proc/stat counts in 10 ms ticks, so one short burst alone says little.
+    if not row.others_cpu or not sum(row.walls):
+        return "—"
+    return f"{sum(o * w for o, w in zip(row.others_cpu, row.walls, strict=True)) / sum(row.walls):.2f}"
+
+
 HEADERS = (
     "scenario",
     "system",
@@ -59,6 +69,7 @@ HEADERS = (
     "÷ ceiling",
     "load clients CPU",
     "server CPU",
+    "other load",
     "target",
     "met",
     "notes",
@@ -77,6 +88,7 @@ def cells(row: Row) -> list[str]:
         f"{row.ratio:.2f}x" if row.ratio is not None else "—",
         _cpu(row),
         _server_cpu(row),
+        _others_cpu(row),
         row.target or "—",
         {True: "yes", False: "NO", None: "—"}[row.met],
         row.note,

@@ -5,6 +5,7 @@ ceiling (bare aiohttp) and the peer (python-socketio), with the same clients and
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import secrets
@@ -13,6 +14,7 @@ import statistics
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,7 +176,12 @@ class Bench:
         )
 
     async def timed_delivery(
-        self, server: Server, expected: list[int], trigger: Any, *, parse: bool = False
+        self,
+        server: Server,
+        expected: list[int],
+        trigger: Callable[[], Awaitable[Any]],
+        *,
+        parse: bool = False,
     ) -> tuple[float, dict[str, list[float]], list[dict[str, Any]]]:
         """Arm the clients, run `trigger()`, wait for every frame; seconds from trigger to last frame."""
         await self.workers.call_receivers(
@@ -211,6 +218,8 @@ class Bench:
         row.client_max.append(max(cpu["clients"]))
         row.client_total.append(sum(cpu["clients"]))
         row.server_cpu.append(cpu["server"][0])
+        row.others_cpu.append(cpu["others"][0])
+        row.walls.append(cpu["wall"][0])
 
     async def post_json(self, port: int, path: str, body: Any, api_key: str | None = None) -> Any:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -221,6 +230,10 @@ class Bench:
             if resp.status not in (200, 201):
                 raise BenchError(f"POST {path} -> {resp.status}: {text[:300]}")
             return json.loads(text)
+
+    async def post_batches(self, port: int, bodies: list[bytes], api_key: str | None) -> None:
+        """All batch requests of a burst at once, as a backend flushing its outbox would."""
+        await asyncio.gather(*(self.post_json(port, "/v1/notifications", body, api_key) for body in bodies))
 
     # -- 1 + 4: idle memory per connection, then broadcast on the same sockets ---------------
 
@@ -337,10 +350,7 @@ class Bench:
                     for start in range(0, len(plan), 1000)
                 ]
 
-                async def trigger(
-                    port: int = server.port, bodies: list[bytes] = bodies, key: Any = key
-                ) -> None:
-                    await asyncio.gather(*(self.post_json(port, "/v1/notifications", b, key) for b in bodies))
+                trigger = functools.partial(self.post_batches, server.port, bodies, key)
 
             else:
                 spec = {"users": sizes.burst_users, "count": sizes.burst_count}
@@ -348,8 +358,7 @@ class Bench:
                 path = {"ours-service": "/bench/burst?mode=send", "ours-typed": "/bench/burst?mode=typed"}
                 burst_path = path.get(system, "/bench/burst")
 
-                async def trigger(port: int = server.port, burst_path: str = burst_path) -> None:
-                    await self.post_json(port, burst_path, {})
+                trigger = functools.partial(self.post_json, server.port, burst_path, {})
 
             row = rows[system] = Row(title, system, "notif/s", [])
             for _ in range(sizes.burst_runs):
