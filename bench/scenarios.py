@@ -273,7 +273,7 @@ class Bench:
                 _ratio(row, ceiling)
                 if system == "ours" and count > 0:
                     row.target = "≤ 1.2x ceiling"
-                    row.met = row.ratio is not None and row.ratio <= 1.2
+                    row.met = None if row.ratio is None else row.ratio <= 1.2
                 if system == "ceiling-deflate":
                     row.note = "aiohttp's default: accepts the offered deflate"
                 elif system == "peer":
@@ -290,7 +290,7 @@ class Bench:
                 row.note += "; compresses per socket"
             if system == "ours":
                 row.target = "≥ 0.8x ceiling"
-                row.met = row.ratio is not None and row.ratio >= 0.8
+                row.met = None if row.ratio is None else row.ratio >= 0.8
                 row.note += "; POST /v1/broadcasts, stored first"
             self.rows.append(row)
 
