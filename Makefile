@@ -1,10 +1,10 @@
-# One target each for run, test, lint (STYLE.md). Everything installs into .venv on first use.
+# One target each for run, test, lint, bench (STYLE.md). Everything installs into .venv on first use.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: run test lint install install-dev system-deps clean screenshots
+.PHONY: run test lint bench install install-dev system-deps clean screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(VENV)/.runtime: requirements.txt | $(BIN)/python
 $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@ $(VENV)/.runtime
+
+$(VENV)/.bench: requirements.txt requirements-bench.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements-bench.txt
+	touch $@
 
 install: $(VENV)/.runtime
 install-dev: $(VENV)/.dev
@@ -35,13 +39,17 @@ test: install-dev system-deps
 
 ## ruff (lint and format) and mypy --strict on the package
 lint: install-dev
-	$(BIN)/ruff check diagnoxix tests run.py
-	$(BIN)/ruff format --check diagnoxix tests run.py
+	$(BIN)/ruff check diagnoxix tests bench run.py
+	$(BIN)/ruff format --check diagnoxix tests bench run.py
 	$(BIN)/mypy
 
 ## PNGs of every dashboard page under docs/screenshots/ (needs Debian's chromium: apt-get install chromium)
 screenshots: install-dev
 	$(BIN)/python -m tests.dashboard_screenshots
+
+## The performance benchmark (docs/performance.md): make bench ARGS="--quick" for a 1-2 minute run
+bench: $(VENV)/.bench
+	$(BIN)/python -m bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

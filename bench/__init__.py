@@ -1,0 +1,1 @@
+"""The performance benchmark of issue 5 (`python -m bench`); see docs/performance.md."""
