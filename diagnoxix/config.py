@@ -74,8 +74,10 @@ class Settings:
         return replace(self, **changes)
 
     def retention_seconds(self, priority: str) -> int:
-        days = dict(self.retention_days).get(priority, max(d for _, d in self.retention_days))
-        return days * 24 * 3600
+        for name, days in self.retention_days:
+            if name == priority:
+                return days * 24 * 3600
+        return max(d for _, d in self.retention_days) * 24 * 3600
 
 
 _TRUE = {"1", "true", "yes", "on"}

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from json.encoder import encode_basestring as _string  # the C encoder json.dumps itself uses
 from typing import Any, Literal, get_args
 
 Priority = Literal["low", "normal", "high", "critical"]
@@ -19,8 +20,16 @@ def utc_now() -> datetime:
 
 
 def format_timestamp(moment: datetime) -> str:
-    """RFC 3339 in UTC with millisecond precision, e.g. `2024-01-15T10:30:00.123Z`."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    """RFC 3339 in UTC with millisecond precision, e.g. `2024-01-15T10:30:00.123Z`.
+
+    Formatted by hand rather than with strftime: it runs for every notification sent.
+    """
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:{moment.minute:02d}"
+        f":{moment.second:02d}.{moment.microsecond // 1000:03d}Z"
+    )
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -55,6 +64,8 @@ class Notification:
     delivered_at: datetime | None = None
     read_at: datetime | None = None
     expires_at: datetime | None = None
+    # `data` as the store encoded it, kept so sending does not encode it again.
+    data_json: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def is_broadcast(self) -> bool:
@@ -84,7 +95,21 @@ class Notification:
         return body
 
     def encode_frame(self) -> str:
-        return json.dumps(self.to_wire(), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        """The wire form as compact JSON, exactly as `json.dumps(self.to_wire())` would write it.
+
+        Assembled from parts because it runs for every notification sent; `data_json` (the data
+        already encoded for the store) saves encoding `data` twice.
+        """
+        read = "false" if self.read_at is None else "true"
+        data_json = self.data_json
+        if data_json is None:
+            data_json = json.dumps(self.data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return (
+            f'{{"type":{_string(self.type)},"user_id":{_string(self.user_id)},'
+            f'"title":{_string(self.title)},"message":{_string(self.message)},"data":{data_json},'
+            f'"timestamp":"{format_timestamp(self.created_at)}","id":{_string(self.id)},'
+            f'"seq":{self.seq},"priority":"{self.priority}","read":{read}}}'
+        )
 
 
 @dataclass(frozen=True, slots=True)

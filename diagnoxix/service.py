@@ -8,7 +8,6 @@ fans them out to the hub of every process.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any, Literal, get_args
 
 from . import frames
@@ -85,8 +84,13 @@ class NotificationService:
         if draft.ttl_seconds is not None:
             return draft
         if draft.user_id == BROADCAST_RECIPIENT:
-            return replace(draft, ttl_seconds=self._settings.broadcast_ttl_seconds)
-        return replace(draft, ttl_seconds=self._settings.retention_seconds(draft.priority))
+            ttl = self._settings.broadcast_ttl_seconds
+        else:
+            ttl = self._settings.retention_seconds(draft.priority)
+        # The constructor, not dataclasses.replace: this runs for every notification of a burst.
+        return NotificationDraft(
+            draft.user_id, draft.type, draft.title, draft.message, draft.data, draft.priority, ttl
+        )
 
     async def send(
         self, drafts: Sequence[NotificationDraft], *, idempotency: IdempotencyClaim | None = None

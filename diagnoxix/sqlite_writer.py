@@ -16,7 +16,7 @@ import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiosqlite
@@ -249,12 +249,17 @@ class GroupCommitWriter:
         now = utc_now()
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)
         stamp = format_timestamp(now)
+        # Drafts of one batch share a few lifetimes: compute each expiry once.
+        expiry: dict[int | None, tuple[datetime | None, str | None]] = {}
         for op in batch:
             if not isinstance(op, Insert):
                 continue
             notes: list[Notification] = []
             for draft in op.drafts:
-                expires = now + timedelta(seconds=draft.ttl_seconds) if draft.ttl_seconds else None
+                expires, expires_stamp = expiry.get(draft.ttl_seconds) or expiry.setdefault(
+                    draft.ttl_seconds, _expiry(now, draft.ttl_seconds)
+                )
+                data_json = json.dumps(draft.data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
                 note = Notification(
                     seq=next_seq,
                     id=str(uuid.uuid4()),
@@ -266,13 +271,13 @@ class GroupCommitWriter:
                     priority=draft.priority,
                     created_at=now,
                     expires_at=expires,
+                    data_json=data_json,
                 )
                 next_seq += 1
                 notes.append(note)
                 rows.append((
-                    note.seq, note.id, note.user_id, note.type, note.title, note.message,
-                    json.dumps(note.data, ensure_ascii=False, separators=(",", ":")),
-                    note.priority, stamp, format_timestamp(expires) if expires else None,
+                    note.seq, note.id, note.user_id, note.type, note.title, note.message, data_json,
+                    note.priority, stamp, expires_stamp,
                 ))  # fmt: skip
             stored.append(notes)
             if op.idempotency is not None:
@@ -282,6 +287,13 @@ class GroupCommitWriter:
                     json.dumps([n.id for n in notes]), claim.status, stamp,
                 ))  # fmt: skip
         return rows, claims
+
+
+def _expiry(now: datetime, ttl_seconds: int | None) -> tuple[datetime | None, str | None]:
+    if not ttl_seconds:
+        return None, None
+    expires = now + timedelta(seconds=ttl_seconds)
+    return expires, format_timestamp(expires)
 
 
 def _resolve(batch: list[Op], stored: list[list[Notification]], changed: list[int]) -> None:

@@ -96,3 +96,24 @@ async def test_broadcast_reaches_everyone_connected(service: Service) -> None:
         assert frame["id"] == note.id
         assert frame["type"] == "system"
         await ws.close()
+
+
+@pytest.mark.parametrize(
+    ("title", "message", "data"),
+    [
+        ("Plain", "ascii only", {}),
+        ('Quotes " and \\ backslash', "line\nbreak\ttab", {"nested": {"list": [1, 2.5, None, True]}}),
+        ("Ünïcödé ✓ 😀", "\u2028 line separator \x01 control", {"é": "ü", "emoji": "🩺"}),
+    ],
+)
+async def test_frames_are_exactly_the_json_of_the_wire_form(
+    service: Service, title: str, message: str, data: dict[str, object]
+) -> None:
+    # Frames are assembled from pre-encoded parts for speed; they must stay byte-identical to the
+    # plain encoding a client library would produce and parse.
+    ws = await service.connect("frames-user")
+    note = await _svc(service).create_and_send_notification("frames-user", "custom", title, message, data)
+    raw = (await ws.receive(timeout=2)).data
+    assert raw == json.dumps(note.to_wire(), ensure_ascii=False, separators=(",", ":"))
+    assert json.loads(raw)["data"] == data
+    await ws.close()
