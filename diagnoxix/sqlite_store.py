@@ -13,7 +13,7 @@ import os
 import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +28,14 @@ from .models import (
     NotificationDraft,
     StoreCounts,
     format_timestamp,
-    parse_timestamp,
     utc_now,
 )
+from .sqlite_rows import LIVE, audit_entry, chunks, now_stamp, row_to_api_key, row_to_notification
+from .sqlite_staff import StaffQueries
 from .sqlite_writer import NOTIFICATION_COLUMNS, GroupCommitWriter, WriterCounters
 from .store import (
-    NOTIFICATION_STATUSES,
     CommitListener,
     IdempotencyClaim,
-    StaffAccount,
-    StaffSession,
     StoreClosed,
     StoreError,
 )
@@ -46,58 +44,13 @@ log = logging.getLogger("diagnoxix.store")
 
 # How long a connection waits for a lock held by another process (e.g. a CLI command).
 BUSY_TIMEOUT_MS = 5000
-# SQLite caps bound parameters per statement; id lists are queried in chunks of this size.
-ID_CHUNK = 500
 # Purging deletes in slices so one purge never holds the write lock for long.
 PURGE_SLICE = 1000
 # How long an Idempotency-Key's record is kept: retries come within minutes, not days.
 IDEMPOTENCY_SECONDS = 24 * 3600
-_LIVE = "(expires_at IS NULL OR expires_at > ?)"
 
 
-def _row_to_notification(row: sqlite3.Row | tuple[Any, ...]) -> Notification:
-    seq, nid, user_id, kind, title, message, data, priority, created, delivered, read, expires = row
-    return Notification(
-        seq=seq,
-        id=nid,
-        user_id=user_id,
-        type=kind,
-        title=title,
-        message=message,
-        data=json.loads(data),
-        priority=priority,
-        created_at=parse_timestamp(created),
-        delivered_at=parse_timestamp(delivered) if delivered else None,
-        read_at=parse_timestamp(read) if read else None,
-        expires_at=parse_timestamp(expires) if expires else None,
-    )
-
-
-def _row_to_api_key(row: tuple[Any, ...]) -> ApiKey:
-    key_id, name, created, last_used, revoked = row
-    return ApiKey(
-        id=key_id,
-        name=name,
-        created_at=parse_timestamp(created),
-        last_used_at=parse_timestamp(last_used) if last_used else None,
-        revoked_at=parse_timestamp(revoked) if revoked else None,
-    )
-
-
-def _audit_entry(row: tuple[Any, ...]) -> dict[str, Any]:
-    keys = ("id", "at", "actor", "action", "target", "details")
-    return dict(zip(keys, (*row[:5], json.loads(row[5])), strict=True))
-
-
-def _chunks(ids: Sequence[str]) -> list[list[str]]:
-    return [list(ids[i : i + ID_CHUNK]) for i in range(0, len(ids), ID_CHUNK)]
-
-
-def _now() -> str:
-    return format_timestamp(utc_now())
-
-
-class SqliteStore:
+class SqliteStore(StaffQueries):
     """`Store` on one SQLite file. Use `open()`/`close()` (the app does it in a cleanup context)."""
 
     def __init__(self, path: Path, *, synchronous: str = "FULL", exclusive: bool = False) -> None:
@@ -257,7 +210,7 @@ class SqliteStore:
     ) -> None:
         if self._closing:
             return
-        now = _now()
+        now = now_stamp()
         if notification_ids:
             self._execute_nowait(
                 "UPDATE notifications SET delivered_at = ?"
@@ -288,7 +241,7 @@ class SqliteStore:
         theirs (another user's ids are ignored)."""
         mine = list(await self._addressed(notification_ids, (user_id,)))
         if mine:
-            now = _now()
+            now = now_stamp()
             await self._execute(
                 "UPDATE notifications SET read_at = ?, delivered_at = coalesce(delivered_at, ?)"
                 " WHERE id = ? AND user_id = ? AND read_at IS NULL",
@@ -297,10 +250,10 @@ class SqliteStore:
         return mine
 
     async def mark_all_read(self, user_id: str) -> int:
-        now = _now()
+        now = now_stamp()
         return await self._execute(
             "UPDATE notifications SET read_at = ?, delivered_at = coalesce(delivered_at, ?)"
-            f" WHERE user_id = ? AND read_at IS NULL AND {_LIVE}",
+            f" WHERE user_id = ? AND read_at IS NULL AND {LIVE}",
             [(now, now, user_id, now)],
         )
 
@@ -310,7 +263,7 @@ class SqliteStore:
         Returns how many were deleted. The per-recipient purge marks move in the same transaction,
         so a crash can never leave a purged seq unrecorded.
         """
-        now = _now()
+        now = now_stamp()
         rows = await self._read(
             "SELECT seq FROM notifications WHERE expires_at IS NOT NULL AND expires_at <= ?"
             f" ORDER BY seq LIMIT 1 OFFSET {PURGE_SLICE - 1}",
@@ -360,12 +313,12 @@ class SqliteStore:
 
     async def revoke_api_key(self, key_id: str) -> bool:
         changed = await self._execute(
-            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", [(_now(), key_id)]
+            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", [(now_stamp(), key_id)]
         )
         return changed > 0
 
     def touch_api_key(self, key_id: str) -> None:
-        self._execute_nowait("UPDATE api_keys SET last_used_at = ? WHERE id = ?", [(_now(), key_id)])
+        self._execute_nowait("UPDATE api_keys SET last_used_at = ? WHERE id = ?", [(now_stamp(), key_id)])
 
     def record_audit(
         self, actor: str, action: str, target: str | None, details: dict[str, Any] | None = None
@@ -376,7 +329,7 @@ class SqliteStore:
             return
         self._execute_nowait(
             "INSERT INTO audit_log (at, actor, action, target, details) VALUES (?,?,?,?,?)",
-            [(_now(), actor, action, target, json.dumps(details or {}))],
+            [(now_stamp(), actor, action, target, json.dumps(details or {}))],
         )
 
     async def get_or_create_meta(self, key: str, default: Callable[[], str]) -> str:
@@ -418,11 +371,11 @@ class SqliteStore:
         """
         marks = ",".join("?" * len(recipients))
         found: dict[str, str] = {}
-        for chunk in _chunks(ids):
+        for chunk in chunks(ids):
             rows = await self._read(
                 f"SELECT id, user_id FROM notifications WHERE id IN ({','.join('?' * len(chunk))})"
-                f" AND user_id IN ({marks}) AND {_LIVE}",
-                (*chunk, *recipients, _now()),
+                f" AND user_id IN ({marks}) AND {LIVE}",
+                (*chunk, *recipients, now_stamp()),
             )
             found.update((str(r[0]), str(r[1])) for r in rows)
         return {nid: found[nid] for nid in dict.fromkeys(ids) if nid in found}
@@ -436,13 +389,13 @@ class SqliteStore:
         limit: int,
         undelivered_only: bool = False,
     ) -> list[Notification]:
-        now = _now()
+        now = now_stamp()
         if undelivered_only:
             sql = (
                 f"SELECT {NOTIFICATION_COLUMNS} FROM notifications INDEXED BY notifications_undelivered"
-                f" WHERE user_id = ? AND delivered_at IS NULL AND seq > ? AND seq <= ? AND {_LIVE}"
+                f" WHERE user_id = ? AND delivered_at IS NULL AND seq > ? AND seq <= ? AND {LIVE}"
                 f" UNION ALL SELECT {NOTIFICATION_COLUMNS} FROM notifications AS n"
-                f" WHERE user_id = ? AND seq > ? AND seq <= ? AND {_LIVE} AND NOT EXISTS"
+                f" WHERE user_id = ? AND seq > ? AND seq <= ? AND {LIVE} AND NOT EXISTS"
                 " (SELECT 1 FROM broadcast_receipts AS r WHERE r.notification_id = n.id AND r.user_id = ?)"
                 " ORDER BY seq LIMIT ?"
             )
@@ -453,10 +406,10 @@ class SqliteStore:
         else:
             sql = (
                 f"SELECT {NOTIFICATION_COLUMNS} FROM notifications"
-                f" WHERE user_id IN (?, ?) AND seq > ? AND seq <= ? AND {_LIVE} ORDER BY seq LIMIT ?"
+                f" WHERE user_id IN (?, ?) AND seq > ? AND seq <= ? AND {LIVE} ORDER BY seq LIMIT ?"
             )
             params = (user_id, BROADCAST_RECIPIENT, after_seq, upto_seq, now, limit)
-        return [_row_to_notification(row) for row in await self._read(sql, params)]
+        return [row_to_notification(row) for row in await self._read(sql, params)]
 
     async def history(
         self,
@@ -470,8 +423,8 @@ class SqliteStore:
         before = before_seq if before_seq is not None else self._counters.next_seq
         # Unread state is kept for a user's own notifications; broadcasts have none.
         recipients: tuple[str, ...] = (user_id,) if unread_only else (user_id, BROADCAST_RECIPIENT)
-        conditions = [f"user_id IN ({','.join('?' * len(recipients))})", "seq < ?", _LIVE]
-        params: list[Any] = [*recipients, before, _now()]
+        conditions = [f"user_id IN ({','.join('?' * len(recipients))})", "seq < ?", LIVE]
+        params: list[Any] = [*recipients, before, now_stamp()]
         if type is not None:
             conditions.append("type = ?")
             params.append(type)
@@ -483,26 +436,26 @@ class SqliteStore:
             " ORDER BY seq DESC LIMIT ?",
             tuple(params),
         )
-        return [_row_to_notification(row) for row in rows]
+        return [row_to_notification(row) for row in rows]
 
     async def unread_count(self, user_id: str, *, upto_seq: int | None = None) -> int:
         rows = await self._read(
             "SELECT count(*) FROM notifications"
-            f" WHERE user_id = ? AND read_at IS NULL AND seq <= ? AND {_LIVE}",
-            (user_id, upto_seq if upto_seq is not None else self.max_seq, _now()),
+            f" WHERE user_id = ? AND read_at IS NULL AND seq <= ? AND {LIVE}",
+            (user_id, upto_seq if upto_seq is not None else self.max_seq, now_stamp()),
         )
         return int(rows[0][0])
 
     async def get_notifications(self, notification_ids: Sequence[str]) -> list[Notification]:
         found: dict[str, Notification] = {}
-        for chunk in _chunks(notification_ids):
+        for chunk in chunks(notification_ids):
             rows = await self._read(
                 f"SELECT {NOTIFICATION_COLUMNS} FROM notifications"
-                f" WHERE id IN ({','.join('?' * len(chunk))}) AND {_LIVE}",
-                (*chunk, _now()),
+                f" WHERE id IN ({','.join('?' * len(chunk))}) AND {LIVE}",
+                (*chunk, now_stamp()),
             )
             for row in rows:
-                note = _row_to_notification(row)
+                note = row_to_notification(row)
                 found[note.id] = note
         return [found[nid] for nid in notification_ids if nid in found]
 
@@ -524,146 +477,16 @@ class SqliteStore:
         )
         if not rows:
             return None
-        return _row_to_api_key(rows[0][:5]), str(rows[0][5])
+        return row_to_api_key(rows[0][:5]), str(rows[0][5])
 
     async def list_api_keys(self) -> list[ApiKey]:
         rows = await self._read(
             "SELECT id, name, created_at, last_used_at, revoked_at FROM api_keys ORDER BY created_at, id", ()
         )
-        return [_row_to_api_key(row) for row in rows]
+        return [row_to_api_key(row) for row in rows]
 
     async def audit_entries(self, *, limit: int = 100) -> list[dict[str, Any]]:
         rows = await self._read(
             "SELECT id, at, actor, action, target, details FROM audit_log ORDER BY id DESC LIMIT ?", (limit,)
         )
-        return [_audit_entry(r) for r in rows]
-
-    # -- staff dashboard --
-
-    async def create_staff_account(self, username: str, password_hash: str, role: str) -> bool:
-        changed = await self._execute(
-            "INSERT INTO staff_accounts (username, password_hash, role, created_at) VALUES (?,?,?,?)"
-            " ON CONFLICT (username) DO NOTHING",
-            [(username, password_hash, role, format_timestamp(utc_now()))],
-        )
-        return changed > 0
-
-    async def find_staff_account(self, username: str) -> StaffAccount | None:
-        rows = await self._read(
-            "SELECT username, password_hash, role, created_at, disabled_at FROM staff_accounts"
-            " WHERE username = ?",
-            (username,),
-        )
-        if not rows:
-            return None
-        name, password_hash, role, created, disabled = rows[0]
-        return StaffAccount(
-            name,
-            password_hash,
-            role,
-            parse_timestamp(created),
-            parse_timestamp(disabled) if disabled else None,
-        )
-
-    async def count_staff_accounts(self) -> int:
-        rows = await self._read("SELECT count(*) FROM staff_accounts", ())
-        return int(rows[0][0])
-
-    async def create_staff_session(self, id_hash: str, username: str, expires_at: datetime) -> None:
-        await self._execute(
-            "INSERT INTO staff_sessions (id_hash, username, created_at, expires_at) VALUES (?,?,?,?)",
-            [(id_hash, username, format_timestamp(utc_now()), format_timestamp(expires_at))],
-        )
-
-    async def find_staff_session(self, id_hash: str) -> StaffSession | None:
-        rows = await self._read(
-            "SELECT s.id_hash, s.username, a.role, s.created_at, s.expires_at, s.revoked_at"
-            " FROM staff_sessions s JOIN staff_accounts a ON a.username = s.username"
-            " WHERE s.id_hash = ? AND a.disabled_at IS NULL",
-            (id_hash,),
-        )
-        if not rows:
-            return None
-        sid, username, role, created, expires, revoked = rows[0]
-        return StaffSession(
-            sid,
-            username,
-            role,
-            parse_timestamp(created),
-            parse_timestamp(expires),
-            parse_timestamp(revoked) if revoked else None,
-        )
-
-    async def revoke_staff_session(self, id_hash: str) -> bool:
-        changed = await self._execute(
-            "UPDATE staff_sessions SET revoked_at = ? WHERE id_hash = ? AND revoked_at IS NULL",
-            [(format_timestamp(utc_now()), id_hash)],
-        )
-        return changed > 0
-
-    async def record_login_failure(self, username: str) -> None:
-        await self._execute(
-            "INSERT INTO login_failures (username, at) VALUES (?, ?)",
-            [(username, format_timestamp(utc_now()))],
-        )
-
-    async def clear_login_failures(self, username: str) -> None:
-        await self._execute("DELETE FROM login_failures WHERE username = ?", [(username,)])
-
-    async def count_login_failures(self, username: str, since: datetime) -> int:
-        rows = await self._read(
-            "SELECT count(*) FROM login_failures WHERE username = ? AND at >= ?",
-            (username, format_timestamp(since)),
-        )
-        return int(rows[0][0])
-
-    async def list_notifications(
-        self,
-        *,
-        user_id: str | None,
-        type: str | None,
-        status: str | None,
-        before_seq: int | None,
-        limit: int,
-    ) -> list[Notification]:
-        # Only constant fragments are joined into the SQL; every value is bound.
-        where = ["seq < ?", _LIVE]
-        params: list[Any] = [before_seq if before_seq is not None else self._counters.next_seq, _now()]
-        if user_id is not None:
-            where.append("user_id = ?")
-            params.append(user_id)
-        if type is not None:
-            where.append("type = ?")
-            params.append(type)
-        if status is not None:
-            if status not in NOTIFICATION_STATUSES:
-                raise ValueError(f"unknown status {status!r}")
-            where.append(
-                {
-                    "queued": "delivered_at IS NULL AND user_id != '*'",
-                    "delivered": "delivered_at IS NOT NULL AND read_at IS NULL",
-                    "read": "read_at IS NOT NULL",
-                    "broadcast": "user_id = '*'",
-                }[status]
-            )
-        params.append(limit)
-        rows = await self._read(
-            f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE {' AND '.join(where)}"
-            " ORDER BY seq DESC LIMIT ?",
-            tuple(params),
-        )
-        return [_row_to_notification(row) for row in rows]
-
-    async def count_read_since(self, since: datetime) -> int:
-        rows = await self._read(
-            "SELECT count(*) FROM notifications WHERE read_at >= ?", (format_timestamp(since),)
-        )
-        return int(rows[0][0])
-
-    async def audit_page(self, *, before_id: int | None, limit: int) -> list[dict[str, Any]]:
-        rows = await self._read(
-            "SELECT id, at, actor, action, target, details FROM audit_log WHERE id < ?"
-            " ORDER BY id DESC LIMIT ?",
-            (before_id if before_id is not None else 2**62, limit),
-        )
-        return [_audit_entry(r) for r in rows]
+        return [audit_entry(r) for r in rows]

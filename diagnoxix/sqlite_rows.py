@@ -1,0 +1,57 @@
+"""Row conversions and SQL fragments shared by the SQLite store's modules."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from .models import ApiKey, Notification, format_timestamp, parse_timestamp, utc_now
+
+# SQLite caps bound parameters per statement; id lists are queried in chunks of this size.
+ID_CHUNK = 500
+# Nothing expired is ever served: every read of notifications carries this condition.
+LIVE = "(expires_at IS NULL OR expires_at > ?)"
+
+
+def row_to_notification(row: sqlite3.Row | tuple[Any, ...]) -> Notification:
+    seq, nid, user_id, kind, title, message, data, priority, created, delivered, read, expires = row
+    return Notification(
+        seq=seq,
+        id=nid,
+        user_id=user_id,
+        type=kind,
+        title=title,
+        message=message,
+        data=json.loads(data),
+        priority=priority,
+        created_at=parse_timestamp(created),
+        delivered_at=parse_timestamp(delivered) if delivered else None,
+        read_at=parse_timestamp(read) if read else None,
+        expires_at=parse_timestamp(expires) if expires else None,
+    )
+
+
+def row_to_api_key(row: tuple[Any, ...]) -> ApiKey:
+    key_id, name, created, last_used, revoked = row
+    return ApiKey(
+        id=key_id,
+        name=name,
+        created_at=parse_timestamp(created),
+        last_used_at=parse_timestamp(last_used) if last_used else None,
+        revoked_at=parse_timestamp(revoked) if revoked else None,
+    )
+
+
+def audit_entry(row: tuple[Any, ...]) -> dict[str, Any]:
+    keys = ("id", "at", "actor", "action", "target", "details")
+    return dict(zip(keys, (*row[:5], json.loads(row[5])), strict=True))
+
+
+def chunks(ids: Sequence[str]) -> list[list[str]]:
+    return [list(ids[i : i + ID_CHUNK]) for i in range(0, len(ids), ID_CHUNK)]
+
+
+def now_stamp() -> str:
+    return format_timestamp(utc_now())

@@ -1,0 +1,157 @@
+"""The staff dashboard's queries: accounts, sign-in sessions, failed logins, record listings.
+
+A mixin of `SqliteStore`, kept apart so each module holds one concern; it reads and writes only
+through the store's reader connection and single writer.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from .models import Notification, format_timestamp, parse_timestamp, utc_now
+from .sqlite_rows import LIVE, audit_entry, now_stamp, row_to_notification
+from .sqlite_writer import NOTIFICATION_COLUMNS
+from .store import NOTIFICATION_STATUSES, StaffAccount, StaffSession
+
+
+class StaffQueries:
+    """Needs `_read`, `_execute` and `max_seq` from the store it is mixed into."""
+
+    async def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    async def _execute(self, sql: str, params: list[tuple[Any, ...]]) -> int:
+        raise NotImplementedError
+
+    @property
+    def max_seq(self) -> int:
+        raise NotImplementedError
+
+    async def create_staff_account(self, username: str, password_hash: str, role: str) -> bool:
+        changed = await self._execute(
+            "INSERT INTO staff_accounts (username, password_hash, role, created_at) VALUES (?,?,?,?)"
+            " ON CONFLICT (username) DO NOTHING",
+            [(username, password_hash, role, format_timestamp(utc_now()))],
+        )
+        return changed > 0
+
+    async def find_staff_account(self, username: str) -> StaffAccount | None:
+        rows = await self._read(
+            "SELECT username, password_hash, role, created_at, disabled_at FROM staff_accounts"
+            " WHERE username = ?",
+            (username,),
+        )
+        if not rows:
+            return None
+        name, password_hash, role, created, disabled = rows[0]
+        return StaffAccount(
+            name,
+            password_hash,
+            role,
+            parse_timestamp(created),
+            parse_timestamp(disabled) if disabled else None,
+        )
+
+    async def count_staff_accounts(self) -> int:
+        rows = await self._read("SELECT count(*) FROM staff_accounts", ())
+        return int(rows[0][0])
+
+    async def create_staff_session(self, id_hash: str, username: str, expires_at: datetime) -> None:
+        await self._execute(
+            "INSERT INTO staff_sessions (id_hash, username, created_at, expires_at) VALUES (?,?,?,?)",
+            [(id_hash, username, format_timestamp(utc_now()), format_timestamp(expires_at))],
+        )
+
+    async def find_staff_session(self, id_hash: str) -> StaffSession | None:
+        rows = await self._read(
+            "SELECT s.id_hash, s.username, a.role, s.created_at, s.expires_at, s.revoked_at"
+            " FROM staff_sessions s JOIN staff_accounts a ON a.username = s.username"
+            " WHERE s.id_hash = ? AND a.disabled_at IS NULL",
+            (id_hash,),
+        )
+        if not rows:
+            return None
+        sid, username, role, created, expires, revoked = rows[0]
+        return StaffSession(
+            sid,
+            username,
+            role,
+            parse_timestamp(created),
+            parse_timestamp(expires),
+            parse_timestamp(revoked) if revoked else None,
+        )
+
+    async def revoke_staff_session(self, id_hash: str) -> bool:
+        changed = await self._execute(
+            "UPDATE staff_sessions SET revoked_at = ? WHERE id_hash = ? AND revoked_at IS NULL",
+            [(format_timestamp(utc_now()), id_hash)],
+        )
+        return changed > 0
+
+    async def record_login_failure(self, username: str) -> None:
+        await self._execute(
+            "INSERT INTO login_failures (username, at) VALUES (?, ?)",
+            [(username, format_timestamp(utc_now()))],
+        )
+
+    async def clear_login_failures(self, username: str) -> None:
+        await self._execute("DELETE FROM login_failures WHERE username = ?", [(username,)])
+
+    async def count_login_failures(self, username: str, since: datetime) -> int:
+        rows = await self._read(
+            "SELECT count(*) FROM login_failures WHERE username = ? AND at >= ?",
+            (username, format_timestamp(since)),
+        )
+        return int(rows[0][0])
+
+    async def list_notifications(
+        self,
+        *,
+        user_id: str | None,
+        type: str | None,
+        status: str | None,
+        before_seq: int | None,
+        limit: int,
+    ) -> list[Notification]:
+        # Only constant fragments are joined into the SQL; every value is bound.
+        where = ["seq < ?", LIVE]
+        params: list[Any] = [before_seq if before_seq is not None else self.max_seq + 1, now_stamp()]
+        if user_id is not None:
+            where.append("user_id = ?")
+            params.append(user_id)
+        if type is not None:
+            where.append("type = ?")
+            params.append(type)
+        if status is not None:
+            if status not in NOTIFICATION_STATUSES:
+                raise ValueError(f"unknown status {status!r}")
+            where.append(
+                {
+                    "queued": "delivered_at IS NULL AND user_id != '*'",
+                    "delivered": "delivered_at IS NOT NULL AND read_at IS NULL",
+                    "read": "read_at IS NOT NULL",
+                    "broadcast": "user_id = '*'",
+                }[status]
+            )
+        params.append(limit)
+        rows = await self._read(
+            f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE {' AND '.join(where)}"
+            " ORDER BY seq DESC LIMIT ?",
+            tuple(params),
+        )
+        return [row_to_notification(row) for row in rows]
+
+    async def count_read_since(self, since: datetime) -> int:
+        rows = await self._read(
+            "SELECT count(*) FROM notifications WHERE read_at >= ?", (format_timestamp(since),)
+        )
+        return int(rows[0][0])
+
+    async def audit_page(self, *, before_id: int | None, limit: int) -> list[dict[str, Any]]:
+        rows = await self._read(
+            "SELECT id, at, actor, action, target, details FROM audit_log WHERE id < ?"
+            " ORDER BY id DESC LIMIT ?",
+            (before_id if before_id is not None else 2**62, limit),
+        )
+        return [audit_entry(r) for r in rows]
