@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -152,3 +153,37 @@ class Launcher:
             finally:
                 for f in server.files:
                     f.close()
+
+
+CLI_TIMEOUT_SECONDS = 30.0
+API_KEY_PATTERN = re.compile(r"^dxn_([0-9A-Za-z]+)_([A-Za-z0-9_-]+)$")
+
+
+def last_line(text: str) -> str:
+    lines = text.rstrip("\n").splitlines()
+    assert lines, "the command printed nothing"
+    return lines[-1]
+
+
+async def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """`python run.py ARGS` to completion (off the event loop), with its output captured."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, str(RUN_PY), *args],
+        cwd=REPO_ROOT,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_SECONDS,
+        check=False,
+    )
+
+
+async def create_api_key(db: Path, name: str = "appointments-service") -> tuple[str, str]:
+    """`run.py apikey create` as an operator would; returns (key id, full key)."""
+    done = await run_cli("apikey", "create", name, "--db", str(db))
+    assert done.returncode == 0, done.stderr
+    key = last_line(done.stdout)
+    match = API_KEY_PATTERN.fullmatch(key)
+    assert match, f"last line is not a key alone: {key!r}"
+    return match.group(1), key

@@ -21,20 +21,12 @@ from playwright.async_api import Browser, Page, async_playwright
 
 from diagnoxix.auth import TokenIssuer
 
-from .processes import Launcher, Server, child_env, free_port
+from .dashboard_support import CHROMIUM as CHROMIUM_PATH
+from .dashboard_support import CHROMIUM_ARGS
+from .processes import Launcher, Server, child_env, create_api_key, free_port
 
-CHROMIUM = Path("/usr/bin/chromium")
-# The flags this machine needs: no sandbox as root, no background network (there is none).
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+# Debian's chromium with the flags this machine needs (shared with the dashboard's browser tests).
+CHROMIUM = Path(CHROMIUM_PATH)
 SECRET = "browser-test-secret-" + "b" * 40
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
@@ -127,8 +119,6 @@ async def setup(
     db = tmp_path / "browser.sqlite3"
     server = await launcher.start(db, env=env, port=port)
     await portal.start()
-    from .test_process import create_api_key
-
     _, key = await create_api_key(db)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
         try:

@@ -12,8 +12,6 @@ import json
 import re
 import signal
 import stat
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,36 +20,24 @@ from typing import Any
 import aiohttp
 import pytest
 
-from .processes import EXIT_DEADLINE_SECONDS, REPO_ROOT, RUN_PY, Launcher, Server, child_env, free_port
+from .processes import (
+    API_KEY_PATTERN,
+    EXIT_DEADLINE_SECONDS,
+    Launcher,
+    Server,
+    child_env,
+    create_api_key,
+    free_port,
+    last_line,
+    run_cli,
+)
 
-CLI_TIMEOUT_SECONDS = 30.0
 FRAME_TIMEOUT_SECONDS = 5.0
-API_KEY_PATTERN = re.compile(r"^dxn_([0-9A-Za-z]+)_([A-Za-z0-9_-]+)$")
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 SEED_FIELDS = ("type", "user_id", "title", "message", "data", "timestamp", "id")
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def last_line(text: str) -> str:
-    lines = text.rstrip("\n").splitlines()
-    assert lines, "the command printed nothing"
-    return lines[-1]
-
-
-async def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """`python run.py ARGS` to completion (off the event loop), with its output captured."""
-    return await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, str(RUN_PY), *args],
-        cwd=REPO_ROOT,
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_SECONDS,
-        check=False,
-    )
 
 
 async def receive_json(ws: aiohttp.ClientWebSocketResponse, timeout: float = FRAME_TIMEOUT_SECONDS) -> Any:
@@ -86,16 +72,6 @@ def db_path(tmp_path: Path) -> Path:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
         yield session
-
-
-async def create_api_key(db: Path, name: str = "appointments-service") -> tuple[str, str]:
-    """`run.py apikey create` as an operator would; returns (key id, full key)."""
-    done = await run_cli("apikey", "create", name, "--db", str(db))
-    assert done.returncode == 0, done.stderr
-    key = last_line(done.stdout)
-    match = API_KEY_PATTERN.fullmatch(key)
-    assert match, f"last line is not a key alone: {key!r}"
-    return match.group(1), key
 
 
 async def mint_token_http(http: aiohttp.ClientSession, server: Server, key: str, user_id: str) -> str:
