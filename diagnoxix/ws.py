@@ -181,6 +181,8 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         session.schedule_token_timers(shake.expires_at)
         async for msg in ws:
             await session.handle(msg)
+    except ConnectionError:
+        pass  # the client left mid-replay; it resumes with its cursor next time
     except StoreError:
         # Replay could not read the backlog: the client resumes later with the same cursor.
         await conn.close(CLOSE_TRY_AGAIN_LATER, "store unavailable; reconnect to resume")
