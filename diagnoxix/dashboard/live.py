@@ -22,6 +22,7 @@ from .security import same_origin
 from .sessions import Staff, current_staff
 
 PUSH_INTERVAL_SECONDS = 1.0
+PRESENCE_ON_OPEN = 10
 # The page only ever sends `{"type": "watch", "id": "<uuid>"}`.
 MAX_CLIENT_FRAME_BYTES = 256
 MAX_NOTIFICATION_ID_CHARS = 64
@@ -90,7 +91,8 @@ async def _snapshot(
 async def _push(request: web.Request, sock: LiveSocket, staff: Staff, watching: list[str]) -> None:
     ws = sock.ws
     feed = request.config_dict[DASHBOARD].presence
-    cursor = feed.cursor
+    # A page that opens now first shows the latest few events, then every new one.
+    cursor = max(0, feed.cursor - PRESENCE_ON_OPEN)
     try:
         while not ws.closed:
             if staff.expires_at <= utc_now():
