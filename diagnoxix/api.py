@@ -43,13 +43,7 @@ MAX_IDEMPOTENCY_KEY_CHARS = 255
 
 def _delivery(request: web.Request, note: Notification) -> dict[str, Any]:
     body = note.to_api()
-    if note.delivered_at is not None:
-        body["delivery"] = "delivered"
-    elif note.is_broadcast:
-        body["delivery"] = "broadcast"
-    else:
-        online = request.app[HUB].connections_of(note.user_id) > 0
-        body["delivery"] = "sending" if online else "queued"
+    body["delivery"] = note.delivery_state(request.app[HUB].connections_of(note.user_id) > 0)
     return body
 
 

@@ -71,6 +71,14 @@ class Notification:
     def is_broadcast(self) -> bool:
         return self.user_id == BROADCAST_RECIPIENT
 
+    def delivery_state(self, recipient_online: bool) -> str:
+        """Delivered, a broadcast, on its way to an open connection, or waiting for the user."""
+        if self.delivered_at is not None:
+            return "delivered"
+        if self.is_broadcast:
+            return "broadcast"
+        return "sending" if recipient_online else "queued"
+
     def to_wire(self) -> dict[str, Any]:
         """The seed's message fields first, then ours (`seq`, `priority`, `read`)."""
         return {

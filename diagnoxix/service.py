@@ -115,10 +115,6 @@ class NotificationService:
         self._hub.send_control(user_id, frames.unread(count))
         return count
 
-    def online(self, user_id: str) -> bool:
-        """Whether the user has an open connection here right now (delivered live vs queued)."""
-        return self._hub.connections_of(user_id) > 0
-
     async def create_and_send_notification(
         self,
         user_id: str,

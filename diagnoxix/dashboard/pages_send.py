@@ -36,13 +36,7 @@ _KIND_NAMES = {name for name, _ in KINDS}
 
 def delivery_state(note: Notification, online: bool) -> str:
     """What staff need to know: did it reach the patient, or will it wait for them?"""
-    if note.read_at is not None:
-        return "read"
-    if note.delivered_at is not None:
-        return "delivered"
-    if note.is_broadcast:
-        return "broadcast"
-    return "sending" if online else "queued"
+    return "read" if note.read_at is not None else note.delivery_state(online)
 
 
 def _parse_data(raw: str, errors: FieldErrors) -> dict[str, Any] | None:
