@@ -1,9 +1,11 @@
 """The registry of live connections and the fan-out to them.
 
-Publishing never awaits a client: it appends a pre-encoded frame to each recipient connection's
-bounded queue and returns. Each connection drains its own queue in its own short-lived sender task,
-so a slow phone delays nobody else; a connection whose queue overflows is closed with 1013 and
-resumes from the store when it reconnects.
+Publishing never awaits a client. It appends a pre-encoded frame to each recipient connection's
+bounded queue and marks the connection ready; one fan-out task then writes every ready
+connection's frames, but only while that connection's transport has room, so each write completes
+at once. A connection without room (a slow phone) gets a sender task of its own, which waits for
+that client alone. A connection whose queue overflows is closed with 1013 and resumes from the
+store when it reconnects.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from typing import Protocol
 
 from aiohttp import web
 
@@ -27,6 +29,10 @@ log = logging.getLogger("diagnoxix.hub")
 CLOSE_TIMEOUT_SECONDS = 2.0
 # Delivered ids are recorded in groups so a burst costs one store write, not one per frame.
 DELIVERED_FLUSH_SIZE = 256
+# Bytes a frame may need beyond its text: the WebSocket header (at most 14) and UTF-8 expansion
+# (at most 3 bytes per character of a Python str); see `Connection._has_room`.
+_UTF8_MAX = 3
+_HEADER_MAX = 14
 
 # Close codes (RFC 6455 and the registry) the service uses.
 CLOSE_GOING_AWAY = 1001
@@ -42,16 +48,22 @@ CLOSE_TOKEN_EXPIRED = 4001
 DeliveredCallback = Callable[[str, Sequence[str], Sequence[str]], None]
 # (user_id, online, since as a Unix time): a user's first connection opened or last one closed.
 PresenceListener = Callable[[str, bool, float], None]
+# Called with a connection that has frames to write and no sender of its own.
+Scheduler = Callable[["Connection"], None]
+
+# A queued frame: (text, seq, id to record as delivered once written, is a broadcast). A plain
+# tuple: one is built per recipient of every notification.
+_Frame = tuple[str, int | None, str | None, bool]
 
 
-@dataclass(frozen=True, slots=True)
-class _Frame:
-    text: str
-    seq: int | None
-    # Set for a notification to a plain client, whose delivery is recorded when written (a v1
-    # client's is recorded when it acknowledges).
-    delivered_id: str | None
-    broadcast: bool = False
+class WriteSide(Protocol):
+    """What the fan-out reads of a socket's HTTP protocol (aiohttp's `request.protocol`)."""
+
+    @property
+    def writing_paused(self) -> bool: ...
+
+    @property
+    def transport(self) -> asyncio.Transport | None: ...
 
 
 class Connection:
@@ -63,7 +75,10 @@ class Connection:
         "_live",
         "_on_delivered",
         "_pending",
+        "_schedule",
+        "_scheduled",
         "_sender",
+        "_side",
         "_tasks",
         "_ws",
         "connected_at",
@@ -82,22 +97,28 @@ class Connection:
         v1: bool,
         queue_limit: int,
         on_delivered: DeliveredCallback,
-        tasks: set[asyncio.Task[None]],
+        hub: Hub,
+        write_side: WriteSide | None = None,
     ) -> None:
         self.id = conn_id
         self.user_id = user_id
         self.v1 = v1
         self.connected_at = time.time()
         self._ws = ws
+        # Without it (not a real socket) every frame goes through the connection's own sender.
+        self._side = write_side
         self._limit = queue_limit
         # Allocated on first use: an idle connection should cost as little memory as possible.
         self._pending: deque[_Frame] | None = None
         self._sender: asyncio.Task[None] | None = None
+        # In the hub's ready list, waiting for the fan-out task.
+        self._scheduled = False
         # Until the handler has replayed the backlog, live frames wait in the queue.
         self._live = False
         self._closing = False
         self._on_delivered = on_delivered
-        self._tasks = tasks
+        self._schedule = hub.schedule
+        self._tasks = hub.tasks
         # Token refresh and expiry timers (loop.call_at handles, no task per connection).
         self.timers: list[asyncio.TimerHandle] = []
 
@@ -121,31 +142,76 @@ class Connection:
         if len(pending) >= self._limit:
             self.close_soon(CLOSE_TRY_AGAIN_LATER, "send queue full; reconnect to resume")
             return
-        pending.append(_Frame(text, seq, None if self.v1 else delivered_id, broadcast))
-        if self._live and self._sender is None:
-            self._sender = asyncio.get_running_loop().create_task(self._drain())
+        pending.append((text, seq, None if self.v1 else delivered_id, broadcast))
+        if self._live and self._sender is None and not self._scheduled:
+            self._scheduled = True
+            self._schedule(self)
 
     def go_live(self) -> None:
         """The backlog has been replayed: start sending what queued up meanwhile."""
         self._live = True
-        if self._pending and self._sender is None and not self._closing:
-            self._sender = asyncio.get_running_loop().create_task(self._drain())
+        if self._pending and self._sender is None and not self._scheduled and not self._closing:
+            self._scheduled = True
+            self._schedule(self)
 
     async def send_direct(self, text: str) -> None:
         """For the handler's replay, before the connection goes live (no sender runs then)."""
         assert not self._live
         await self._ws.send_str(text)
 
+    def _has_room(self, text: str) -> bool:
+        """True when writing `text` cannot make aiohttp wait for the client.
+
+        aiohttp's `send_str` waits only while the protocol is paused, and asyncio pauses it only
+        once the transport's buffer passes its high-water mark: below that, with this frame added,
+        the write completes without suspending.
+        """
+        side = self._side
+        if side is None or side.writing_paused:
+            return False
+        transport = side.transport
+        if transport is None:
+            return False
+        room = transport.get_write_buffer_limits()[1] - transport.get_write_buffer_size()
+        return _UTF8_MAX * len(text) + _HEADER_MAX <= room
+
+    async def write_ready(self) -> None:
+        """The fan-out task's turn: write queued frames while the transport has room.
+
+        Frames left over (the client is slow) go to a sender task of this connection's own.
+        """
+        self._scheduled = False
+        if self._closing or self._sender is not None or not self._pending:
+            return
+        pending = self._pending
+        own: list[str] = []
+        broadcasts: list[str] = []
+        try:
+            while pending and self._has_room(pending[0][0]):
+                text, _seq, delivered_id, broadcast = pending.popleft()
+                await self._ws.send_str(text)
+                if delivered_id is not None:
+                    (broadcasts if broadcast else own).append(delivered_id)
+        except (ConnectionError, RuntimeError):
+            # The peer went away mid-send; the handler sees the close and unregisters us.
+            pending.clear()
+        finally:
+            if own or broadcasts:
+                self._on_delivered(self.user_id, own, broadcasts)
+        if pending and not self._closing:
+            self._sender = asyncio.get_running_loop().create_task(self._drain())
+
     async def _drain(self) -> None:
+        """A slow client's own sender: awaits its socket, so nobody else waits for it."""
         own: list[str] = []
         broadcasts: list[str] = []
         try:
             pending = self._pending
             while pending:
-                frame = pending.popleft()
-                await self._ws.send_str(frame.text)
-                if frame.delivered_id is not None:
-                    (broadcasts if frame.broadcast else own).append(frame.delivered_id)
+                text, _seq, delivered_id, broadcast = pending.popleft()
+                await self._ws.send_str(text)
+                if delivered_id is not None:
+                    (broadcasts if broadcast else own).append(delivered_id)
                     if len(own) + len(broadcasts) >= DELIVERED_FLUSH_SIZE:
                         self._on_delivered(self.user_id, own, broadcasts)
                         own, broadcasts = [], []
@@ -200,6 +266,36 @@ class Hub:
         self.high_seq = high_seq
         self.tasks: set[asyncio.Task[None]] = set()
         self.published = 0
+        # Connections with frames to write, in the order they became ready; one task writes them.
+        self._ready: deque[Connection] = deque()
+        self._fan_out_task: asyncio.Task[None] | None = None
+
+    def schedule(self, conn: Connection) -> None:
+        """`conn` has frames to write: the fan-out task (started if need be) will write them."""
+        self._ready.append(conn)
+        if self._fan_out_task is None:
+            task = asyncio.get_running_loop().create_task(self._fan_out())
+            self._fan_out_task = task
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _fan_out(self) -> None:
+        """One task for every ready connection, like a bare loop over sockets: no task each.
+
+        Each connection writes only what fits its transport without waiting (see
+        `Connection.write_ready`), so this task never waits for any one client.
+        """
+        ready = self._ready
+        try:
+            while ready:
+                conn = ready.popleft()
+                try:
+                    await conn.write_ready()
+                except Exception:  # one connection's failure must not strand the others
+                    log.exception("hub.write_failed", extra={"conn_id": conn.id})
+                    conn.close_soon(CLOSE_INTERNAL_ERROR, "internal error")
+        finally:
+            self._fan_out_task = None
 
     def register(self, conn: Connection) -> int:
         """Add a connection; returns the seq up to which it must replay from the store."""

@@ -13,7 +13,7 @@ from typing import Any, Literal, get_args
 from . import frames
 from .config import Settings
 from .hub import Hub
-from .models import BROADCAST_RECIPIENT, Notification, NotificationDraft, Priority
+from .models import BROADCAST_RECIPIENT, PRIORITIES, Notification, NotificationDraft, Priority
 from .store import IdempotencyClaim, Store
 from .validation import (
     FieldErrors,
@@ -79,18 +79,9 @@ class NotificationService:
         self._store = store
         self._hub = hub
         self._settings = settings
-
-    def _with_retention(self, draft: NotificationDraft) -> NotificationDraft:
-        if draft.ttl_seconds is not None:
-            return draft
-        if draft.user_id == BROADCAST_RECIPIENT:
-            ttl = self._settings.broadcast_ttl_seconds
-        else:
-            ttl = self._settings.retention_seconds(draft.priority)
-        # The constructor, not dataclasses.replace: this runs for every notification of a burst.
-        return NotificationDraft(
-            draft.user_id, draft.type, draft.title, draft.message, draft.data, draft.priority, ttl
-        )
+        # Retention by priority (and for broadcasts), applied by the store to drafts naming none.
+        self._lifetimes: dict[str, int] = {p: settings.retention_seconds(p) for p in PRIORITIES}
+        self._lifetimes[BROADCAST_RECIPIENT] = settings.broadcast_ttl_seconds
 
     async def send(
         self, drafts: Sequence[NotificationDraft], *, idempotency: IdempotencyClaim | None = None
@@ -99,7 +90,7 @@ class NotificationService:
 
         Each gets its retention from its priority unless it names its own lifetime.
         """
-        return await self._store.insert_notifications([self._with_retention(d) for d in drafts], idempotency)
+        return await self._store.insert_notifications(drafts, idempotency, lifetimes=self._lifetimes)
 
     async def mark_read(self, user_id: str, notification_ids: Sequence[str]) -> tuple[list[str], int]:
         """Mark read, then tell every v1 connection of the user the new unread count at once."""

@@ -10,8 +10,8 @@ from datetime import datetime
 from typing import Any
 
 from .models import Notification, format_timestamp, parse_timestamp, utc_now
+from .sqlite_batch import NOTIFICATION_COLUMNS
 from .sqlite_rows import LIVE, audit_entry, now_stamp, row_to_notification
-from .sqlite_writer import NOTIFICATION_COLUMNS
 from .store import NOTIFICATION_STATUSES, StaffAccount, StaffSession
 
 

@@ -12,7 +12,7 @@ import logging
 import os
 import sqlite3
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -30,9 +30,10 @@ from .models import (
     format_timestamp,
     utc_now,
 )
+from .sqlite_batch import NOTIFICATION_COLUMNS
 from .sqlite_rows import LIVE, audit_entry, chunks, now_stamp, row_to_api_key, row_to_notification
 from .sqlite_staff import StaffQueries
-from .sqlite_writer import NOTIFICATION_COLUMNS, GroupCommitWriter, WriterCounters
+from .sqlite_writer import GroupCommitWriter, WriterCounters
 from .store import (
     CommitListener,
     IdempotencyClaim,
@@ -60,7 +61,6 @@ class SqliteStore(StaffQueries):
         self._exclusive = exclusive
         self._lock_fd: int | None = None
         self._synchronous = synchronous
-        self._writer_conn: aiosqlite.Connection | None = None
         self._reader_conn: aiosqlite.Connection | None = None
         self._counters = WriterCounters()
         self._writer: GroupCommitWriter | None = None
@@ -76,38 +76,48 @@ class SqliteStore(StaffQueries):
             self._take_lock()
         try:
             self._create_private_file()
-            writer = await aiosqlite.connect(self._path, isolation_level=None)
-            try:
-                await writer.execute("PRAGMA journal_mode=WAL")
-                await writer.execute(f"PRAGMA synchronous={self._synchronous}")
-                await writer.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-                await writer.execute("PRAGMA foreign_keys=ON")
-                # Deleted rows (purged notifications, revoked keys) are overwritten, not left on disk.
-                await writer.execute("PRAGMA secure_delete=ON")
-                await migrate(writer)
-                reader = await aiosqlite.connect(self._path, isolation_level=None)
-            except BaseException:
-                await writer.close()
-                raise
+            await self._prepare_file()
+            self._writer = GroupCommitWriter(self._path, self._writer_pragmas(), self._counters)
+            await self._writer.start()
+            reader = await aiosqlite.connect(self._path, isolation_level=None)
         except BaseException:
+            if self._writer is not None:
+                await self._writer.stop()
             self._release_lock()
             raise
         await reader.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         await reader.execute("PRAGMA query_only=1")
-        self._writer_conn, self._reader_conn = writer, reader
-        async with writer.execute(
-            "SELECT coalesce(max(seq), 0), count(*), count(delivered_at) FROM notifications"
-        ) as cursor:
-            row = await cursor.fetchone()
-        assert row is not None
-        async with writer.execute("SELECT coalesce(max(purged_through), 0) FROM purge_marks") as cursor:
-            purged = await cursor.fetchone()
-        # Never hand out a seq again, even one whose row was purged: a client may hold it as cursor.
-        self._counters.next_seq = max(int(row[0]), int(purged[0]) if purged else 0) + 1
-        self._counters.stored, self._delivered = int(row[1]), int(row[2])
-        self._writer = GroupCommitWriter(writer, self._counters)
-        self._writer.start()
+        self._reader_conn = reader
         self._epoch = await self.get_or_create_meta("epoch", lambda: uuid.uuid4().hex)
+
+    def _writer_pragmas(self) -> list[str]:
+        return [
+            f"PRAGMA synchronous={self._synchronous}",
+            f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
+            "PRAGMA foreign_keys=ON",
+            "PRAGMA cache_size=-65536",
+            # Deleted rows (purged notifications, revoked keys) are overwritten, not left on disk.
+            "PRAGMA secure_delete=ON",
+        ]
+
+    async def _prepare_file(self) -> None:
+        """WAL mode (it stays set in the file), migrations, and the counters the writer starts from."""
+        conn = await aiosqlite.connect(self._path, isolation_level=None)
+        try:
+            await conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await migrate(conn)
+            (row,) = await conn.execute_fetchall(
+                "SELECT coalesce(max(seq), 0), count(*), count(delivered_at) FROM notifications"
+            )
+            (purged,) = await conn.execute_fetchall(
+                "SELECT coalesce(max(purged_through), 0) FROM purge_marks"
+            )
+        finally:
+            await conn.close()
+        # Never hand out a seq again, even one whose row was purged: a client may hold it as cursor.
+        self._counters.next_seq = max(int(row[0]), int(purged[0])) + 1
+        self._counters.stored, self._delivered = int(row[1]), int(row[2])
 
     async def close(self) -> None:
         """Commit everything queued, stop the writer and close both connections.
@@ -120,10 +130,9 @@ class SqliteStore(StaffQueries):
         self._closing = True
         if self._writer is not None:
             await self._writer.stop()
-        for conn in (self._reader_conn, self._writer_conn):
-            if conn is not None:
-                await conn.close()
-        self._reader_conn = self._writer_conn = None
+        if self._reader_conn is not None:
+            await self._reader_conn.close()
+        self._reader_conn = None
         self._release_lock()
 
     def _create_private_file(self) -> None:
@@ -190,17 +199,24 @@ class SqliteStore(StaffQueries):
         return await self._w.execute((sql, params))
 
     def _execute_nowait(
-        self, sql: str, params: list[tuple[Any, ...]], on_rows: Callable[[int], None] | None = None
+        self, sql: str, rows: list[list[Any]], on_rows: Callable[[int], None] | None = None
     ) -> None:
-        """A bookkeeping write (delivery, last use, audit); dropped once the store is closing."""
+        """A bookkeeping write (delivery, last use, audit); dropped once the store is closing.
+
+        `sql` takes one parameter, a JSON array of `rows` (see `sqlite_batch`).
+        """
         if self._closing:
             return
-        self._w.execute_nowait((sql, params), on_rows=on_rows)
+        self._w.execute_nowait(sql, rows, on_rows)
 
     async def insert_notifications(
-        self, drafts: Sequence[NotificationDraft], idempotency: IdempotencyClaim | None = None
+        self,
+        drafts: Sequence[NotificationDraft],
+        idempotency: IdempotencyClaim | None = None,
+        *,
+        lifetimes: Mapping[str, int] | None = None,
     ) -> list[Notification]:
-        return await self._w.insert(drafts, idempotency)
+        return await self._w.insert(drafts, idempotency, lifetimes or {})
 
     def _count_delivered(self, rows: int) -> None:
         self._delivered += rows
@@ -213,17 +229,19 @@ class SqliteStore(StaffQueries):
         now = now_stamp()
         if notification_ids:
             self._execute_nowait(
-                "UPDATE notifications SET delivered_at = ?"
-                " WHERE id = ? AND user_id = ? AND delivered_at IS NULL",
-                [(now, nid, user_id) for nid in notification_ids],
+                "UPDATE notifications SET delivered_at = d.value->>0 FROM json_each(?) AS d"
+                " WHERE notifications.id = d.value->>1 AND notifications.user_id = d.value->>2"
+                " AND notifications.delivered_at IS NULL",
+                [[now, nid, user_id] for nid in notification_ids],
                 on_rows=self._count_delivered,
             )
         if broadcast_ids:
             self._execute_nowait(
                 # Only while the broadcast exists: a purge in between must not leave orphans.
                 "INSERT OR IGNORE INTO broadcast_receipts (notification_id, user_id, delivered_at)"
-                " SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM notifications WHERE id = ?)",
-                [(nid, user_id, now, nid) for nid in broadcast_ids],
+                " SELECT d.value->>0, d.value->>1, d.value->>2 FROM json_each(?) AS d"
+                " WHERE EXISTS (SELECT 1 FROM notifications WHERE id = d.value->>0)",
+                [[nid, user_id, now] for nid in broadcast_ids],
             )
 
     async def acknowledge(self, user_id: str, notification_ids: Sequence[str]) -> list[str]:
@@ -318,7 +336,12 @@ class SqliteStore(StaffQueries):
         return changed > 0
 
     def touch_api_key(self, key_id: str) -> None:
-        self._execute_nowait("UPDATE api_keys SET last_used_at = ? WHERE id = ?", [(now_stamp(), key_id)])
+        self._execute_nowait(
+            "UPDATE api_keys SET last_used_at = d.at FROM"
+            " (SELECT value->>0 AS id, max(value->>1) AS at FROM json_each(?) GROUP BY 1) AS d"
+            " WHERE api_keys.id = d.id",
+            [[key_id, now_stamp()]],
+        )
 
     def record_audit(
         self, actor: str, action: str, target: str | None, details: dict[str, Any] | None = None
@@ -328,8 +351,9 @@ class SqliteStore(StaffQueries):
             log.warning("store.audit_dropped_at_shutdown", extra={"action": action, "actor": actor})
             return
         self._execute_nowait(
-            "INSERT INTO audit_log (at, actor, action, target, details) VALUES (?,?,?,?,?)",
-            [(now_stamp(), actor, action, target, json.dumps(details or {}))],
+            "INSERT INTO audit_log (at, actor, action, target, details)"
+            " SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM json_each(?)",
+            [[now_stamp(), actor, action, target, json.dumps(details or {})]],
         )
 
     async def get_or_create_meta(self, key: str, default: Callable[[], str]) -> str:
@@ -392,7 +416,7 @@ class SqliteStore(StaffQueries):
         now = now_stamp()
         if undelivered_only:
             sql = (
-                f"SELECT {NOTIFICATION_COLUMNS} FROM notifications INDEXED BY notifications_undelivered"
+                f"SELECT {NOTIFICATION_COLUMNS} FROM notifications"
                 f" WHERE user_id = ? AND delivered_at IS NULL AND seq > ? AND seq <= ? AND {LIVE}"
                 f" UNION ALL SELECT {NOTIFICATION_COLUMNS} FROM notifications AS n"
                 f" WHERE user_id = ? AND seq > ? AND seq <= ? AND {LIVE} AND NOT EXISTS"

@@ -4,6 +4,16 @@ The writer task takes every write waiting at that moment and commits them togeth
 notification is durable before its sender hears 2xx, yet a burst costs a handful of fsyncs rather
 than one per notification. Listeners hear of committed notifications synchronously, in seq order,
 right after the commit and before any sender is answered (save before send).
+
+One thread owns the write connection (the standard library's `sqlite3`) and runs each transaction
+from BEGIN to COMMIT in a single call: a batch costs one hop to that thread however many
+statements it holds, where aiosqlite makes every statement its own round trip. While the thread
+commits one batch the event loop prepares the next and, once a commit returns, publishes it: at
+most one batch is being committed and one waits behind it, always in order.
+
+One write that the database refuses (an Idempotency-Key claimed twice, a constraint) fails alone
+and the rest of its batch still commits (see `sqlite_batch`). Only a failed transaction (disk
+full, I/O error, another process holding the lock too long) fails the whole batch.
 """
 
 from __future__ import annotations
@@ -13,33 +23,29 @@ import contextlib
 import json
 import logging
 import sqlite3
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-import aiosqlite
-
-from .models import Notification, NotificationDraft, format_timestamp, utc_now
+from .models import BROADCAST_RECIPIENT, Notification, NotificationDraft, format_timestamp, new_ids, utc_now
+from .sqlite_batch import NOTIFICATION_COLUMNS, BatchDone, BatchWork, InsertRows, Statement, run_batch
 from .store import CommitListener, IdempotencyClaim, IdempotencyConflict, StoreClosed, StoreError
+
+__all__ = ["NOTIFICATION_COLUMNS", "GroupCommitWriter", "WriterCounters"]
 
 log = logging.getLogger("diagnoxix.store")
 
-# One transaction holds at most this many queued writes; a larger backlog is split so no single
-# commit keeps senders waiting long, and memory per batch stays bounded.
+# One transaction holds at most this many queued writes, and takes no more inserts once it holds
+# this many notifications (one larger insert still goes whole). Fewer, larger transactions store a
+# burst fastest: each commit rewrites every index page its rows touched.
 MAX_OPS_PER_BATCH = 2000
+MAX_NOTIFICATIONS_PER_BATCH = 20000
 
-NOTIFICATION_COLUMNS = (
-    "seq, id, user_id, type, title, message, data, priority, created_at, delivered_at, read_at, expires_at"
-)
-_INSERT_NOTIFICATION = (
-    f"INSERT INTO notifications ({NOTIFICATION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,NULL,NULL,?)"
-)
-_INSERT_IDEMPOTENCY = (
-    "INSERT INTO idempotency_keys (api_key_id, key, request_hash, notification_ids, status,"
-    " created_at) VALUES (?,?,?,?,?,?)"
-)
+# Lifetime in seconds of a draft that names none, by priority; BROADCAST_RECIPIENT for broadcasts.
+Lifetimes = Mapping[str, int]
 
 
 @dataclass(slots=True)
@@ -47,9 +53,7 @@ class Insert:
     drafts: Sequence[NotificationDraft]
     idempotency: IdempotencyClaim | None
     future: asyncio.Future[list[Notification]]
-
-
-Statement = tuple[str, list[tuple[Any, ...]]]
+    lifetimes: Lifetimes = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -60,8 +64,21 @@ class Execute:
     """
 
     statements: list[Statement]
-    future: asyncio.Future[int] | None = None
+    future: asyncio.Future[int]
+
+
+@dataclass(slots=True)
+class Bulk:
+    """Bookkeeping nobody waits for (delivery marks, audit rows, key touches).
+
+    `sql` takes one parameter, a JSON array of rows; every Bulk of a batch with the same SQL and
+    callback becomes one statement, and `on_rows` hears the rows it changed.
+    """
+
+    sql: str
+    rows: list[list[Any]]
     on_rows: Callable[[int], None] | None = None
+    future: None = None
 
 
 @dataclass(slots=True)
@@ -69,7 +86,7 @@ class Flush:
     future: asyncio.Future[None]
 
 
-Op = Insert | Execute | Flush
+Op = Insert | Execute | Bulk | Flush
 
 
 @dataclass(slots=True)
@@ -80,30 +97,63 @@ class WriterCounters:
     listeners: list[CommitListener] = field(default_factory=list)
 
 
-class GroupCommitWriter:
-    """Owns the write connection's transactions. Start it once, stop it once."""
+@dataclass(slots=True)
+class _Staged:
+    """One Insert op as prepared on the loop: its ids, encoded data and expiry per draft."""
 
-    def __init__(self, conn: aiosqlite.Connection, counters: WriterCounters) -> None:
-        self._conn = conn
+    op: Insert
+    ids: list[str]
+    data_json: list[str]
+    expires: list[datetime | None]
+
+
+@dataclass(slots=True)
+class _Batch:
+    ops: list[Op]
+    staged: list[_Staged]
+    bulk_keys: list[tuple[str, Callable[[int], None] | None]]
+    created_at: datetime
+    stamp: str
+    result: asyncio.Future[BatchDone]
+
+
+class GroupCommitWriter:
+    """Owns the write connection and its thread. Start it once, stop it once."""
+
+    def __init__(self, path: Path, pragmas: Sequence[str], counters: WriterCounters) -> None:
+        self._path = path
+        self._pragmas = list(pragmas)
         self.counters = counters
         self._queue: asyncio.Queue[Op | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diagnoxix-writer")
+        # Touched only on the writer thread.
+        self._conn: sqlite3.Connection | None = None
+        self._last_seq = 0
 
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done() and not self._stopping
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._connect)
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            raise
         self._task = asyncio.create_task(self._run(), name="diagnoxix-store-writer")
 
     async def stop(self) -> None:
-        """Commit everything queued, then end the task."""
-        if self._task is None or self._stopping:
+        """Commit everything queued, then end the task, close the connection and the thread."""
+        if self._stopping:
             return
         self._stopping = True
-        self._queue.put_nowait(None)
-        await self._task
+        if self._task is not None:
+            self._queue.put_nowait(None)
+            await self._task
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._disconnect)
+        self._executor.shutdown(wait=True)
 
     def submit(self, op: Op) -> None:
         if not self.running:
@@ -111,10 +161,13 @@ class GroupCommitWriter:
         self._queue.put_nowait(op)
 
     async def insert(
-        self, drafts: Sequence[NotificationDraft], idempotency: IdempotencyClaim | None
+        self,
+        drafts: Sequence[NotificationDraft],
+        idempotency: IdempotencyClaim | None,
+        lifetimes: Lifetimes,
     ) -> list[Notification]:
         future: asyncio.Future[list[Notification]] = asyncio.get_running_loop().create_future()
-        self.submit(Insert(drafts, idempotency, future))
+        self.submit(Insert(drafts, idempotency, future, lifetimes))
         return await future
 
     async def execute(self, *statements: Statement) -> int:
@@ -126,167 +179,202 @@ class GroupCommitWriter:
         self.submit(Execute(list(statements), future))
         return await future
 
-    def execute_nowait(self, *statements: Statement, on_rows: Callable[[int], None] | None = None) -> None:
-        """Queue statements for the next batch without waiting (bookkeeping writes)."""
+    def execute_nowait(
+        self, sql: str, rows: list[list[Any]], on_rows: Callable[[int], None] | None = None
+    ) -> None:
+        """Queue a bookkeeping write for the next batch without waiting (see `Bulk`)."""
         if self._stopping:
             return
-        self.submit(Execute(list(statements), on_rows=on_rows))
+        self.submit(Bulk(sql, rows, on_rows))
 
     async def flush(self) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.submit(Flush(future))
         await future
 
-    async def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            first = await self._queue.get()
-            if first is None:
-                break
-            batch: list[Op] = [first]
-            while len(batch) < MAX_OPS_PER_BATCH and not self._queue.empty():
-                op = self._queue.get_nowait()
-                if op is None:
-                    stopping = True
-                    break
-                batch.append(op)
-            try:
-                await self._commit(batch)
-            except Exception:  # never let one bad batch stop every future write
-                log.exception("store.batch_failed", extra={"ops": len(batch)})
-                for op in batch:
-                    _fail(op, StoreError("the write could not be committed"))
+    # -- the event loop's side ---------------------------------------------------------------
 
-    async def _commit(self, batch: list[Op]) -> None:
-        conn = self._conn
-        changed: list[int] = []
-        merged_rows: list[tuple[Callable[[int], None], int]] = []
-        stored: list[list[Notification]] = []
-        try:
-            await conn.execute("BEGIN IMMEDIATE")
-            try:
-                rows, claims = await self._stage_inserts(batch, stored)
-                if rows:
-                    await conn.executemany(_INSERT_NOTIFICATION, rows)
-                if claims:
-                    await conn.executemany(_INSERT_IDEMPOTENCY, claims)
-                changed, merged_rows = await self._run_executes(batch)
-                await conn.commit()
-                self.counters.commits += 1
-            except BaseException:
-                await conn.rollback()
-                raise
-        except sqlite3.Error as exc:
-            if len(batch) > 1:
-                # Find the culprit: commit each write alone so the others still succeed.
-                for op in batch:
-                    await self._commit([op])
+    async def _run(self) -> None:
+        in_flight: _Batch | None = None
+        stopping = False
+        while True:
+            ops: list[Op] = []
+            if not stopping and in_flight is None:
+                first = await self._queue.get()
+                if first is None:
+                    stopping = True
+                else:
+                    ops.append(first)
+            if not stopping:
+                stopping = self._take_queued(ops)
+            # Hand the next batch to the thread before publishing the one it is committing.
+            following = self._begin(ops) if ops else None
+            if in_flight is not None:
+                await self._finish(in_flight)
+            in_flight = following
+            if in_flight is None and stopping and self._queue.empty():
                 return
-            _fail(batch[0], _translate(batch[0], exc))
+
+    def _take_queued(self, ops: list[Op]) -> bool:
+        """Add what is queued now to `ops`, within the batch limits; True once stop was asked."""
+        notes = sum(len(op.drafts) for op in ops if isinstance(op, Insert))
+        queue = self._queue
+        while len(ops) < MAX_OPS_PER_BATCH and notes < MAX_NOTIFICATIONS_PER_BATCH and not queue.empty():
+            op = queue.get_nowait()
+            if op is None:
+                return True
+            ops.append(op)
+            if isinstance(op, Insert):
+                notes += len(op.drafts)
+        return False
+
+    def _begin(self, ops: list[Op]) -> _Batch:
+        """Prepare a batch's rows and start its transaction on the writer thread."""
+        now = utc_now()
+        # Stored with millisecond precision: keep the returned copy identical to what is read back.
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        stamp = format_timestamp(now)
+        work = BatchWork(self.counters.next_seq, stamp)
+        staged: list[_Staged] = []
+        bulk: dict[tuple[str, Callable[[int], None] | None], list[list[Any]]] = {}
+        kept: list[Op] = []
+        for op in ops:
+            if isinstance(op, Insert):
+                try:
+                    staged_op, rows = _stage(op, now)
+                except Exception:  # validated drafts never get here; if one does, it fails alone
+                    log.exception("store.stage_failed")
+                    _fail(op, StoreError("the notification could not be encoded for storage"))
+                    continue
+                staged.append(staged_op)
+                work.inserts.append(rows)
+            elif isinstance(op, Bulk):
+                bulk.setdefault((op.sql, op.on_rows), []).extend(op.rows)
+            elif isinstance(op, Execute):
+                work.executes.append(op.statements)
+            kept.append(op)
+        work.bulk = [(sql, json.dumps(rows, ensure_ascii=False)) for (sql, _), rows in bulk.items()]
+        loop = asyncio.get_running_loop()
+        result = loop.run_in_executor(self._executor, self._transaction, work)
+        return _Batch(kept, staged, list(bulk), now, stamp, result)
+
+    async def _finish(self, batch: _Batch) -> None:
+        """Wait for a batch's commit; then publish its notifications and answer its writers."""
+        try:
+            done = await batch.result
+        except sqlite3.Error as exc:
+            log.error("store.batch_failed", extra={"ops": len(batch.ops), "error": type(exc).__name__})
+            _fail_all(batch.ops, StoreError(f"the database refused the write ({type(exc).__name__})"))
             return
-        for on_rows, rowcount in merged_rows:
-            on_rows(rowcount)
-        committed = [note for notes in stored for note in notes]
+        except Exception:  # never let one bad batch stop every future write
+            log.exception("store.batch_failed", extra={"ops": len(batch.ops)})
+            _fail_all(batch.ops, StoreError("the write could not be committed"))
+            return
+        self.counters.commits += 1
+        stored: list[list[Notification] | Exception] = []
+        committed: list[Notification] = []
+        for staged, first in zip(batch.staged, done.first_seqs, strict=True):
+            if first is None:
+                stored.append(IdempotencyConflict("this Idempotency-Key was already used"))
+                continue
+            notes = _notifications(staged, first, batch.created_at, batch.stamp)
+            stored.append(notes)
+            committed.extend(notes)
+        for (_sql, on_rows), rows in zip(batch.bulk_keys, done.bulk_rows, strict=True):
+            if on_rows is not None and rows is not None:
+                on_rows(rows)
         if committed:
-            self.counters.next_seq = committed[-1].seq + 1
+            self.counters.next_seq = max(self.counters.next_seq, committed[-1].seq + 1)
             self.counters.stored += len(committed)
             for listener in self.counters.listeners:
                 try:
                     listener(committed)
                 except Exception:
                     log.exception("store.listener_failed")
-        _resolve(batch, stored, changed)
+        _resolve(batch.ops, stored, done.executed)
 
-    async def _run_executes(
-        self, batch: list[Op]
-    ) -> tuple[list[int], list[tuple[Callable[[int], None], int]]]:
-        """Run the batch's statements. Returns rows changed per Execute op (batch order) and, for
-        merged bookkeeping writes, (on_rows, rows changed) to report once the batch commits.
+    # -- the writer thread's side ------------------------------------------------------------
 
-        Bookkeeping writes nobody waits for (delivery marks, audit rows, key touches) that share
-        their SQL are merged into one executemany, and run first: at 1,000 requests a second each
-        request queues several, and one call per op would make the writer the bottleneck.
-        """
+    def _connect(self) -> None:
+        conn = sqlite3.connect(self._path, isolation_level=None)
+        try:
+            for pragma in self._pragmas:
+                conn.execute(pragma)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def _disconnect(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _transaction(self, work: BatchWork) -> BatchDone:
         conn = self._conn
-        merged: dict[tuple[str, Callable[[int], None] | None], list[tuple[Any, ...]]] = {}
-        for op in batch:
-            if isinstance(op, Execute) and op.future is None and len(op.statements) == 1:
-                sql, params = op.statements[0]
-                merged.setdefault((sql, op.on_rows), []).extend(params)
-        merged_rows: list[tuple[Callable[[int], None], int]] = []
-        for (sql, on_rows), params in merged.items():
-            cursor = await conn.executemany(sql, params)
-            if on_rows is not None:
-                merged_rows.append((on_rows, cursor.rowcount))
-        changed: list[int] = []
-        for op in batch:
-            if not isinstance(op, Execute):
-                continue
-            rowcount = 0  # a merged op reports through on_rows, once for its group
-            if op.future is not None or len(op.statements) != 1:
-                for sql, params in op.statements:
-                    cursor = await conn.executemany(sql, params)
-                    rowcount = cursor.rowcount
-            changed.append(rowcount)
-        return changed, merged_rows
+        if conn is None:
+            raise sqlite3.ProgrammingError("the writer's connection is closed")
+        done = run_batch(conn, work, self._last_seq)
+        self._last_seq = done.last_seq
+        return done
 
-    async def _stage_inserts(
-        self, batch: list[Op], stored: list[list[Notification]]
-    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        """Give each draft its id, seq and expiry; returns notification and idempotency rows.
 
-        The seq base is read inside the write transaction, so even a second process writing to
-        the same file (a CLI tool, an operator's mistake) cannot make two rows share a seq.
-        """
-        rows: list[tuple[Any, ...]] = []
-        claims: list[tuple[Any, ...]] = []
-        if not any(isinstance(op, Insert) for op in batch):
-            return rows, claims
-        async with self._conn.execute("SELECT coalesce(max(seq), 0) FROM notifications") as cursor:
-            top = await cursor.fetchone()
-        next_seq = max(int(top[0]) if top else 0, self.counters.next_seq - 1) + 1
-        # Stored with millisecond precision: keep the returned copy identical to what is read back.
-        now = utc_now()
-        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
-        stamp = format_timestamp(now)
-        # Drafts of one batch share a few lifetimes: compute each expiry once.
-        expiry: dict[int | None, tuple[datetime | None, str | None]] = {}
-        for op in batch:
-            if not isinstance(op, Insert):
-                continue
-            notes: list[Notification] = []
-            for draft in op.drafts:
-                expires, expires_stamp = expiry.get(draft.ttl_seconds) or expiry.setdefault(
-                    draft.ttl_seconds, _expiry(now, draft.ttl_seconds)
-                )
-                data_json = json.dumps(draft.data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-                note = Notification(
-                    seq=next_seq,
-                    id=str(uuid.uuid4()),
-                    user_id=draft.user_id,
-                    type=draft.type,
-                    title=draft.title,
-                    message=draft.message,
-                    data=draft.data,
-                    priority=draft.priority,
-                    created_at=now,
-                    expires_at=expires,
-                    data_json=data_json,
-                )
-                next_seq += 1
-                notes.append(note)
-                rows.append((
-                    note.seq, note.id, note.user_id, note.type, note.title, note.message, data_json,
-                    note.priority, stamp, expires_stamp,
-                ))  # fmt: skip
-            stored.append(notes)
-            if op.idempotency is not None:
-                claim = op.idempotency
-                claims.append((
-                    claim.api_key_id, claim.key, claim.request_hash,
-                    json.dumps([n.id for n in notes]), claim.status, stamp,
-                ))  # fmt: skip
-        return rows, claims
+def _stage(op: Insert, now: datetime) -> tuple[_Staged, InsertRows]:
+    """Give each draft its id and expiry; returns them and the rows for the thread, seq aside."""
+    drafts = op.drafts
+    ids = new_ids(len(drafts))
+    data_json: list[str] = []
+    expires: list[datetime | None] = []
+    rows: list[tuple[Any, ...]] = []
+    # Drafts of one op share a few lifetimes: compute each expiry once.
+    expiry: dict[int | None, tuple[datetime | None, str | None]] = {}
+    lifetimes = op.lifetimes
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+    for nid, draft in zip(ids, drafts, strict=True):
+        ttl = draft.ttl_seconds or lifetimes.get(
+            BROADCAST_RECIPIENT if draft.user_id == BROADCAST_RECIPIENT else draft.priority
+        )
+        found = expiry.get(ttl)
+        if found is None:
+            found = expiry[ttl] = _expiry(now, ttl)
+        encoded = dumps(draft.data)
+        data_json.append(encoded)
+        expires.append(found[0])
+        rows.append(
+            (nid, draft.user_id, draft.type, draft.title, draft.message, encoded, draft.priority, found[1])
+        )
+    claim = op.idempotency
+    return _Staged(op, ids, data_json, expires), InsertRows(
+        len(rows),
+        json.dumps(rows, ensure_ascii=False),
+        (claim.api_key_id, claim.key, claim.request_hash, claim.status) if claim else None,
+        json.dumps(ids) if claim else "",
+    )
+
+
+def _notifications(staged: _Staged, first_seq: int, created_at: datetime, stamp: str) -> list[Notification]:
+    drafts = staged.op.drafts
+    return [
+        Notification(
+            first_seq + i,
+            nid,
+            draft.user_id,
+            draft.type,
+            draft.title,
+            draft.message,
+            draft.data,
+            draft.priority,
+            created_at,
+            None,
+            None,
+            expires,
+            data_json,
+            stamp,
+        )
+        for i, (nid, draft, data_json, expires) in enumerate(
+            zip(staged.ids, drafts, staged.data_json, staged.expires, strict=True)
+        )
+    ]
 
 
 def _expiry(now: datetime, ttl_seconds: int | None) -> tuple[datetime | None, str | None]:
@@ -296,30 +384,36 @@ def _expiry(now: datetime, ttl_seconds: int | None) -> tuple[datetime | None, st
     return expires, format_timestamp(expires)
 
 
-def _resolve(batch: list[Op], stored: list[list[Notification]], changed: list[int]) -> None:
+def _resolve(
+    ops: list[Op], stored: list[list[Notification] | Exception], executed: list[int | sqlite3.Error]
+) -> None:
     inserts = iter(stored)
-    results = iter(changed)
-    for op in batch:
+    results = iter(executed)
+    for op in ops:
         if isinstance(op, Insert):
             notes = next(inserts)
-            if not op.future.done():
+            if isinstance(notes, Exception):
+                _fail(op, notes)
+            elif not op.future.done():
                 op.future.set_result(notes)
         elif isinstance(op, Execute):
             rowcount = next(results)
-            if op.future is not None:
-                if op.on_rows is not None:
-                    op.on_rows(rowcount)
-                if not op.future.done():
-                    op.future.set_result(rowcount)
-        elif not op.future.done():
+            if isinstance(rowcount, sqlite3.Error):
+                _fail(op, _translate(rowcount))
+            elif not op.future.done():
+                op.future.set_result(rowcount)
+        elif isinstance(op, Flush) and not op.future.done():
             op.future.set_result(None)
 
 
-def _translate(op: Op, exc: sqlite3.Error) -> Exception:
-    if isinstance(op, Insert) and op.idempotency and isinstance(exc, sqlite3.IntegrityError):
-        return IdempotencyConflict("this Idempotency-Key was already used")
+def _translate(exc: sqlite3.Error) -> Exception:
     log.error("store.write_failed", extra={"error": type(exc).__name__})
     return StoreError(f"the database refused the write ({type(exc).__name__})")
+
+
+def _fail_all(ops: list[Op], exc: Exception) -> None:
+    for op in ops:
+        _fail(op, exc)
 
 
 def _fail(op: Op, exc: Exception) -> None:

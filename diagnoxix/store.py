@@ -6,7 +6,7 @@ implementation. Nothing outside the store writes SQL.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -51,9 +51,17 @@ class Store(Protocol):
         """Called synchronously, in seq order, right after notifications are committed."""
 
     async def insert_notifications(
-        self, drafts: Sequence[NotificationDraft], idempotency: IdempotencyClaim | None = None
+        self,
+        drafts: Sequence[NotificationDraft],
+        idempotency: IdempotencyClaim | None = None,
+        *,
+        lifetimes: Mapping[str, int] | None = None,
     ) -> list[Notification]:
-        """Store drafts durably (one transaction with the idempotency claim) and return them."""
+        """Store drafts durably (one transaction with the idempotency claim) and return them.
+
+        A draft without `ttl_seconds` lives `lifetimes[priority]` seconds, a broadcast
+        `lifetimes[BROADCAST_RECIPIENT]`; forever when the mapping has no entry.
+        """
 
     def mark_delivered(
         self, user_id: str, notification_ids: Sequence[str], broadcast_ids: Sequence[str] = ()

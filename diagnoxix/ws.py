@@ -139,7 +139,8 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         v1=shake.v1,
         queue_limit=settings.ws_send_queue_limit,
         on_delivered=store.mark_delivered,
-        tasks=hub.tasks,
+        hub=hub,
+        write_side=request.protocol,
     )
     # Register before reading the backlog: everything published from now on queues up here, and
     # the replay stops at the watermark, so the switch from replay to live has no gap or overlap.

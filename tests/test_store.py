@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import stat
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,9 @@ import pytest
 from diagnoxix.app import create_app
 from diagnoxix.keys import TOKENS
 from diagnoxix.migrations import MigrationError, discover
-from diagnoxix.models import NotificationDraft
+from diagnoxix.models import NotificationDraft, new_ids
 from diagnoxix.sqlite_store import SqliteStore
-from diagnoxix.store import StoreError
+from diagnoxix.store import IdempotencyClaim, IdempotencyConflict, StoreError
 
 
 def _draft(user: str = "u1", title: str = "t") -> NotificationDraft:
@@ -189,3 +190,47 @@ async def test_bookkeeping_writes_share_one_transaction_and_count_right(store: S
     assert after.delivered - before.delivered == 300
     assert after.commits - before.commits <= 2
     assert len(await store.audit_entries(limit=1000)) == 300
+
+
+async def test_a_taken_idempotency_key_fails_only_its_own_write(store: SqliteStore) -> None:
+    claim = IdempotencyClaim("key1", "retry-42", "hash", 201)
+    first, second, plain = await asyncio.gather(
+        store.insert_notifications([_draft("u1", "a"), _draft("u1", "b")], claim),
+        store.insert_notifications([_draft("u1", "c")], claim),
+        store.insert_notifications([_draft("u2", "d")]),
+        return_exceptions=True,
+    )
+    assert isinstance(second, IdempotencyConflict)
+    assert not isinstance(first, BaseException)
+    assert not isinstance(plain, BaseException)
+    # One transaction, and the refused write leaves no gap in the seqs of the others.
+    assert [n.seq for n in first] + [n.seq for n in plain] == [1, 2, 3]
+    assert store.counts().stored == 3
+    record = await store.get_idempotency("key1", "retry-42")
+    assert record is not None
+    assert list(record.notification_ids) == [n.id for n in first]
+    with pytest.raises(IdempotencyConflict):  # and in a later transaction too
+        await store.insert_notifications([_draft("u1", "e")], claim)
+
+
+async def test_a_write_that_cannot_be_stored_fails_alone(store: SqliteStore) -> None:
+    bad = NotificationDraft("u1", "custom", "t", "m", {"value": float("nan")}, "normal")
+    refused, kept = await asyncio.gather(
+        store.insert_notifications([bad]),
+        store.insert_notifications([_draft("u1", "ok")]),
+        return_exceptions=True,
+    )
+    assert isinstance(refused, StoreError)
+    assert not isinstance(kept, BaseException)
+    assert [n.title for n in kept] == ["ok"]
+    assert [n.title for n in await store.history("u1", before_seq=None, limit=10)] == ["ok"]
+
+
+def test_notification_ids_are_random_version_4_uuids() -> None:
+    ids = new_ids(500)
+    assert len(set(ids)) == 500
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122

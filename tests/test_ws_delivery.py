@@ -294,3 +294,26 @@ async def test_permessage_deflate_is_off_by_default(service: Service) -> None:
     ws = await service.connect("deflate-user", compress=15)
     assert ws.compress == 0
     await ws.close()
+
+
+async def test_a_client_that_stops_reading_gets_everything_in_order_later(service: Service) -> None:
+    """Frames go out through the shared fan-out while a socket has room and through the
+    connection's own sender once it has none; the switch loses, repeats and reorders nothing."""
+    hub = service.app[HUB]
+    paused = await service.connect("paused")
+    healthy = await service.connect("healthy")
+    bulky = {"blob": "y" * 12_000}
+    drafts = [NotificationDraft("paused", "lab_result_ready", f"n{i}", "m", bulky) for i in range(400)]
+    await service.app[SERVICE].send(drafts)  # ~5 MB: more than the socket buffers hold
+    async with asyncio.timeout(5):
+        while hub.queued_frames == 0:  # the paused client's frames wait in its own queue
+            await asyncio.sleep(0.01)
+    await service.send("healthy", "not held up")
+    (frame,) = await _receive_notifications(healthy, 1, timeout=1.0)
+    assert frame["title"] == "not held up"
+    frames = await _receive_notifications(paused, 400, timeout=20.0)
+    assert [f["title"] for f in frames] == [f"n{i}" for i in range(400)]
+    seqs = [f["seq"] for f in frames]
+    assert seqs == list(range(seqs[0], seqs[0] + 400))
+    await paused.close()
+    await healthy.close()
