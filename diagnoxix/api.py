@@ -147,12 +147,19 @@ async def _replayed_response(
 def _send_response(
     request: web.Request, notes: list[Notification], batch: bool, *, replayed: bool = False
 ) -> web.Response:
+    """201 with the stored notifications, each with its delivery state.
+
+    Assembled from each notification's encoded frame (see `Notification.encode_api`): a batch of
+    a thousand would otherwise be turned into a thousand dicts and encoded all over again.
+    """
     headers = {"Idempotent-Replayed": "true"} if replayed else None
+    hub = request.app[HUB]
+    encoded = [n.encode_api(n.delivery_state(hub.connections_of(n.user_id) > 0)) for n in notes]
     if batch:
-        body: dict[str, Any] = {"count": len(notes), "notifications": [_delivery(request, n) for n in notes]}
+        text = f'{{"count":{len(notes)},"notifications":[{",".join(encoded)}]}}'
     else:
-        body = {"notification": _delivery(request, notes[0])}
-    return web.json_response(body, status=201, headers=headers)
+        text = f'{{"notification":{encoded[0]}}}'
+    return web.Response(text=text, status=201, headers=headers, content_type="application/json")
 
 
 async def send_notifications(request: web.Request) -> web.Response:
@@ -160,10 +167,11 @@ async def send_notifications(request: web.Request) -> web.Response:
     key = _idempotency_key(request)
     payload = await read_json(request)
     items, batch = _parse_send_body(payload)
-    request_hash = hashlib.sha256(
-        json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
-    ).hexdigest()
+    request_hash = ""
     if key is not None:
+        request_hash = hashlib.sha256(
+            json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+        ).hexdigest()
         replay = await _replayed_response(request, api_key, key, request_hash, batch)
         if replay is not None:
             return replay

@@ -49,6 +49,8 @@ class NotificationDraft:
     priority: Priority = "normal"
     # Retention: the store stops serving and purges the notification this long after creation.
     ttl_seconds: int | None = None
+    # `data` as validation encoded it (to measure it), so the store need not encode it again.
+    data_json: str | None = field(default=None, compare=False, repr=False)
 
 
 def new_ids(count: int) -> list[str]:
@@ -84,9 +86,12 @@ class Notification:
     delivered_at: datetime | None = None
     read_at: datetime | None = None
     expires_at: datetime | None = None
-    # `data` and `created_at` as the store wrote them, kept so sending does not encode them again.
+    # `data`, `created_at` and `expires_at` as the store wrote them, kept so sending does not
+    # encode them again; and the frame, once encoded (nothing changes a Notification once built).
     data_json: str | None = field(default=None, compare=False, repr=False)
     created_text: str | None = field(default=None, compare=False, repr=False)
+    expires_text: str | None = field(default=None, compare=False, repr=False)
+    frame: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def is_broadcast(self) -> bool:
@@ -126,18 +131,35 @@ class Notification:
     def encode_frame(self) -> str:
         """The wire form as compact JSON, exactly as `json.dumps(self.to_wire())` would write it.
 
-        Assembled from parts because it runs for every notification sent; `data_json` (the data
-        already encoded for the store) saves encoding `data` twice.
+        Assembled from parts, once per notification: it runs for every notification sent, and
+        `data_json` (the data already encoded for the store) saves encoding `data` twice.
         """
+        if self.frame is not None:
+            return self.frame
         read = "false" if self.read_at is None else "true"
         data_json = self.data_json
         if data_json is None:
             data_json = json.dumps(self.data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        return (
+        self.frame = (
             f'{{"type":{_string(self.type)},"user_id":{_string(self.user_id)},'
             f'"title":{_string(self.title)},"message":{_string(self.message)},"data":{data_json},'
-            f'"timestamp":"{self.created_text or format_timestamp(self.created_at)}","id":{_string(self.id)},'
-            f'"seq":{self.seq},"priority":"{self.priority}","read":{read}}}'
+            f'"timestamp":"{self.created_text or format_timestamp(self.created_at)}",'
+            f'"id":{_string(self.id)},"seq":{self.seq},"priority":"{self.priority}","read":{read}}}'
+        )
+        return self.frame
+
+    def encode_api(self, delivery: str) -> str:
+        """`to_api()` plus `"delivery": delivery` as compact JSON, built on the encoded frame (the
+        HTTP API answers a batch of a thousand with these)."""
+        delivered = f'"{format_timestamp(self.delivered_at)}"' if self.delivered_at else "null"
+        read = f'"{format_timestamp(self.read_at)}"' if self.read_at else "null"
+        if self.expires_at is None:
+            expires = "null"
+        else:
+            expires = f'"{self.expires_text or format_timestamp(self.expires_at)}"'
+        return (
+            f'{self.encode_frame()[:-1]},"delivered_at":{delivered},"read_at":{read},'
+            f'"expires_at":{expires},"delivery":"{delivery}"}}'
         )
 
 

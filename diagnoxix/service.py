@@ -63,14 +63,14 @@ def validated_draft(
         check_user_id(recipient, "user_id", errors)
     check_type(kind, "type", errors)
     check_title_message({"title": title, "message": message}, "", errors)
-    checked_data = check_data(data, "data", errors)
+    checked_data, data_json = check_data(data, "data", errors)
     checked_priority = check_priority(priority, "priority", errors)
     if ttl_seconds is not None and ttl_seconds < 1:
         errors.add("ttl_seconds", "must be a positive number of seconds")
     if errors:
         raise errors
     return NotificationDraft(
-        recipient, kind, title, message, dict(checked_data), checked_priority, ttl_seconds
+        recipient, kind, title, message, dict(checked_data), checked_priority, ttl_seconds, data_json
     )
 
 

@@ -104,7 +104,7 @@ class _Staged:
     op: Insert
     ids: list[str]
     data_json: list[str]
-    expires: list[datetime | None]
+    expires: list[tuple[datetime | None, str | None]]
 
 
 @dataclass(slots=True)
@@ -324,7 +324,7 @@ def _stage(op: Insert, now: datetime) -> tuple[_Staged, InsertRows]:
     drafts = op.drafts
     ids = new_ids(len(drafts))
     data_json: list[str] = []
-    expires: list[datetime | None] = []
+    expires: list[tuple[datetime | None, str | None]] = []
     rows: list[tuple[Any, ...]] = []
     # Drafts of one op share a few lifetimes: compute each expiry once.
     expiry: dict[int | None, tuple[datetime | None, str | None]] = {}
@@ -337,9 +337,9 @@ def _stage(op: Insert, now: datetime) -> tuple[_Staged, InsertRows]:
         found = expiry.get(ttl)
         if found is None:
             found = expiry[ttl] = _expiry(now, ttl)
-        encoded = dumps(draft.data)
+        encoded = draft.data_json or dumps(draft.data)
         data_json.append(encoded)
-        expires.append(found[0])
+        expires.append(found)
         rows.append(
             (nid, draft.user_id, draft.type, draft.title, draft.message, encoded, draft.priority, found[1])
         )
@@ -367,9 +367,10 @@ def _notifications(staged: _Staged, first_seq: int, created_at: datetime, stamp:
             created_at,
             None,
             None,
-            expires,
+            expires[0],
             data_json,
             stamp,
+            expires[1],
         )
         for i, (nid, draft, data_json, expires) in enumerate(
             zip(staged.ids, drafts, staged.data_json, staged.expires, strict=True)

@@ -95,22 +95,26 @@ def check_type(value: object, path: str, errors: FieldErrors) -> str:
     return value
 
 
-def check_data(value: object, path: str, errors: FieldErrors) -> dict[str, Any]:
+def check_data(value: object, path: str, errors: FieldErrors) -> tuple[dict[str, Any], str]:
+    """The data object and its compact JSON (the store keeps that text, so it is encoded once)."""
     if value is None:
-        return {}
+        return {}, "{}"
     if not isinstance(value, dict):
         errors.add(path, "must be a JSON object")
-        return {}
+        return {}, "{}"
     try:
         encoded = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except ValueError:
         # NaN and Infinity are not JSON: a browser's JSON.parse would reject the whole frame.
         errors.add(path, "must not contain NaN or Infinity")
-        return {}
+        return {}, "{}"
+    except TypeError:  # only from Python callers: a set, a datetime...
+        errors.add(path, "must contain only JSON values")
+        return {}, "{}"
     size = len(encoded.encode())
     if size > MAX_DATA_BYTES:
         errors.add(path, f"must encode to at most {MAX_DATA_BYTES} bytes of JSON (got {size})")
-    return cast(dict[str, Any], value)
+    return cast(dict[str, Any], value), encoded
 
 
 def check_priority(value: object, path: str, errors: FieldErrors) -> Priority:
@@ -147,8 +151,8 @@ def parse_draft(
     raw_type = payload.get("type", default_type)
     kind = check_type(raw_type, f"{prefix}type", errors)
     title, message = check_title_message(payload, prefix, errors)
-    data = check_data(payload.get("data"), f"{prefix}data", errors)
+    data, data_json = check_data(payload.get("data"), f"{prefix}data", errors)
     priority = check_priority(payload.get("priority"), f"{prefix}priority", errors)
     if len(errors.details) > before:
         return None
-    return NotificationDraft(user_id, kind, title, message, data, priority)
+    return NotificationDraft(user_id, kind, title, message, data, priority, data_json=data_json)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
 from diagnoxix.keys import SERVICE, STORE
+from diagnoxix.models import NotificationDraft
 from diagnoxix.service import NotificationService
 from diagnoxix.validation import FieldErrors
 
@@ -117,3 +119,26 @@ async def test_frames_are_exactly_the_json_of_the_wire_form(
     assert raw == json.dumps(note.to_wire(), ensure_ascii=False, separators=(",", ":"))
     assert json.loads(raw)["data"] == data
     await ws.close()
+
+
+@pytest.mark.parametrize(
+    ("title", "message", "data"),
+    [
+        ("Plain", "ascii only", {}),
+        ("Ünïcödé ✓ 😀", 'Quotes " \\ \u2028 \x01', {"é": "ü", "nested": {"list": [1, 2.5, None, True]}}),
+    ],
+)
+async def test_api_answers_are_exactly_the_json_of_the_api_form(
+    service: Service, title: str, message: str, data: dict[str, object]
+) -> None:
+    # The HTTP API assembles each notification of its answer from the encoded frame; the result
+    # must be the same JSON as encoding `to_api()` plus the delivery state, whatever the state.
+    notes = await _svc(service).send([NotificationDraft("api-user", "custom", title, message, data)])
+    for note in notes:
+        for delivered, read in ((None, None), (note.created_at, None), (note.created_at, note.created_at)):
+            copy = dataclasses.replace(note, delivered_at=delivered, read_at=read, frame=None)
+            expected = {**copy.to_api(), "delivery": "queued"}
+            compact = json.dumps(expected, ensure_ascii=False, separators=(",", ":"))
+            assert copy.encode_api("queued") == compact
+    forever = dataclasses.replace(notes[0], expires_at=None, expires_text=None, frame=None)
+    assert json.loads(forever.encode_api("sending"))["expires_at"] is None
