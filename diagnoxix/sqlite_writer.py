@@ -30,7 +30,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from .models import BROADCAST_RECIPIENT, Notification, NotificationDraft, format_timestamp, new_ids, utc_now
+from .models import (
+    BROADCAST_RECIPIENT,
+    Notification,
+    NotificationDraft,
+    encode_json,
+    format_timestamp,
+    new_ids,
+    utc_now,
+)
 from .sqlite_batch import NOTIFICATION_COLUMNS, BatchDone, BatchWork, InsertRows, Statement, run_batch
 from .store import CommitListener, IdempotencyClaim, IdempotencyConflict, StoreClosed, StoreError
 
@@ -322,14 +330,13 @@ class GroupCommitWriter:
 def _stage(op: Insert, now: datetime) -> tuple[_Staged, InsertRows]:
     """Give each draft its id and expiry; returns them and the rows for the thread, seq aside."""
     drafts = op.drafts
-    ids = new_ids(len(drafts))
+    ids = new_ids(len(drafts), int(now.timestamp() * 1000))
     data_json: list[str] = []
     expires: list[tuple[datetime | None, str | None]] = []
     rows: list[tuple[Any, ...]] = []
     # Drafts of one op share a few lifetimes: compute each expiry once.
     expiry: dict[int | None, tuple[datetime | None, str | None]] = {}
     lifetimes = op.lifetimes
-    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
     for nid, draft in zip(ids, drafts, strict=True):
         ttl = draft.ttl_seconds or lifetimes.get(
             BROADCAST_RECIPIENT if draft.user_id == BROADCAST_RECIPIENT else draft.priority
@@ -337,7 +344,7 @@ def _stage(op: Insert, now: datetime) -> tuple[_Staged, InsertRows]:
         found = expiry.get(ttl)
         if found is None:
             found = expiry[ttl] = _expiry(now, ttl)
-        encoded = draft.data_json or dumps(draft.data)
+        encoded = draft.data_json or encode_json(draft.data)
         data_json.append(encoded)
         expires.append(found)
         rows.append(

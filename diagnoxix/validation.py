@@ -6,12 +6,11 @@ exact thing to fix. All problems of a payload are collected, not just the first.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from .models import PRIORITIES, NotificationDraft, Priority
+from .models import PRIORITIES, NotificationDraft, Priority, encode_json
 
 # User ids come from the clinic's systems (UUIDs, MRN-like ids, emails): a safe, printable charset.
 # It excludes "*", the broadcast recipient, and anything that would need escaping in a URL path.
@@ -103,7 +102,7 @@ def check_data(value: object, path: str, errors: FieldErrors) -> tuple[dict[str,
         errors.add(path, "must be a JSON object")
         return {}, "{}"
     try:
-        encoded = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        encoded = encode_json(value)
     except ValueError:
         # NaN and Infinity are not JSON: a browser's JSON.parse would reject the whole frame.
         errors.add(path, "must not contain NaN or Infinity")

@@ -226,11 +226,13 @@ async def test_a_write_that_cannot_be_stored_fails_alone(store: SqliteStore) -> 
     assert [n.title for n in await store.history("u1", before_seq=None, limit=10)] == ["ok"]
 
 
-def test_notification_ids_are_random_version_4_uuids() -> None:
-    ids = new_ids(500)
-    assert len(set(ids)) == 500
-    for text in ids:
+def test_notification_ids_are_time_ordered_version_7_uuids() -> None:
+    earlier, later = new_ids(300, 1_764_000_000_000), new_ids(300, 1_764_000_000_001)
+    assert len(set(earlier + later)) == 600
+    assert max(earlier) < min(later)  # later ids sort later: the id index grows at its end
+    for text in earlier + later:
         parsed = uuid.UUID(text)
         assert str(parsed) == text
-        assert parsed.version == 4
+        assert parsed.version == 7
         assert parsed.variant == uuid.RFC_4122
+    assert uuid.UUID(earlier[0]).int >> 80 == 1_764_000_000_000
