@@ -20,6 +20,7 @@ from aiohttp import web
 from bench.common import NOTE_MESSAGE, NOTE_TITLE, NOTE_TYPE, burst_plan, note_data, raise_nofile
 from diagnoxix.app import create_app, runner_options
 from diagnoxix.config import default_settings
+from diagnoxix.gc_tuning import tune_for_serving
 from diagnoxix.keys import SERVICE
 from diagnoxix.logs import configure_logging
 from diagnoxix.models import NotificationDraft
@@ -71,6 +72,7 @@ def main() -> None:
     settings = default_settings().with_overrides(port=args.port, db_path=args.db)
     configure_logging(settings.log_level, as_json=settings.log_json)
     app = create_app(settings)
+    tune_for_serving(app)  # as `run.py` does
     app[PLAN] = []
     app[DRAFTS] = []
     app.router.add_post("/bench/prepare", prepare)

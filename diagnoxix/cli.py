@@ -25,6 +25,7 @@ from .app import create_app, runner_options
 from .auth import ApiKeys, TokenIssuer, generate_secret
 from .config import ConfigError, Settings, settings_from_env
 from .dashboard.cli_admin import add_admin_parser, run_admin
+from .gc_tuning import tune_for_serving
 from .logs import configure_logging
 from .models import format_timestamp
 from .sqlite_store import SqliteStore
@@ -131,6 +132,7 @@ def _serve(settings: Settings) -> int:
     if settings.dev:
         log.warning("server.dev_mode", extra={"note": "user_id connections and open test endpoint"})
     app = create_app(settings)
+    tune_for_serving(app)
     log.info(
         "server.start", extra={"host": settings.host, "port": settings.port, "db": str(settings.db_path)}
     )

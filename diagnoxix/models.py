@@ -22,6 +22,25 @@ BROADCAST_RECIPIENT = "*"
 encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
+def frame_head(
+    kind: str, user_id: str, title: str, message: str, data_json: str, created_text: str, nid: str
+) -> str:
+    """A frame's JSON up to and including `id`, without the closing brace (see `encode_frame`).
+
+    The store builds it once per notification and uses it twice: as the row it hands SQLite
+    (with the tail) and, with the seq the commit gave it, as the frame itself.
+    """
+    return (
+        f'{{"type":{_string(kind)},"user_id":{_string(user_id)},"title":{_string(title)},'
+        f'"message":{_string(message)},"data":{data_json},"timestamp":"{created_text}","id":{_string(nid)}'
+    )
+
+
+def frame_tail(priority: str, read: bool) -> str:
+    """What follows `"seq":N` in a frame."""
+    return f',"priority":"{priority}","read":{"true" if read else "false"}}}'
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -146,16 +165,16 @@ class Notification:
         """
         if self.frame is not None:
             return self.frame
-        read = "false" if self.read_at is None else "true"
-        data_json = self.data_json
-        if data_json is None:
-            data_json = encode_json(self.data)
-        self.frame = (
-            f'{{"type":{_string(self.type)},"user_id":{_string(self.user_id)},'
-            f'"title":{_string(self.title)},"message":{_string(self.message)},"data":{data_json},'
-            f'"timestamp":"{self.created_text or format_timestamp(self.created_at)}",'
-            f'"id":{_string(self.id)},"seq":{self.seq},"priority":"{self.priority}","read":{read}}}'
+        head = frame_head(
+            self.type,
+            self.user_id,
+            self.title,
+            self.message,
+            self.data_json if self.data_json is not None else encode_json(self.data),
+            self.created_text or format_timestamp(self.created_at),
+            self.id,
         )
+        self.frame = f'{head},"seq":{self.seq}{frame_tail(self.priority, self.read_at is not None)}'
         return self.frame
 
     def encode_api(self, delivery: str) -> str:

@@ -36,10 +36,12 @@ from .models import (
     NotificationDraft,
     encode_json,
     format_timestamp,
+    frame_head,
+    frame_tail,
     new_ids,
     utc_now,
 )
-from .sqlite_batch import NOTIFICATION_COLUMNS, BatchDone, BatchWork, InsertRows, Statement, run_batch
+from .sqlite_batch import NOTIFICATION_COLUMNS, BatchDone, InsertRows, Statement, Transaction
 from .store import CommitListener, IdempotencyClaim, IdempotencyConflict, StoreClosed, StoreError
 
 __all__ = ["NOTIFICATION_COLUMNS", "GroupCommitWriter", "WriterCounters"]
@@ -51,6 +53,9 @@ log = logging.getLogger("diagnoxix.store")
 # burst fastest: each commit rewrites every index page its rows touched.
 MAX_OPS_PER_BATCH = 2000
 MAX_NOTIFICATIONS_PER_BATCH = 20000
+# Within a transaction, notifications go to the writer thread in chunks of about this many, so it
+# stores one chunk while the event loop prepares the next.
+CHUNK_NOTIFICATIONS = 2000
 
 # Lifetime in seconds of a draft that names none, by priority; BROADCAST_RECIPIENT for broadcasts.
 Lifetimes = Mapping[str, int]
@@ -107,12 +112,14 @@ class WriterCounters:
 
 @dataclass(slots=True)
 class _Staged:
-    """One Insert op as prepared on the loop: its ids, encoded data and expiry per draft."""
+    """One Insert op as prepared on the loop: per draft its id, encoded data, expiry, and its
+    frame up to the seq (`models.frame_head`)."""
 
     op: Insert
     ids: list[str]
     data_json: list[str]
     expires: list[tuple[datetime | None, str | None]]
+    heads: list[str]
 
 
 @dataclass(slots=True)
@@ -237,33 +244,42 @@ class GroupCommitWriter:
         return False
 
     def _begin(self, ops: list[Op]) -> _Batch:
-        """Prepare a batch's rows and start its transaction on the writer thread."""
+        """Start a batch's transaction on the writer thread and feed it as it is prepared."""
         now = utc_now()
         # Stored with millisecond precision: keep the returned copy identical to what is read back.
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)
         stamp = format_timestamp(now)
-        work = BatchWork(self.counters.next_seq, stamp)
+        tx = self._executor.submit(self._open_transaction, self.counters.next_seq, stamp).result
         staged: list[_Staged] = []
+        chunk: list[InsertRows] = []
+        in_chunk = 0
         bulk: dict[tuple[str, Callable[[int], None] | None], list[list[Any]]] = {}
+        executes: list[list[Statement]] = []
         kept: list[Op] = []
         for op in ops:
             if isinstance(op, Insert):
                 try:
-                    staged_op, rows = _stage(op, now)
+                    staged_op, rows = _stage(op, now, stamp)
                 except Exception:  # validated drafts never get here; if one does, it fails alone
                     log.exception("store.stage_failed")
                     _fail(op, StoreError("the notification could not be encoded for storage"))
                     continue
                 staged.append(staged_op)
-                work.inserts.append(rows)
+                chunk.append(rows)
+                in_chunk += len(rows.rows)
+                if in_chunk >= CHUNK_NOTIFICATIONS:
+                    self._executor.submit(self._insert, tx, chunk)
+                    chunk, in_chunk = [], 0
             elif isinstance(op, Bulk):
                 bulk.setdefault((op.sql, op.on_rows), []).extend(op.rows)
             elif isinstance(op, Execute):
-                work.executes.append(op.statements)
+                executes.append(op.statements)
             kept.append(op)
-        work.bulk = [(sql, json.dumps(rows, ensure_ascii=False)) for (sql, _), rows in bulk.items()]
+        if chunk:
+            self._executor.submit(self._insert, tx, chunk)
+        encoded = [(sql, json.dumps(rows, ensure_ascii=False)) for (sql, _), rows in bulk.items()]
         loop = asyncio.get_running_loop()
-        result = loop.run_in_executor(self._executor, self._transaction, work)
+        result = loop.run_in_executor(self._executor, self._commit, tx, encoded, executes)
         return _Batch(kept, staged, list(bulk), now, stamp, result)
 
     async def _finish(self, batch: _Batch) -> None:
@@ -318,24 +334,39 @@ class GroupCommitWriter:
             self._conn.close()
             self._conn = None
 
-    def _transaction(self, work: BatchWork) -> BatchDone:
-        conn = self._conn
-        if conn is None:
+    # Each runs on the writer thread, in the order submitted. `tx` is a callable returning the
+    # batch's Transaction (the result of the first step): the steps queue behind each other.
+
+    def _open_transaction(self, next_seq: int, created_at: str) -> Transaction:
+        if self._conn is None:
             raise sqlite3.ProgrammingError("the writer's connection is closed")
-        done = run_batch(conn, work, self._last_seq)
-        self._last_seq = done.last_seq
+        tx = Transaction(self._conn, max(next_seq, self._last_seq + 1), created_at)
+        tx.begin()
+        return tx
+
+    def _insert(self, tx: Callable[[], Transaction], inserts: list[InsertRows]) -> None:
+        tx().insert(inserts)
+
+    def _commit(
+        self, tx: Callable[[], Transaction], bulk: list[tuple[str, str]], executes: list[list[Statement]]
+    ) -> BatchDone:
+        done = tx().finish(bulk, executes)
+        self._last_seq = max(self._last_seq, done.last_seq)
         return done
 
 
-def _stage(op: Insert, now: datetime) -> tuple[_Staged, InsertRows]:
-    """Give each draft its id and expiry; returns them and the rows for the thread, seq aside."""
+def _stage(op: Insert, now: datetime, stamp: str) -> tuple[_Staged, InsertRows]:
+    """Give each draft its id and expiry and encode it once: the frame up to its seq, which with
+    the expiry and the tail is also the row the writer thread stores."""
     drafts = op.drafts
     ids = new_ids(len(drafts), int(now.timestamp() * 1000))
     data_json: list[str] = []
     expires: list[tuple[datetime | None, str | None]] = []
-    rows: list[tuple[Any, ...]] = []
-    # Drafts of one op share a few lifetimes: compute each expiry once.
+    heads: list[str] = []
+    rows: list[str] = []
+    # Drafts of one op share a few lifetimes and priorities: work each out once.
     expiry: dict[int | None, tuple[datetime | None, str | None]] = {}
+    tails: dict[tuple[int | None, str], str] = {}
     lifetimes = op.lifetimes
     for nid, draft in zip(ids, drafts, strict=True):
         ttl = draft.ttl_seconds or lifetimes.get(
@@ -345,21 +376,34 @@ def _stage(op: Insert, now: datetime) -> tuple[_Staged, InsertRows]:
         if found is None:
             found = expiry[ttl] = _expiry(now, ttl)
         encoded = draft.data_json or encode_json(draft.data)
+        head = frame_head(draft.type, draft.user_id, draft.title, draft.message, encoded, stamp, nid)
         data_json.append(encoded)
         expires.append(found)
-        rows.append(
-            (nid, draft.user_id, draft.type, draft.title, draft.message, encoded, draft.priority, found[1])
-        )
+        heads.append(head)
+        rows.append(head + _row_tail(tails, ttl, found[1], draft.priority))
     claim = op.idempotency
-    return _Staged(op, ids, data_json, expires), InsertRows(
-        len(rows),
-        json.dumps(rows, ensure_ascii=False),
+    return _Staged(op, ids, data_json, expires, heads), InsertRows(
+        rows,
         (claim.api_key_id, claim.key, claim.request_hash, claim.status) if claim else None,
         json.dumps(ids) if claim else "",
     )
 
 
+def _row_tail(
+    cache: dict[tuple[int | None, str], str], ttl: int | None, expires: str | None, priority: str
+) -> str:
+    """`"expires_at"` and the frame's tail: what follows the head in a stored row's JSON."""
+    key = (ttl, priority)
+    found = cache.get(key)
+    if found is None:
+        expiry = f'"{expires}"' if expires else "null"
+        found = cache[key] = f',"expires_at":{expiry}{frame_tail(priority, read=False)}'
+    return found
+
+
 def _notifications(staged: _Staged, first_seq: int, created_at: datetime, stamp: str) -> list[Notification]:
+    """The committed notifications, each with its frame: the head made when staged, the seq the
+    commit gave it and the tail."""
     drafts = staged.op.drafts
     return [
         Notification(
@@ -378,9 +422,10 @@ def _notifications(staged: _Staged, first_seq: int, created_at: datetime, stamp:
             data_json,
             stamp,
             expires[1],
+            f'{head},"seq":{first_seq + i}{frame_tail(draft.priority, read=False)}',
         )
-        for i, (nid, draft, data_json, expires) in enumerate(
-            zip(staged.ids, drafts, staged.data_json, staged.expires, strict=True)
+        for i, (nid, draft, data_json, expires, head) in enumerate(
+            zip(staged.ids, drafts, staged.data_json, staged.expires, staged.heads, strict=True)
         )
     ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import stat
 import uuid
@@ -14,7 +15,7 @@ import pytest
 from diagnoxix.app import create_app
 from diagnoxix.keys import TOKENS
 from diagnoxix.migrations import MigrationError, discover
-from diagnoxix.models import NotificationDraft, new_ids
+from diagnoxix.models import NotificationDraft, encode_json, new_ids
 from diagnoxix.sqlite_store import SqliteStore
 from diagnoxix.store import IdempotencyClaim, IdempotencyConflict, StoreError
 
@@ -236,3 +237,28 @@ def test_notification_ids_are_time_ordered_version_7_uuids() -> None:
         assert parsed.version == 7
         assert parsed.variant == uuid.RFC_4122
     assert uuid.UUID(earlier[0]).int >> 80 == 1_764_000_000_000
+
+
+async def test_a_transaction_fed_in_chunks_commits_whole_in_seq_order(store: SqliteStore) -> None:
+    claim = IdempotencyClaim("key1", "burst", "hash", 201)
+    tricky = {"é": 'ü \u2028 "q" \\', "n": [1, 2.5, None, True], "big": 12345678901234567890}
+    results = await asyncio.gather(
+        store.insert_notifications([_draft("a", f"a{i}") for i in range(1500)], claim),
+        store.insert_notifications([_draft("b", "refused")], claim),  # same key: refused alone
+        store.insert_notifications([NotificationDraft("c", "t", f"c{i}", "m", tricky) for i in range(1500)]),
+        store.insert_notifications([_draft("d", f"d{i}") for i in range(1500)]),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], IdempotencyConflict)
+    accepted = [n for r in results if isinstance(r, list) for n in r]
+    assert [n.seq for n in accepted] == list(range(1, 4501))
+    assert store.counts().stored == 4500
+    for note in accepted[::500]:
+        assert json.loads(note.encode_frame()) == {**note.to_wire(), "seq": note.seq}
+    # The stored data is the very JSON the frame carries, so a replay sends the same bytes.
+    with sqlite3.connect(store.path) as conn:
+        stored = conn.execute("SELECT data FROM notifications WHERE user_id = 'c' LIMIT 1").fetchone()[0]
+    assert stored == encode_json(tricky)
+    assert f'"data":{stored},' in accepted[1500].encode_frame()
+    (again,) = await store.get_notifications([accepted[1500].id])
+    assert again.encode_frame() == accepted[1500].encode_frame()
