@@ -62,7 +62,8 @@ def parse_timestamp(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, for the reason Notification is not: one is built per notification of a burst.
+@dataclass(slots=True)
 class NotificationDraft:
     """A validated notification that is not stored yet (no id, no seq)."""
 

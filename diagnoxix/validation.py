@@ -113,7 +113,7 @@ def check_data(value: object, path: str, errors: FieldErrors) -> tuple[dict[str,
     size = len(encoded.encode())
     if size > MAX_DATA_BYTES:
         errors.add(path, f"must encode to at most {MAX_DATA_BYTES} bytes of JSON (got {size})")
-    return cast(dict[str, Any], value), encoded
+    return cast("dict[str, Any]", value), encoded
 
 
 def check_priority(value: object, path: str, errors: FieldErrors) -> Priority:
@@ -122,7 +122,7 @@ def check_priority(value: object, path: str, errors: FieldErrors) -> Priority:
     if value not in PRIORITIES:
         errors.add(path, f"must be one of {', '.join(PRIORITIES)}")
         return "normal"
-    return cast(Priority, value)
+    return cast("Priority", value)
 
 
 def check_title_message(payload: dict[str, Any], prefix: str, errors: FieldErrors) -> tuple[str, str]:
@@ -144,8 +144,9 @@ def parse_draft(
         errors.add(prefix.rstrip(".") or "body", "must be a JSON object")
         return None
     before = len(errors.details)
-    for unknown in sorted(set(payload) - _DRAFT_FIELDS):
-        errors.add(f"{prefix}{unknown}", "is not a known field")
+    if not payload.keys() <= _DRAFT_FIELDS:
+        for unknown in sorted(set(payload) - _DRAFT_FIELDS):
+            errors.add(f"{prefix}{unknown}", "is not a known field")
     user_id = check_user_id(payload.get("user_id"), f"{prefix}user_id", errors)
     raw_type = payload.get("type", default_type)
     kind = check_type(raw_type, f"{prefix}type", errors)
