@@ -160,6 +160,11 @@ class Transaction:
         done.last_seq = self._seq - 1
         return done
 
+    def abandon(self) -> None:
+        """Roll back: the loop could not prepare the rest of the batch."""
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+
 
 def _still_in_transaction(conn: sqlite3.Connection) -> None:
     """Some errors (disk full, I/O) make SQLite roll back the whole transaction: then fail the

@@ -23,28 +23,17 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .models import (
-    BROADCAST_RECIPIENT,
-    Notification,
-    NotificationDraft,
-    encode_json,
-    format_timestamp,
-    frame_head,
-    frame_tail,
-    new_ids,
-    utc_now,
-)
-from .sqlite_batch import NOTIFICATION_COLUMNS, BatchDone, InsertRows, Statement, Transaction
+from .models import Notification, NotificationDraft, format_timestamp, utc_now
+from .sqlite_batch import BatchDone, InsertRows, Statement, Transaction
+from .sqlite_staging import Lifetimes, Staged, committed_notifications, stage
 from .store import CommitListener, IdempotencyClaim, IdempotencyConflict, StoreClosed, StoreError
-
-__all__ = ["NOTIFICATION_COLUMNS", "GroupCommitWriter", "WriterCounters"]
 
 log = logging.getLogger("diagnoxix.store")
 
@@ -56,9 +45,6 @@ MAX_NOTIFICATIONS_PER_BATCH = 20000
 # Within a transaction, notifications go to the writer thread in chunks of about this many, so it
 # stores one chunk while the event loop prepares the next.
 CHUNK_NOTIFICATIONS = 2000
-
-# Lifetime in seconds of a draft that names none, by priority; BROADCAST_RECIPIENT for broadcasts.
-Lifetimes = Mapping[str, int]
 
 
 @dataclass(slots=True)
@@ -111,21 +97,9 @@ class WriterCounters:
 
 
 @dataclass(slots=True)
-class _Staged:
-    """One Insert op as prepared on the loop: per draft its id, encoded data, expiry, and its
-    frame up to the seq (`models.frame_head`)."""
-
-    op: Insert
-    ids: list[str]
-    data_json: list[str]
-    expires: list[tuple[datetime | None, str | None]]
-    heads: list[str]
-
-
-@dataclass(slots=True)
 class _Batch:
     ops: list[Op]
-    staged: list[_Staged]
+    staged: list[Staged]
     bulk_keys: list[tuple[str, Callable[[int], None] | None]]
     created_at: datetime
     stamp: str
@@ -243,41 +217,47 @@ class GroupCommitWriter:
                 notes += len(op.drafts)
         return False
 
-    def _begin(self, ops: list[Op]) -> _Batch:
+    def _begin(self, ops: list[Op]) -> _Batch | None:
         """Start a batch's transaction on the writer thread and feed it as it is prepared."""
         now = utc_now()
         # Stored with millisecond precision: keep the returned copy identical to what is read back.
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)
         stamp = format_timestamp(now)
         tx = self._executor.submit(self._open_transaction, self.counters.next_seq, stamp).result
-        staged: list[_Staged] = []
-        chunk: list[InsertRows] = []
-        in_chunk = 0
+        staged: list[Staged] = []
         bulk: dict[tuple[str, Callable[[int], None] | None], list[list[Any]]] = {}
         executes: list[list[Statement]] = []
         kept: list[Op] = []
-        for op in ops:
-            if isinstance(op, Insert):
-                try:
-                    staged_op, rows = _stage(op, now, stamp)
-                except Exception:  # validated drafts never get here; if one does, it fails alone
-                    log.exception("store.stage_failed")
-                    _fail(op, StoreError("the notification could not be encoded for storage"))
-                    continue
-                staged.append(staged_op)
-                chunk.append(rows)
-                in_chunk += len(rows.rows)
-                if in_chunk >= CHUNK_NOTIFICATIONS:
-                    self._executor.submit(self._insert, tx, chunk)
-                    chunk, in_chunk = [], 0
-            elif isinstance(op, Bulk):
-                bulk.setdefault((op.sql, op.on_rows), []).extend(op.rows)
-            elif isinstance(op, Execute):
-                executes.append(op.statements)
-            kept.append(op)
-        if chunk:
-            self._executor.submit(self._insert, tx, chunk)
-        encoded = [(sql, json.dumps(rows, ensure_ascii=False)) for (sql, _), rows in bulk.items()]
+        try:
+            chunk: list[InsertRows] = []
+            in_chunk = 0
+            for op in ops:
+                if isinstance(op, Insert):
+                    try:
+                        staged_op, rows = stage(op.drafts, op.idempotency, op.lifetimes, now, stamp)
+                    except Exception:  # validated drafts never get here; if one does, it fails alone
+                        log.exception("store.stage_failed")
+                        _fail(op, StoreError("the notification could not be encoded for storage"))
+                        continue
+                    staged.append(staged_op)
+                    chunk.append(rows)
+                    in_chunk += len(rows.rows)
+                    if in_chunk >= CHUNK_NOTIFICATIONS:
+                        self._executor.submit(self._insert, tx, chunk)
+                        chunk, in_chunk = [], 0
+                elif isinstance(op, Bulk):
+                    bulk.setdefault((op.sql, op.on_rows), []).extend(op.rows)
+                elif isinstance(op, Execute):
+                    executes.append(op.statements)
+                kept.append(op)
+            if chunk:
+                self._executor.submit(self._insert, tx, chunk)
+            encoded = [(sql, json.dumps(rows, ensure_ascii=False)) for (sql, _), rows in bulk.items()]
+        except Exception:  # never leave the thread's transaction open: every later batch would fail
+            log.exception("store.batch_failed", extra={"ops": len(ops)})
+            self._executor.submit(self._abandon, tx)
+            _fail_all(ops, StoreError("the write could not be committed"))
+            return None
         loop = asyncio.get_running_loop()
         result = loop.run_in_executor(self._executor, self._commit, tx, encoded, executes)
         return _Batch(kept, staged, list(bulk), now, stamp, result)
@@ -301,7 +281,7 @@ class GroupCommitWriter:
             if first is None:
                 stored.append(IdempotencyConflict("this Idempotency-Key was already used"))
                 continue
-            notes = _notifications(staged, first, batch.created_at, batch.stamp)
+            notes = committed_notifications(staged, first, batch.created_at, batch.stamp)
             stored.append(notes)
             committed.extend(notes)
         for (_sql, on_rows), rows in zip(batch.bulk_keys, done.bulk_rows, strict=True):
@@ -354,87 +334,8 @@ class GroupCommitWriter:
         self._last_seq = max(self._last_seq, done.last_seq)
         return done
 
-
-def _stage(op: Insert, now: datetime, stamp: str) -> tuple[_Staged, InsertRows]:
-    """Give each draft its id and expiry and encode it once: the frame up to its seq, which with
-    the expiry and the tail is also the row the writer thread stores."""
-    drafts = op.drafts
-    ids = new_ids(len(drafts), int(now.timestamp() * 1000))
-    data_json: list[str] = []
-    expires: list[tuple[datetime | None, str | None]] = []
-    heads: list[str] = []
-    rows: list[str] = []
-    # Drafts of one op share a few lifetimes and priorities: work each out once.
-    expiry: dict[int | None, tuple[datetime | None, str | None]] = {}
-    tails: dict[tuple[int | None, str], str] = {}
-    lifetimes = op.lifetimes
-    for nid, draft in zip(ids, drafts, strict=True):
-        ttl = draft.ttl_seconds or lifetimes.get(
-            BROADCAST_RECIPIENT if draft.user_id == BROADCAST_RECIPIENT else draft.priority
-        )
-        found = expiry.get(ttl)
-        if found is None:
-            found = expiry[ttl] = _expiry(now, ttl)
-        encoded = draft.data_json or encode_json(draft.data)
-        head = frame_head(draft.type, draft.user_id, draft.title, draft.message, encoded, stamp, nid)
-        data_json.append(encoded)
-        expires.append(found)
-        heads.append(head)
-        rows.append(head + _row_tail(tails, ttl, found[1], draft.priority))
-    claim = op.idempotency
-    return _Staged(op, ids, data_json, expires, heads), InsertRows(
-        rows,
-        (claim.api_key_id, claim.key, claim.request_hash, claim.status) if claim else None,
-        json.dumps(ids) if claim else "",
-    )
-
-
-def _row_tail(
-    cache: dict[tuple[int | None, str], str], ttl: int | None, expires: str | None, priority: str
-) -> str:
-    """`"expires_at"` and the frame's tail: what follows the head in a stored row's JSON."""
-    key = (ttl, priority)
-    found = cache.get(key)
-    if found is None:
-        expiry = f'"{expires}"' if expires else "null"
-        found = cache[key] = f',"expires_at":{expiry}{frame_tail(priority, read=False)}'
-    return found
-
-
-def _notifications(staged: _Staged, first_seq: int, created_at: datetime, stamp: str) -> list[Notification]:
-    """The committed notifications, each with its frame: the head made when staged, the seq the
-    commit gave it and the tail."""
-    drafts = staged.op.drafts
-    return [
-        Notification(
-            first_seq + i,
-            nid,
-            draft.user_id,
-            draft.type,
-            draft.title,
-            draft.message,
-            draft.data,
-            draft.priority,
-            created_at,
-            None,
-            None,
-            expires[0],
-            data_json,
-            stamp,
-            expires[1],
-            f'{head},"seq":{first_seq + i}{frame_tail(draft.priority, read=False)}',
-        )
-        for i, (nid, draft, data_json, expires, head) in enumerate(
-            zip(staged.ids, drafts, staged.data_json, staged.expires, staged.heads, strict=True)
-        )
-    ]
-
-
-def _expiry(now: datetime, ttl_seconds: int | None) -> tuple[datetime | None, str | None]:
-    if not ttl_seconds:
-        return None, None
-    expires = now + timedelta(seconds=ttl_seconds)
-    return expires, format_timestamp(expires)
+    def _abandon(self, tx: Callable[[], Transaction]) -> None:
+        tx().abandon()
 
 
 def _resolve(

@@ -262,3 +262,13 @@ async def test_a_transaction_fed_in_chunks_commits_whole_in_seq_order(store: Sql
     assert f'"data":{stored},' in accepted[1500].encode_frame()
     (again,) = await store.get_notifications([accepted[1500].id])
     assert again.encode_frame() == accepted[1500].encode_frame()
+
+
+async def test_a_batch_that_cannot_be_prepared_never_wedges_the_writer(store: SqliteStore) -> None:
+    # A bookkeeping row that cannot be encoded fails its whole batch while the transaction is
+    # already open on the writer thread; it must be rolled back, and every later write succeed.
+    store._w.execute_nowait("INSERT INTO audit_log (at) SELECT value FROM json_each(?)", [[object()]])
+    await asyncio.sleep(0.05)
+    (note,) = await store.insert_notifications([_draft("u1", "after")])
+    assert [n.title for n in await store.history("u1", before_seq=None, limit=10)] == ["after"]
+    assert await store.audit_entries() == []

@@ -1,0 +1,128 @@
+"""From drafts to the rows the writer thread stores, and from a commit back to notifications.
+
+Each notification is encoded once, on the event loop: its frame up to the seq (`frame_head`) is
+also, with its expiry and the frame's tail, the JSON row the thread hands SQLite; once the commit
+has given it a seq, the same head becomes the frame the hub sends.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from .models import (
+    BROADCAST_RECIPIENT,
+    Notification,
+    NotificationDraft,
+    encode_json,
+    format_timestamp,
+    frame_head,
+    frame_tail,
+    new_ids,
+)
+from .sqlite_batch import InsertRows
+from .store import IdempotencyClaim
+
+# Lifetime in seconds of a draft that names none, by priority; BROADCAST_RECIPIENT for broadcasts.
+Lifetimes = Mapping[str, int]
+
+
+@dataclass(slots=True)
+class Staged:
+    """One insert as prepared on the loop: per draft its id, encoded data, expiry, and its frame
+    up to the seq."""
+
+    drafts: Sequence[NotificationDraft]
+    ids: list[str]
+    data_json: list[str]
+    expires: list[tuple[datetime | None, str | None]]
+    heads: list[str]
+
+
+def stage(
+    drafts: Sequence[NotificationDraft],
+    claim: IdempotencyClaim | None,
+    lifetimes: Lifetimes,
+    now: datetime,
+    stamp: str,
+) -> tuple[Staged, InsertRows]:
+    """Give each draft its id and expiry and encode it once: the frame up to its seq, which with
+    the expiry and the tail is also the row the writer thread stores."""
+    ids = new_ids(len(drafts), int(now.timestamp() * 1000))
+    data_json: list[str] = []
+    expires: list[tuple[datetime | None, str | None]] = []
+    heads: list[str] = []
+    rows: list[str] = []
+    # Drafts of one op share a few lifetimes and priorities: work each out once.
+    expiry: dict[int | None, tuple[datetime | None, str | None]] = {}
+    tails: dict[tuple[int | None, str], str] = {}
+    for nid, draft in zip(ids, drafts, strict=True):
+        ttl = draft.ttl_seconds or lifetimes.get(
+            BROADCAST_RECIPIENT if draft.user_id == BROADCAST_RECIPIENT else draft.priority
+        )
+        found = expiry.get(ttl)
+        if found is None:
+            found = expiry[ttl] = _expiry(now, ttl)
+        encoded = draft.data_json or encode_json(draft.data)
+        head = frame_head(draft.type, draft.user_id, draft.title, draft.message, encoded, stamp, nid)
+        data_json.append(encoded)
+        expires.append(found)
+        heads.append(head)
+        rows.append(head + _row_tail(tails, ttl, found[1], draft.priority))
+    return Staged(drafts, ids, data_json, expires, heads), InsertRows(
+        rows,
+        (claim.api_key_id, claim.key, claim.request_hash, claim.status) if claim else None,
+        json.dumps(ids) if claim else "",
+    )
+
+
+def _row_tail(
+    cache: dict[tuple[int | None, str], str], ttl: int | None, expires: str | None, priority: str
+) -> str:
+    """`"expires_at"` and the frame's tail: what follows the head in a stored row's JSON."""
+    key = (ttl, priority)
+    found = cache.get(key)
+    if found is None:
+        expiry = f'"{expires}"' if expires else "null"
+        found = cache[key] = f',"expires_at":{expiry}{frame_tail(priority, read=False)}'
+    return found
+
+
+def committed_notifications(
+    staged: Staged, first_seq: int, created_at: datetime, stamp: str
+) -> list[Notification]:
+    """The committed notifications, each with its frame: the head made when staged, the seq the
+    commit gave it and the tail."""
+    drafts = staged.drafts
+    return [
+        Notification(
+            first_seq + i,
+            nid,
+            draft.user_id,
+            draft.type,
+            draft.title,
+            draft.message,
+            draft.data,
+            draft.priority,
+            created_at,
+            None,
+            None,
+            expires[0],
+            data_json,
+            stamp,
+            expires[1],
+            f'{head},"seq":{first_seq + i}{frame_tail(draft.priority, read=False)}',
+        )
+        for i, (nid, draft, data_json, expires, head) in enumerate(
+            zip(staged.ids, drafts, staged.data_json, staged.expires, staged.heads, strict=True)
+        )
+    ]
+
+
+def _expiry(now: datetime, ttl_seconds: int | None) -> tuple[datetime | None, str | None]:
+    if not ttl_seconds:
+        return None, None
+    expires = now + timedelta(seconds=ttl_seconds)
+    return expires, format_timestamp(expires)
