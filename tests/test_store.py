@@ -269,6 +269,6 @@ async def test_a_batch_that_cannot_be_prepared_never_wedges_the_writer(store: Sq
     # already open on the writer thread; it must be rolled back, and every later write succeed.
     store._w.execute_nowait("INSERT INTO audit_log (at) SELECT value FROM json_each(?)", [[object()]])
     await asyncio.sleep(0.05)
-    (note,) = await store.insert_notifications([_draft("u1", "after")])
+    await store.insert_notifications([_draft("u1", "after")])
     assert [n.title for n in await store.history("u1", before_seq=None, limit=10)] == ["after"]
     assert await store.audit_entries() == []
