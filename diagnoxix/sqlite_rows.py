@@ -11,6 +11,9 @@ from .models import ApiKey, Notification, format_timestamp, parse_timestamp, utc
 
 # SQLite caps bound parameters per statement; id lists are queried in chunks of this size.
 ID_CHUNK = 500
+# The statement's time in our timestamp format (RFC 3339, UTC, milliseconds), computed by SQLite:
+# one value for every row of a statement.
+SQLITE_NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 # Nothing expired is ever served: every read of notifications carries this condition.
 LIVE = "(expires_at IS NULL OR expires_at > ?)"
 

@@ -31,7 +31,7 @@ from .models import (
     utc_now,
 )
 from .sqlite_batch import NOTIFICATION_COLUMNS
-from .sqlite_rows import LIVE, audit_entry, chunks, now_stamp, row_to_api_key, row_to_notification
+from .sqlite_rows import LIVE, SQLITE_NOW, audit_entry, chunks, now_stamp, row_to_api_key, row_to_notification
 from .sqlite_staff import StaffQueries
 from .sqlite_writer import GroupCommitWriter, WriterCounters
 from .store import (
@@ -230,24 +230,25 @@ class SqliteStore(StaffQueries):
     def mark_delivered(
         self, user_id: str, notification_ids: Sequence[str], broadcast_ids: Sequence[str] = ()
     ) -> None:
+        """Called for every frame a plain client is sent: the time is the commit's, taken by SQLite
+        (`SQLITE_NOW`), rather than formatted here for each call."""
         if self._closing:
             return
-        now = now_stamp()
         if notification_ids:
             self._execute_nowait(
-                "UPDATE notifications SET delivered_at = d.value->>0 FROM json_each(?) AS d"
-                " WHERE notifications.id = d.value->>1 AND notifications.user_id = d.value->>2"
+                f"UPDATE notifications SET delivered_at = {SQLITE_NOW} FROM json_each(?) AS d"
+                " WHERE notifications.id = d.value->>0 AND notifications.user_id = d.value->>1"
                 " AND notifications.delivered_at IS NULL",
-                [[now, nid, user_id] for nid in notification_ids],
+                [[nid, user_id] for nid in notification_ids],
                 on_rows=self._count_delivered,
             )
         if broadcast_ids:
             self._execute_nowait(
                 # Only while the broadcast exists: a purge in between must not leave orphans.
                 "INSERT OR IGNORE INTO broadcast_receipts (notification_id, user_id, delivered_at)"
-                " SELECT d.value->>0, d.value->>1, d.value->>2 FROM json_each(?) AS d"
+                f" SELECT d.value->>0, d.value->>1, {SQLITE_NOW} FROM json_each(?) AS d"
                 " WHERE EXISTS (SELECT 1 FROM notifications WHERE id = d.value->>0)",
-                [[nid, user_id, now] for nid in broadcast_ids],
+                [[nid, user_id] for nid in broadcast_ids],
             )
 
     async def acknowledge(self, user_id: str, notification_ids: Sequence[str]) -> list[str]:
