@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -45,15 +46,28 @@ def error_response(
     return web.json_response(body, status=status, headers=headers)
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ApiError as exc:
+# Set on a handler that turns its own failures into responses (see `answers_own_errors`).
+_OWN_ERRORS_ATTR = "_diagnoxix_answers_own_errors"
+_H = TypeVar("_H", bound=Handler)
+
+
+def answers_own_errors(handler: _H) -> _H:
+    """Mark a handler that answers its own errors, so the middleware adds no frame around it.
+
+    For the WebSocket handler: its coroutine lives as long as the socket, and a middleware
+    coroutine awaiting it would too, costing every idle connection a few hundred bytes.
+    """
+    setattr(handler, _OWN_ERRORS_ATTR, True)
+    return handler
+
+
+def response_for(request: web.BaseRequest, exc: Exception) -> web.Response:
+    """The JSON error response for a failed request; re-raises redirects and other non-errors."""
+    if isinstance(exc, ApiError):
         return error_response(exc.status, exc.code, exc.message, exc.details)
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            raise exc
         if exc.status == 413:
             message = "the request body is too large"
         elif exc.status == 404:
@@ -64,7 +78,22 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             message = exc.reason
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return error_response(exc.status, _HTTP_CODES.get(exc.status, "error"), message, None, headers)
-    except Exception:
-        # Never echo internals (or request content) back; the log has the traceback and the route.
-        log.exception("api.unhandled", extra={"path": request.path, "method": request.method})
-        return error_response(500, "internal", "internal server error")
+    # Never echo internals (or request content) back; the log has the traceback and the route.
+    log.error("api.unhandled", exc_info=exc, extra={"path": request.path, "method": request.method})
+    return error_response(500, "internal", "internal server error")
+
+
+@web.middleware
+def error_middleware(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
+    # Deliberately not a coroutine: a handler that answers its own errors is handed back as is,
+    # and aiohttp awaits it directly (no frame of ours kept alive around a long-lived socket).
+    if getattr(handler, _OWN_ERRORS_ATTR, False):
+        return handler(request)
+    return _answer_errors(request, handler)
+
+
+async def _answer_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except Exception as exc:
+        return response_for(request, exc)

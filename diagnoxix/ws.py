@@ -17,7 +17,7 @@ from aiohttp import web
 
 from . import frames
 from .auth import InvalidCredentials
-from .errors import ApiError
+from .errors import ApiError, answers_own_errors, response_for
 from .hub import CLOSE_INTERNAL_ERROR, CLOSE_POLICY_VIOLATION, CLOSE_TRY_AGAIN_LATER, Connection
 from .keys import HUB, SERVICE, SETTINGS, STORE, TOKENS
 from .models import format_timestamp, utc_now
@@ -108,9 +108,47 @@ class _HelloFailed(Exception):
     """The v1 client never said hello; its connection is closed."""
 
 
+# This coroutine lives as long as the socket, and everything it references with it. So it is
+# kept small: no middleware coroutine around it (`answers_own_errors`), the handshake and the
+# catch-up run in helpers whose frames are gone once the connection is live, and no log call is
+# made from it before the socket closes (logging's caller lookup would give this frame a
+# frame object of its full size for the connection's lifetime).
+@answers_own_errors
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
-    app = request.app
-    settings, hub, store = app[SETTINGS], app[HUB], app[STORE]
+    try:
+        ws, shake = await _upgrade(request)
+    except Exception as exc:
+        # Before the upgrade, a refusal is an HTTP answer in the one JSON error shape.
+        return response_for(request, exc)
+    session = _new_session(request, ws, shake)
+    conn = session.conn
+    try:
+        if await _catch_up(request, ws, session, shake):
+            del shake  # done with; not kept for the connection's lifetime
+            async for msg in ws:
+                await session.handle(msg)
+    except ConnectionError:
+        pass  # the client left mid-replay; it resumes with its cursor next time
+    except StoreError:
+        # Replay could not read the backlog: the client resumes later with the same cursor.
+        await conn.close(CLOSE_TRY_AGAIN_LATER, "store unavailable; reconnect to resume")
+    except Exception:
+        # The response is a WebSocket now: never let an HTTP error page be written into it.
+        log.exception("ws.handler_failed", extra={"user_id": conn.user_id, "conn_id": conn.id})
+        await conn.close(CLOSE_INTERNAL_ERROR, "internal error")
+    finally:
+        request.app[HUB].unregister(conn)
+        conn.stop()
+        log.info(
+            "ws.disconnect",
+            extra={"user_id": conn.user_id, "conn_id": conn.id, "close_code": ws.close_code},
+        )
+    return ws
+
+
+async def _upgrade(request: web.Request) -> tuple[web.WebSocketResponse, _Handshake]:
+    """Check the handshake and upgrade; raises `ApiError` (or aiohttp's HTTP errors) to refuse."""
+    settings = request.app[SETTINGS]
     check_origin(request, settings)
     if request.headers.get("Upgrade", "").lower() != "websocket":
         raise ApiError(
@@ -119,7 +157,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             "this endpoint needs a WebSocket upgrade (GET with Upgrade: websocket)",
         )
     shake = _authenticate(request)
-    if hub.connections_of(shake.user_id) >= settings.ws_max_connections_per_user:
+    if request.app[HUB].connections_of(shake.user_id) >= settings.ws_max_connections_per_user:
         raise ApiError(
             429,
             "too_many_connections",
@@ -132,6 +170,12 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         compress=settings.ws_compress,
     )
     await ws.prepare(request)
+    return ws, shake
+
+
+def _new_session(request: web.Request, ws: web.WebSocketResponse, shake: _Handshake) -> Session:
+    app = request.app
+    settings, store = app[SETTINGS], app[STORE]
     conn = Connection(
         uuid.uuid4().hex,
         shake.user_id,
@@ -139,9 +183,21 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         v1=shake.v1,
         queue_limit=settings.ws_send_queue_limit,
         on_delivered=store.mark_delivered,
-        hub=hub,
+        hub=app[HUB],
         write_side=request.protocol,
     )
+    return Session(conn, store, app[SERVICE], app[TOKENS], settings, FrameGuard(), shake.expires_at)
+
+
+async def _catch_up(
+    request: web.Request, ws: web.WebSocketResponse, session: Session, shake: _Handshake
+) -> bool:
+    """Register, replay what was missed, welcome a v1 client, go live.
+
+    Returns False when the connection was closed before it started (no hello).
+    """
+    settings, hub, store = request.app[SETTINGS], request.app[HUB], request.app[STORE]
+    conn = session.conn
     # Register before reading the backlog: everything published from now on queues up here, and
     # the replay stops at the watermark, so the switch from replay to live has no gap or overlap.
     watermark = hub.register(conn)
@@ -149,56 +205,36 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         "ws.connect",
         extra={"user_id": shake.user_id, "conn_id": conn.id, "v1": shake.v1, "via": shake.via},
     )
-    session = Session(conn, store, app[SERVICE], app[TOKENS], settings, FrameGuard(), shake.expires_at)
-    try:
-        since, epoch = shake.since, shake.epoch
-        if shake.v1 and since is None:
-            try:
-                since, epoch = await _await_hello(ws, conn, session.guard, settings.ws_hello_timeout_seconds)
-            except _HelloFailed:
-                return ws
-        plan = await plan_resume(shake.user_id, since, epoch, store, watermark)
-        replayed = await replay(conn, store, plan, watermark)
-        if shake.v1:
-            await conn.send_direct(
-                frames.control(
-                    "welcome",
-                    connection_id=conn.id,
-                    user_id=shake.user_id,
-                    server_time=format_timestamp(utc_now()),
-                    since=since,
-                    epoch=store.epoch,
-                    last_seq=watermark,
-                    replayed=replayed,
-                    recovered=plan.recovered,
-                    **({"reason": plan.reason} if plan.reason else {}),
-                    # Up to the watermark: live frames queued behind the welcome are counted by
-                    # the client as they arrive.
-                    unread=await store.unread_count(shake.user_id, upto_seq=watermark),
-                    token_expires_at=format_timestamp(shake.expires_at) if shake.expires_at else None,
-                )
+    since, epoch = shake.since, shake.epoch
+    if shake.v1 and since is None:
+        try:
+            since, epoch = await _await_hello(ws, conn, session.guard, settings.ws_hello_timeout_seconds)
+        except _HelloFailed:
+            return False
+    plan = await plan_resume(shake.user_id, since, epoch, store, watermark)
+    replayed = await replay(conn, store, plan, watermark)
+    if shake.v1:
+        await conn.send_direct(
+            frames.control(
+                "welcome",
+                connection_id=conn.id,
+                user_id=shake.user_id,
+                server_time=format_timestamp(utc_now()),
+                since=since,
+                epoch=store.epoch,
+                last_seq=watermark,
+                replayed=replayed,
+                recovered=plan.recovered,
+                **({"reason": plan.reason} if plan.reason else {}),
+                # Up to the watermark: live frames queued behind the welcome are counted by
+                # the client as they arrive.
+                unread=await store.unread_count(shake.user_id, upto_seq=watermark),
+                token_expires_at=format_timestamp(shake.expires_at) if shake.expires_at else None,
             )
-        conn.go_live()
-        session.schedule_token_timers(shake.expires_at)
-        async for msg in ws:
-            await session.handle(msg)
-    except ConnectionError:
-        pass  # the client left mid-replay; it resumes with its cursor next time
-    except StoreError:
-        # Replay could not read the backlog: the client resumes later with the same cursor.
-        await conn.close(CLOSE_TRY_AGAIN_LATER, "store unavailable; reconnect to resume")
-    except Exception:
-        # The response is a WebSocket now: never let an HTTP error page be written into it.
-        log.exception("ws.handler_failed", extra={"user_id": shake.user_id, "conn_id": conn.id})
-        await conn.close(CLOSE_INTERNAL_ERROR, "internal error")
-    finally:
-        hub.unregister(conn)
-        conn.stop()
-        log.info(
-            "ws.disconnect",
-            extra={"user_id": shake.user_id, "conn_id": conn.id, "close_code": ws.close_code},
         )
-    return ws
+    conn.go_live()
+    session.schedule_token_timers(shake.expires_at)
+    return True
 
 
 async def _await_hello(
