@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -207,25 +208,44 @@ class Session:
         self.reply(frames.control("refreshed", expires_at=format_timestamp(verified.expires_at)))
 
     def schedule_token_timers(self, expires_at: datetime | None) -> None:
-        """Ask for a fresh token shortly before expiry; close 1008 after expiry plus grace."""
-        for timer in self.conn.timers:
-            timer.cancel()
-        self.conn.timers.clear()
+        """Ask for a fresh token shortly before expiry; close 4001 after expiry plus grace.
+
+        One timer at a time: the ask, and once it is out, the deadline. Each pending timer costs
+        an idle connection a handle, a context and a callback (~240 B), so the deadline is not
+        armed before it can be next, and a plain client, which never gets the ask, has only the
+        deadline.
+        """
+        self._cancel_token_timer()
         self.token_expires_at = expires_at
         if expires_at is None:
             return
-        loop = asyncio.get_running_loop()
+        if self.conn.v1:
+            remaining = expires_at.timestamp() - time.time()
+            lead = min(self.settings.token_refresh_lead_seconds, max(remaining / 2, 0))
+            self._arm_token_timer(remaining - lead, self._ask_for_token)
+        else:
+            self._arm_deadline(expires_at)
+
+    def _ask_for_token(self) -> None:
+        expires_at = self.token_expires_at
+        if expires_at is None:
+            return
+        self.reply(frames.control("refresh", expires_at=format_timestamp(expires_at)))
+        self._arm_deadline(expires_at)
+
+    def _arm_deadline(self, expires_at: datetime) -> None:
         remaining = expires_at.timestamp() - time.time()
-        lead = min(self.settings.token_refresh_lead_seconds, max(remaining / 2, 0))
-        stamp = format_timestamp(expires_at)
-        self.conn.timers.append(
-            loop.call_later(max(remaining - lead, 0), self.reply, frames.control("refresh", expires_at=stamp))
-        )
-        self.conn.timers.append(
-            loop.call_later(
-                max(remaining + self.settings.token_expiry_grace_seconds, 0),
-                self.conn.close_soon,
-                CLOSE_TOKEN_EXPIRED,
-                "token expired",
-            )
-        )
+        self._arm_token_timer(remaining + self.settings.token_expiry_grace_seconds, self._token_expired)
+
+    def _token_expired(self) -> None:
+        self.conn.close_soon(CLOSE_TOKEN_EXPIRED, "token expired")
+
+    def _arm_token_timer(self, delay: float, callback: Callable[[], None]) -> None:
+        self._cancel_token_timer()
+        loop = asyncio.get_running_loop()
+        self.conn.timers.append(loop.call_later(max(delay, 0), callback))
+
+    def _cancel_token_timer(self) -> None:
+        for timer in self.conn.timers:
+            timer.cancel()
+        self.conn.timers.clear()

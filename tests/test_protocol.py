@@ -281,6 +281,16 @@ async def test_token_refresh_keeps_the_connection_and_silence_closes_it(make_ser
     await refresher.close()
 
 
+async def test_a_plain_client_is_closed_when_its_token_expires_without_being_asked(make_service: Any) -> None:
+    # A plain client cannot refresh: it gets no `refresh` frame, only the close after expiry.
+    svc: Service = await make_service(token_refresh_lead_seconds=1, token_expiry_grace_seconds=0)
+    plain = await svc.client.ws_connect(f"/v1/ws/notifications?token={svc.token('pia', ttl=2)}")
+    async with asyncio.timeout(5):
+        msg = await plain.receive()
+    assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), msg
+    assert plain.close_code == 4001
+
+
 async def test_a_refresh_token_for_another_user_closes_the_connection(service: Service) -> None:
     ws, _, _ = await _welcome(service, "ned")
     await ws.send_json({"type": "token", "token": service.token("someone-else")})
