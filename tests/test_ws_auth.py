@@ -10,6 +10,7 @@ import jwt
 import pytest
 
 from diagnoxix.auth import TOKEN_AUDIENCE, TOKEN_ISSUER
+from diagnoxix.keys import HUB
 
 from .conftest import Service
 
@@ -163,3 +164,23 @@ async def test_plain_get_without_upgrade_is_a_json_error(service: Service) -> No
     resp = await service.client.get("/v1/ws/notifications")
     assert resp.status == 400
     assert (await resp.json())["error"]["code"] == "websocket_required"
+
+
+async def test_a_handshake_aiohttp_refuses_is_a_json_error(service: Service) -> None:
+    # The WebSocket handler answers its own handshake errors (no error middleware wraps it).
+    headers = {
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Version": "99",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    }
+    resp = await service.client.get(f"/v1/ws/notifications?token={service.token('u1')}", headers=headers)
+    assert resp.status == 400
+    assert (await resp.json())["error"]["code"] == "bad_request"
+
+
+async def test_query_parameters_are_decoded_and_the_first_of_a_repeat_counts(dev_service: Service) -> None:
+    ws = await dev_service.client.ws_connect("/v1/ws/notifications?user_id=nurse%40ward-3&user_id=other")
+    assert dev_service.app[HUB].presence("nurse@ward-3")[0] == 1
+    assert dev_service.app[HUB].presence("other")[0] == 0
+    await ws.close()
