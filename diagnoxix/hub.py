@@ -71,19 +71,18 @@ class Connection:
 
     __slots__ = (
         "_closing",
+        "_hub",
         "_limit",
         "_live",
         "_on_delivered",
         "_pending",
-        "_schedule",
         "_scheduled",
         "_sender",
         "_side",
-        "_tasks",
         "_ws",
         "connected_at",
         "id",
-        "timers",
+        "timer",
         "user_id",
         "v1",
     )
@@ -117,10 +116,10 @@ class Connection:
         self._live = False
         self._closing = False
         self._on_delivered = on_delivered
-        self._schedule = hub.schedule
-        self._tasks = hub.tasks
-        # Token refresh and expiry timers (loop.call_at handles, no task per connection).
-        self.timers: list[asyncio.TimerHandle] = []
+        # The hub itself, not `hub.schedule`: a bound method would be one more object per connection.
+        self._hub = hub
+        # The token refresh or expiry timer (a loop.call_at handle, no task per connection).
+        self.timer: asyncio.TimerHandle | None = None
 
     @property
     def closing(self) -> bool:
@@ -145,14 +144,14 @@ class Connection:
         pending.append((text, seq, None if self.v1 else delivered_id, broadcast))
         if self._live and self._sender is None and not self._scheduled:
             self._scheduled = True
-            self._schedule(self)
+            self._hub.schedule(self)
 
     def go_live(self) -> None:
         """The backlog has been replayed: start sending what queued up meanwhile."""
         self._live = True
         if self._pending and self._sender is None and not self._scheduled and not self._closing:
             self._scheduled = True
-            self._schedule(self)
+            self._hub.schedule(self)
 
     async def send_direct(self, text: str) -> None:
         """For the handler's replay, before the connection goes live (no sender runs then)."""
@@ -200,6 +199,9 @@ class Connection:
                 self._on_delivered(self.user_id, own, broadcasts)
         if pending and not self._closing:
             self._sender = asyncio.get_running_loop().create_task(self._drain())
+        elif not pending:
+            # An empty deque still holds its 64-slot block: drop it until the next frame.
+            self._pending = None
 
     async def _drain(self) -> None:
         """A slow client's own sender: awaits its socket, so nobody else waits for it."""
@@ -220,6 +222,8 @@ class Connection:
             pass
         finally:
             self._sender = None
+            if not self._pending:
+                self._pending = None
             if own or broadcasts:
                 self._on_delivered(self.user_id, own, broadcasts)
 
@@ -233,8 +237,9 @@ class Connection:
         if self._sender is not None:
             self._sender.cancel()
         task = asyncio.get_running_loop().create_task(self.close(code, reason))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        tasks = self._hub.tasks
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     async def close(self, code: int, reason: str) -> None:
         self._closing = True
@@ -247,16 +252,18 @@ class Connection:
         self._closing = True
         if self._sender is not None:
             self._sender.cancel()
-        for timer in self.timers:
-            timer.cancel()
-        self.timers.clear()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
 
 class Hub:
     """user id -> that user's open connections; the only place frames are fanned out."""
 
     def __init__(self, *, high_seq: int = 0) -> None:
-        self._by_user: dict[str, set[Connection]] = {}
+        # A tuple per user: most users have one connection, and a one-element tuple is 48 bytes
+        # where a set is 216. Rebuilt on connect and disconnect (at most a few per user).
+        self._by_user: dict[str, tuple[Connection, ...]] = {}
         # Presence: when each online user's current streak of connections began.
         self._online_since: dict[str, float] = {}
         self._presence_listeners: list[PresenceListener] = []
@@ -299,8 +306,8 @@ class Hub:
 
     def register(self, conn: Connection) -> int:
         """Add a connection; returns the seq up to which it must replay from the store."""
-        conns = self._by_user.setdefault(conn.user_id, set())
-        conns.add(conn)
+        conns = (*self._by_user.get(conn.user_id, ()), conn)
+        self._by_user[conn.user_id] = conns
         self._count += 1
         if len(conns) == 1:
             self._online_since[conn.user_id] = conn.connected_at
@@ -311,9 +318,11 @@ class Hub:
         conns = self._by_user.get(conn.user_id)
         if conns is None or conn not in conns:
             return
-        conns.discard(conn)
+        conns = tuple(c for c in conns if c is not conn)
         self._count -= 1
-        if not conns:
+        if conns:
+            self._by_user[conn.user_id] = conns
+        else:
             del self._by_user[conn.user_id]
             self._online_since.pop(conn.user_id, None)
             self._notify_presence(conn.user_id, False, time.time())
@@ -365,7 +374,7 @@ class Hub:
 
     def iter_connections(self) -> Iterator[Connection]:
         for conns in list(self._by_user.values()):
-            yield from list(conns)
+            yield from conns
 
     @property
     def connection_count(self) -> int:

@@ -243,9 +243,9 @@ class Session:
     def _arm_token_timer(self, delay: float, callback: Callable[[], None]) -> None:
         self._cancel_token_timer()
         loop = asyncio.get_running_loop()
-        self.conn.timers.append(loop.call_later(max(delay, 0), callback))
+        self.conn.timer = loop.call_later(max(delay, 0), callback)
 
     def _cancel_token_timer(self) -> None:
-        for timer in self.conn.timers:
-            timer.cancel()
-        self.conn.timers.clear()
+        if self.conn.timer is not None:
+            self.conn.timer.cancel()
+            self.conn.timer = None
