@@ -44,7 +44,7 @@ async def _store_context(app: web.Application) -> AsyncIterator[None]:
 async def _delivery_context(app: web.Application) -> AsyncIterator[None]:
     """Hub and broker: committed notifications flow store -> broker -> hub -> sockets."""
     store = app[STORE]
-    hub = Hub(high_seq=store.max_seq)
+    hub = Hub(high_seq=store.max_seq, on_delivered=store.record_deliveries)
     broker = InProcessBroker()
     broker.subscribe(hub.publish)
     store.add_commit_listener(broker.publish)

@@ -43,9 +43,9 @@ CLOSE_TRY_AGAIN_LATER = 1013
 # fresh token reconnect with it; 1008 (policy) would tell them reconnecting cannot help.
 CLOSE_TOKEN_EXPIRED = 4001
 
-# (user_id, own notification ids, broadcast ids): called for frames written to a plain client,
-# which cannot ack.
-DeliveredCallback = Callable[[str, Sequence[str], Sequence[str]], None]
+# ([notification id, user id] rows of own notifications, the same of broadcasts): frames written
+# to plain clients, which cannot ack, gathered over one fan-out pass and recorded at once.
+DeliveredCallback = Callable[[list[list[str]], list[list[str]]], None]
 # (user_id, online, since as a Unix time): a user's first connection opened or last one closed.
 PresenceListener = Callable[[str, bool, float], None]
 # Called with a connection that has frames to write and no sender of its own.
@@ -74,7 +74,6 @@ class Connection:
         "_hub",
         "_limit",
         "_live",
-        "_on_delivered",
         "_pending",
         "_scheduled",
         "_sender",
@@ -95,7 +94,6 @@ class Connection:
         *,
         v1: bool,
         queue_limit: int,
-        on_delivered: DeliveredCallback,
         hub: Hub,
         write_side: WriteSide | None = None,
     ) -> None:
@@ -115,7 +113,6 @@ class Connection:
         # Until the handler has replayed the backlog, live frames wait in the queue.
         self._live = False
         self._closing = False
-        self._on_delivered = on_delivered
         # The hub itself, not `hub.schedule`: a bound method would be one more object per connection.
         self._hub = hub
         # The token refresh or expiry timer (a loop.call_at handle, no task per connection).
@@ -183,20 +180,16 @@ class Connection:
         if self._closing or self._sender is not None or not self._pending:
             return
         pending = self._pending
-        own: list[str] = []
-        broadcasts: list[str] = []
+        hub = self._hub
         try:
             while pending and self._has_room(pending[0][0]):
                 text, _seq, delivered_id, broadcast = pending.popleft()
                 await self._ws.send_str(text)
                 if delivered_id is not None:
-                    (broadcasts if broadcast else own).append(delivered_id)
+                    hub.delivered(self.user_id, delivered_id, broadcast)
         except (ConnectionError, RuntimeError):
             # The peer went away mid-send; the handler sees the close and unregisters us.
             pending.clear()
-        finally:
-            if own or broadcasts:
-                self._on_delivered(self.user_id, own, broadcasts)
         if pending and not self._closing:
             self._sender = asyncio.get_running_loop().create_task(self._drain())
         elif not pending:
@@ -205,18 +198,16 @@ class Connection:
 
     async def _drain(self) -> None:
         """A slow client's own sender: awaits its socket, so nobody else waits for it."""
-        own: list[str] = []
-        broadcasts: list[str] = []
+        hub = self._hub
         try:
             pending = self._pending
             while pending:
                 text, _seq, delivered_id, broadcast = pending.popleft()
                 await self._ws.send_str(text)
                 if delivered_id is not None:
-                    (broadcasts if broadcast else own).append(delivered_id)
-                    if len(own) + len(broadcasts) >= DELIVERED_FLUSH_SIZE:
-                        self._on_delivered(self.user_id, own, broadcasts)
-                        own, broadcasts = [], []
+                    hub.delivered(self.user_id, delivered_id, broadcast)
+                    if len(pending) % DELIVERED_FLUSH_SIZE == 0:
+                        hub.flush_delivered()
         except (ConnectionError, RuntimeError):
             # The peer went away mid-send; the handler sees the close and unregisters us.
             pass
@@ -224,8 +215,7 @@ class Connection:
             self._sender = None
             if not self._pending:
                 self._pending = None
-            if own or broadcasts:
-                self._on_delivered(self.user_id, own, broadcasts)
+            hub.flush_delivered()
 
     def close_soon(self, code: int, reason: str) -> None:
         """Close from outside the handler without awaiting the client (safe inside a fan-out)."""
@@ -260,7 +250,7 @@ class Connection:
 class Hub:
     """user id -> that user's open connections; the only place frames are fanned out."""
 
-    def __init__(self, *, high_seq: int = 0) -> None:
+    def __init__(self, *, high_seq: int = 0, on_delivered: DeliveredCallback | None = None) -> None:
         # A tuple per user: most users have one connection, and a one-element tuple is 48 bytes
         # where a set is 216. Rebuilt on connect and disconnect (at most a few per user).
         self._by_user: dict[str, tuple[Connection, ...]] = {}
@@ -276,6 +266,23 @@ class Hub:
         # Connections with frames to write, in the order they became ready; one task writes them.
         self._ready: deque[Connection] = deque()
         self._fan_out_task: asyncio.Task[None] | None = None
+        # Frames written to plain clients since the last flush, as [notification id, user id].
+        self._on_delivered = on_delivered
+        self._delivered_own: list[list[str]] = []
+        self._delivered_broadcasts: list[list[str]] = []
+
+    def delivered(self, user_id: str, notification_id: str, broadcast: bool) -> None:
+        """A frame reached a plain client's socket: record it with the next flush."""
+        (self._delivered_broadcasts if broadcast else self._delivered_own).append([notification_id, user_id])
+
+    def flush_delivered(self) -> None:
+        """Hand what `delivered` gathered to the store: one call per fan-out pass, not per frame."""
+        own, broadcasts = self._delivered_own, self._delivered_broadcasts
+        if not (own or broadcasts):
+            return
+        self._delivered_own, self._delivered_broadcasts = [], []
+        if self._on_delivered is not None:
+            self._on_delivered(own, broadcasts)
 
     def schedule(self, conn: Connection) -> None:
         """`conn` has frames to write: the fan-out task (started if need be) will write them."""
@@ -303,6 +310,7 @@ class Hub:
                     conn.close_soon(CLOSE_INTERNAL_ERROR, "internal error")
         finally:
             self._fan_out_task = None
+            self.flush_delivered()
 
     def register(self, conn: Connection) -> int:
         """Add a connection; returns the seq up to which it must replay from the store."""

@@ -229,25 +229,30 @@ class SqliteStore(NotificationReads, StaffQueries):
     def mark_delivered(
         self, user_id: str, notification_ids: Sequence[str], broadcast_ids: Sequence[str] = ()
     ) -> None:
-        """Called for every frame a plain client is sent: the time is the commit's, taken by SQLite
-        (`SQLITE_NOW`), rather than formatted here for each call."""
+        self.record_deliveries(
+            [[nid, user_id] for nid in notification_ids], [[nid, user_id] for nid in broadcast_ids]
+        )
+
+    def record_deliveries(self, own: list[list[str]], broadcasts: list[list[str]]) -> None:
+        """Called for the frames written to plain clients: the time is the commit's, taken by
+        SQLite (`SQLITE_NOW`), rather than formatted here for each frame."""
         if self._closing:
             return
-        if notification_ids:
+        if own:
             self._execute_nowait(
                 f"UPDATE notifications SET delivered_at = {SQLITE_NOW} FROM json_each(?) AS d"
                 " WHERE notifications.id = d.value->>0 AND notifications.user_id = d.value->>1"
                 " AND notifications.delivered_at IS NULL",
-                [[nid, user_id] for nid in notification_ids],
+                own,
                 on_rows=self._count_delivered,
             )
-        if broadcast_ids:
+        if broadcasts:
             self._execute_nowait(
                 # Only while the broadcast exists: a purge in between must not leave orphans.
                 "INSERT OR IGNORE INTO broadcast_receipts (notification_id, user_id, delivered_at)"
                 f" SELECT d.value->>0, d.value->>1, {SQLITE_NOW} FROM json_each(?) AS d"
                 " WHERE EXISTS (SELECT 1 FROM notifications WHERE id = d.value->>0)",
-                [[nid, user_id] for nid in broadcast_ids],
+                broadcasts,
             )
 
     async def acknowledge(self, user_id: str, notification_ids: Sequence[str]) -> list[str]:

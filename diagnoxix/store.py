@@ -69,6 +69,10 @@ class Store(Protocol):
         """Record delivery to `user_id` of its own notifications and of broadcasts, without
         waiting; committed with the next batch."""
 
+    def record_deliveries(self, own: list[list[str]], broadcasts: list[list[str]]) -> None:
+        """`mark_delivered` for many users at once: [notification id, user id] rows of their own
+        notifications and of broadcasts (the hub gathers them over a fan-out pass)."""
+
     async def acknowledge(self, user_id: str, notification_ids: Sequence[str]) -> list[str]:
         """Record the user's acknowledgement; returns the ids that were theirs to acknowledge."""
 

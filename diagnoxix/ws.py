@@ -197,7 +197,6 @@ def _new_session(request: web.Request, ws: web.WebSocketResponse, shake: _Handsh
         ws,
         v1=shake.v1,
         queue_limit=settings.ws_send_queue_limit,
-        on_delivered=store.mark_delivered,
         hub=app[HUB],
         write_side=request.protocol,
     )
