@@ -29,12 +29,12 @@ log = logging.getLogger("diagnoxix.store")
 NOTIFICATION_COLUMNS = (
     "seq, id, user_id, type, title, message, data, priority, created_at, delivered_at, read_at, expires_at"
 )
-# ?1: the first seq; ?2: created_at; ?3: a JSON array of notification objects, each the frame
-# without its seq, plus `expires_at` (`data` comes back as the very text it went in as).
+# ?1: the first seq; ?2: created_at; ?3: a JSON array of rows, each
+# [id, user_id, type, title, message, data (JSON text), priority, expires_at].
 _INSERT_NOTIFICATIONS = (
     "INSERT INTO notifications (seq, id, user_id, type, title, message, data, priority, created_at,"
-    " expires_at) SELECT ?1 + key, value->>'id', value->>'user_id', value->>'type', value->>'title',"
-    " value->>'message', value->'data', value->>'priority', ?2, value->>'expires_at' FROM json_each(?3)"
+    " expires_at) SELECT ?1 + key, value->>0, value->>1, value->>2, value->>3, value->>4, value->>5,"
+    " value->>6, ?2, value->>7 FROM json_each(?3)"
 )
 _CLAIM_TAKEN = "SELECT 1 FROM idempotency_keys WHERE api_key_id = ? AND key = ?"
 _INSERT_CLAIM = (
@@ -48,10 +48,11 @@ Statement = tuple[str, list[tuple[Any, ...]]]
 
 @dataclass(slots=True)
 class InsertRows:
-    """One Insert op's notifications as JSON objects, and its Idempotency-Key claim (api key id,
+    """One Insert op's `count` rows as one JSON array, and its Idempotency-Key claim (api key id,
     key, request hash, status) with the notification ids it would record."""
 
-    rows: list[str]
+    count: int
+    rows_json: str
     claim: tuple[str, str, str, int] | None = None
     ids_json: str = ""
 
@@ -120,8 +121,9 @@ class Transaction:
                     (api_key_id, key, request_hash, insert.ids_json, status, self._created_at)
                 )
             done.first_seqs.append(self._seq)
-            self._seq += len(insert.rows)
-            parts.extend(insert.rows)
+            self._seq += insert.count
+            if insert.count:
+                parts.append(insert.rows_json[1:-1])
         if parts:
             conn.execute(_INSERT_NOTIFICATIONS, (first, self._created_at, f"[{','.join(parts)}]"))
 

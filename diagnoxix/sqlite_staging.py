@@ -1,8 +1,11 @@
 """From drafts to the rows the writer thread stores, and from a commit back to notifications.
 
-Each notification is encoded once, on the event loop: its frame up to the seq (`frame_head`) is
-also, with its expiry and the frame's tail, the JSON row the thread hands SQLite; once the commit
-has given it a seq, the same head becomes the frame the hub sends.
+On the event loop, before the commit: each draft gets its id and expiry, its `data` is encoded
+once (reused for the row and the frame), its frame is built up to the seq (`frame_head`), and its
+row goes into one JSON array per insert for SQLite. Once the commit has given it a seq, the head
+becomes the frame the hub sends. Rows are JSON arrays, not objects: SQLite takes an array's
+elements apart about 2 us a row cheaper (measured at 20,000 rows a transaction), and the thread's
+INSERT is the longest step of a burst.
 """
 
 from __future__ import annotations
@@ -48,16 +51,15 @@ def stage(
     now: datetime,
     stamp: str,
 ) -> tuple[Staged, InsertRows]:
-    """Give each draft its id and expiry and encode it once: the frame up to its seq, which with
-    the expiry and the tail is also the row the writer thread stores."""
+    """Give each draft its id and expiry, encode it, and return it with its rows for the thread:
+    [id, user_id, type, title, message, data (JSON text), priority, expires_at] each."""
     ids = new_ids(len(drafts), int(now.timestamp() * 1000))
     data_json: list[str] = []
     expires: list[tuple[datetime | None, str | None]] = []
     heads: list[str] = []
-    rows: list[str] = []
-    # Drafts of one op share a few lifetimes and priorities: work each out once.
+    rows: list[list[str | None]] = []
+    # Drafts of one op share a few lifetimes: work each expiry out once.
     expiry: dict[int | None, tuple[datetime | None, str | None]] = {}
-    tails: dict[tuple[int | None, str], str] = {}
     for nid, draft in zip(ids, drafts, strict=True):
         ttl = draft.ttl_seconds or lifetimes.get(
             BROADCAST_RECIPIENT if draft.user_id == BROADCAST_RECIPIENT else draft.priority
@@ -70,24 +72,15 @@ def stage(
         data_json.append(encoded)
         expires.append(found)
         heads.append(head)
-        rows.append(head + _row_tail(tails, ttl, found[1], draft.priority))
+        rows.append(
+            [nid, draft.user_id, draft.type, draft.title, draft.message, encoded, draft.priority, found[1]]
+        )
     return Staged(drafts, ids, data_json, expires, heads), InsertRows(
-        rows,
+        len(rows),
+        json.dumps(rows, ensure_ascii=False),
         (claim.api_key_id, claim.key, claim.request_hash, claim.status) if claim else None,
         json.dumps(ids) if claim else "",
     )
-
-
-def _row_tail(
-    cache: dict[tuple[int | None, str], str], ttl: int | None, expires: str | None, priority: str
-) -> str:
-    """`"expires_at"` and the frame's tail: what follows the head in a stored row's JSON."""
-    key = (ttl, priority)
-    found = cache.get(key)
-    if found is None:
-        expiry = f'"{expires}"' if expires else "null"
-        found = cache[key] = f',"expires_at":{expiry}{frame_tail(priority, read=False)}'
-    return found
 
 
 def committed_notifications(

@@ -241,7 +241,7 @@ class GroupCommitWriter:
                         continue
                     staged.append(staged_op)
                     chunk.append(rows)
-                    in_chunk += len(rows.rows)
+                    in_chunk += rows.count
                     if in_chunk >= CHUNK_NOTIFICATIONS:
                         self._executor.submit(self._insert, tx, chunk)
                         chunk, in_chunk = [], 0
