@@ -11,7 +11,6 @@ store when it reconnects.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -29,9 +28,10 @@ log = logging.getLogger("diagnoxix.hub")
 CLOSE_TIMEOUT_SECONDS = 2.0
 # Delivered ids are recorded in groups so a burst costs one store write, not one per frame.
 DELIVERED_FLUSH_SIZE = 256
-# Bytes a frame may need beyond its text: the WebSocket header (at most 14) and UTF-8 expansion
-# (at most 3 bytes per character of a Python str); see `Connection._has_room`.
-_UTF8_MAX = 3
+# An upper bound on the bytes a frame of n characters puts on the wire: UTF-8 takes at most 4 bytes
+# per character of a Python str (emoji and other characters beyond the BMP take 4), and the
+# WebSocket header at most 14. See `Connection._has_room`.
+_UTF8_MAX = 4
 _HEADER_MAX = 14
 
 # Close codes (RFC 6455 and the registry) the service uses.
@@ -51,9 +51,9 @@ PresenceListener = Callable[[str, bool, float], None]
 # Called with a connection that has frames to write and no sender of its own.
 Scheduler = Callable[["Connection"], None]
 
-# A queued frame: (text, seq, id to record as delivered once written, is a broadcast). A plain
-# tuple: one is built per recipient of every notification.
-_Frame = tuple[str, int | None, str | None, bool]
+# A queued frame: (text, id to record as delivered once written, is a broadcast). A plain tuple:
+# one is built per recipient of every notification.
+_Frame = tuple[str, str | None, bool]
 
 
 class WriteSide(Protocol):
@@ -126,9 +126,7 @@ class Connection:
     def queued(self) -> int:
         return len(self._pending) if self._pending else 0
 
-    def offer(
-        self, text: str, seq: int | None = None, delivered_id: str | None = None, broadcast: bool = False
-    ) -> None:
+    def offer(self, text: str, delivered_id: str | None = None, broadcast: bool = False) -> None:
         """Queue a frame for this connection; never blocks. Overflow closes the connection."""
         if self._closing:
             return
@@ -138,7 +136,7 @@ class Connection:
         if len(pending) >= self._limit:
             self.close_soon(CLOSE_TRY_AGAIN_LATER, "send queue full; reconnect to resume")
             return
-        pending.append((text, seq, None if self.v1 else delivered_id, broadcast))
+        pending.append((text, None if self.v1 else delivered_id, broadcast))
         if self._live and self._sender is None and not self._scheduled:
             self._scheduled = True
             self._hub.schedule(self)
@@ -163,7 +161,9 @@ class Connection:
         the write completes without suspending.
         """
         side = self._side
-        if side is None or side.writing_paused:
+        # A compressing socket may compress in an executor (aiohttp does for large frames) and so
+        # wait: it always gets a sender of its own.
+        if side is None or side.writing_paused or self._ws.compress:
             return False
         transport = side.transport
         if transport is None:
@@ -183,7 +183,7 @@ class Connection:
         hub = self._hub
         try:
             while pending and self._has_room(pending[0][0]):
-                text, _seq, delivered_id, broadcast = pending.popleft()
+                text, delivered_id, broadcast = pending.popleft()
                 await self._ws.send_str(text)
                 if delivered_id is not None:
                     hub.delivered(self.user_id, delivered_id, broadcast)
@@ -202,7 +202,7 @@ class Connection:
         try:
             pending = self._pending
             while pending:
-                text, _seq, delivered_id, broadcast = pending.popleft()
+                text, delivered_id, broadcast = pending.popleft()
                 await self._ws.send_str(text)
                 if delivered_id is not None:
                     hub.delivered(self.user_id, delivered_id, broadcast)
@@ -233,9 +233,17 @@ class Connection:
 
     async def close(self, code: int, reason: str) -> None:
         self._closing = True
-        with contextlib.suppress(asyncio.TimeoutError, ConnectionError, RuntimeError):
+        try:
             async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
                 await self._ws.close(code=code, message=reason.encode())
+        except TimeoutError:
+            # A client that stopped reading never takes our close frame, and a plain close waits
+            # for the buffered bytes it will never read: drop the connection.
+            transport = self._side.transport if self._side is not None else None
+            if transport is not None:
+                transport.abort()
+        except (ConnectionError, RuntimeError):
+            pass
 
     def stop(self) -> None:
         """The handler is done with this connection: stop sending, cancel its timers."""
@@ -370,12 +378,12 @@ class Hub:
                 text = note.encode_frame()
                 for everyone in self._by_user.values():
                     for conn in everyone:
-                        conn.offer(text, note.seq, note.id, broadcast=True)
+                        conn.offer(text, note.id, broadcast=True)
             elif recipients := self._by_user.get(note.user_id):
                 # Encoded once per notification, and only when its user is connected here.
                 text = note.encode_frame()
                 for conn in recipients:
-                    conn.offer(text, note.seq, note.id)
+                    conn.offer(text, note.id)
 
     def connections_of(self, user_id: str) -> int:
         return len(self._by_user.get(user_id, ()))

@@ -117,7 +117,8 @@ class Notification:
     read_at: datetime | None = None
     expires_at: datetime | None = None
     # `data`, `created_at` and `expires_at` as the store wrote them, kept so sending does not
-    # encode them again; and the frame, once encoded (nothing changes a Notification once built).
+    # encode them again; and the frame, once encoded (nothing changes a Notification once built;
+    # a copy made with `dataclasses.replace` must pass `frame=None`).
     data_json: str | None = field(default=None, compare=False, repr=False)
     created_text: str | None = field(default=None, compare=False, repr=False)
     expires_text: str | None = field(default=None, compare=False, repr=False)
@@ -159,7 +160,8 @@ class Notification:
         return body
 
     def encode_frame(self) -> str:
-        """The wire form as compact JSON, exactly as `json.dumps(self.to_wire())` would write it.
+        """The wire form as compact JSON, exactly as `encode_json(self.to_wire())` would write it
+        (`ensure_ascii=False`, no spaces).
 
         Assembled from parts, once per notification: it runs for every notification sent, and
         `data_json` (the data already encoded for the store) saves encoding `data` twice.

@@ -59,11 +59,12 @@ class InsertRows:
 
 @dataclass(slots=True)
 class BatchDone:
-    """Per insert (in order): its first seq, or None when its Idempotency-Key was taken already.
+    """Per insert (in order): its first seq, None when its Idempotency-Key was taken already, or
+    the error that refused it alone.
     Per bulk statement: rows changed (None: refused). Per execute: rows changed by its last
     statement, or the error."""
 
-    first_seqs: list[int | None] = field(default_factory=list)
+    first_seqs: list[int | sqlite3.Error | None] = field(default_factory=list)
     bulk_rows: list[int | None] = field(default_factory=list)
     executed: list[int | sqlite3.Error] = field(default_factory=list)
     last_seq: int = 0
@@ -106,26 +107,55 @@ class Transaction:
 
     def _insert(self, inserts: list[InsertRows]) -> None:
         conn, done = self._conn, self.done
-        first = self._seq
-        parts: list[str] = []
+        accepted: list[tuple[int, InsertRows]] = []  # (index in done.first_seqs, insert)
         for insert in inserts:
             if insert.claim is not None:
-                api_key_id, key, request_hash, status = insert.claim
+                api_key_id, key, _hash, _status = insert.claim
                 # Under BEGIN IMMEDIATE nobody else can claim the key between this check and ours.
                 taken = (api_key_id, key) in self._claimed
                 if taken or conn.execute(_CLAIM_TAKEN, (api_key_id, key)).fetchone():
                     done.first_seqs.append(None)
                     continue
                 self._claimed.add((api_key_id, key))
-                self._claims.append(
-                    (api_key_id, key, request_hash, insert.ids_json, status, self._created_at)
-                )
-            done.first_seqs.append(self._seq)
+            accepted.append((len(done.first_seqs), insert))
+            done.first_seqs.append(None)  # set below
+        rows = [insert for _, insert in accepted if insert.count]
+        first = self._seq
+        try:
+            if rows:
+                joined = ",".join(insert.rows_json[1:-1] for insert in rows)
+                conn.execute(_INSERT_NOTIFICATIONS, (first, self._created_at, f"[{joined}]"))
+        except sqlite3.Error:
+            _still_in_transaction(conn)
+            # Find the culprit: each insert on its own, so the others are still stored.
+            self._insert_one_by_one(accepted)
+            return
+        for index, insert in accepted:
+            done.first_seqs[index] = self._seq
             self._seq += insert.count
-            if insert.count:
-                parts.append(insert.rows_json[1:-1])
-        if parts:
-            conn.execute(_INSERT_NOTIFICATIONS, (first, self._created_at, f"[{','.join(parts)}]"))
+            self._claim(insert)
+
+    def _insert_one_by_one(self, accepted: list[tuple[int, InsertRows]]) -> None:
+        conn, done = self._conn, self.done
+        for index, insert in accepted:
+            try:
+                with _savepoint(conn, True):
+                    if insert.count:
+                        conn.execute(_INSERT_NOTIFICATIONS, (self._seq, self._created_at, insert.rows_json))
+            except sqlite3.Error as exc:
+                _still_in_transaction(conn)
+                done.first_seqs[index] = exc
+                if insert.claim is not None:
+                    self._claimed.discard(insert.claim[:2])
+                continue
+            done.first_seqs[index] = self._seq
+            self._seq += insert.count
+            self._claim(insert)
+
+    def _claim(self, insert: InsertRows) -> None:
+        if insert.claim is not None:
+            api_key_id, key, request_hash, status = insert.claim
+            self._claims.append((api_key_id, key, request_hash, insert.ids_json, status, self._created_at))
 
     def finish(self, bulk: list[tuple[str, str]], executes: list[list[Statement]]) -> BatchDone:
         """Bookkeeping (SQL taking one JSON array, that array), awaited writes, COMMIT."""
@@ -145,7 +175,8 @@ class Transaction:
                     done.bulk_rows.append(None)
             for statements in executes:
                 try:
-                    with _savepoint(conn, len(statements) > 1):
+                    # Several statements, or one with several rows: all or nothing.
+                    with _savepoint(conn, len(statements) > 1 or len(statements[0][1]) > 1):
                         rowcount = 0
                         for sql, params in statements:
                             rowcount = conn.executemany(sql, params).rowcount

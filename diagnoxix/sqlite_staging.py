@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 from .models import (
     BROADCAST_RECIPIENT,
+    PRIORITIES,
     Notification,
     NotificationDraft,
     encode_json,
@@ -61,6 +62,8 @@ def stage(
     # Drafts of one op share a few lifetimes: work each expiry out once.
     expiry: dict[int | None, tuple[datetime | None, str | None]] = {}
     for nid, draft in zip(ids, drafts, strict=True):
+        if draft.priority not in PRIORITIES:
+            raise ValueError("unknown priority")  # validated drafts never get here
         ttl = draft.ttl_seconds or lifetimes.get(
             BROADCAST_RECIPIENT if draft.user_id == BROADCAST_RECIPIENT else draft.priority
         )
@@ -75,9 +78,13 @@ def stage(
         rows.append(
             [nid, draft.user_id, draft.type, draft.title, draft.message, encoded, draft.priority, found[1]]
         )
+    rows_json = json.dumps(rows, ensure_ascii=False)
+    # Raises for a lone surrogate (which validation refuses) here, where it fails this insert
+    # alone, rather than in the thread, where it would fail every insert sharing its statement.
+    rows_json.encode()
     return Staged(drafts, ids, data_json, expires, heads), InsertRows(
         len(rows),
-        json.dumps(rows, ensure_ascii=False),
+        rows_json,
         (claim.api_key_id, claim.key, claim.request_hash, claim.status) if claim else None,
         json.dumps(ids) if claim else "",
     )

@@ -1,6 +1,7 @@
-"""The embedded store: one SQLite file through aiosqlite, WAL, one writer task with group commit.
+"""The embedded store: one SQLite file in WAL mode, one writer with group commit.
 
-Writes go through `sqlite_writer.GroupCommitWriter`; reads use a separate read-only connection.
+Writes go through `sqlite_writer.GroupCommitWriter` (its own thread and connection); reads go to a
+read-only aiosqlite connection, and point reads by key to a read-only connection on the loop.
 Nothing expired is ever served: every read of notifications filters on `expires_at`.
 """
 
@@ -80,18 +81,18 @@ class SqliteStore(NotificationReads, StaffQueries):
             await self._prepare_file()
             self._writer = GroupCommitWriter(self._path, self._writer_pragmas(), self._counters)
             await self._writer.start()
-            reader = await aiosqlite.connect(self._path, isolation_level=None)
+            self._reader_conn = await aiosqlite.connect(self._path, isolation_level=None)
+            await self._reader_conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            await self._reader_conn.execute("PRAGMA query_only=1")
+            # timeout=0: a point read must never wait on the event loop (see `_read_now`). A file
+            # URI, so a path with '%', '#' or '?' in it names the same file as the others.
+            self._point_conn = sqlite3.connect(
+                f"{self._path.resolve().as_uri()}?mode=ro", uri=True, timeout=0, isolation_level=None
+            )
+            self._epoch = await self.get_or_create_meta("epoch", lambda: uuid.uuid4().hex)
         except BaseException:
-            if self._writer is not None:
-                await self._writer.stop()
-            self._release_lock()
+            await self.close()
             raise
-        await reader.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        await reader.execute("PRAGMA query_only=1")
-        self._reader_conn = reader
-        # busy_timeout 0: a point read must never wait on the event loop (see `_read_now`).
-        self._point_conn = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, isolation_level=None)
-        self._epoch = await self.get_or_create_meta("epoch", lambda: uuid.uuid4().hex)
 
     def _writer_pragmas(self) -> list[str]:
         return [

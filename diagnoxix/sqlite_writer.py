@@ -5,15 +5,17 @@ notification is durable before its sender hears 2xx, yet a burst costs a handful
 than one per notification. Listeners hear of committed notifications synchronously, in seq order,
 right after the commit and before any sender is answered (save before send).
 
-One thread owns the write connection (the standard library's `sqlite3`) and runs each transaction
-from BEGIN to COMMIT in a single call: a batch costs one hop to that thread however many
-statements it holds, where aiosqlite makes every statement its own round trip. While the thread
-commits one batch the event loop prepares the next and, once a commit returns, publishes it: at
-most one batch is being committed and one waits behind it, always in order.
+One thread owns the write connection (the standard library's `sqlite3`; aiosqlite would make
+every statement its own round trip). A batch is queued to it in steps, without waiting for any but
+the last: open the transaction, insert each chunk of notifications as the loop prepares it, then
+bookkeeping and COMMIT. While the thread commits one batch the event loop prepares the next and,
+once a commit returns, publishes it: at most one batch is being committed and one waits behind it,
+always in order.
 
-One write that the database refuses (an Idempotency-Key claimed twice, a constraint) fails alone
-and the rest of its batch still commits (see `sqlite_batch`). Only a failed transaction (disk
-full, I/O error, another process holding the lock too long) fails the whole batch.
+One write that the database refuses (an Idempotency-Key claimed twice, a draft it cannot store, a
+constraint) fails alone and the rest of its batch still commits (see `sqlite_batch`). Only a
+failed transaction (disk full, I/O error, another process holding the lock too long) fails the
+whole batch.
 """
 
 from __future__ import annotations
@@ -126,11 +128,8 @@ class GroupCommitWriter:
         return self._task is not None and not self._task.done() and not self._stopping
 
     async def start(self) -> None:
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._connect)
-        except BaseException:
-            self._executor.shutdown(wait=False)
-            raise
+        """Open the connection on the writer thread; if that fails, `stop()` still cleans up."""
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._connect)
         self._task = asyncio.create_task(self._run(), name="diagnoxix-store-writer")
 
     async def stop(self) -> None:
@@ -138,11 +137,15 @@ class GroupCommitWriter:
         if self._stopping:
             return
         self._stopping = True
-        if self._task is not None:
-            self._queue.put_nowait(None)
-            await self._task
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._disconnect)
-        self._executor.shutdown(wait=True)
+        try:
+            if self._task is not None:
+                self._queue.put_nowait(None)
+                await self._task
+        finally:
+            # Queued behind whatever the thread still has; the thread ends once it is done.
+            closed = self._executor.submit(self._disconnect)
+            self._executor.shutdown(wait=False)
+        await asyncio.wrap_future(closed)
 
     def submit(self, op: Op) -> None:
         if not self.running:
@@ -184,25 +187,41 @@ class GroupCommitWriter:
     # -- the event loop's side ---------------------------------------------------------------
 
     async def _run(self) -> None:
-        in_flight: _Batch | None = None
+        # Batches begun and not yet finished: at most the one being committed and the next.
+        unfinished: list[_Batch] = []
         stopping = False
-        while True:
-            ops: list[Op] = []
-            if not stopping and in_flight is None:
-                first = await self._queue.get()
-                if first is None:
-                    stopping = True
-                else:
-                    ops.append(first)
-            if not stopping:
-                stopping = self._take_queued(ops)
-            # Hand the next batch to the thread before publishing the one it is committing.
-            following = self._begin(ops) if ops else None
-            if in_flight is not None:
-                await self._finish(in_flight)
-            in_flight = following
-            if in_flight is None and stopping and self._queue.empty():
-                return
+        try:
+            while True:
+                ops: list[Op] = []
+                if not stopping and not unfinished:
+                    first = await self._queue.get()
+                    if first is None:
+                        stopping = True
+                    else:
+                        ops.append(first)
+                if not stopping:
+                    stopping = self._take_queued(ops)
+                # Hand the next batch to the thread before publishing the one it is committing.
+                following = self._begin(ops) if ops else None
+                if following is not None:
+                    unfinished.append(following)
+                if len(unfinished) > 1 or (unfinished and following is None):
+                    await self._finish(unfinished[0])
+                    del unfinished[0]
+                if not unfinished and stopping:
+                    return
+        except BaseException as exc:
+            # A bug or a cancellation: nobody may wait forever for a write that will never come.
+            if not isinstance(exc, asyncio.CancelledError):
+                log.exception("store.writer_failed")
+            self._stopping = True
+            pending = [op for batch in unfinished for op in batch.ops]
+            while not self._queue.empty():
+                op = self._queue.get_nowait()
+                if op is not None:
+                    pending.append(op)
+            _fail_all(pending, StoreError("the store's writer stopped"))
+            raise
 
     def _take_queued(self, ops: list[Op]) -> bool:
         """Add what is queued now to `ops`, within the batch limits; True once stop was asked."""
@@ -280,6 +299,9 @@ class GroupCommitWriter:
         for staged, first in zip(batch.staged, done.first_seqs, strict=True):
             if first is None:
                 stored.append(IdempotencyConflict("this Idempotency-Key was already used"))
+                continue
+            if isinstance(first, sqlite3.Error):
+                stored.append(_translate(first))
                 continue
             notes = committed_notifications(staged, first, batch.created_at, batch.stamp)
             stored.append(notes)

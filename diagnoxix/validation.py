@@ -82,7 +82,20 @@ def _check_text(value: object, path: str, limit: int, errors: FieldErrors, *, re
         errors.add(path, f"must be at most {limit} characters (got {len(value)})")
     if "\x00" in value:
         errors.add(path, "must not contain NUL characters")
+    if not _is_utf8(value):
+        errors.add(path, "must be valid Unicode text (no lone surrogate escapes)")
     return value
+
+
+def _is_utf8(value: str) -> bool:
+    """False for a str holding a lone surrogate (JSON allows `"\\ud800"`; UTF-8 cannot carry it)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_type(value: object, path: str, errors: FieldErrors) -> str:
@@ -109,6 +122,9 @@ def check_data(value: object, path: str, errors: FieldErrors) -> tuple[dict[str,
         return {}, "{}"
     except TypeError:  # only from Python callers: a set, a datetime...
         errors.add(path, "must contain only JSON values")
+        return {}, "{}"
+    if not _is_utf8(encoded):
+        errors.add(path, "must contain only valid Unicode text (no lone surrogate escapes)")
         return {}, "{}"
     size = len(encoded.encode())
     if size > MAX_DATA_BYTES:

@@ -347,3 +347,25 @@ async def test_audit_log_records_sends_and_is_append_only(service: Service) -> N
         for statement in ("UPDATE audit_log SET actor = 'x'", "DELETE FROM audit_log"):
             with pytest.raises(sqlite3.IntegrityError, match="append-only"):
                 conn.execute(statement)
+
+
+async def test_a_lone_surrogate_is_refused_and_never_takes_other_requests_with_it(service: Service) -> None:
+    # JSON can spell a lone surrogate ("\\ud800") that UTF-8, and so the database, cannot hold.
+    bad = '{"user_id": "mallory", "title": "x\\ud800", "message": "m"}'
+
+    async def good(i: int) -> int:
+        resp = await service.client.post(
+            "/v1/notifications", json={"user_id": f"p{i}", "title": "Lab ready"}, headers=service.auth()
+        )
+        return resp.status
+
+    async def evil() -> tuple[int, Any]:
+        headers = {**service.auth(), "Content-Type": "application/json"}
+        resp = await service.client.post("/v1/notifications", data=bad, headers=headers)
+        return resp.status, await resp.json()
+
+    results = await asyncio.gather(*(good(i) for i in range(10)), evil(), *(good(i) for i in range(10, 20)))
+    status, body = results[10]
+    assert status == 422  # the API's status for a body that parses but does not validate
+    assert "title" in body["error"]["details"]
+    assert [r for i, r in enumerate(results) if i != 10] == [201] * 20

@@ -272,3 +272,64 @@ async def test_a_batch_that_cannot_be_prepared_never_wedges_the_writer(store: Sq
     await store.insert_notifications([_draft("u1", "after")])
     assert [n.title for n in await store.history("u1", before_seq=None, limit=10)] == ["after"]
     assert await store.audit_entries() == []
+
+
+async def test_a_draft_the_database_refuses_fails_alone_in_a_shared_statement(store: SqliteStore) -> None:
+    # The notifications of a batch share one INSERT; one that SQLite refuses (here a priority the
+    # schema's CHECK rejects, from a Python caller that skipped validation) must fail alone.
+    bad = NotificationDraft("u1", "custom", "t", "m", {}, "urgent")  # type: ignore[arg-type]
+    results = await asyncio.gather(
+        store.insert_notifications([_draft("u2", "innocent-1")]),
+        store.insert_notifications([bad]),
+        store.insert_notifications([_draft("u3", "innocent-2")]),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], StoreError)
+    assert [[n.title for n in r] for r in (results[0], results[2]) if isinstance(r, list)] == [
+        ["innocent-1"],
+        ["innocent-2"],
+    ]
+
+
+async def test_a_refused_insert_inside_the_thread_fails_alone(store: SqliteStore) -> None:
+    # Past every check on the loop, SQLite itself refuses one insert (here a trigger an operator
+    # might add); the others of the same statement are stored, in order, without a gap.
+    with sqlite3.connect(store.path) as conn:
+        conn.execute(
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON notifications WHEN NEW.title = 'poison'"
+            " BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+    results = await asyncio.gather(
+        store.insert_notifications([_draft("u2", "a"), _draft("u2", "b")]),
+        store.insert_notifications([_draft("u9", "poison")]),
+        store.insert_notifications([_draft("u3", "c")]),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], StoreError)
+    stored = [n for r in (results[0], results[2]) if isinstance(r, list) for n in r]
+    assert [n.title for n in stored] == ["a", "b", "c"]
+    assert [n.seq for n in stored] == [1, 2, 3]
+    assert [n.title for n in await store.history("u2", before_seq=None, limit=5)] == ["b", "a"]
+
+
+async def test_an_awaited_write_of_several_rows_is_all_or_nothing(store: SqliteStore) -> None:
+    with pytest.raises(StoreError):
+        await store._w.execute(
+            ("INSERT INTO meta (key, value) VALUES (?, ?)", [("half", "1"), ("half", "2")])
+        )
+    assert await store._read("SELECT key, value FROM meta WHERE key = 'half'", ()) == []
+
+
+@pytest.mark.parametrize("name", ["clinic%20a", "ward#3", "what?.d"])
+async def test_any_directory_name_works(tmp_path: Path, name: str) -> None:
+    store = SqliteStore(tmp_path / name / "notify.sqlite3")
+    await store.open()
+    try:
+        key = await store.create_api_key("k1", "n", "h" * 64)
+        found = await store.find_api_key("k1")  # the point read, on the loop
+        assert found is not None
+        assert found[0].id == key.id
+        assert store._point_conn is not None
+        assert store._point_conn.execute("PRAGMA busy_timeout").fetchone()[0] == 0
+    finally:
+        await store.close()
