@@ -280,11 +280,16 @@ class SqliteStore(NotificationReads, StaffQueries):
         return mine
 
     async def mark_all_read(self, user_id: str) -> int:
+        """Everything the user could have seen when asking: up to the highest seq committed then.
+
+        A notification stored in the same transaction as this update (it runs after the batch's
+        inserts) is newer than the request and stays unread.
+        """
         now = now_stamp()
         return await self._execute(
             "UPDATE notifications SET read_at = ?, delivered_at = coalesce(delivered_at, ?)"
-            f" WHERE user_id = ? AND read_at IS NULL AND {LIVE}",
-            [(now, now, user_id, now)],
+            f" WHERE user_id = ? AND read_at IS NULL AND seq <= ? AND {LIVE}",
+            [(now, now, user_id, self.max_seq, now)],
         )
 
     async def purge_expired(self) -> int:

@@ -333,3 +333,15 @@ async def test_any_directory_name_works(tmp_path: Path, name: str) -> None:
         assert store._point_conn.execute("PRAGMA busy_timeout").fetchone()[0] == 0
     finally:
         await store.close()
+
+
+async def test_read_all_never_marks_a_notification_newer_than_the_request(store: SqliteStore) -> None:
+    await store.insert_notifications([_draft("u1", "seen")])
+    # Both land in one transaction, where updates run after inserts.
+    marked, (new,) = await asyncio.gather(
+        store.mark_all_read("u1"), store.insert_notifications([_draft("u1", "critical, unseen")])
+    )
+    assert marked == 1
+    assert await store.unread_count("u1") == 1
+    (again,) = await store.get_notifications([new.id])
+    assert again.read_at is None
