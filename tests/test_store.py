@@ -38,6 +38,7 @@ async def test_new_database_is_migrated_private_and_in_wal_mode(store: SqliteSto
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == len(discover())
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == 16384
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"notifications", "api_keys", "idempotency_keys", "audit_log", "meta"} <= tables
     assert len(store.epoch) == 32
