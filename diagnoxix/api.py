@@ -41,9 +41,13 @@ log = logging.getLogger("diagnoxix.api")
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 
 
+def _delivery_state(request: web.Request, note: Notification) -> str:
+    return note.delivery_state(request.app[HUB].connections_of(note.user_id) > 0)
+
+
 def _delivery(request: web.Request, note: Notification) -> dict[str, Any]:
     body = note.to_api()
-    body["delivery"] = note.delivery_state(request.app[HUB].connections_of(note.user_id) > 0)
+    body["delivery"] = _delivery_state(request, note)
     return body
 
 
@@ -153,8 +157,7 @@ def _send_response(
     a thousand would otherwise be turned into a thousand dicts and encoded all over again.
     """
     headers = {"Idempotent-Replayed": "true"} if replayed else None
-    hub = request.app[HUB]
-    encoded = [n.encode_api(n.delivery_state(hub.connections_of(n.user_id) > 0)) for n in notes]
+    encoded = [n.encode_api(_delivery_state(request, n)) for n in notes]
     if batch:
         text = f'{{"count":{len(notes)},"notifications":[{",".join(encoded)}]}}'
     else:

@@ -26,8 +26,9 @@ log = logging.getLogger("diagnoxix.hub")
 # How long closing a connection may take before its transport is simply dropped: a stalled
 # client never reads our close frame.
 CLOSE_TIMEOUT_SECONDS = 2.0
-# Delivered ids are recorded in groups so a burst costs one store write, not one per frame.
-DELIVERED_FLUSH_SIZE = 256
+# Delivery records are handed to the store in groups: a burst costs a few store writes, not one per
+# frame, and a long drain to a slow client still records as it goes.
+DELIVERED_FLUSH_SIZE = 1000
 # An upper bound on the bytes a frame of n characters puts on the wire: UTF-8 takes at most 4 bytes
 # per character of a Python str (emoji and other characters beyond the BMP take 4), and the
 # WebSocket header at most 14. See `Connection._has_room`.
@@ -206,8 +207,6 @@ class Connection:
                 await self._ws.send_str(text)
                 if delivered_id is not None:
                     hub.delivered(self.user_id, delivered_id, broadcast)
-                    if len(pending) % DELIVERED_FLUSH_SIZE == 0:
-                        hub.flush_delivered()
         except (ConnectionError, RuntimeError):
             # The peer went away mid-send; the handler sees the close and unregisters us.
             pass
@@ -282,6 +281,8 @@ class Hub:
     def delivered(self, user_id: str, notification_id: str, broadcast: bool) -> None:
         """A frame reached a plain client's socket: record it with the next flush."""
         (self._delivered_broadcasts if broadcast else self._delivered_own).append([notification_id, user_id])
+        if len(self._delivered_own) + len(self._delivered_broadcasts) >= DELIVERED_FLUSH_SIZE:
+            self.flush_delivered()
 
     def flush_delivered(self) -> None:
         """Hand what `delivered` gathered to the store: one call per fan-out pass, not per frame."""

@@ -64,7 +64,7 @@ class BatchDone:
     Per bulk statement: rows changed (None: refused). Per execute: rows changed by its last
     statement, or the error."""
 
-    first_seqs: list[int | sqlite3.Error | None] = field(default_factory=list)
+    first_seqs: list[int | Exception | None] = field(default_factory=list)
     bulk_rows: list[int | None] = field(default_factory=list)
     executed: list[int | sqlite3.Error] = field(default_factory=list)
     last_seq: int = 0
@@ -125,7 +125,9 @@ class Transaction:
             if rows:
                 joined = ",".join(insert.rows_json[1:-1] for insert in rows)
                 conn.execute(_INSERT_NOTIFICATIONS, (first, self._created_at, f"[{joined}]"))
-        except sqlite3.Error:
+        except (sqlite3.Error, UnicodeEncodeError):
+            # Refused by SQLite, or text SQLite cannot take (a lone surrogate from a caller that
+            # skipped validation) while binding the statement.
             _still_in_transaction(conn)
             # Find the culprit: each insert on its own, so the others are still stored.
             self._insert_one_by_one(accepted)
@@ -142,7 +144,7 @@ class Transaction:
                 with _savepoint(conn, True):
                     if insert.count:
                         conn.execute(_INSERT_NOTIFICATIONS, (self._seq, self._created_at, insert.rows_json))
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, UnicodeEncodeError) as exc:
                 _still_in_transaction(conn)
                 done.first_seqs[index] = exc
                 if insert.claim is not None:

@@ -79,9 +79,6 @@ def stage(
             [nid, draft.user_id, draft.type, draft.title, draft.message, encoded, draft.priority, found[1]]
         )
     rows_json = json.dumps(rows, ensure_ascii=False)
-    # Raises for a lone surrogate (which validation refuses) here, where it fails this insert
-    # alone, rather than in the thread, where it would fail every insert sharing its statement.
-    rows_json.encode()
     return Staged(drafts, ids, data_json, expires, heads), InsertRows(
         len(rows),
         rows_json,

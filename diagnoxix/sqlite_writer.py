@@ -300,7 +300,7 @@ class GroupCommitWriter:
             if first is None:
                 stored.append(IdempotencyConflict("this Idempotency-Key was already used"))
                 continue
-            if isinstance(first, sqlite3.Error):
+            if isinstance(first, Exception):
                 stored.append(_translate(first))
                 continue
             notes = committed_notifications(staged, first, batch.created_at, batch.stamp)
@@ -382,7 +382,7 @@ def _resolve(
             op.future.set_result(None)
 
 
-def _translate(exc: sqlite3.Error) -> Exception:
+def _translate(exc: Exception) -> Exception:
     log.error("store.write_failed", extra={"error": type(exc).__name__})
     return StoreError(f"the database refused the write ({type(exc).__name__})")
 

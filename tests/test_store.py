@@ -346,3 +346,16 @@ async def test_read_all_never_marks_a_notification_newer_than_the_request(store:
     assert await store.unread_count("u1") == 1
     (again,) = await store.get_notifications([new.id])
     assert again.read_at is None
+
+
+async def test_text_sqlite_cannot_take_fails_alone(store: SqliteStore) -> None:
+    # A Python caller that skips validation can hand over a lone surrogate, which UTF-8 (and so
+    # SQLite) cannot hold; it shares its statement with the others and must fail alone.
+    results = await asyncio.gather(
+        store.insert_notifications([_draft("u2", "a")]),
+        store.insert_notifications([_draft("u9", "x\ud800")]),
+        store.insert_notifications([_draft("u3", "c")]),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], StoreError)
+    assert [n.title for r in (results[0], results[2]) if isinstance(r, list) for n in r] == ["a", "c"]
