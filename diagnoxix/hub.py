@@ -1,11 +1,11 @@
 """The registry of live connections and the fan-out to them.
 
 Publishing never awaits a client. It appends a pre-encoded frame to each recipient connection's
-bounded queue and marks the connection ready; one fan-out task then writes every ready
-connection's frames, but only while that connection's transport has room, so each write completes
-at once. A connection without room (a slow phone) gets a sender task of its own, which waits for
-that client alone. A connection whose queue overflows is closed with 1013 and resumes from the
-store when it reconnects.
+bounded queue and marks the connection ready; one fan-out pass then writes each ready
+connection's queued frames in a single write, as many as fit below its transport's high-water
+mark, so each write completes at once. A connection without room (a slow phone) gets a sender
+task of its own, which waits for that client alone. A connection whose queue overflows is closed
+with 1013 and resumes from the store when it reconnects.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Protocol
 from aiohttp import web
 
 from .models import Notification
+from .ws_frames import text_frame
 
 log = logging.getLogger("diagnoxix.hub")
 
@@ -29,11 +30,6 @@ CLOSE_TIMEOUT_SECONDS = 2.0
 # Delivery records are handed to the store in groups: a burst costs a few store writes, not one per
 # frame, and a long drain to a slow client still records as it goes.
 DELIVERED_FLUSH_SIZE = 1000
-# An upper bound on the bytes a frame of n characters puts on the wire: UTF-8 takes at most 4 bytes
-# per character of a Python str (emoji and other characters beyond the BMP take 4), and the
-# WebSocket header at most 14. See `Connection._has_room`.
-_UTF8_MAX = 4
-_HEADER_MAX = 14
 
 # Close codes (RFC 6455 and the registry) the service uses.
 CLOSE_GOING_AWAY = 1001
@@ -154,43 +150,59 @@ class Connection:
         assert not self._live
         await self._ws.send_str(text)
 
-    def _has_room(self, text: str) -> bool:
-        """True when writing `text` cannot make aiohttp wait for the client.
+    def _room(self) -> int:
+        """Bytes the fan-out may write to this socket now without aiohttp ever waiting for it.
 
-        aiohttp's `send_str` waits only while the protocol is paused, and asyncio pauses it only
-        once the transport's buffer passes its high-water mark: below that, with this frame added,
-        the write completes without suspending.
+        aiohttp's writes wait only while the protocol is paused, and asyncio pauses it only once
+        the transport's buffer passes its high-water mark: up to that mark a write completes at
+        once. 0 (or less): the connection needs a sender of its own.
         """
         side = self._side
         # A compressing socket may compress in an executor (aiohttp does for large frames) and so
         # wait: it always gets a sender of its own.
         if side is None or side.writing_paused or self._ws.compress:
-            return False
+            return 0
         transport = side.transport
         if transport is None:
-            return False
-        room = transport.get_write_buffer_limits()[1] - transport.get_write_buffer_size()
-        return _UTF8_MAX * len(text) + _HEADER_MAX <= room
+            return 0
+        return transport.get_write_buffer_limits()[1] - transport.get_write_buffer_size()
 
-    async def write_ready(self) -> None:
-        """The fan-out task's turn: write queued frames while the transport has room.
+    def _take_fitting(self, pending: deque[_Frame]) -> tuple[list[_Frame], bytes]:
+        """Pop the queued frames that fit the room, with their wire bytes joined for one write."""
+        room = self._room()
+        taken: list[_Frame] = []
+        wire: list[bytes] = []
+        while pending:
+            frame = text_frame(pending[0][0])
+            room -= len(frame)
+            if room < 0:
+                break
+            wire.append(frame)
+            taken.append(pending.popleft())
+        return taken, b"".join(wire)
 
+    def write_ready(self) -> None:
+        """The fan-out's turn: write what fits the transport's room, in one write.
+
+        A patient sent ten notifications in a burst gets them in one send() rather than ten.
         Frames left over (the client is slow) go to a sender task of this connection's own.
         """
         self._scheduled = False
-        if self._closing or self._sender is not None or not self._pending:
-            return
         pending = self._pending
-        hub = self._hub
-        try:
-            while pending and self._has_room(pending[0][0]):
-                text, delivered_id, broadcast = pending.popleft()
-                await self._ws.send_str(text)
-                if delivered_id is not None:
-                    hub.delivered(self.user_id, delivered_id, broadcast)
-        except (ConnectionError, RuntimeError):
-            # The peer went away mid-send; the handler sees the close and unregisters us.
+        if self._closing or self._sender is not None or not pending:
+            return
+        transport = self._side.transport if self._side is not None else None
+        if self._ws.closed or (transport is not None and transport.is_closing()):
+            # The peer went away; the handler sees the close and unregisters us.
             pending.clear()
+        else:
+            taken, wire = self._take_fitting(pending)
+            if taken and transport is not None:
+                transport.write(wire)
+                hub = self._hub
+                for _, delivered_id, broadcast in taken:
+                    if delivered_id is not None:
+                        hub.delivered(self.user_id, delivered_id, broadcast)
         if pending and not self._closing:
             self._sender = asyncio.get_running_loop().create_task(self._drain())
         elif not pending:
@@ -270,9 +282,10 @@ class Hub:
         self.high_seq = high_seq
         self.tasks: set[asyncio.Task[None]] = set()
         self.published = 0
-        # Connections with frames to write, in the order they became ready; one task writes them.
+        # Connections with frames to write, in the order they became ready; one callback writes
+        # them once the current publish is done, so it sees every frame that publish queued.
         self._ready: deque[Connection] = deque()
-        self._fan_out_task: asyncio.Task[None] | None = None
+        self._fan_out_pending = False
         # Frames written to plain clients since the last flush, as [notification id, user id].
         self._on_delivered = on_delivered
         self._delivered_own: list[list[str]] = []
@@ -294,31 +307,29 @@ class Hub:
             self._on_delivered(own, broadcasts)
 
     def schedule(self, conn: Connection) -> None:
-        """`conn` has frames to write: the fan-out task (started if need be) will write them."""
+        """`conn` has frames to write: the fan-out (scheduled if need be) will write them."""
         self._ready.append(conn)
-        if self._fan_out_task is None:
-            task = asyncio.get_running_loop().create_task(self._fan_out())
-            self._fan_out_task = task
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+        if not self._fan_out_pending:
+            self._fan_out_pending = True
+            asyncio.get_running_loop().call_soon(self._fan_out)
 
-    async def _fan_out(self) -> None:
-        """One task for every ready connection, like a bare loop over sockets: no task each.
+    def _fan_out(self) -> None:
+        """One pass over every ready connection, like a bare loop over sockets: no task each.
 
         Each connection writes only what fits its transport without waiting (see
-        `Connection.write_ready`), so this task never waits for any one client.
+        `Connection.write_ready`), so the pass never waits for any one client.
         """
         ready = self._ready
         try:
             while ready:
                 conn = ready.popleft()
                 try:
-                    await conn.write_ready()
+                    conn.write_ready()
                 except Exception:  # one connection's failure must not strand the others
                     log.exception("hub.write_failed", extra={"conn_id": conn.id})
                     conn.close_soon(CLOSE_INTERNAL_ERROR, "internal error")
         finally:
-            self._fan_out_task = None
+            self._fan_out_pending = False
             self.flush_delivered()
 
     def register(self, conn: Connection) -> int:

@@ -1,24 +1,25 @@
 """The fan-out's one promise: it never writes a frame that could make aiohttp wait for a client.
 
-One task writes every ready connection, so a write that waited would hold up every patient's live
-notifications behind one stalled phone. `Connection._has_room` decides which frames it may write;
-these tests hold it to the rule that makes the write non-blocking in aiohttp (the transport must
-stay at or below its high-water mark with the frame's bytes added), for any text, emoji included.
+One pass writes every ready connection, so a write that waited would hold up every patient's live
+notifications behind one stalled phone. `Connection._take_fitting` decides which queued frames go
+into a connection's one write; these tests hold it to the rule that makes the write non-blocking
+(the transport must stay at or below its high-water mark with the write added), for any texts,
+emoji included, and to taking frames in order and as many as fit.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from diagnoxix.hub import Connection, Hub
+from diagnoxix.ws_frames import text_frame
 
 HIGH_WATER = 64 * 1024
-# The largest WebSocket header a server frame can have.
-HEADER = 14
 
 
 class _Transport:
@@ -58,34 +59,49 @@ texts = st.text(
 )
 
 
+def _frames(texts: list[str]) -> deque[tuple[str, str | None, bool]]:
+    return deque((text, f"n{i}", False) for i, text in enumerate(texts))
+
+
 @settings(max_examples=300, deadline=None)
-@given(text=texts, buffered=st.integers(min_value=0, max_value=HIGH_WATER))
-def test_a_frame_the_fan_out_writes_always_fits_below_the_high_water_mark(text: str, buffered: int) -> None:
+@given(
+    batch=st.lists(texts, min_size=1, max_size=12),
+    buffered=st.integers(min_value=0, max_value=HIGH_WATER),
+)
+def test_the_fan_out_writes_a_prefix_of_the_queue_that_fits_below_the_high_water_mark(
+    batch: list[str], buffered: int
+) -> None:
     conn = _connection(_Side(_Transport(buffered)))
-    if conn._has_room(text):
-        assert buffered + len(text.encode()) + HEADER <= HIGH_WATER
+    pending = _frames(batch)
+    taken, wire = conn._take_fitting(pending)
+    assert [frame[0] for frame in taken] == batch[: len(taken)]
+    assert list(pending) == list(_frames(batch))[len(taken) :]
+    assert wire == b"".join(text_frame(frame[0]) for frame in taken)
+    assert buffered + len(wire) <= HIGH_WATER
+    if pending:  # and no more than that: the next frame would not have fit
+        assert buffered + len(wire) + len(text_frame(pending[0][0])) > HIGH_WATER
 
 
 def test_emoji_count_four_bytes() -> None:
     # 14,000 emoji: 56,000 bytes. With 10 KiB already buffered they do not fit (a 3-bytes-per-
     # character estimate said they did, and the fan-out then waited on a stalled client).
     conn = _connection(_Side(_Transport(10 * 1024)))
-    assert not conn._has_room("\U0001fa7a" * 14_000)
-    assert conn._has_room("x" * 10_000)
+    taken, _ = conn._take_fitting(_frames(["x" * 10_000, "\U0001fa7a" * 14_000]))
+    assert [len(frame[0]) for frame in taken] == [10_000]
 
 
 def test_paused_or_compressing_sockets_always_get_their_own_sender() -> None:
-    assert not _connection(_Side(_Transport(0), paused=True))._has_room("x")
+    assert _connection(_Side(_Transport(0), paused=True))._take_fitting(_frames(["x"])) == ([], b"")
 
     class _Compressing:
         compress = 15
 
-    assert not _connection(_Side(_Transport(0)), _Compressing())._has_room("x")
+    assert _connection(_Side(_Transport(0)), _Compressing())._take_fitting(_frames(["x"])) == ([], b"")
 
 
 def test_no_write_side_means_no_shared_writes() -> None:
-    async def check() -> bool:
+    async def check() -> tuple[list[tuple[str, str | None, bool]], bytes]:
         conn = Connection("c1", "u1", _Socket(), v1=False, queue_limit=8, hub=Hub())  # type: ignore[arg-type]
-        return conn._has_room("x")
+        return conn._take_fitting(_frames(["x"]))
 
-    assert not asyncio.run(check())
+    assert asyncio.run(check()) == ([], b"")
