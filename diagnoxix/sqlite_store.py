@@ -30,6 +30,7 @@ from .models import (
     format_timestamp,
     utc_now,
 )
+from .sqlite_checkpoint import CHECKPOINT_DELAY_SECONDS, Checkpointer
 from .sqlite_reads import NotificationReads
 from .sqlite_rows import LIVE, SQLITE_NOW, now_stamp
 from .sqlite_staff import StaffQueries
@@ -56,8 +57,16 @@ IDEMPOTENCY_SECONDS = 24 * 3600
 class SqliteStore(NotificationReads, StaffQueries):
     """`Store` on one SQLite file. Use `open()`/`close()` (the app does it in a cleanup context)."""
 
-    def __init__(self, path: Path, *, synchronous: str = "FULL", exclusive: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str = "FULL",
+        exclusive: bool = False,
+        checkpoint_delay: float = CHECKPOINT_DELAY_SECONDS,
+    ) -> None:
         self._path = path
+        self._checkpoint_delay = checkpoint_delay
         # A serving process holds a lock file beside the database: its hub only sees what its own
         # writer commits, so two servers on one file would each miss the other's notifications.
         self._exclusive = exclusive
@@ -68,6 +77,7 @@ class SqliteStore(NotificationReads, StaffQueries):
         self._point_conn: sqlite3.Connection | None = None
         self._counters = WriterCounters()
         self._writer: GroupCommitWriter | None = None
+        self._checkpointer: Checkpointer | None = None
         self._delivered = 0
         self._epoch = ""
         self._closing = False
@@ -81,7 +91,13 @@ class SqliteStore(NotificationReads, StaffQueries):
         try:
             self._create_private_file()
             await self._prepare_file()
-            self._writer = GroupCommitWriter(self._path, self._writer_pragmas(), self._counters)
+            self._checkpointer = Checkpointer(
+                self._path, busy_timeout_ms=BUSY_TIMEOUT_MS, delay=self._checkpoint_delay
+            )
+            await self._checkpointer.start()
+            self._writer = GroupCommitWriter(
+                self._path, self._writer_pragmas(), self._counters, on_commit=self._checkpointer.committed
+            )
             await self._writer.start()
             self._reader_conn = await aiosqlite.connect(self._path, isolation_level=None)
             await self._reader_conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
@@ -102,6 +118,8 @@ class SqliteStore(NotificationReads, StaffQueries):
             f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
             "PRAGMA foreign_keys=ON",
             "PRAGMA cache_size=-65536",
+            # The checkpointer copies the WAL into the file, so no commit waits for that.
+            "PRAGMA wal_autocheckpoint=0",
             # Deleted rows (purged notifications, revoked keys) are overwritten, not left on disk.
             "PRAGMA secure_delete=ON",
         ]
@@ -140,6 +158,8 @@ class SqliteStore(NotificationReads, StaffQueries):
         self._closing = True
         if self._writer is not None:
             await self._writer.stop()
+        if self._checkpointer is not None:
+            await self._checkpointer.stop()
         if self._reader_conn is not None:
             await self._reader_conn.close()
         if self._point_conn is not None:

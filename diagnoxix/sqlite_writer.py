@@ -111,8 +111,17 @@ class _Batch:
 class GroupCommitWriter:
     """Owns the write connection and its thread. Start it once, stop it once."""
 
-    def __init__(self, path: Path, pragmas: Sequence[str], counters: WriterCounters) -> None:
+    def __init__(
+        self,
+        path: Path,
+        pragmas: Sequence[str],
+        counters: WriterCounters,
+        *,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
         self._path = path
+        # Told of every commit (the checkpointer: see `sqlite_checkpoint`).
+        self._on_commit = on_commit
         self._pragmas = list(pragmas)
         self.counters = counters
         self._queue: asyncio.Queue[Op | None] = asyncio.Queue()
@@ -294,6 +303,8 @@ class GroupCommitWriter:
             _fail_all(batch.ops, StoreError("the write could not be committed"))
             return
         self.counters.commits += 1
+        if self._on_commit is not None:
+            self._on_commit()
         stored: list[list[Notification] | Exception] = []
         committed: list[Notification] = []
         for staged, first in zip(batch.staged, done.first_seqs, strict=True):
