@@ -20,10 +20,10 @@ from aiohttp import web
 from bench.common import NOTE_MESSAGE, NOTE_TITLE, NOTE_TYPE, burst_plan, note_data, raise_nofile
 from diagnoxix.app import create_app, runner_options
 from diagnoxix.config import default_settings
-from diagnoxix.gc_tuning import tune_for_serving
 from diagnoxix.keys import SERVICE
 from diagnoxix.logs import configure_logging
 from diagnoxix.models import NotificationDraft
+from diagnoxix.serving_tuning import tune_for_serving
 
 PLAN = web.AppKey("bench.plan", list[tuple[str, dict[str, Any]]])
 DRAFTS = web.AppKey("bench.drafts", list[NotificationDraft])

@@ -25,9 +25,9 @@ from .app import create_app, runner_options
 from .auth import ApiKeys, TokenIssuer, generate_secret
 from .config import ConfigError, Settings, settings_from_env
 from .dashboard.cli_admin import add_admin_parser, run_admin
-from .gc_tuning import tune_for_serving
 from .logs import configure_logging
 from .models import format_timestamp
+from .serving_tuning import tune_for_serving
 from .sqlite_store import SqliteStore
 from .validation import is_valid_user_id
 
