@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from json.encoder import encode_basestring as _string  # the C encoder json.dumps itself uses
 from typing import Any, Literal, get_args
 
+from .json_encoding import encode_json
+
 Priority = Literal["low", "normal", "high", "critical"]
 PRIORITIES: tuple[str, ...] = get_args(Priority)
 
 # A broadcast is stored once under this recipient; no real user id can take it (see validation).
 BROADCAST_RECIPIENT = "*"
-
-
-# Compact JSON as the store keeps `data` and frames carry it; NaN and Infinity are refused (a
-# browser's JSON.parse rejects them). A constant: one configured encoder instead of building one
-# per notification, as `json.dumps(..., separators=...)` does on every call.
-encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
 def frame_head(

@@ -15,12 +15,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from .json_encoding import encode_json, encode_rows
 from .models import (
     BROADCAST_RECIPIENT,
     PRIORITIES,
     Notification,
     NotificationDraft,
-    encode_json,
     format_timestamp,
     frame_head,
     frame_tail,
@@ -78,7 +78,7 @@ def stage(
         rows.append(
             [nid, draft.user_id, draft.type, draft.title, draft.message, encoded, draft.priority, found[1]]
         )
-    rows_json = json.dumps(rows, ensure_ascii=False)
+    rows_json = encode_rows(rows)
     return Staged(drafts, ids, data_json, expires, heads), InsertRows(
         len(rows),
         rows_json,

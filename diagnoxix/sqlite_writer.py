@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -32,6 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .json_encoding import encode_rows
 from .models import Notification, NotificationDraft, format_timestamp, utc_now
 from .sqlite_batch import BatchDone, InsertRows, Statement, Transaction
 from .sqlite_staging import Lifetimes, Staged, committed_notifications, stage
@@ -280,7 +280,7 @@ class GroupCommitWriter:
                 kept.append(op)
             if chunk:
                 self._executor.submit(self._insert, tx, chunk)
-            encoded = [(sql, json.dumps(rows, ensure_ascii=False)) for (sql, _), rows in bulk.items()]
+            encoded = [(sql, encode_rows(rows)) for (sql, _), rows in bulk.items()]
         except Exception:  # never leave the thread's transaction open: every later batch would fail
             log.exception("store.batch_failed", extra={"ops": len(ops)})
             self._executor.submit(self._abandon, tx)

@@ -10,7 +10,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from .models import PRIORITIES, NotificationDraft, Priority, encode_json
+from .json_encoding import encode_json
+from .models import PRIORITIES, NotificationDraft, Priority
 
 # User ids come from the clinic's systems (UUIDs, MRN-like ids, emails): a safe, printable charset.
 # It excludes "*", the broadcast recipient, and anything that would need escaping in a URL path.
@@ -123,10 +124,14 @@ def check_data(value: object, path: str, errors: FieldErrors) -> tuple[dict[str,
     except TypeError:  # only from Python callers: a set, a datetime...
         errors.add(path, "must contain only JSON values")
         return {}, "{}"
-    if not _is_utf8(encoded):
-        errors.add(path, "must contain only valid Unicode text (no lone surrogate escapes)")
-        return {}, "{}"
-    size = len(encoded.encode())
+    if encoded.isascii():
+        size = len(encoded)
+    else:
+        try:
+            size = len(encoded.encode())
+        except UnicodeEncodeError:
+            errors.add(path, "must contain only valid Unicode text (no lone surrogate escapes)")
+            return {}, "{}"
     if size > MAX_DATA_BYTES:
         errors.add(path, f"must encode to at most {MAX_DATA_BYTES} bytes of JSON (got {size})")
     return cast("dict[str, Any]", value), encoded

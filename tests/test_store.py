@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from diagnoxix.app import create_app
+from diagnoxix.json_encoding import encode_json
 from diagnoxix.keys import TOKENS
 from diagnoxix.migrations import MigrationError, discover
-from diagnoxix.models import NotificationDraft, encode_json, new_ids
+from diagnoxix.models import NotificationDraft, new_ids
 from diagnoxix.sqlite_store import SqliteStore
 from diagnoxix.store import IdempotencyClaim, IdempotencyConflict, StoreError
 
