@@ -60,32 +60,55 @@ class FieldErrors(Exception):
         return "; ".join(f"{k}: {v}" for k, v in self.details.items())
 
 
-def check_user_id(value: object, path: str, errors: FieldErrors) -> str:
+# Each rule is a function returning the problem with a value, or None: the check_* functions add
+# it under a field's path, and `parse_draft` builds a path only for a field that has a problem (it
+# runs for every item of a batch of a thousand).
+_USER_ID_REQUIRED = "is required and must be a non-empty string"
+_USER_ID_SHAPE = "must be 1-128 characters of letters, digits and . _ : @ - (starting alphanumeric)"
+_TYPE_SHAPE = "must be 1-64 characters of letters, digits and _ . : - (starting alphanumeric)"
+_TEXT_REQUIRED = "is required and must be a non-empty string"
+_PRIORITY_CHOICES = f"must be one of {', '.join(PRIORITIES)}"
+
+
+def _user_id_problem(value: object) -> str | None:
     if not isinstance(value, str) or not value:
-        errors.add(path, "is required and must be a non-empty string")
-        return ""
+        return _USER_ID_REQUIRED
     if not USER_ID_PATTERN.match(value):
-        errors.add(path, "must be 1-128 characters of letters, digits and . _ : @ - (starting alphanumeric)")
-    return value
+        return _USER_ID_SHAPE
+    return None
+
+
+def check_user_id(value: object, path: str, errors: FieldErrors) -> str:
+    problem = _user_id_problem(value)
+    if problem is not None:
+        errors.add(path, problem)
+    return value if isinstance(value, str) else ""
 
 
 def is_valid_user_id(value: str) -> bool:
     return bool(USER_ID_PATTERN.match(value))
 
 
-def _check_text(value: object, path: str, limit: int, errors: FieldErrors, *, required: bool) -> str:
+def _text_problem(value: object, limit: int, *, required: bool) -> str | None:
+    """What is wrong with a title or message first, if anything."""
     if value is None and not required:
-        return ""
+        return None
     if not isinstance(value, str) or (required and not value.strip()):
-        errors.add(path, "is required and must be a non-empty string")
-        return ""
+        return _TEXT_REQUIRED
     if len(value) > limit:
-        errors.add(path, f"must be at most {limit} characters (got {len(value)})")
+        return f"must be at most {limit} characters (got {len(value)})"
     if "\x00" in value:
-        errors.add(path, "must not contain NUL characters")
+        return "must not contain NUL characters"
     if not _is_utf8(value):
-        errors.add(path, "must be valid Unicode text (no lone surrogate escapes)")
-    return value
+        return "must be valid Unicode text (no lone surrogate escapes)"
+    return None
+
+
+def _check_text(value: object, path: str, limit: int, errors: FieldErrors, *, required: bool) -> str:
+    problem = _text_problem(value, limit, required=required)
+    if problem is not None:
+        errors.add(path, problem)
+    return "" if not isinstance(value, str) or problem == _TEXT_REQUIRED else value
 
 
 def _is_utf8(value: str) -> bool:
@@ -99,49 +122,62 @@ def _is_utf8(value: str) -> bool:
     return True
 
 
-def check_type(value: object, path: str, errors: FieldErrors) -> str:
+def _type_problem(value: object) -> str | None:
     if not isinstance(value, str) or not TYPE_PATTERN.match(value):
-        errors.add(path, "must be 1-64 characters of letters, digits and _ . : - (starting alphanumeric)")
-        return ""
+        return _TYPE_SHAPE
     if value.lower() in RESERVED_TYPES:
-        errors.add(path, f"{value!r} is reserved for protocol frames")
-    return value
+        return f"{value!r} is reserved for protocol frames"
+    return None
 
 
-def check_data(value: object, path: str, errors: FieldErrors) -> tuple[dict[str, Any], str]:
-    """The data object and its compact JSON (the store keeps that text, so it is encoded once)."""
+def check_type(value: object, path: str, errors: FieldErrors) -> str:
+    problem = _type_problem(value)
+    if problem is not None:
+        errors.add(path, problem)
+        return "" if problem == _TYPE_SHAPE else cast(str, value)
+    return cast(str, value)
+
+
+def _encode_data(value: object) -> tuple[dict[str, Any], str] | str:
+    """The data object and its compact JSON (the store keeps that text, so it is encoded once),
+    or the problem with it."""
     if value is None:
         return {}, "{}"
     if not isinstance(value, dict):
-        errors.add(path, "must be a JSON object")
-        return {}, "{}"
+        return "must be a JSON object"
     try:
         encoded = encode_json(value)
     except ValueError:
         # NaN and Infinity are not JSON: a browser's JSON.parse would reject the whole frame.
-        errors.add(path, "must not contain NaN or Infinity")
-        return {}, "{}"
+        return "must not contain NaN or Infinity"
     except TypeError:  # only from Python callers: a set, a datetime...
-        errors.add(path, "must contain only JSON values")
-        return {}, "{}"
+        return "must contain only JSON values"
     if encoded.isascii():
         size = len(encoded)
     else:
         try:
             size = len(encoded.encode())
         except UnicodeEncodeError:
-            errors.add(path, "must contain only valid Unicode text (no lone surrogate escapes)")
-            return {}, "{}"
+            return "must contain only valid Unicode text (no lone surrogate escapes)"
     if size > MAX_DATA_BYTES:
-        errors.add(path, f"must encode to at most {MAX_DATA_BYTES} bytes of JSON (got {size})")
+        return f"must encode to at most {MAX_DATA_BYTES} bytes of JSON (got {size})"
     return cast("dict[str, Any]", value), encoded
+
+
+def check_data(value: object, path: str, errors: FieldErrors) -> tuple[dict[str, Any], str]:
+    """The data object and its compact JSON (the store keeps that text, so it is encoded once)."""
+    result = _encode_data(value)
+    if isinstance(result, str):
+        errors.add(path, result)
+        return {}, "{}"
+    return result
 
 
 def check_priority(value: object, path: str, errors: FieldErrors) -> Priority:
     if value is None:
         return "normal"
     if value not in PRIORITIES:
-        errors.add(path, f"must be one of {', '.join(PRIORITIES)}")
+        errors.add(path, _PRIORITY_CHOICES)
         return "normal"
     return cast("Priority", value)
 
@@ -164,16 +200,47 @@ def parse_draft(
     if not isinstance(payload, dict):
         errors.add(prefix.rstrip(".") or "body", "must be a JSON object")
         return None
-    before = len(errors.details)
+    valid = True
     if not payload.keys() <= _DRAFT_FIELDS:
+        valid = False
         for unknown in sorted(set(payload) - _DRAFT_FIELDS):
             errors.add(f"{prefix}{unknown}", "is not a known field")
-    user_id = check_user_id(payload.get("user_id"), f"{prefix}user_id", errors)
-    raw_type = payload.get("type", default_type)
-    kind = check_type(raw_type, f"{prefix}type", errors)
-    title, message = check_title_message(payload, prefix, errors)
-    data, data_json = check_data(payload.get("data"), f"{prefix}data", errors)
-    priority = check_priority(payload.get("priority"), f"{prefix}priority", errors)
-    if len(errors.details) > before:
+    get = payload.get
+    user_id = get("user_id")
+    if (problem := _user_id_problem(user_id)) is not None:
+        valid = False
+        errors.add(f"{prefix}user_id", problem)
+    kind = get("type", default_type)
+    if (problem := _type_problem(kind)) is not None:
+        valid = False
+        errors.add(f"{prefix}type", problem)
+    title = get("title")
+    if (problem := _text_problem(title, MAX_TITLE_CHARS, required=True)) is not None:
+        valid = False
+        errors.add(f"{prefix}title", problem)
+    message = get("message")
+    if (problem := _text_problem(message, MAX_MESSAGE_CHARS, required=False)) is not None:
+        valid = False
+        errors.add(f"{prefix}message", problem)
+    data = _encode_data(get("data"))
+    if isinstance(data, str):
+        valid = False
+        errors.add(f"{prefix}data", data)
+    priority = get("priority")
+    if priority is None:
+        priority = "normal"
+    elif priority not in PRIORITIES:
+        valid = False
+        errors.add(f"{prefix}priority", _PRIORITY_CHOICES)
+    if not valid or isinstance(data, str):
         return None
-    return NotificationDraft(user_id, kind, title, message, data, priority, data_json=data_json)
+    # Every field passed its rule above: these are the types the rules admit.
+    return NotificationDraft(
+        cast(str, user_id),
+        cast(str, kind),
+        cast(str, title),
+        cast("str | None", message) or "",
+        data[0],
+        cast("Priority", priority),
+        data_json=data[1],
+    )

@@ -1,0 +1,84 @@
+"""Every rule of a notification payload, and the exact problem it reports under its field's path.
+
+`parse_draft` runs for each item of a batch of a thousand, so it checks fields without building
+their paths unless one is wrong: these hold each rule to its message and path.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from diagnoxix.models import NotificationDraft
+from diagnoxix.validation import FieldErrors, parse_draft
+
+VALID: dict[str, Any] = {"user_id": "patient-1", "title": "Lab result ready", "message": "m"}
+
+
+def _problems(payload: Any, prefix: str = "notifications[7].") -> dict[str, str]:
+    errors = FieldErrors()
+    draft = parse_draft(payload, prefix=prefix, errors=errors, default_type="notification")
+    assert (draft is None) == bool(errors)
+    return errors.details
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "problem"),
+    [
+        ({"user_id": None}, "user_id", "is required and must be a non-empty string"),
+        ({"user_id": ""}, "user_id", "is required and must be a non-empty string"),
+        ({"user_id": "bad id!"}, "user_id", "must be 1-128 characters of letters, digits"),
+        ({"user_id": "*"}, "user_id", "must be 1-128 characters"),  # the broadcast recipient
+        ({"type": "a b"}, "type", "must be 1-64 characters of letters, digits"),
+        ({"type": 7}, "type", "must be 1-64 characters"),
+        ({"type": "Welcome"}, "type", "'Welcome' is reserved for protocol frames"),
+        ({"title": "   "}, "title", "is required and must be a non-empty string"),
+        ({"title": None}, "title", "is required and must be a non-empty string"),
+        ({"title": "t" * 201}, "title", "must be at most 200 characters (got 201)"),
+        ({"title": "a\x00b"}, "title", "must not contain NUL characters"),
+        ({"title": "a\ud800"}, "title", "must be valid Unicode text (no lone surrogate escapes)"),
+        ({"message": 5}, "message", "is required and must be a non-empty string"),
+        ({"message": "m" * 4001}, "message", "must be at most 4000 characters (got 4001)"),
+        ({"data": [1]}, "data", "must be a JSON object"),
+        ({"data": {"x": math.nan}}, "data", "must not contain NaN or Infinity"),
+        ({"data": {"x": {1, 2}}}, "data", "must contain only JSON values"),
+        ({"data": {"x": "\udc00"}}, "data", "must contain only valid Unicode text"),
+        ({"data": {"x": "y" * 17_000}}, "data", "must encode to at most 16384 bytes of JSON"),
+        ({"priority": "urgent"}, "priority", "must be one of low, normal, high, critical"),
+        ({"colour": "red"}, "colour", "is not a known field"),
+    ],
+)
+def test_each_rule_reports_its_problem_under_the_items_path(
+    change: dict[str, Any], field: str, problem: str
+) -> None:
+    details = _problems(VALID | change)
+    assert list(details) == [f"notifications[7].{field}"]
+    assert details[f"notifications[7].{field}"].startswith(problem)
+
+
+def test_every_problem_of_an_item_is_reported_at_once() -> None:
+    payload = {"user_id": "", "type": "ping", "title": "", "data": 1, "priority": 2, "x": 0}
+    assert set(_problems(payload, prefix="")) == {"user_id", "type", "title", "data", "priority", "x"}
+
+
+def test_not_an_object() -> None:
+    assert _problems([1], prefix="notifications[0].") == {"notifications[0]": "must be a JSON object"}
+    assert _problems("x", prefix="") == {"body": "must be a JSON object"}
+
+
+def test_a_valid_item_becomes_its_draft_with_the_defaults() -> None:
+    errors = FieldErrors()
+    draft = parse_draft(VALID, errors=errors, default_type="notification")
+    assert draft == NotificationDraft("patient-1", "notification", "Lab result ready", "m", {}, "normal")
+    assert draft is not None
+    assert draft.data_json == "{}"
+    full = VALID | {"type": "lab_result", "data": {"k": "ü"}, "priority": "critical", "message": None}
+    draft = parse_draft(full, errors=errors)
+    assert draft == NotificationDraft(
+        "patient-1", "lab_result", "Lab result ready", "", {"k": "ü"}, "critical"
+    )
+    assert draft is not None
+    assert draft.data_json == '{"k":"ü"}'
+    assert not errors
