@@ -34,7 +34,7 @@ from typing import Any
 from .json_encoding import encode_rows
 from .models import Notification, NotificationDraft, format_timestamp, utc_now
 from .sqlite_batch import BatchDone, InsertRows, Statement, Transaction
-from .sqlite_staging import Lifetimes, Staged, committed_notifications, stage
+from .sqlite_staging import Lifetimes, Staged, Stager, committed_notifications
 from .store import CommitListener, IdempotencyClaim, IdempotencyConflict, StoreClosed, StoreError
 
 log = logging.getLogger("diagnoxix.store")
@@ -42,7 +42,7 @@ log = logging.getLogger("diagnoxix.store")
 # One transaction holds at most this many queued writes, and takes no more inserts once it holds
 # this many notifications (one larger insert still goes whole). Fewer, larger transactions store a
 # burst fastest: each commit rewrites every index page its rows touched.
-MAX_OPS_PER_BATCH = 2000
+MAX_OPS_PER_BATCH = 20000
 MAX_NOTIFICATIONS_PER_BATCH = 20000
 # Within a transaction, notifications go to the writer thread in chunks of about this many, so it
 # stores one chunk while the event loop prepares the next.
@@ -252,6 +252,7 @@ class GroupCommitWriter:
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)
         stamp = format_timestamp(now)
         tx = self._executor.submit(self._open_transaction, self.counters.next_seq, stamp).result
+        stager = Stager(now, stamp, sum(len(op.drafts) for op in ops if isinstance(op, Insert)))
         staged: list[Staged] = []
         bulk: dict[tuple[str, Callable[[int], None] | None], list[list[Any]]] = {}
         executes: list[list[Statement]] = []
@@ -262,7 +263,7 @@ class GroupCommitWriter:
             for op in ops:
                 if isinstance(op, Insert):
                     try:
-                        staged_op, rows = stage(op.drafts, op.idempotency, op.lifetimes, now, stamp)
+                        staged_op, rows = stager.stage(op.drafts, op.idempotency, op.lifetimes)
                     except Exception:  # validated drafts never get here; if one does, it fails alone
                         log.exception("store.stage_failed")
                         _fail(op, StoreError("the notification could not be encoded for storage"))
