@@ -17,10 +17,10 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from .models import Notification
-from .ws_frames import text_frame
+from .ws_frames import payload_of, text_frame
 
 log = logging.getLogger("diagnoxix.hub")
 
@@ -48,9 +48,9 @@ PresenceListener = Callable[[str, bool, float], None]
 # Called with a connection that has frames to write and no sender of its own.
 Scheduler = Callable[["Connection"], None]
 
-# A queued frame: (text, id to record as delivered once written, is a broadcast). A plain tuple:
-# one is built per recipient of every notification.
-_Frame = tuple[str, str | None, bool]
+# A queued frame: (the whole frame as written to the wire, id to record as delivered once written,
+# is a broadcast). A plain tuple: one is built per recipient of every notification.
+_Frame = tuple[bytes, str | None, bool]
 
 
 class WriteSide(Protocol):
@@ -123,8 +123,9 @@ class Connection:
     def queued(self) -> int:
         return len(self._pending) if self._pending else 0
 
-    def offer(self, text: str, delivered_id: str | None = None, broadcast: bool = False) -> None:
-        """Queue a frame for this connection; never blocks. Overflow closes the connection."""
+    def offer(self, frame: bytes, delivered_id: str | None = None, broadcast: bool = False) -> None:
+        """Queue a frame (`ws_frames.text_frame`) for this connection; never blocks. Overflow
+        closes the connection."""
         if self._closing:
             return
         pending = self._pending
@@ -133,7 +134,7 @@ class Connection:
         if len(pending) >= self._limit:
             self.close_soon(CLOSE_TRY_AGAIN_LATER, "send queue full; reconnect to resume")
             return
-        pending.append((text, None if self.v1 else delivered_id, broadcast))
+        pending.append((frame, None if self.v1 else delivered_id, broadcast))
         if self._live and self._sender is None and not self._scheduled:
             self._scheduled = True
             self._hub.schedule(self)
@@ -168,18 +169,16 @@ class Connection:
         return transport.get_write_buffer_limits()[1] - transport.get_write_buffer_size()
 
     def _take_fitting(self, pending: deque[_Frame]) -> tuple[list[_Frame], bytes]:
-        """Pop the queued frames that fit the room, with their wire bytes joined for one write."""
+        """Pop the queued frames that fit the room, with their bytes joined for one write."""
         room = self._room()
         taken: list[_Frame] = []
-        wire: list[bytes] = []
-        while pending:
-            frame = text_frame(pending[0][0])
-            room -= len(frame)
-            if room < 0:
-                break
-            wire.append(frame)
-            taken.append(pending.popleft())
-        return taken, b"".join(wire)
+        while pending and len(pending[0][0]) <= room:
+            entry = pending.popleft()
+            room -= len(entry[0])
+            taken.append(entry)
+        if len(taken) == 1:
+            return taken, taken[0][0]
+        return taken, b"".join([entry[0] for entry in taken])
 
     def write_ready(self) -> None:
         """The fan-out's turn: write what fits the transport's room, in one write.
@@ -215,8 +214,8 @@ class Connection:
         try:
             pending = self._pending
             while pending:
-                text, delivered_id, broadcast = pending.popleft()
-                await self._ws.send_str(text)
+                frame, delivered_id, broadcast = pending.popleft()
+                await self._ws.send_frame(payload_of(frame), WSMsgType.TEXT)
                 if delivered_id is not None:
                     hub.delivered(self.user_id, delivered_id, broadcast)
         except (ConnectionError, RuntimeError):
@@ -378,7 +377,7 @@ class Hub:
         """A control frame (e.g. a new unread count) to every v1 connection of one user."""
         for conn in self._by_user.get(user_id, ()):
             if conn.v1:
-                conn.offer(text)
+                conn.offer(text_frame(text))
 
     def publish(self, notifications: Sequence[Notification]) -> None:
         """Fan committed notifications out, in seq order. Synchronous by design: awaits nothing."""
@@ -387,15 +386,15 @@ class Hub:
                 self.high_seq = note.seq
             self.published += 1
             if note.is_broadcast:
-                text = note.encode_frame()
+                frame = text_frame(note.encode_frame())
                 for everyone in self._by_user.values():
                     for conn in everyone:
-                        conn.offer(text, note.id, broadcast=True)
+                        conn.offer(frame, note.id, broadcast=True)
             elif recipients := self._by_user.get(note.user_id):
                 # Encoded once per notification, and only when its user is connected here.
-                text = note.encode_frame()
+                frame = text_frame(note.encode_frame())
                 for conn in recipients:
-                    conn.offer(text, note.id)
+                    conn.offer(frame, note.id)
 
     def connections_of(self, user_id: str) -> int:
         return len(self._by_user.get(user_id, ()))

@@ -25,6 +25,7 @@ from .models import format_timestamp, utc_now
 from .service import NotificationService
 from .store import Store, StoreError
 from .validation import TYPE_PATTERN
+from .ws_frames import text_frame
 
 log = logging.getLogger("diagnoxix.ws")
 
@@ -119,7 +120,7 @@ class Session:
 
     def reply(self, text: str) -> None:
         if self.conn.v1:
-            self.conn.offer(text)
+            self.conn.offer(text_frame(text))
 
     async def handle(self, msg: WSMessage) -> None:
         """One frame after the welcome. Never raises for bad input: errors go back as frames."""

@@ -3,7 +3,8 @@
 A server on loopback writes them straight to its transport, several in one write as the fan-out
 does, and aiohttp's client, a WebSocket implementation we did not write, must read each text back
 exactly: every length encoding (7-bit, 16-bit and 64-bit) at its boundaries, empty, and
-characters of 2, 3 and 4 bytes in UTF-8.
+characters of 2, 3 and 4 bytes in UTF-8. A slow client's sender hands aiohttp the payload back
+(`payload_of`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from diagnoxix.ws_frames import text_frame
+from diagnoxix.ws_frames import payload_of, text_frame
 
 from .conftest import AiohttpClient
 
@@ -48,3 +49,8 @@ async def test_a_real_client_reads_back_every_frame_of_one_write(aiohttp_client:
         received.append(msg.data)
     await ws.close()
     assert received == TEXTS
+
+
+def test_the_payload_comes_back_out_of_every_length_encoding() -> None:
+    for text in TEXTS:
+        assert payload_of(text_frame(text)) == text.encode()
