@@ -146,7 +146,6 @@ def _serve(settings: Settings) -> int:
             f"{' (dev mode)' if settings.dev else ''}; Ctrl+C to stop",
             flush=True,
         ),
-        shutdown_timeout=10.0,
     )
     return 0
 

@@ -289,6 +289,8 @@ class Hub:
         self._on_delivered = on_delivered
         self._delivered_own: list[list[str]] = []
         self._delivered_broadcasts: list[list[str]] = []
+        # Set by `close_all`: the server is shutting down and takes no new connections.
+        self.closed = False
 
     def delivered(self, user_id: str, notification_id: str, broadcast: bool) -> None:
         """A frame reached a plain client's socket: record it with the next flush."""
@@ -416,7 +418,13 @@ class Hub:
         return sum(c.queued for c in self.iter_connections())
 
     async def close_all(self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutdown") -> None:
-        """Close every socket (over a copy of the registry: handlers unregister as we go)."""
+        """Close every socket (over a copy of the registry: handlers unregister as we go).
+
+        A socket still being set up (upgraded, not registered yet) sees `closed` when it registers
+        and closes itself: otherwise its handler would outlive shutdown, and aiohttp waits up to
+        a minute for every handler before the process can stop.
+        """
+        self.closed = True
         conns = list(self.iter_connections())
         await asyncio.gather(*(c.close(code, reason) for c in conns), return_exceptions=True)
         if self.tasks:

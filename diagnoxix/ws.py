@@ -19,7 +19,13 @@ from aiohttp import web
 from . import frames
 from .auth import InvalidCredentials
 from .errors import ApiError, answers_own_errors, response_for
-from .hub import CLOSE_INTERNAL_ERROR, CLOSE_POLICY_VIOLATION, CLOSE_TRY_AGAIN_LATER, Connection
+from .hub import (
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_POLICY_VIOLATION,
+    CLOSE_TRY_AGAIN_LATER,
+    Connection,
+)
 from .keys import HUB, SERVICE, SETTINGS, STORE, TOKENS
 from .models import format_timestamp, utc_now
 from .origin import check_origin
@@ -215,6 +221,10 @@ async def _catch_up(
     # Register before reading the backlog: everything published from now on queues up here, and
     # the replay stops at the watermark, so the switch from replay to live has no gap or overlap.
     watermark = hub.register(conn)
+    if hub.closed:
+        # Shutdown began while this socket was being upgraded: `close_all` has already run.
+        await conn.close(CLOSE_GOING_AWAY, "server shutdown")
+        return False
     log.info(
         "ws.connect",
         extra={"user_id": shake.user_id, "conn_id": conn.id, "v1": shake.v1, "via": shake.via},

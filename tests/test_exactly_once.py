@@ -57,7 +57,10 @@ class ExactlyOnce(RuleBasedStateMachine):
         return self.loop.run_until_complete(coro)
 
     async def _start_server(self) -> None:
-        runner = web.AppRunner(create_app(self.settings), **runner_options())
+        # A short grace: a subscriber reconnecting just as the server stops makes aiohttp wait the
+        # whole grace for a request it has already ignored (see `app.SHUTDOWN_GRACE_SECONDS`).
+        options = runner_options() | {"shutdown_timeout": 1.0}
+        runner = web.AppRunner(create_app(self.settings), **options)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", self.port).start()
         self.runner = runner

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from diagnoxix.client import Subscriber
-from diagnoxix.keys import SERVICE, STORE
+from diagnoxix.keys import HUB, SERVICE, STORE
 from diagnoxix.models import NotificationDraft
 from diagnoxix.retention import purge_once
 from diagnoxix.sqlite_store import SqliteStore
@@ -175,3 +175,18 @@ async def test_connections_per_user_are_capped(make_service: Any) -> None:
     other = await svc.connect("ivan")  # other users are unaffected
     for ws in (first, second, other):
         await ws.close()
+
+
+async def test_a_socket_upgraded_as_shutdown_begins_is_closed_not_left_open(service: Service) -> None:
+    # Shutdown closes every registered socket (`on_shutdown`); one still being upgraded then
+    # registered afterwards, and its handler outlived shutdown. Shutdown has begun here:
+    await service.app[HUB].close_all()
+    ws = await service.connect("late-patient")
+    async with asyncio.timeout(5):
+        msg = await ws.receive()
+    assert msg.type is aiohttp.WSMsgType.CLOSE
+    assert ws.close_code == 1001
+    assert msg.extra == "server shutdown"
+    async with asyncio.timeout(5):  # and its handler has ended: nothing keeps shutdown waiting
+        while service.app[HUB].connections_of("late-patient"):
+            await asyncio.sleep(0.01)
