@@ -155,8 +155,9 @@ class Notification:
         return body
 
     def encode_frame(self) -> str:
-        """The wire form as compact JSON, exactly as `encode_json(self.to_wire())` would write it
-        (`ensure_ascii=False`, no spaces).
+        """The wire form as compact JSON (`ensure_ascii=False`, no spaces): the value
+        `encode_json(self.to_wire())` writes, keys in the same order (a float in `data` may be
+        written in another notation, 1e-07 or 1e-7, when one of the two goes through orjson).
 
         Assembled from parts, once per notification: it runs for every notification sent, and
         `data_json` (the data already encoded for the store) saves encoding `data` twice.

@@ -30,7 +30,7 @@ from .models import (
     format_timestamp,
     utc_now,
 )
-from .sqlite_checkpoint import CHECKPOINT_DELAY_SECONDS, Checkpointer
+from .sqlite_checkpoint import CHECKPOINT_DELAY_SECONDS, WAL_LIMIT_PAGES, Checkpointer
 from .sqlite_reads import NotificationReads
 from .sqlite_rows import LIVE, SQLITE_NOW, now_stamp
 from .sqlite_staff import StaffQueries
@@ -64,9 +64,11 @@ class SqliteStore(NotificationReads, StaffQueries):
         synchronous: str = "FULL",
         exclusive: bool = False,
         checkpoint_delay: float = CHECKPOINT_DELAY_SECONDS,
+        wal_limit_pages: int = WAL_LIMIT_PAGES,
     ) -> None:
         self._path = path
         self._checkpoint_delay = checkpoint_delay
+        self._wal_limit_pages = wal_limit_pages
         # A serving process holds a lock file beside the database: its hub only sees what its own
         # writer commits, so two servers on one file would each miss the other's notifications.
         self._exclusive = exclusive
@@ -118,8 +120,10 @@ class SqliteStore(NotificationReads, StaffQueries):
             f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
             "PRAGMA foreign_keys=ON",
             "PRAGMA cache_size=-65536",
-            # The checkpointer copies the WAL into the file, so no commit waits for that.
-            "PRAGMA wal_autocheckpoint=0",
+            # The checkpointer copies the WAL into the file, so commits do not wait for that; the
+            # writer still does it past this limit, the only checkpoint that can reset a WAL
+            # under commits that never pause (see `sqlite_checkpoint`).
+            f"PRAGMA wal_autocheckpoint={self._wal_limit_pages}",
             # Deleted rows (purged notifications, revoked keys) are overwritten, not left on disk.
             "PRAGMA secure_delete=ON",
         ]

@@ -252,12 +252,12 @@ class GroupCommitWriter:
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)
         stamp = format_timestamp(now)
         tx = self._executor.submit(self._open_transaction, self.counters.next_seq, stamp).result
-        stager = Stager(now, stamp, sum(len(op.drafts) for op in ops if isinstance(op, Insert)))
         staged: list[Staged] = []
         bulk: dict[tuple[str, Callable[[int], None] | None], list[list[Any]]] = {}
         executes: list[list[Statement]] = []
         kept: list[Op] = []
         try:
+            stager = Stager(now, stamp, sum(len(op.drafts) for op in ops if isinstance(op, Insert)))
             chunk: list[InsertRows] = []
             in_chunk = 0
             for op in ops:

@@ -66,3 +66,21 @@ async def test_the_checkpointer_copies_commits_into_the_file_soon_after(tmp_path
         assert _rows_in_file_alone(store.path, tmp_path) == 150
     finally:
         await store.close()
+
+
+async def test_the_wal_stays_bounded_while_commits_never_pause(tmp_path: Path) -> None:
+    # A PASSIVE checkpoint copies the WAL only up to where it stood when it began; while commits
+    # keep coming, the log is never all copied, so it is never reset and would grow without end.
+    # The writer checkpoints itself once the WAL passes its limit (here 64 pages, 1 MiB).
+    store = SqliteStore(tmp_path / "s.sqlite3", checkpoint_delay=0.01, wal_limit_pages=64)
+    await store.open()
+    wal = Path(f"{store.path}-wal")
+    largest = 0
+    try:
+        for _ in range(30):  # about 20 MiB of rows, back to back
+            await store.insert_notifications(_drafts(500, {"text": "x" * 1000}))
+            largest = max(largest, wal.stat().st_size)
+    finally:
+        await store.close()
+    assert largest < 8 * 1024 * 1024, largest
+    assert _rows_in_file_alone(tmp_path / "s.sqlite3", tmp_path) == 15_000
