@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from .json_encoding import encode_json, encode_rows
@@ -43,6 +43,10 @@ class Staged:
     data_json: list[str]
     expires: list[tuple[datetime | None, str | None]]
     heads: list[str]
+    # The notifications as they will be once committed, built while the thread stores them, for
+    # the seq the insert is expected to get; the commit says which seq it gave.
+    seq_guess: int = 0
+    notes: list[Notification] = field(default_factory=list)
 
 
 class Stager:
@@ -58,10 +62,20 @@ class Stager:
         self._expiry: dict[int | None, tuple[datetime | None, str | None]] = {}
 
     def stage(
-        self, drafts: Sequence[NotificationDraft], claim: IdempotencyClaim | None, lifetimes: Lifetimes
+        self,
+        drafts: Sequence[NotificationDraft],
+        claim: IdempotencyClaim | None,
+        lifetimes: Lifetimes,
+        seq_guess: int,
     ) -> tuple[Staged, InsertRows]:
         """Give each draft its id and expiry, encode it, and return it with its rows for the
-        thread: [id, user_id, type, title, message, data (JSON text), priority, expires_at] each."""
+        thread: [id, user_id, type, title, message, data (JSON text), priority, expires_at] each.
+
+        The notifications are built here too, for `seq_guess` as the first seq: this runs while
+        the thread stores the previous rows, and building them after the commit would delay
+        sending every one of them (20-25 ms of a burst of 20,000). `committed_notes` checks the
+        guess.
+        """
         start = self._taken
         ids = self._ids[start : start + len(drafts)]
         if len(ids) < len(drafts):
@@ -98,12 +112,22 @@ class Stager:
                     found[1],
                 ]
             )
-        return Staged(drafts, ids, data_json, expires, heads), InsertRows(
+        staged = Staged(drafts, ids, data_json, expires, heads, seq_guess)
+        staged.notes = committed_notifications(staged, seq_guess, now, stamp)
+        return staged, InsertRows(
             len(rows),
             encode_rows(rows),
             (claim.api_key_id, claim.key, claim.request_hash, claim.status) if claim else None,
             json.dumps(ids) if claim else "",
         )
+
+
+def committed_notes(staged: Staged, first_seq: int, created_at: datetime, stamp: str) -> list[Notification]:
+    """The notifications of a committed insert: those built when it was staged if the commit gave
+    it the seq guessed then (it almost always does), else built again for the seq it got."""
+    if first_seq == staged.seq_guess and staged.notes:
+        return staged.notes
+    return committed_notifications(staged, first_seq, created_at, stamp)
 
 
 def committed_notifications(

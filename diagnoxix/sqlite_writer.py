@@ -34,7 +34,7 @@ from typing import Any
 from .json_encoding import encode_rows
 from .models import Notification, NotificationDraft, format_timestamp, utc_now
 from .sqlite_batch import BatchDone, InsertRows, Statement, Transaction
-from .sqlite_staging import Lifetimes, Staged, Stager, committed_notifications
+from .sqlite_staging import Lifetimes, Staged, Stager, committed_notes
 from .store import CommitListener, IdempotencyClaim, IdempotencyConflict, StoreClosed, StoreError
 
 log = logging.getLogger("diagnoxix.store")
@@ -131,6 +131,9 @@ class GroupCommitWriter:
         # Touched only on the writer thread.
         self._conn: sqlite3.Connection | None = None
         self._last_seq = 0
+        # On the loop: the seq the next staged insert is expected to get (see `Stager.stage`).
+        # Only a guess: a wrong one costs building its notifications again after the commit.
+        self._seq_guess = 0
 
     @property
     def running(self) -> bool:
@@ -258,16 +261,18 @@ class GroupCommitWriter:
         kept: list[Op] = []
         try:
             stager = Stager(now, stamp, sum(len(op.drafts) for op in ops if isinstance(op, Insert)))
+            guess = max(self.counters.next_seq, self._seq_guess)
             chunk: list[InsertRows] = []
             in_chunk = 0
             for op in ops:
                 if isinstance(op, Insert):
                     try:
-                        staged_op, rows = stager.stage(op.drafts, op.idempotency, op.lifetimes)
+                        staged_op, rows = stager.stage(op.drafts, op.idempotency, op.lifetimes, guess)
                     except Exception:  # validated drafts never get here; if one does, it fails alone
                         log.exception("store.stage_failed")
                         _fail(op, StoreError("the notification could not be encoded for storage"))
                         continue
+                    guess += len(op.drafts)
                     staged.append(staged_op)
                     chunk.append(rows)
                     in_chunk += rows.count
@@ -282,6 +287,7 @@ class GroupCommitWriter:
             if chunk:
                 self._executor.submit(self._insert, tx, chunk)
             encoded = [(sql, encode_rows(rows)) for (sql, _), rows in bulk.items()]
+            self._seq_guess = guess
         except Exception:  # never leave the thread's transaction open: every later batch would fail
             log.exception("store.batch_failed", extra={"ops": len(ops)})
             self._executor.submit(self._abandon, tx)
@@ -298,10 +304,12 @@ class GroupCommitWriter:
         except sqlite3.Error as exc:
             log.error("store.batch_failed", extra={"ops": len(batch.ops), "error": type(exc).__name__})
             _fail_all(batch.ops, StoreError(f"the database refused the write ({type(exc).__name__})"))
+            self._seq_guess = 0
             return
         except Exception:  # never let one bad batch stop every future write
             log.exception("store.batch_failed", extra={"ops": len(batch.ops)})
             _fail_all(batch.ops, StoreError("the write could not be committed"))
+            self._seq_guess = 0
             return
         self.counters.commits += 1
         if self._on_commit is not None:
@@ -315,7 +323,9 @@ class GroupCommitWriter:
             if isinstance(first, Exception):
                 stored.append(_translate(first))
                 continue
-            notes = committed_notifications(staged, first, batch.created_at, batch.stamp)
+            notes = committed_notes(staged, first, batch.created_at, batch.stamp)
+            if first != staged.seq_guess:
+                self._seq_guess = 0  # guessed wrong (a refused insert, another writer): start over
             stored.append(notes)
             committed.extend(notes)
         for (_sql, on_rows), rows in zip(batch.bulk_keys, done.bulk_rows, strict=True):

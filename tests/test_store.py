@@ -73,6 +73,7 @@ async def test_seq_stays_unique_when_another_process_wrote(store: SqliteStore) -
         )
     (note,) = await store.insert_notifications([_draft()])
     assert note.seq == 41
+    assert json.loads(note.encode_frame())["seq"] == 41  # built for seq 2 when staged, rebuilt
 
 
 async def test_delivery_is_recorded_once(store: SqliteStore) -> None:
@@ -311,6 +312,8 @@ async def test_a_refused_insert_inside_the_thread_fails_alone(store: SqliteStore
     stored = [n for r in (results[0], results[2]) if isinstance(r, list) for n in r]
     assert [n.title for n in stored] == ["a", "b", "c"]
     assert [n.seq for n in stored] == [1, 2, 3]
+    # "c" was built while staged for seq 4 (the refusal was not known yet): its frame says 3.
+    assert [json.loads(n.encode_frame())["seq"] for n in stored] == [1, 2, 3]
     assert [n.title for n in await store.history("u2", before_seq=None, limit=5)] == ["b", "a"]
 
 
