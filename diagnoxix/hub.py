@@ -139,6 +139,24 @@ class Connection:
             self._scheduled = True
             self._hub.schedule(self)
 
+    def write_now(self, frame: bytes, delivered_id: str | None, broadcast: bool) -> bool:
+        """Write `frame` at once if nothing is queued before it and it fits the transport's room;
+        False leaves it to `offer`. A broadcast reaches 10,000 sockets this way without queueing
+        it 10,000 times only for the fan-out to take it out again."""
+        if self._pending or self._sender is not None or not self._live or self._closing:
+            return False
+        side = self._side
+        transport = side.transport if side is not None else None
+        if transport is None or transport.is_closing() or self._ws.closed or len(frame) > self._room():
+            return False
+        try:
+            transport.write(frame)
+        except Exception:  # the fan-out writes it instead, and deals with a broken connection
+            return False
+        if delivered_id is not None and not self.v1:
+            self._hub.delivered(self.user_id, delivered_id, broadcast)
+        return True
+
     def go_live(self) -> None:
         """The backlog has been replayed: start sending what queued up meanwhile."""
         self._live = True
@@ -391,7 +409,8 @@ class Hub:
                 frame = text_frame(note.encode_frame())
                 for everyone in self._by_user.values():
                     for conn in everyone:
-                        conn.offer(frame, note.id, broadcast=True)
+                        if not conn.write_now(frame, note.id, True):
+                            conn.offer(frame, note.id, broadcast=True)
             elif recipients := self._by_user.get(note.user_id):
                 # Encoded once per notification, and only when its user is connected here.
                 frame = text_frame(note.encode_frame())

@@ -218,6 +218,23 @@ async def test_broadcast_reaches_everyone_connected_and_is_stored_once(service: 
     assert service.app[STORE].counts().stored == 1
 
 
+async def test_a_broadcast_never_overtakes_frames_queued_before_it(service: Service) -> None:
+    # A broadcast is written to each socket at once when nothing is queued for it; committed in
+    # one batch after a patient's own notification, it must still reach that patient second.
+    ws = await service.connect("p1")
+    other = await service.connect("p2")
+    drafts = [
+        NotificationDraft("p1", "lab_result", "Own first", "m", {}),
+        NotificationDraft("*", "system", "Everyone second", "m", {}),
+    ]
+    await service.app[SERVICE].send(drafts)
+    first, second = await _receive_notifications(ws, 2)
+    assert [first["title"], second["title"]] == ["Own first", "Everyone second"]
+    assert first["seq"] < second["seq"]
+    (only,) = await _receive_notifications(other, 1)
+    assert only["title"] == "Everyone second"
+
+
 def _raw_handshake(port: int, path: str) -> socket.socket:
     """A client that completes the WebSocket handshake and then never reads again."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
