@@ -32,6 +32,16 @@ def _rows_in_file_alone(path: Path, tmp: Path) -> int:
     return int(count)
 
 
+async def _rows_in_file_soon(path: Path, tmp: Path, expected: int) -> int:
+    """The rows the file alone holds once it holds `expected`, or after 5 s, whichever is first."""
+    for _ in range(100):
+        count = _rows_in_file_alone(path, tmp)
+        if count == expected:
+            return count
+        await asyncio.sleep(0.05)
+    return _rows_in_file_alone(path, tmp)
+
+
 async def test_a_commit_that_fills_the_wal_does_not_checkpoint_it(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "s.sqlite3", checkpoint_delay=3600)
     await store.open()
@@ -52,18 +62,10 @@ async def test_the_checkpointer_copies_commits_into_the_file_soon_after(tmp_path
     await store.open()
     try:
         await store.insert_notifications(_drafts(100))
-        for _ in range(100):
-            if _rows_in_file_alone(store.path, tmp_path) == 100:
-                break
-            await asyncio.sleep(0.05)
-        assert _rows_in_file_alone(store.path, tmp_path) == 100
+        assert await _rows_in_file_soon(store.path, tmp_path, 100) == 100
         # And again after a later commit: one checkpoint is not the last.
         await store.insert_notifications(_drafts(50))
-        for _ in range(100):
-            if _rows_in_file_alone(store.path, tmp_path) == 150:
-                break
-            await asyncio.sleep(0.05)
-        assert _rows_in_file_alone(store.path, tmp_path) == 150
+        assert await _rows_in_file_soon(store.path, tmp_path, 150) == 150
     finally:
         await store.close()
 
