@@ -106,6 +106,8 @@ class _Batch:
     created_at: datetime
     stamp: str
     result: asyncio.Future[BatchDone]
+    # Notifications staged: the seqs this batch will take if none of its inserts is refused.
+    notes_count: int = 0
 
 
 class GroupCommitWriter:
@@ -218,7 +220,7 @@ class GroupCommitWriter:
                 if following is not None:
                     unfinished.append(following)
                 if len(unfinished) > 1 or (unfinished and following is None):
-                    await self._finish(unfinished[0])
+                    await self._finish(unfinished[0], unfinished[1] if len(unfinished) > 1 else None)
                     del unfinished[0]
                 if not unfinished and stopping:
                     return
@@ -295,9 +297,9 @@ class GroupCommitWriter:
             return None
         loop = asyncio.get_running_loop()
         result = loop.run_in_executor(self._executor, self._commit, tx, encoded, executes)
-        return _Batch(kept, staged, list(bulk), now, stamp, result)
+        return _Batch(kept, staged, list(bulk), now, stamp, result, sum(len(s.drafts) for s in staged))
 
-    async def _finish(self, batch: _Batch) -> None:
+    async def _finish(self, batch: _Batch, following: _Batch | None) -> None:
         """Wait for a batch's commit; then publish its notifications and answer its writers."""
         try:
             done = await batch.result
@@ -324,10 +326,11 @@ class GroupCommitWriter:
                 stored.append(_translate(first))
                 continue
             notes = committed_notes(staged, first, batch.created_at, batch.stamp)
-            if first != staged.seq_guess:
-                self._seq_guess = 0  # guessed wrong (a refused insert, another writer): start over
             stored.append(notes)
             committed.extend(notes)
+        # The next batch to begin starts after this one as committed and the one begun after it:
+        # a guess that went wrong (a refused insert, another writer) is wrong once, not for good.
+        self._seq_guess = done.last_seq + 1 + (following.notes_count if following is not None else 0)
         for (_sql, on_rows), rows in zip(batch.bulk_keys, done.bulk_rows, strict=True):
             if on_rows is not None and rows is not None:
                 on_rows(rows)
