@@ -45,8 +45,6 @@ CLOSE_TOKEN_EXPIRED = 4001
 DeliveredCallback = Callable[[list[list[str]], list[list[str]]], None]
 # (user_id, online, since as a Unix time): a user's first connection opened or last one closed.
 PresenceListener = Callable[[str, bool, float], None]
-# Called with a connection that has frames to write and no sender of its own.
-Scheduler = Callable[["Connection"], None]
 
 # A queued frame: (the whole frame as written to the wire, id to record as delivered once written,
 # is a broadcast). A plain tuple: one is built per recipient of every notification.

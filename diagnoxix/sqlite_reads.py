@@ -12,7 +12,15 @@ from typing import Any
 
 from .models import BROADCAST_RECIPIENT, ApiKey, IdempotencyRecord, Notification
 from .sqlite_batch import NOTIFICATION_COLUMNS
-from .sqlite_rows import LIVE, audit_entry, chunks, now_stamp, row_to_api_key, row_to_notification
+from .sqlite_rows import (
+    LIVE,
+    audit_entry,
+    chunks,
+    newest_first,
+    now_stamp,
+    row_to_api_key,
+    row_to_notification,
+)
 
 
 class NotificationReads:
@@ -103,12 +111,7 @@ class NotificationReads:
         if unread_only:
             conditions.append("read_at IS NULL")
         params.append(limit)
-        rows = await self._read(
-            f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE {' AND '.join(conditions)}"
-            " ORDER BY seq DESC LIMIT ?",
-            tuple(params),
-        )
-        return [row_to_notification(row) for row in rows]
+        return [row_to_notification(row) for row in await self._read(newest_first(conditions), tuple(params))]
 
     async def unread_count(self, user_id: str, *, upto_seq: int | None = None) -> int:
         rows = await self._read(

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .models import ApiKey, Notification, format_timestamp, parse_timestamp, utc_now
+from .sqlite_batch import NOTIFICATION_COLUMNS
 
 # SQLite caps bound parameters per statement; id lists are queried in chunks of this size.
 ID_CHUNK = 500
@@ -33,6 +34,15 @@ def row_to_notification(row: sqlite3.Row | tuple[Any, ...]) -> Notification:
         delivered_at=parse_timestamp(delivered) if delivered else None,
         read_at=parse_timestamp(read) if read else None,
         expires_at=parse_timestamp(expires) if expires else None,
+    )
+
+
+def newest_first(conditions: Sequence[str]) -> str:
+    """Notifications matching every condition (constant SQL; values are bound), newest first, up
+    to a limit bound as the last parameter."""
+    return (
+        f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE {' AND '.join(conditions)}"
+        " ORDER BY seq DESC LIMIT ?"
     )
 
 

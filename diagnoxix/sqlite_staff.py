@@ -10,8 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from .models import Notification, format_timestamp, parse_timestamp, utc_now
-from .sqlite_batch import NOTIFICATION_COLUMNS
-from .sqlite_rows import LIVE, audit_entry, now_stamp, row_to_notification
+from .sqlite_rows import LIVE, audit_entry, newest_first, now_stamp, row_to_notification
 from .store import NOTIFICATION_STATUSES, StaffAccount, StaffSession
 
 
@@ -135,12 +134,7 @@ class StaffQueries:
                 }[status]
             )
         params.append(limit)
-        rows = await self._read(
-            f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE {' AND '.join(where)}"
-            " ORDER BY seq DESC LIMIT ?",
-            tuple(params),
-        )
-        return [row_to_notification(row) for row in rows]
+        return [row_to_notification(row) for row in await self._read(newest_first(where), tuple(params))]
 
     async def count_read_since(self, since: datetime) -> int:
         rows = await self._read(
