@@ -39,8 +39,8 @@ test: install-dev system-deps
 
 ## ruff (lint and format) and mypy --strict on the package
 lint: install-dev
-	$(BIN)/ruff check diagnoxix tests bench run.py
-	$(BIN)/ruff format --check diagnoxix tests bench run.py
+	$(BIN)/ruff check diagnoxix diagnoxix_client tests bench run.py
+	$(BIN)/ruff format --check diagnoxix diagnoxix_client tests bench run.py
 	$(BIN)/mypy
 
 ## PNGs of every dashboard page under docs/screenshots/ (needs Debian's chromium: apt-get install chromium)

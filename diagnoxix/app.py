@@ -9,19 +9,19 @@ from typing import Any
 
 from aiohttp import web
 
-from .api import setup_routes
-from .auth import ApiKeys, TokenIssuer, generate_secret
-from .broker import InProcessBroker
-from .config import REPO_ROOT, Settings
-from .dashboard.setup import setup_dashboard
-from .errors import error_middleware
-from .hub import Hub
-from .keys import API_KEYS, BROKER, HUB, SERVICE, SETTINGS, STARTED_AT, STORE, TOKENS
-from .logs import AccessLogger
-from .retention import retention_context
-from .service import NotificationService
-from .sqlite_store import SqliteStore
-from .ws import websocket_handler
+from diagnoxix.api.sending import setup_routes
+from diagnoxix.auth import ApiKeys, TokenIssuer, generate_secret
+from diagnoxix.config import REPO_ROOT, Settings
+from diagnoxix.dashboard.setup import setup_dashboard
+from diagnoxix.delivery.broker import InProcessBroker
+from diagnoxix.delivery.hub import Hub
+from diagnoxix.delivery.service import NotificationService
+from diagnoxix.errors import error_middleware
+from diagnoxix.keys import API_KEYS, BROKER, HUB, SERVICE, SETTINGS, STARTED_AT, STORE, TOKENS
+from diagnoxix.logs import AccessLogger
+from diagnoxix.store.retention import retention_context
+from diagnoxix.store.sqlite.store import SqliteStore
+from diagnoxix.ws.handler import websocket_handler
 
 
 async def _store_context(app: web.Application) -> AsyncIterator[None]:

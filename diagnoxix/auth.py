@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 
 import jwt
 
-from .models import ApiKey
-from .store import Store
-from .validation import is_valid_user_id
+from diagnoxix.models import ApiKey
+from diagnoxix.rules import is_valid_user_id
+from diagnoxix.store.protocols import Store
 
 TOKEN_ISSUER = "diagnoxix-notify"  # noqa: S105 - a name, not a secret
 # The audience pins a token to its one use: a connection token is useless as anything else.

@@ -21,15 +21,15 @@ from typing import TypeVar
 
 from aiohttp import web
 
-from .app import create_app, runner_options
-from .auth import ApiKeys, TokenIssuer, generate_secret
-from .config import ConfigError, Settings, settings_from_env
-from .dashboard.cli_admin import add_admin_parser, run_admin
-from .logs import configure_logging
-from .models import format_timestamp
-from .serving_tuning import tune_for_serving
-from .sqlite_store import SqliteStore
-from .validation import is_valid_user_id
+from diagnoxix.app import create_app, runner_options
+from diagnoxix.auth import ApiKeys, TokenIssuer, generate_secret
+from diagnoxix.config import ConfigError, Settings, settings_from_env
+from diagnoxix.dashboard.cli_admin import add_admin_parser, run_admin
+from diagnoxix.logs import configure_logging
+from diagnoxix.models import format_timestamp
+from diagnoxix.rules import is_valid_user_id
+from diagnoxix.serving_tuning import tune_for_serving
+from diagnoxix.store.sqlite.store import SqliteStore
 
 log = logging.getLogger("diagnoxix")
 T = TypeVar("T")

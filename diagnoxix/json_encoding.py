@@ -48,7 +48,7 @@ def encode_rows(rows: list[list[Any]]) -> str:
     """Rows of strings, numbers and None for SQLite's `json_each`, as one JSON array.
 
     A string orjson refuses (a lone surrogate from a caller that skipped validation) leaves it to
-    the standard library, and SQLite then refuses that insert alone (see `sqlite_batch`).
+    the standard library, and SQLite then refuses that insert alone (see `store.sqlite.batch`).
     """
     try:
         return orjson.dumps(rows).decode()

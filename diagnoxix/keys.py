@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .auth import ApiKeys, TokenIssuer
-from .broker import Broker
-from .config import Settings
-from .dashboard.state import DashboardState
-from .hub import Hub
-from .service import NotificationService
-from .store import Store
+from diagnoxix.auth import ApiKeys, TokenIssuer
+from diagnoxix.config import Settings
+from diagnoxix.delivery.broker import Broker
+from diagnoxix.delivery.hub import Hub
+from diagnoxix.delivery.service import NotificationService
+from diagnoxix.store.protocols import Store
 
 SETTINGS = web.AppKey("diagnoxix.settings", Settings)
 STORE = web.AppKey("diagnoxix.store", Store)
@@ -20,5 +19,3 @@ SERVICE = web.AppKey("diagnoxix.service", NotificationService)
 TOKENS = web.AppKey("diagnoxix.tokens", TokenIssuer)
 API_KEYS = web.AppKey("diagnoxix.api_keys", ApiKeys)
 STARTED_AT = web.AppKey("diagnoxix.started_at", float)
-# The staff dashboard (diagnoxix/dashboard/): sessions, live sockets, the stats sampler.
-DASHBOARD = web.AppKey("diagnoxix.dashboard", DashboardState)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from json.encoder import encode_basestring as _string  # the C encoder json.dumps itself uses
 from typing import Any, Literal, get_args
 
-from .json_encoding import encode_json
+from diagnoxix.json_encoding import encode_json
 
 Priority = Literal["low", "normal", "high", "critical"]
 PRIORITIES: tuple[str, ...] = get_args(Priority)

@@ -14,7 +14,8 @@ from aiohttp import web
 from diagnoxix.app import create_app, runner_options
 from diagnoxix.config import Settings
 from diagnoxix.dashboard.accounts import create_account
-from diagnoxix.keys import API_KEYS, DASHBOARD, STORE, TOKENS
+from diagnoxix.dashboard.state import DASHBOARD
+from diagnoxix.keys import API_KEYS, STORE, TOKENS
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from diagnoxix.api.openapi import openapi_document
 from diagnoxix.keys import API_KEYS, STORE
-from diagnoxix.openapi import openapi_document
 
 from .conftest import Service
 

@@ -2,7 +2,7 @@
 subscriber ends up with every one of its notifications exactly once, in seq order.
 
 Hypothesis drives a stateful model against a real server (restarted on the same SQLite file and
-port) and real `Subscriber` clients from `diagnoxix.client`.
+port) and real `Subscriber` clients from `diagnoxix_client`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from diagnoxix.app import create_app, runner_options
-from diagnoxix.client import NotifyClient, NotifyError, Subscriber
 from diagnoxix.config import Settings
 from diagnoxix.keys import API_KEYS
+from diagnoxix_client import NotifyClient, NotifyError, Subscriber
 
 USERS = ("ana", "ben", "cat")
 SECRET = "property-test-secret-" + "z" * 32

@@ -12,12 +12,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from diagnoxix.client import Subscriber
 from diagnoxix.keys import HUB, SERVICE, STORE
 from diagnoxix.models import NotificationDraft
-from diagnoxix.retention import purge_once
-from diagnoxix.sqlite_store import SqliteStore
-from diagnoxix.validation import FieldErrors
+from diagnoxix.rules import FieldErrors
+from diagnoxix.store.retention import purge_once
+from diagnoxix.store.sqlite.store import SqliteStore
+from diagnoxix_client import Subscriber
 
 from .conftest import Service
 

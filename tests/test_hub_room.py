@@ -16,8 +16,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from diagnoxix.hub import Connection, Hub
-from diagnoxix.ws_frames import text_frame
+from diagnoxix.delivery.hub import Connection, Hub
+from diagnoxix.delivery.wire import text_frame
 
 HIGH_WATER = 64 * 1024
 

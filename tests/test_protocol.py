@@ -13,7 +13,7 @@ import pytest
 
 from diagnoxix.keys import HUB, SERVICE, STORE
 from diagnoxix.models import NotificationDraft
-from diagnoxix.retention import purge_once
+from diagnoxix.store.retention import purge_once
 
 from .conftest import Service
 

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
+from diagnoxix.delivery.service import NotificationService
 from diagnoxix.keys import SERVICE, STORE
 from diagnoxix.models import NotificationDraft
-from diagnoxix.service import NotificationService
-from diagnoxix.validation import FieldErrors
+from diagnoxix.rules import FieldErrors
 
 from .conftest import Service
 

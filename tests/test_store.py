@@ -15,10 +15,10 @@ import pytest
 from diagnoxix.app import create_app
 from diagnoxix.json_encoding import encode_json
 from diagnoxix.keys import TOKENS
-from diagnoxix.migrations import MigrationError, discover
 from diagnoxix.models import NotificationDraft, new_ids
-from diagnoxix.sqlite_store import SqliteStore
-from diagnoxix.store import IdempotencyClaim, IdempotencyConflict, StoreError
+from diagnoxix.store.migrations import MigrationError, discover
+from diagnoxix.store.protocols import IdempotencyClaim, IdempotencyConflict, StoreError
+from diagnoxix.store.sqlite.store import SqliteStore
 
 
 def _draft(user: str = "u1", title: str = "t") -> NotificationDraft:

@@ -12,7 +12,7 @@ import sqlite3
 from pathlib import Path
 
 from diagnoxix.models import NotificationDraft
-from diagnoxix.sqlite_store import SqliteStore
+from diagnoxix.store.sqlite.store import SqliteStore
 
 # About 2 KiB a row: 12,000 rows fill the WAL well past the 1,000 pages (16 MiB) at which SQLite
 # would otherwise checkpoint inside the commit.

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from diagnoxix.models import NotificationDraft
-from diagnoxix.validation import FieldErrors, parse_draft
+from diagnoxix.rules import FieldErrors, parse_draft
 
 VALID: dict[str, Any] = {"user_id": "patient-1", "title": "Lab result ready", "message": "m"}
 

@@ -1,4 +1,4 @@
-"""Frames the fan-out builds itself (`ws_frames.text_frame`) read back by a real WebSocket client.
+"""Frames the fan-out builds itself (`wire.text_frame`) read back by a real WebSocket client.
 
 A server on loopback writes them straight to its transport, several in one write as the fan-out
 does, and aiohttp's client, a WebSocket implementation we did not write, must read each text back
@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from diagnoxix.ws_frames import payload_of, text_frame
+from diagnoxix.delivery.wire import payload_of, text_frame
 
 from .conftest import AiohttpClient
 

@@ -12,7 +12,7 @@ from types import CoroutineType
 from typing import Any
 
 import diagnoxix
-from diagnoxix.hub import Connection, Hub
+from diagnoxix.delivery.hub import Connection, Hub
 from diagnoxix.keys import HUB
 
 from .conftest import Service

@@ -14,8 +14,8 @@ from datetime import timedelta
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from ..models import utc_now
-from ..store import Store
+from diagnoxix.models import utc_now
+from diagnoxix.store.protocols import Store
 
 # Staff usernames appear in the audit log and in URLs: a short, printable charset.
 USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")

@@ -12,9 +12,9 @@ import getpass
 import sys
 from typing import Any
 
-from ..config import Settings
-from ..sqlite_store import SqliteStore
-from .accounts import Passwords, check_new_credentials, create_account
+from diagnoxix.config import Settings
+from diagnoxix.dashboard.accounts import Passwords, check_new_credentials, create_account
+from diagnoxix.store.sqlite.store import SqliteStore
 
 
 def add_admin_parser(commands: Any, db_option: argparse.ArgumentParser) -> None:

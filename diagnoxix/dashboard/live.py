@@ -14,12 +14,13 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from ..keys import DASHBOARD, HUB, STORE
-from ..models import utc_now
-from .pages_send import delivery_state
-from .registry import LiveSocket
-from .security import same_origin
-from .sessions import Staff, current_staff
+from diagnoxix.dashboard.pages_send import delivery_state
+from diagnoxix.dashboard.registry import LiveSocket
+from diagnoxix.dashboard.security import same_origin
+from diagnoxix.dashboard.sessions import Staff, current_staff
+from diagnoxix.dashboard.state import DASHBOARD
+from diagnoxix.keys import HUB, STORE
+from diagnoxix.models import utc_now
 
 PUSH_INTERVAL_SECONDS = 1.0
 PRESENCE_ON_OPEN = 10

@@ -6,11 +6,18 @@ import logging
 
 from aiohttp import web
 
-from ..keys import DASHBOARD, STORE
-from .accounts import MAX_PASSWORD_CHARS, USERNAME_PATTERN
-from .render import render
-from .security import csrf_token
-from .sessions import checked_form, current_staff, end_session, require_staff, start_session
+from diagnoxix.dashboard.accounts import MAX_PASSWORD_CHARS, USERNAME_PATTERN
+from diagnoxix.dashboard.render import render
+from diagnoxix.dashboard.security import csrf_token
+from diagnoxix.dashboard.sessions import (
+    checked_form,
+    current_staff,
+    end_session,
+    require_staff,
+    start_session,
+)
+from diagnoxix.dashboard.state import DASHBOARD
+from diagnoxix.keys import STORE
 
 log = logging.getLogger("diagnoxix.dashboard")
 

@@ -7,9 +7,9 @@ from typing import Any
 
 from aiohttp import web
 
-from ..keys import API_KEYS, STORE
-from .render import render
-from .sessions import Staff, checked_form, require_admin
+from diagnoxix.dashboard.render import render
+from diagnoxix.dashboard.sessions import Staff, checked_form, require_admin
+from diagnoxix.keys import API_KEYS, STORE
 
 log = logging.getLogger("diagnoxix.dashboard")
 

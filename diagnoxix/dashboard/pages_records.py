@@ -6,12 +6,12 @@ from typing import Any
 
 from aiohttp import web
 
-from ..keys import HUB, STORE
-from ..store import NOTIFICATION_STATUSES
-from ..validation import TYPE_PATTERN, is_valid_user_id
-from .pages_send import delivery_state
-from .render import render
-from .sessions import require_staff
+from diagnoxix.dashboard.pages_send import delivery_state
+from diagnoxix.dashboard.render import render
+from diagnoxix.dashboard.sessions import require_staff
+from diagnoxix.keys import HUB, STORE
+from diagnoxix.rules import TYPE_PATTERN, is_valid_user_id
+from diagnoxix.store.protocols import NOTIFICATION_STATUSES
 
 # Rows per page: one screen on a tablet, one cheap indexed query.
 PAGE_SIZE = 50

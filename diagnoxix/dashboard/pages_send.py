@@ -15,13 +15,13 @@ from typing import Any
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from ..keys import HUB, SERVICE, STORE
-from ..models import PRIORITIES, Notification
-from ..service import APPOINTMENT_STATUSES
-from ..store import StoreError
-from ..validation import FieldErrors, check_title_message, check_type
-from .render import render
-from .sessions import Staff, checked_form, require_staff
+from diagnoxix.dashboard.render import render
+from diagnoxix.dashboard.sessions import Staff, checked_form, require_staff
+from diagnoxix.delivery.service import APPOINTMENT_STATUSES
+from diagnoxix.keys import HUB, SERVICE, STORE
+from diagnoxix.models import PRIORITIES, Notification
+from diagnoxix.rules import FieldErrors, check_title_message, check_type
+from diagnoxix.store.protocols import StoreError
 
 log = logging.getLogger("diagnoxix.dashboard")
 

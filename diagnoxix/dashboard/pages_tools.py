@@ -6,11 +6,12 @@ import logging
 
 from aiohttp import web
 
-from ..keys import DASHBOARD, STORE, TOKENS
-from ..models import format_timestamp
-from ..validation import is_valid_user_id
-from .render import render
-from .sessions import checked_form, require_staff
+from diagnoxix.dashboard.render import render
+from diagnoxix.dashboard.sessions import checked_form, require_staff
+from diagnoxix.dashboard.state import DASHBOARD
+from diagnoxix.keys import STORE, TOKENS
+from diagnoxix.models import format_timestamp
+from diagnoxix.rules import is_valid_user_id
 
 log = logging.getLogger("diagnoxix.dashboard")
 

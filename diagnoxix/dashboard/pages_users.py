@@ -7,13 +7,13 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from ..hub import CLOSE_POLICY_VIOLATION, Hub
-from ..keys import HUB, STORE
-from ..validation import is_valid_user_id
-from .pages_records import PAGE_SIZE, cursor
-from .pages_send import delivery_state
-from .render import render
-from .sessions import checked_form, require_admin, require_staff
+from diagnoxix.dashboard.pages_records import PAGE_SIZE, cursor
+from diagnoxix.dashboard.pages_send import delivery_state
+from diagnoxix.dashboard.render import render
+from diagnoxix.dashboard.sessions import checked_form, require_admin, require_staff
+from diagnoxix.delivery.hub import CLOSE_POLICY_VIOLATION, Hub
+from diagnoxix.keys import HUB, STORE
+from diagnoxix.rules import is_valid_user_id
 
 log = logging.getLogger("diagnoxix.dashboard")
 

@@ -10,7 +10,7 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
-from ..models import format_timestamp
+from diagnoxix.models import format_timestamp
 
 # Events kept for sockets that fall behind; a page shows the latest few.
 FEED_LENGTH = 200

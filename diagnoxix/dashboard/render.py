@@ -11,8 +11,8 @@ import aiohttp_jinja2
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from ..models import parse_timestamp
-from .sessions import Staff, anonymous_csrf, current_staff
+from diagnoxix.dashboard.sessions import Staff, anonymous_csrf, current_staff
+from diagnoxix.models import parse_timestamp
 
 log = logging.getLogger("diagnoxix.dashboard")
 

@@ -20,9 +20,10 @@ from aiohttp_session import Session, get_session, new_session
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 from multidict import MultiDict, MultiDictProxy
 
-from ..keys import DASHBOARD, STORE
-from ..models import utc_now
-from .security import csrf_matches, csrf_token, hash_session_id, same_origin
+from diagnoxix.dashboard.security import csrf_matches, csrf_token, hash_session_id, same_origin
+from diagnoxix.dashboard.state import DASHBOARD
+from diagnoxix.keys import STORE
+from diagnoxix.models import utc_now
 
 COOKIE_NAME = "dxn_dashboard"
 # A clinic shift; after that staff sign in again. The cookie and the record both expire.

@@ -17,16 +17,24 @@ import aiohttp_session
 import jinja2
 from aiohttp import web
 
-from ..auth import generate_secret
-from ..config import REPO_ROOT
-from ..keys import DASHBOARD, HUB, SETTINGS, STARTED_AT, STORE
-from . import live, pages_auth, pages_keys, pages_records, pages_send, pages_tools, pages_users
-from .accounts import Passwords
-from .render import FILTERS, html_errors
-from .security import add_security_headers, derive_key
-from .sessions import DashboardCookieStorage, session_middleware
-from .state import DashboardState
-from .stats import StatsSampler
+from diagnoxix.auth import generate_secret
+from diagnoxix.config import REPO_ROOT
+from diagnoxix.dashboard import (
+    live,
+    pages_auth,
+    pages_keys,
+    pages_records,
+    pages_send,
+    pages_tools,
+    pages_users,
+)
+from diagnoxix.dashboard.accounts import Passwords
+from diagnoxix.dashboard.render import FILTERS, html_errors
+from diagnoxix.dashboard.security import add_security_headers, derive_key
+from diagnoxix.dashboard.sessions import DashboardCookieStorage, session_middleware
+from diagnoxix.dashboard.state import DASHBOARD, DashboardState
+from diagnoxix.dashboard.stats import StatsSampler
+from diagnoxix.keys import HUB, SETTINGS, STARTED_AT, STORE
 
 log = logging.getLogger("diagnoxix.dashboard")
 

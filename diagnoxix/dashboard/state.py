@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from .accounts import LoginThrottle, Passwords
-from .presence import PresenceFeed
-from .registry import LiveSockets
-from .stats import StatsSampler
+from diagnoxix.dashboard.accounts import LoginThrottle, Passwords
+from diagnoxix.dashboard.presence import PresenceFeed
+from diagnoxix.dashboard.registry import LiveSockets
+from diagnoxix.dashboard.stats import StatsSampler
 
 
 @dataclass(slots=True)
@@ -24,3 +25,7 @@ class DashboardState:
     live: LiveSockets = field(default_factory=LiveSockets)
     # Online/offline events from the hub, pushed to staff pages over the live socket.
     presence: PresenceFeed = field(default_factory=PresenceFeed)
+
+
+# The dashboard's own key: the core never imports the dashboard, so it is not in `diagnoxix.keys`.
+DASHBOARD = web.AppKey("diagnoxix.dashboard", DashboardState)

@@ -18,9 +18,9 @@ from datetime import timedelta
 from itertools import pairwise
 from typing import Any
 
-from ..hub import Hub
-from ..models import utc_now
-from ..store import Store, StoreError
+from diagnoxix.delivery.hub import Hub
+from diagnoxix.models import utc_now
+from diagnoxix.store.protocols import Store, StoreError
 
 log = logging.getLogger("diagnoxix.dashboard")
 

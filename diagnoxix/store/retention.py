@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from .keys import SETTINGS, STORE
-from .sqlite_store import PURGE_SLICE
-from .store import Store, StoreError
+from diagnoxix.keys import SETTINGS, STORE
+from diagnoxix.store.protocols import Store, StoreError
+from diagnoxix.store.sqlite.store import PURGE_SLICE
 
 log = logging.getLogger("diagnoxix.retention")
 

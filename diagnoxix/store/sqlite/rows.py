@@ -7,8 +7,8 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from .models import ApiKey, Notification, format_timestamp, parse_timestamp, utc_now
-from .sqlite_batch import NOTIFICATION_COLUMNS
+from diagnoxix.models import ApiKey, Notification, format_timestamp, parse_timestamp, utc_now
+from diagnoxix.store.sqlite.batch import NOTIFICATION_COLUMNS
 
 # SQLite caps bound parameters per statement; id lists are queried in chunks of this size.
 ID_CHUNK = 500

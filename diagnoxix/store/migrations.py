@@ -8,7 +8,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from .config import REPO_ROOT
+from diagnoxix.config import REPO_ROOT
 
 MIGRATIONS_DIR = REPO_ROOT / "db" / "migrations"
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")

@@ -1,6 +1,6 @@
 """The notification store's interface: what the service, the hub and the API may ask of it.
 
-SQLite (`sqlite_store.SqliteStore`) is the embedded default; PostgreSQL is the planned second
+SQLite (`store.sqlite.store.SqliteStore`) is the embedded default; PostgreSQL is the planned second
 implementation. Nothing outside the store writes SQL.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from .models import ApiKey, IdempotencyRecord, Notification, NotificationDraft, StoreCounts
+from diagnoxix.models import ApiKey, IdempotencyRecord, Notification, NotificationDraft, StoreCounts
 
 CommitListener = Callable[[Sequence[Notification]], None]
 

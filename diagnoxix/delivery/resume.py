@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .hub import Connection
-from .store import Store
+from diagnoxix.delivery.hub import Connection
+from diagnoxix.store.protocols import Store
 
 # Replay reads the backlog in pages so a long absence never builds one huge query or frame.
 REPLAY_PAGE = 200

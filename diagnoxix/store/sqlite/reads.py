@@ -10,9 +10,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from .models import BROADCAST_RECIPIENT, ApiKey, IdempotencyRecord, Notification
-from .sqlite_batch import NOTIFICATION_COLUMNS
-from .sqlite_rows import (
+from diagnoxix.models import BROADCAST_RECIPIENT, ApiKey, IdempotencyRecord, Notification
+from diagnoxix.store.sqlite.batch import NOTIFICATION_COLUMNS
+from diagnoxix.store.sqlite.rows import (
     LIVE,
     audit_entry,
     chunks,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from .models import Notification
+from diagnoxix.models import Notification
 
 Subscriber = Callable[[Sequence[Notification]], None]
 

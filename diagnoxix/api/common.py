@@ -7,12 +7,12 @@ from typing import Any
 
 from aiohttp import web
 
-from .auth import API_KEY_PREFIX, InvalidCredentials
-from .errors import ApiError
-from .keys import API_KEYS, TOKENS
-from .models import ApiKey
-from .store import StoreClosed, StoreError
-from .validation import FieldErrors, is_valid_user_id
+from diagnoxix.auth import API_KEY_PREFIX, InvalidCredentials
+from diagnoxix.errors import ApiError
+from diagnoxix.keys import API_KEYS, TOKENS
+from diagnoxix.models import ApiKey
+from diagnoxix.rules import FieldErrors, is_valid_user_id
+from diagnoxix.store.protocols import StoreClosed, StoreError
 
 
 async def read_json(request: web.Request) -> Any:

@@ -13,7 +13,7 @@ once a commit returns, publishes it: at most one batch is being committed and on
 always in order.
 
 One write that the database refuses (an Idempotency-Key claimed twice, a draft it cannot store, a
-constraint) fails alone and the rest of its batch still commits (see `sqlite_batch`). Only a
+constraint) fails alone and the rest of its batch still commits (see `store.sqlite.batch`). Only a
 failed transaction (disk full, I/O error, another process holding the lock too long) fails the
 whole batch.
 """
@@ -31,11 +31,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .json_encoding import encode_rows
-from .models import Notification, NotificationDraft, format_timestamp, utc_now
-from .sqlite_batch import BatchDone, InsertRows, Statement, Transaction
-from .sqlite_staging import Lifetimes, Staged, Stager, committed_notes
-from .store import CommitListener, IdempotencyClaim, IdempotencyConflict, StoreClosed, StoreError
+from diagnoxix.json_encoding import encode_rows
+from diagnoxix.models import Notification, NotificationDraft, format_timestamp, utc_now
+from diagnoxix.store.protocols import (
+    CommitListener,
+    IdempotencyClaim,
+    IdempotencyConflict,
+    StoreClosed,
+    StoreError,
+)
+from diagnoxix.store.sqlite.batch import BatchDone, InsertRows, Statement, Transaction
+from diagnoxix.store.sqlite.staging import Lifetimes, Staged, Stager, committed_notes
 
 log = logging.getLogger("diagnoxix.store")
 
@@ -122,7 +128,7 @@ class GroupCommitWriter:
         on_commit: Callable[[], None] | None = None,
     ) -> None:
         self._path = path
-        # Told of every commit (the checkpointer: see `sqlite_checkpoint`).
+        # Told of every commit (the checkpointer: see `checkpoint`).
         self._on_commit = on_commit
         self._pragmas = list(pragmas)
         self.counters = counters

@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from .models import Notification, format_timestamp, parse_timestamp, utc_now
-from .sqlite_rows import LIVE, audit_entry, newest_first, now_stamp, row_to_notification
-from .store import NOTIFICATION_STATUSES, StaffAccount, StaffSession
+from diagnoxix.models import Notification, format_timestamp, parse_timestamp, utc_now
+from diagnoxix.store.protocols import NOTIFICATION_STATUSES, StaffAccount, StaffSession
+from diagnoxix.store.sqlite.rows import LIVE, audit_entry, newest_first, now_stamp, row_to_notification
 
 
 class StaffQueries:

@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from .json_encoding import encode_json
-from .models import PRIORITIES, NotificationDraft, Priority
+from diagnoxix.json_encoding import encode_json
+from diagnoxix.models import PRIORITIES, NotificationDraft, Priority
 
 # User ids come from the clinic's systems (UUIDs, MRN-like ids, emails): a safe, printable charset.
 # It excludes "*", the broadcast recipient, and anything that would need escaping in a URL path.

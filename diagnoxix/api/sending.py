@@ -1,6 +1,6 @@
 """The HTTP API under `/v1/`: the seed's stats and test-notification, sending, broadcasts, health.
 
-Per-user endpoints (history, read state, presence, tokens) live in `api_users`.
+Per-user endpoints (history, read state, presence, tokens) live in `api.users`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .api_support import (
+from diagnoxix.api.common import (
     invalid,
     read_json,
     read_json_object,
@@ -22,18 +22,18 @@ from .api_support import (
     require_api_key,
     store_unavailable,
 )
-from .api_users import setup_user_routes
-from .errors import ApiError
-from .keys import HUB, SERVICE, SETTINGS, STARTED_AT, STORE
-from .models import BROADCAST_RECIPIENT, ApiKey, Notification
-from .openapi import openapi_document
-from .service import validated_draft
-from .store import IdempotencyClaim, IdempotencyConflict, StoreError
-from .validation import (
+from diagnoxix.api.openapi import openapi_document
+from diagnoxix.api.users import setup_user_routes
+from diagnoxix.delivery.service import validated_draft
+from diagnoxix.errors import ApiError
+from diagnoxix.keys import HUB, SERVICE, SETTINGS, STARTED_AT, STORE
+from diagnoxix.models import BROADCAST_RECIPIENT, ApiKey, Notification
+from diagnoxix.rules import (
     MAX_BATCH,
     FieldErrors,
     parse_draft,
 )
+from diagnoxix.store.protocols import IdempotencyClaim, IdempotencyConflict, StoreError
 
 log = logging.getLogger("diagnoxix.api")
 

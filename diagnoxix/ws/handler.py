@@ -16,23 +16,23 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from . import frames
-from .auth import InvalidCredentials
-from .errors import ApiError, answers_own_errors, response_for
-from .hub import (
+from diagnoxix.auth import InvalidCredentials
+from diagnoxix.delivery import frames
+from diagnoxix.delivery.hub import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL_ERROR,
     CLOSE_POLICY_VIOLATION,
     CLOSE_TRY_AGAIN_LATER,
     Connection,
 )
-from .keys import HUB, SERVICE, SETTINGS, STORE, TOKENS
-from .models import format_timestamp, utc_now
-from .origin import check_origin
-from .resume import plan_resume, replay
-from .store import StoreError
-from .validation import is_valid_user_id
-from .ws_protocol import FrameGuard, Session, decode
+from diagnoxix.delivery.resume import plan_resume, replay
+from diagnoxix.errors import ApiError, answers_own_errors, response_for
+from diagnoxix.keys import HUB, SERVICE, SETTINGS, STORE, TOKENS
+from diagnoxix.models import format_timestamp, utc_now
+from diagnoxix.rules import is_valid_user_id
+from diagnoxix.store.protocols import StoreError
+from diagnoxix.ws.origin import check_origin
+from diagnoxix.ws.session import FrameGuard, Session, decode
 
 log = logging.getLogger("diagnoxix.ws")
 

@@ -19,8 +19,8 @@ from typing import Protocol
 
 from aiohttp import WSMsgType, web
 
-from .models import Notification
-from .ws_frames import payload_of, text_frame
+from diagnoxix.delivery.wire import payload_of, text_frame
+from diagnoxix.models import Notification
 
 log = logging.getLogger("diagnoxix.hub")
 
@@ -122,7 +122,7 @@ class Connection:
         return len(self._pending) if self._pending else 0
 
     def offer(self, frame: bytes, delivered_id: str | None = None, broadcast: bool = False) -> None:
-        """Queue a frame (`ws_frames.text_frame`) for this connection; never blocks. Overflow
+        """Queue a frame (`wire.text_frame`) for this connection; never blocks. Overflow
         closes the connection."""
         if self._closing:
             return

@@ -1,6 +1,6 @@
 """The embedded store: one SQLite file in WAL mode, one writer with group commit.
 
-Writes go through `sqlite_writer.GroupCommitWriter` (its own thread and connection); reads go to a
+Writes go through `writer.GroupCommitWriter` (its own thread and connection); reads go to a
 read-only aiosqlite connection, and point reads by key to a read-only connection on the loop.
 Nothing expired is ever served: every read of notifications filters on `expires_at`.
 """
@@ -20,8 +20,7 @@ from typing import Any
 
 import aiosqlite
 
-from .migrations import migrate
-from .models import (
+from diagnoxix.models import (
     BROADCAST_RECIPIENT,
     ApiKey,
     Notification,
@@ -30,17 +29,18 @@ from .models import (
     format_timestamp,
     utc_now,
 )
-from .sqlite_checkpoint import CHECKPOINT_DELAY_SECONDS, WAL_LIMIT_PAGES, Checkpointer
-from .sqlite_reads import NotificationReads
-from .sqlite_rows import LIVE, SQLITE_NOW, now_stamp
-from .sqlite_staff import StaffQueries
-from .sqlite_writer import GroupCommitWriter, WriterCounters
-from .store import (
+from diagnoxix.store.migrations import migrate
+from diagnoxix.store.protocols import (
     CommitListener,
     IdempotencyClaim,
     StoreClosed,
     StoreError,
 )
+from diagnoxix.store.sqlite.checkpoint import CHECKPOINT_DELAY_SECONDS, WAL_LIMIT_PAGES, Checkpointer
+from diagnoxix.store.sqlite.reads import NotificationReads
+from diagnoxix.store.sqlite.rows import LIVE, SQLITE_NOW, now_stamp
+from diagnoxix.store.sqlite.staff import StaffQueries
+from diagnoxix.store.sqlite.writer import GroupCommitWriter, WriterCounters
 
 log = logging.getLogger("diagnoxix.store")
 
@@ -122,7 +122,7 @@ class SqliteStore(NotificationReads, StaffQueries):
             "PRAGMA cache_size=-65536",
             # The checkpointer copies the WAL into the file, so commits do not wait for that; the
             # writer still does it past this limit, the only checkpoint that can reset a WAL
-            # under commits that never pause (see `sqlite_checkpoint`).
+            # under commits that never pause (see `checkpoint`).
             f"PRAGMA wal_autocheckpoint={self._wal_limit_pages}",
             # Deleted rows (purged notifications, revoked keys) are overwritten, not left on disk.
             "PRAGMA secure_delete=ON",
@@ -239,7 +239,7 @@ class SqliteStore(NotificationReads, StaffQueries):
     ) -> None:
         """A bookkeeping write (delivery, last use, audit); dropped once the store is closing.
 
-        `sql` takes one parameter, a JSON array of `rows` (see `sqlite_batch`).
+        `sql` takes one parameter, a JSON array of `rows` (see `store.sqlite.batch`).
         """
         if self._closing:
             return

@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal, get_args
 
-from . import frames
-from .config import Settings
-from .hub import Hub
-from .models import BROADCAST_RECIPIENT, PRIORITIES, Notification, NotificationDraft, Priority
-from .store import IdempotencyClaim, Store
-from .validation import (
+from diagnoxix.config import Settings
+from diagnoxix.delivery import frames
+from diagnoxix.delivery.hub import Hub
+from diagnoxix.models import BROADCAST_RECIPIENT, PRIORITIES, Notification, NotificationDraft, Priority
+from diagnoxix.rules import (
     FieldErrors,
     check_data,
     check_priority,
@@ -23,6 +22,7 @@ from .validation import (
     check_type,
     check_user_id,
 )
+from diagnoxix.store.protocols import IdempotencyClaim, Store
 
 AppointmentStatus = Literal["created", "confirmed", "cancelled", "rescheduled", "reminder"]
 APPOINTMENT_STATUSES: tuple[str, ...] = get_args(AppointmentStatus)

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .api_support import (
+from diagnoxix.api.common import (
     authorize_user,
     int_param,
     invalid,
@@ -16,10 +16,10 @@ from .api_support import (
     reject_unknown,
     require_api_key,
 )
-from .errors import ApiError
-from .keys import HUB, SERVICE, STORE, TOKENS
-from .models import format_timestamp
-from .validation import TYPE_PATTERN, FieldErrors, is_valid_user_id
+from diagnoxix.errors import ApiError
+from diagnoxix.keys import HUB, SERVICE, STORE, TOKENS
+from diagnoxix.models import format_timestamp
+from diagnoxix.rules import TYPE_PATTERN, FieldErrors, is_valid_user_id
 
 # History pages: big enough for an inbox screen, small enough for one quick query.
 DEFAULT_PAGE = 50

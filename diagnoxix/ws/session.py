@@ -17,15 +17,20 @@ from typing import Any
 
 from aiohttp import WSMessage, WSMsgType
 
-from . import frames
-from .auth import InvalidCredentials, TokenIssuer
-from .config import Settings
-from .hub import CLOSE_INTERNAL_ERROR, CLOSE_POLICY_VIOLATION, CLOSE_TOKEN_EXPIRED, Connection
-from .models import format_timestamp, utc_now
-from .service import NotificationService
-from .store import Store, StoreError
-from .validation import TYPE_PATTERN
-from .ws_frames import text_frame
+from diagnoxix.auth import InvalidCredentials, TokenIssuer
+from diagnoxix.config import Settings
+from diagnoxix.delivery import frames
+from diagnoxix.delivery.hub import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_POLICY_VIOLATION,
+    CLOSE_TOKEN_EXPIRED,
+    Connection,
+)
+from diagnoxix.delivery.service import NotificationService
+from diagnoxix.delivery.wire import text_frame
+from diagnoxix.models import format_timestamp, utc_now
+from diagnoxix.rules import TYPE_PATTERN
+from diagnoxix.store.protocols import Store, StoreError
 
 log = logging.getLogger("diagnoxix.ws")
 

@@ -6,8 +6,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from .config import Settings
-from .errors import ApiError
+from diagnoxix.config import Settings
+from diagnoxix.errors import ApiError
 
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 

@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from .json_encoding import encode_json, encode_rows
-from .models import (
+from diagnoxix.json_encoding import encode_json, encode_rows
+from diagnoxix.models import (
     BROADCAST_RECIPIENT,
     PRIORITIES,
     Notification,
@@ -27,8 +27,8 @@ from .models import (
     frame_tail,
     new_ids,
 )
-from .sqlite_batch import InsertRows
-from .store import IdempotencyClaim
+from diagnoxix.store.protocols import IdempotencyClaim
+from diagnoxix.store.sqlite.batch import InsertRows
 
 # Lifetime in seconds of a draft that names none, by priority; BROADCAST_RECIPIENT for broadcasts.
 Lifetimes = Mapping[str, int]
