@@ -37,11 +37,12 @@ system-deps:
 test: install-dev system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-## ruff (lint and format) and mypy --strict on the package
+## ruff (lint and format), mypy --strict, and the layering contracts (pyproject.toml)
 lint: install-dev
 	$(BIN)/ruff check diagnoxix diagnoxix_client tests bench run.py
 	$(BIN)/ruff format --check diagnoxix diagnoxix_client tests bench run.py
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 ## PNGs of every dashboard page under docs/screenshots/ (needs Debian's chromium: apt-get install chromium)
 screenshots: install-dev

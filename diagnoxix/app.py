@@ -1,7 +1,13 @@
-"""`create_app(settings)`: builds the whole service. Importing this module starts nothing."""
+"""`create_app(settings)`: builds the whole service. Importing this module starts nothing.
+
+One cleanup context per resource, in the order a notification flows: the store, the purge job,
+then delivery (broker, hub, service). The dashboard adds its own after these.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -19,17 +25,15 @@ from diagnoxix.delivery.service import NotificationService
 from diagnoxix.errors import error_middleware
 from diagnoxix.keys import API_KEYS, BROKER, HUB, SERVICE, SETTINGS, STARTED_AT, STORE, TOKENS
 from diagnoxix.logs import AccessLogger
-from diagnoxix.store.retention import retention_context
-from diagnoxix.store.sqlite.store import SqliteStore
+from diagnoxix.store.opening import open_store
+from diagnoxix.store.retention import purge_forever
 from diagnoxix.ws.handler import websocket_handler
 
 
 async def _store_context(app: web.Application) -> AsyncIterator[None]:
     """The store, its secret and the credential helpers built on it."""
     settings = app[SETTINGS]
-    store = SqliteStore(settings.db_path, synchronous=settings.sqlite_synchronous, exclusive=True)
-    await store.open()
-    try:
+    async with open_store(settings, serving=True) as store:
         secret = settings.secret_key or await store.get_or_create_meta("secret_key", generate_secret)
         app[STORE] = store
         app[TOKENS] = TokenIssuer(
@@ -37,20 +41,34 @@ async def _store_context(app: web.Application) -> AsyncIterator[None]:
         )
         app[API_KEYS] = ApiKeys(store)
         yield
-    finally:
-        await store.close()
+
+
+async def _retention_context(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(
+        purge_forever(app[STORE], app[SETTINGS].purge_interval_seconds), name="diagnoxix-purge"
+    )
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _delivery_context(app: web.Application) -> AsyncIterator[None]:
-    """Hub and broker: committed notifications flow store -> broker -> hub -> sockets."""
+    """The one path everything a socket shows takes, wired here and nowhere else:
+
+        store commit ──► broker ──► hub of every process ──► each connection's queue ──► socket
+        service (unread counts), dashboard (disconnects) ──► broker ──► ...
+
+    The hub records what it wrote to plain clients back in the store.
+    """
     store = app[STORE]
-    hub = Hub(high_seq=store.max_seq, on_delivered=store.record_deliveries)
+    hub = Hub(high_seq=await store.last_seq(), on_delivered=store.record_deliveries)
     broker = InProcessBroker()
-    broker.subscribe(hub.publish)
+    broker.subscribe(hub)
     store.add_commit_listener(broker.publish)
     app[HUB] = hub
     app[BROKER] = broker
-    app[SERVICE] = NotificationService(store, hub, app[SETTINGS])
+    app[SERVICE] = NotificationService(store, broker, app[SETTINGS])
     yield
     await hub.close_all()
 
@@ -84,7 +102,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[STARTED_AT] = time.time()
     app.cleanup_ctx.append(_store_context)
-    app.cleanup_ctx.append(retention_context)
+    app.cleanup_ctx.append(_retention_context)
     app.cleanup_ctx.append(_delivery_context)
     app.on_shutdown.append(_close_sockets)
     app.router.add_get("/v1/ws/notifications", websocket_handler)

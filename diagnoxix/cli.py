@@ -29,7 +29,8 @@ from diagnoxix.logs import configure_logging
 from diagnoxix.models import format_timestamp
 from diagnoxix.rules import is_valid_user_id
 from diagnoxix.serving_tuning import tune_for_serving
-from diagnoxix.store.sqlite.store import SqliteStore
+from diagnoxix.store.opening import open_store
+from diagnoxix.store.protocols import Store
 
 log = logging.getLogger("diagnoxix")
 T = TypeVar("T")
@@ -83,23 +84,19 @@ def build_settings(args: argparse.Namespace, env: dict[str, str]) -> Settings:
     return settings.with_overrides(**changes)
 
 
-async def _with_store(settings: Settings, action: Callable[[SqliteStore], Awaitable[T]]) -> T:
-    store = SqliteStore(settings.db_path, synchronous=settings.sqlite_synchronous)
-    await store.open()
-    try:
+async def _with_store(settings: Settings, action: Callable[[Store], Awaitable[T]]) -> T:
+    async with open_store(settings) as store:
         return await action(store)
-    finally:
-        await store.close()
 
 
-async def _apikey_create(store: SqliteStore, name: str) -> str:
+async def _apikey_create(store: Store, name: str) -> str:
     key, secret = await ApiKeys(store).create(name)
     store.record_audit("cli", "apikey.create", key.id, {"name": name})
     print(f"Created API key {key.id} ({name}). It is shown once; store it as a secret:")
     return secret
 
 
-async def _apikey_list(store: SqliteStore) -> None:
+async def _apikey_list(store: Store) -> None:
     keys = await store.list_api_keys()
     if not keys:
         print("No API keys. Create one with: python run.py apikey create NAME")
@@ -109,14 +106,14 @@ async def _apikey_list(store: SqliteStore) -> None:
         print(f"{key.id}\t{key.name}\tcreated {format_timestamp(key.created_at)}\tlast used {used}\t{state}")
 
 
-async def _apikey_revoke(store: SqliteStore, key_id: str) -> bool:
+async def _apikey_revoke(store: Store, key_id: str) -> bool:
     revoked = await ApiKeys(store).revoke(key_id)
     if revoked:
         store.record_audit("cli", "apikey.revoke", key_id)
     return revoked
 
 
-async def _token(store: SqliteStore, settings: Settings, user_id: str, ttl: int | None) -> str:
+async def _token(store: Store, settings: Settings, user_id: str, ttl: int | None) -> str:
     secret = settings.secret_key or await store.get_or_create_meta("secret_key", generate_secret)
     issuer = TokenIssuer(
         secret, default_ttl=settings.token_ttl_seconds, max_ttl=settings.token_max_ttl_seconds

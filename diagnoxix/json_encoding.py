@@ -21,6 +21,7 @@ standard library decides, so what is accepted and refused is exactly what it alw
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -44,7 +45,7 @@ def encode_json(value: Any) -> str:
     return text
 
 
-def encode_rows(rows: list[list[Any]]) -> str:
+def encode_rows(rows: Sequence[Sequence[Any]]) -> str:
     """Rows of strings, numbers and None for SQLite's `json_each`, as one JSON array.
 
     A string orjson refuses (a lone surrogate from a caller that skipped validation) leaves it to

@@ -40,7 +40,7 @@ async def test_send_requires_an_api_key(service: Service) -> None:
         401,
         "api_key_required",
     )
-    assert service.app[STORE].counts().stored == 0
+    assert (await service.app[STORE].counts()).stored == 0
 
 
 async def test_tampered_key_secret_is_refused(service: Service) -> None:
@@ -89,7 +89,7 @@ async def test_every_field_problem_is_reported(service: Service) -> None:
     resp = await service.client.post("/v1/notifications", json=body, headers=service.auth())
     err = await _error(resp, 422, "validation_failed")
     assert set(err["details"]) == {"user_id", "type", "title", "message", "data", "priority", "colour"}
-    assert service.app[STORE].counts().stored == 0
+    assert (await service.app[STORE].counts()).stored == 0
 
 
 async def test_data_over_the_limit_is_refused(service: Service) -> None:
@@ -159,7 +159,7 @@ async def test_batch_is_stored_in_order_and_all_or_nothing(service: Service) -> 
     )
     err = await _error(resp, 422, "validation_failed")
     assert "notifications[3].title" in err["details"]
-    assert service.app[STORE].counts().stored == 1000
+    assert (await service.app[STORE].counts()).stored == 1000
 
 
 async def test_broadcast_reports_every_field_problem_and_stores_nothing(service: Service) -> None:
@@ -167,7 +167,7 @@ async def test_broadcast_reports_every_field_problem_and_stores_nothing(service:
     resp = await service.client.post("/v1/broadcasts", json=body, headers=service.auth())
     err = await _error(resp, 422, "validation_failed")
     assert set(err["details"]) == {"title", "message", "priority", "ttl", "type", "colour"}
-    assert service.app[STORE].counts().stored == 0
+    assert (await service.app[STORE].counts()).stored == 0
 
 
 async def test_batch_over_1000_is_refused(service: Service) -> None:
@@ -195,7 +195,7 @@ async def test_idempotency_key_makes_retries_store_nothing_twice(service: Servic
         assert resp.status == 201
         assert resp.headers["Idempotent-Replayed"] == "true"
         assert [n["id"] for n in (await resp.json())["notifications"]] == first_ids
-    assert service.app[STORE].counts().stored == 2
+    assert (await service.app[STORE].counts()).stored == 2
     frames = [await ws.receive_json(timeout=2) for _ in range(2)]
     assert [f["id"] for f in frames] == first_ids
     try:
@@ -220,7 +220,7 @@ async def test_concurrent_first_requests_with_one_key_store_once(service: Servic
     ids = {(await r.json())["notification"]["id"] for r in responses}
     assert all(r.status == 201 for r in responses)
     assert len(ids) == 1
-    assert service.app[STORE].counts().stored == 1
+    assert (await service.app[STORE].counts()).stored == 1
 
 
 async def test_idempotency_keys_are_per_api_key(service: Service) -> None:
@@ -234,7 +234,7 @@ async def test_idempotency_keys_are_per_api_key(service: Service) -> None:
         )
         assert resp.status == 201
         assert "Idempotent-Replayed" not in resp.headers
-    assert service.app[STORE].counts().stored == 2
+    assert (await service.app[STORE].counts()).stored == 2
 
 
 # -- reading -------------------------------------------------------------------------------

@@ -137,7 +137,7 @@ async def test_forged_form_posts_change_nothing(server: LiveServer, staff: Staff
         own_token = await staff.csrf()
         assert others_token != own_token
         store = server.app[STORE]
-        stored_before = store.counts().stored
+        stored_before = (await store.counts()).stored
         keys_before = len(await store.list_api_keys())
         forgeries = {
             "no token": (_send_form(""), "same"),
@@ -154,7 +154,7 @@ async def test_forged_form_posts_change_nothing(server: LiveServer, staff: Staff
             )
             assert resp.status == 403, name
         await store.flush()
-        assert store.counts().stored == stored_before
+        assert (await store.counts()).stored == stored_before
         assert len(await store.list_api_keys()) == keys_before
         actions = await _audit_actions(server)
         assert "notification.send" not in actions
@@ -162,7 +162,7 @@ async def test_forged_form_posts_change_nothing(server: LiveServer, staff: Staff
         # The same form with its own token from our own page works: the checks are not blanket.
         resp = await staff.post("/dashboard/send", _send_form(own_token))
         assert resp.status == 303
-        assert store.counts().stored == stored_before + 1
+        assert (await store.counts()).stored == stored_before + 1
     finally:
         await other.close()
 
@@ -253,7 +253,7 @@ async def test_send_form_errors_sit_next_to_their_fields(server: LiveServer, sta
     resp = await staff.post("/dashboard/send", _send_form(token, target="broadcast", kind="lab_result"))
     assert resp.status == 422
     assert "a broadcast is a custom notification" in await resp.text()
-    assert server.app[STORE].counts().stored == 0
+    assert (await server.app[STORE].counts()).stored == 0
 
 
 async def test_each_kind_goes_through_the_service_and_is_audited(

@@ -101,7 +101,7 @@ async def test_nan_and_infinity_are_refused_everywhere(service: Service) -> None
     with pytest.raises(FieldErrors) as refused:
         await service.app[SERVICE].create_and_send_notification("u1", "t", "t", "m", {"k": float("nan")})
     assert "data" in refused.value.details
-    assert service.app[STORE].counts().stored == 0
+    assert (await service.app[STORE].counts()).stored == 0
 
 
 async def test_deeply_nested_bodies_and_frames_are_plain_errors(service: Service) -> None:

@@ -53,7 +53,7 @@ async def test_unknown_appointment_status_is_refused(service: Service) -> None:
     with pytest.raises(FieldErrors) as refused:
         await _svc(service).send_appointment_notification("p1", "a1", "teleported")  # type: ignore[arg-type]
     assert "status" in refused.value.details
-    assert service.app[STORE].counts().stored == 0
+    assert (await service.app[STORE].counts()).stored == 0
 
 
 async def test_lab_result_says_ready_and_carries_no_values(service: Service) -> None:

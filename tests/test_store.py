@@ -16,8 +16,8 @@ from diagnoxix.app import create_app
 from diagnoxix.json_encoding import encode_json
 from diagnoxix.keys import TOKENS
 from diagnoxix.models import NotificationDraft, new_ids
-from diagnoxix.store.migrations import MigrationError, discover
 from diagnoxix.store.protocols import IdempotencyClaim, IdempotencyConflict, StoreError
+from diagnoxix.store.sqlite.migrations import MigrationError, discover
 from diagnoxix.store.sqlite.store import SqliteStore
 
 
@@ -49,7 +49,7 @@ async def test_concurrent_writes_share_few_commits(store: SqliteStore) -> None:
     results = await asyncio.gather(*(store.insert_notifications([_draft(title=f"n{i}")]) for i in range(500)))
     seqs = [notes[0].seq for notes in results]
     assert seqs == list(range(1, 501))
-    counts = store.counts()
+    counts = await store.counts()
     assert counts.stored == 500
     # Group commit: 500 concurrent sends must not cost 500 transactions (each one an fsync).
     assert counts.commits < 50, counts
@@ -78,11 +78,11 @@ async def test_seq_stays_unique_when_another_process_wrote(store: SqliteStore) -
 
 async def test_delivery_is_recorded_once(store: SqliteStore) -> None:
     notes = await store.insert_notifications([_draft(), _draft()])
-    store.mark_delivered("u1", [notes[0].id])
-    store.mark_delivered("u1", [notes[0].id])
-    store.mark_delivered("someone-else", [notes[1].id])
+    store.record_deliveries([(notes[0].id, "u1")], [])
+    store.record_deliveries([(notes[0].id, "u1")], [])
+    store.record_deliveries([(notes[1].id, "someone-else")], [])
     await store.flush()
-    assert store.counts().delivered == 1
+    assert (await store.counts()).delivered == 1
     undelivered = await store.notifications_for(
         "u1", after_seq=0, upto_seq=99, limit=10, undelivered_only=True
     )
@@ -108,8 +108,8 @@ async def test_queued_writes_are_committed_before_close(tmp_path: Path) -> None:
     reopened = SqliteStore(tmp_path / "q.sqlite3")
     await reopened.open()
     try:
-        assert reopened.counts().stored == 50
-        assert reopened.max_seq == 50
+        assert (await reopened.counts()).stored == 50
+        assert await reopened.last_seq() == 50
         assert [e["action"] for e in await reopened.audit_entries()] == ["close.check"]
     finally:
         await reopened.close()
@@ -184,13 +184,13 @@ async def test_every_read_sees_every_commit_before_it_even_under_concurrent_read
 
 async def test_bookkeeping_writes_share_one_transaction_and_count_right(store: SqliteStore) -> None:
     notes = await store.insert_notifications([_draft("u1", f"n{i}") for i in range(300)])
-    before = store.counts()
+    before = await store.counts()
     for note in notes:
-        store.mark_delivered("u1", [note.id])
+        store.record_deliveries([(note.id, "u1")], [])
         store.record_audit("test", "delivered", note.id)
-    store.mark_delivered("u1", [notes[0].id])  # again: not counted twice
+    store.record_deliveries([(notes[0].id, "u1")], [])  # again: not counted twice
     await store.flush()
-    after = store.counts()
+    after = await store.counts()
     assert after.delivered - before.delivered == 300
     assert after.commits - before.commits <= 2
     assert len(await store.audit_entries(limit=1000)) == 300
@@ -209,7 +209,7 @@ async def test_a_taken_idempotency_key_fails_only_its_own_write(store: SqliteSto
     assert not isinstance(plain, BaseException)
     # One transaction, and the refused write leaves no gap in the seqs of the others.
     assert [n.seq for n in first] + [n.seq for n in plain] == [1, 2, 3]
-    assert store.counts().stored == 3
+    assert (await store.counts()).stored == 3
     record = await store.get_idempotency("key1", "retry-42")
     assert record is not None
     assert list(record.notification_ids) == [n.id for n in first]
@@ -255,7 +255,7 @@ async def test_a_transaction_fed_in_chunks_commits_whole_in_seq_order(store: Sql
     assert isinstance(results[1], IdempotencyConflict)
     accepted = [n for r in results if isinstance(r, list) for n in r]
     assert [n.seq for n in accepted] == list(range(1, 4501))
-    assert store.counts().stored == 4500
+    assert (await store.counts()).stored == 4500
     for note in accepted[::500]:
         assert json.loads(note.encode_frame()) == {**note.to_wire(), "seq": note.seq}
     # The stored data is the very JSON the frame carries, so a replay sends the same bytes.

@@ -215,7 +215,7 @@ async def test_broadcast_reaches_everyone_connected_and_is_stored_once(service: 
         assert frame["title"] == "Maintenance"
         assert frame["user_id"] == "*"
         await ws.close()
-    assert service.app[STORE].counts().stored == 1
+    assert (await service.app[STORE].counts()).stored == 1
 
 
 async def test_a_broadcast_never_overtakes_frames_queued_before_it(service: Service) -> None:
@@ -280,7 +280,7 @@ async def test_stalled_client_is_closed_1013_and_does_not_delay_others(make_serv
             while hub.connections_of("stalled") > 0:
                 await asyncio.sleep(0.02)
         # Nothing is lost: the stalled user's notifications stay in the store, undelivered.
-        assert svc.app[STORE].counts().stored >= 101
+        assert (await svc.app[STORE].counts()).stored >= 101
     finally:
         stalled.close()
         await healthy.close()

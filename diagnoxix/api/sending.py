@@ -58,7 +58,7 @@ async def stats(request: web.Request) -> web.Response:
     """Aggregate counts only: nothing here identifies a patient."""
     app = request.app
     hub, store = app[HUB], app[STORE]
-    counts = store.counts()
+    counts = await store.counts()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return web.json_response(
         {

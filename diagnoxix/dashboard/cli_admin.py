@@ -14,7 +14,7 @@ from typing import Any
 
 from diagnoxix.config import Settings
 from diagnoxix.dashboard.accounts import Passwords, check_new_credentials, create_account
-from diagnoxix.store.sqlite.store import SqliteStore
+from diagnoxix.store.opening import open_store
 
 
 def add_admin_parser(commands: Any, db_option: argparse.ArgumentParser) -> None:
@@ -40,14 +40,10 @@ def _read_password(from_stdin: bool) -> str | None:
 
 
 async def _create(settings: Settings, username: str, password: str) -> bool:
-    store = SqliteStore(settings.db_path, synchronous=settings.sqlite_synchronous)
-    await store.open()
-    try:
+    async with open_store(settings) as store:
         created = await create_account(store, Passwords(), username, password)
         await store.flush()
         return created
-    finally:
-        await store.close()
 
 
 def run_admin(args: argparse.Namespace, settings: Settings) -> int:

@@ -12,7 +12,7 @@ from diagnoxix.dashboard.pages_send import delivery_state
 from diagnoxix.dashboard.render import render
 from diagnoxix.dashboard.sessions import checked_form, require_admin, require_staff
 from diagnoxix.delivery.hub import CLOSE_POLICY_VIOLATION, Hub
-from diagnoxix.keys import HUB, STORE
+from diagnoxix.keys import BROKER, HUB, STORE
 from diagnoxix.rules import is_valid_user_id
 
 log = logging.getLogger("diagnoxix.dashboard")
@@ -79,12 +79,9 @@ async def disconnect_user(request: web.Request) -> web.StreamResponse:
     staff = await require_admin(request)
     await checked_form(request, staff)
     user_id = _user_id(request)
-    hub = request.config_dict[HUB]
-    closing = [c for c in hub.iter_connections() if c.user_id == user_id]
-    for conn in closing:
-        conn.close_soon(CLOSE_POLICY_VIOLATION, "disconnected by clinic staff")
-    request.config_dict[STORE].record_audit(
-        staff.actor, "user.disconnect", user_id, {"connections": len(closing)}
-    )
+    # Counted here (this process); closed through the broker, so in every process.
+    closing = request.config_dict[HUB].connections_of(user_id)
+    request.config_dict[BROKER].disconnect(user_id, CLOSE_POLICY_VIOLATION, "disconnected by clinic staff")
+    request.config_dict[STORE].record_audit(staff.actor, "user.disconnect", user_id, {"connections": closing})
     log.info("dashboard.disconnect", extra={"username": staff.username, "user_id": user_id})
-    raise web.HTTPSeeOther(f"/dashboard/users/{user_id}?disconnected={len(closing)}")
+    raise web.HTTPSeeOther(f"/dashboard/users/{user_id}?disconnected={closing}")

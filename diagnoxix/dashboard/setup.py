@@ -53,6 +53,7 @@ async def _dashboard_context(app: web.Application) -> AsyncIterator[None]:
         passwords=Passwords(),
         sampler=StatsSampler(store, app[HUB], app[STARTED_AT]),
     )
+    await state.sampler.sample()
     app[DASHBOARD] = state
     app[HUB].add_presence_listener(state.presence.record)
     if await store.count_staff_accounts() == 0:

@@ -59,10 +59,13 @@ class StatsSampler:
         self._read_minute = 0
         self._read_hour = 0
         self._ticks = 0
-        self.sample()
 
-    def sample(self) -> None:
-        counts = self._store.counts()
+    async def sample(self) -> None:
+        """Take one sample (the dashboard's context takes the first before any page is served)."""
+        try:
+            counts = await self._store.counts()
+        except StoreError:
+            return  # shutting down: keep the last figures
         self._samples.append(_Sample(time.monotonic(), counts.stored, counts.delivered))
 
     async def refresh_reads(self) -> None:
@@ -77,7 +80,7 @@ class StatsSampler:
         """Sample forever (cancelled by the dashboard's cleanup context)."""
         while True:
             await asyncio.sleep(SAMPLE_INTERVAL_SECONDS)
-            self.sample()
+            await self.sample()
             if self._ticks % READ_REFRESH_TICKS == 0:
                 await self.refresh_reads()
             self._ticks += 1

@@ -1,35 +1,62 @@
-"""The broker carries committed notifications to every process's hub.
+"""The broker carries everything a user's sockets must see to every process's hub.
 
-In-process now: committed notifications go straight to this process's hub. Redis pub/sub is the
-planned second implementation, for several processes behind a load balancer.
+Committed notifications, and control events that are not notifications: a new unread count, a
+disconnect (later: a revoked device). Nothing pushes straight into the local hub; with one process
+the broker is in-process, and Redis pub/sub is the planned second implementation for several
+processes behind a load balancer, where a user's sockets may be open in any of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 from diagnoxix.models import Notification
 
-Subscriber = Callable[[Sequence[Notification]], None]
+
+class BrokerSubscriber(Protocol):
+    """What a process's hub takes from the broker. Each call returns without awaiting a client."""
+
+    def publish(self, notifications: Sequence[Notification]) -> None:
+        """Committed notifications, in seq order."""
+
+    def send_control(self, user_id: str, text: str) -> None:
+        """A control frame for every v1 connection of the user."""
+
+    def disconnect(self, user_id: str, code: int, reason: str) -> None:
+        """Close every connection of the user."""
 
 
 class Broker(Protocol):
+    def subscribe(self, subscriber: BrokerSubscriber) -> None: ...
+
     def publish(self, notifications: Sequence[Notification]) -> None:
         """Hand committed notifications to every subscriber, in seq order, without awaiting."""
 
-    def subscribe(self, subscriber: Subscriber) -> None: ...
+    def send_control(self, user_id: str, text: str) -> None:
+        """A control frame (`delivery.frames`) for the user's v1 connections, in every process."""
+
+    def disconnect(self, user_id: str, code: int, reason: str) -> None:
+        """Close the user's connections in every process."""
 
 
 class InProcessBroker:
     """Delivers synchronously to the subscribers of this one process."""
 
     def __init__(self) -> None:
-        self._subscribers: list[Subscriber] = []
+        self._subscribers: list[BrokerSubscriber] = []
 
-    def subscribe(self, subscriber: Subscriber) -> None:
+    def subscribe(self, subscriber: BrokerSubscriber) -> None:
         self._subscribers.append(subscriber)
 
     def publish(self, notifications: Sequence[Notification]) -> None:
         for subscriber in self._subscribers:
-            subscriber(notifications)
+            subscriber.publish(notifications)
+
+    def send_control(self, user_id: str, text: str) -> None:
+        for subscriber in self._subscribers:
+            subscriber.send_control(user_id, text)
+
+    def disconnect(self, user_id: str, code: int, reason: str) -> None:
+        for subscriber in self._subscribers:
+            subscriber.disconnect(user_id, code, reason)

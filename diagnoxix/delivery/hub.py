@@ -21,6 +21,7 @@ from aiohttp import WSMsgType, web
 
 from diagnoxix.delivery.wire import payload_of, text_frame
 from diagnoxix.models import Notification
+from diagnoxix.store.protocols import Delivered
 
 log = logging.getLogger("diagnoxix.hub")
 
@@ -40,9 +41,9 @@ CLOSE_TRY_AGAIN_LATER = 1013
 # fresh token reconnect with it; 1008 (policy) would tell them reconnecting cannot help.
 CLOSE_TOKEN_EXPIRED = 4001
 
-# ([notification id, user id] rows of own notifications, the same of broadcasts): frames written
-# to plain clients, which cannot ack, gathered over one fan-out pass and recorded at once.
-DeliveredCallback = Callable[[list[list[str]], list[list[str]]], None]
+# (deliveries of the users' own notifications, of broadcasts): frames written to plain clients,
+# which cannot ack, gathered over one fan-out pass and recorded at once.
+DeliveredCallback = Callable[[list[Delivered], list[Delivered]], None]
 # (user_id, online, since as a Unix time): a user's first connection opened or last one closed.
 PresenceListener = Callable[[str, bool, float], None]
 
@@ -301,16 +302,16 @@ class Hub:
         # them once the current publish is done, so it sees every frame that publish queued.
         self._ready: deque[Connection] = deque()
         self._fan_out_pending = False
-        # Frames written to plain clients since the last flush, as [notification id, user id].
+        # Frames written to plain clients since the last flush.
         self._on_delivered = on_delivered
-        self._delivered_own: list[list[str]] = []
-        self._delivered_broadcasts: list[list[str]] = []
+        self._delivered_own: list[Delivered] = []
+        self._delivered_broadcasts: list[Delivered] = []
         # Set by `close_all`: the server is shutting down and takes no new connections.
         self.closed = False
 
     def delivered(self, user_id: str, notification_id: str, broadcast: bool) -> None:
         """A frame reached a plain client's socket: record it with the next flush."""
-        (self._delivered_broadcasts if broadcast else self._delivered_own).append([notification_id, user_id])
+        (self._delivered_broadcasts if broadcast else self._delivered_own).append((notification_id, user_id))
         if len(self._delivered_own) + len(self._delivered_broadcasts) >= DELIVERED_FLUSH_SIZE:
             self.flush_delivered()
 
@@ -392,10 +393,15 @@ class Hub:
         return sorted(rows, key=lambda row: (row[2], row[0]))
 
     def send_control(self, user_id: str, text: str) -> None:
-        """A control frame (e.g. a new unread count) to every v1 connection of one user."""
+        """A control frame (e.g. a new unread count) to every v1 connection of one user here."""
         for conn in self._by_user.get(user_id, ()):
             if conn.v1:
                 conn.offer(text_frame(text))
+
+    def disconnect(self, user_id: str, code: int, reason: str) -> None:
+        """Close every connection of one user here, without awaiting any client."""
+        for conn in self._by_user.get(user_id, ()):
+            conn.close_soon(code, reason)
 
     def publish(self, notifications: Sequence[Notification]) -> None:
         """Fan committed notifications out, in seq order. Synchronous by design: awaits nothing."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from diagnoxix.delivery.hub import Connection
-from diagnoxix.store.protocols import Store
+from diagnoxix.store.protocols import NotificationStore
 
 # Replay reads the backlog in pages so a long absence never builds one huge query or frame.
 REPLAY_PAGE = 200
@@ -25,7 +25,7 @@ class ResumePlan:
 
 
 async def plan_resume(
-    user_id: str, since: int | None, epoch: str | None, store: Store, watermark: int
+    user_id: str, since: int | None, epoch: str | None, store: NotificationStore, watermark: int
 ) -> ResumePlan:
     """Decide how to honour a client's cursor; `recovered=False` says why it could not be."""
     if since is None:
@@ -41,7 +41,7 @@ async def plan_resume(
     return ResumePlan(since, undelivered_only=False, recovered=True)
 
 
-async def replay(conn: Connection, store: Store, plan: ResumePlan, watermark: int) -> int:
+async def replay(conn: Connection, store: NotificationStore, plan: ResumePlan, watermark: int) -> int:
     """Send the backlog in seq order up to the watermark; returns how many frames were sent.
 
     A plain client cannot acknowledge, so what is written to it counts as delivered; a v1
@@ -60,10 +60,10 @@ async def replay(conn: Connection, store: Store, plan: ResumePlan, watermark: in
         for note in page:
             await conn.send_direct(note.encode_frame())
         if not conn.v1:
-            store.mark_delivered(
-                conn.user_id,
-                [note.id for note in page if not note.is_broadcast],
-                [note.id for note in page if note.is_broadcast],
+            user_id = conn.user_id
+            store.record_deliveries(
+                [(note.id, user_id) for note in page if not note.is_broadcast],
+                [(note.id, user_id) for note in page if note.is_broadcast],
             )
         sent += len(page)
         if len(page) < REPLAY_PAGE:

@@ -12,7 +12,7 @@ from typing import Any, Literal, get_args
 
 from diagnoxix.config import Settings
 from diagnoxix.delivery import frames
-from diagnoxix.delivery.hub import Hub
+from diagnoxix.delivery.broker import Broker
 from diagnoxix.models import BROADCAST_RECIPIENT, PRIORITIES, Notification, NotificationDraft, Priority
 from diagnoxix.rules import (
     FieldErrors,
@@ -22,7 +22,7 @@ from diagnoxix.rules import (
     check_type,
     check_user_id,
 )
-from diagnoxix.store.protocols import IdempotencyClaim, Store
+from diagnoxix.store.protocols import IdempotencyClaim, NotificationStore
 
 AppointmentStatus = Literal["created", "confirmed", "cancelled", "rescheduled", "reminder"]
 APPOINTMENT_STATUSES: tuple[str, ...] = get_args(AppointmentStatus)
@@ -75,9 +75,11 @@ def validated_draft(
 
 
 class NotificationService:
-    def __init__(self, store: Store, hub: Hub, settings: Settings) -> None:
+    def __init__(self, store: NotificationStore, broker: Broker, settings: Settings) -> None:
         self._store = store
-        self._hub = hub
+        # Control frames (unread counts) go where notifications go: through the broker, to the
+        # user's connections in every process.
+        self._broker = broker
         self._settings = settings
         # Retention by priority (and for broadcasts), applied by the store to drafts naming none.
         self._lifetimes: dict[str, int] = {p: settings.retention_seconds(p) for p in PRIORITIES}
@@ -103,7 +105,7 @@ class NotificationService:
 
     async def _push_unread(self, user_id: str) -> int:
         count = await self._store.unread_count(user_id)
-        self._hub.send_control(user_id, frames.unread(count))
+        self._broker.send_control(user_id, frames.unread(count))
         return count
 
     async def create_and_send_notification(

@@ -1,7 +1,21 @@
-"""The notification store's interface: what the service, the hub and the API may ask of it.
+"""What the rest of the service may ask of a store, in small protocols by concern.
 
 SQLite (`store.sqlite.store.SqliteStore`) is the embedded default; PostgreSQL is the planned second
-implementation. Nothing outside the store writes SQL.
+implementation. Nothing outside `store/` writes SQL, and nothing here has a database's shape: rows
+cross as records (`models`), delivery marks as (notification id, user id) pairs.
+
+## The contract a second implementation must keep
+- **Save before send.** `insert_notifications` returns only once the notifications are durable,
+  and the commit listener hears of them before that, synchronously, in seq order.
+- **Seqs become visible in commit order.** A reader that sees seq N sees every seq below N that
+  will ever exist. Resume depends on it: a client that holds cursor N is never sent anything at or
+  below N again, so a seq committed late below a cursor would be lost to it. PostgreSQL sequences
+  alone do not give this (N+1 can commit before N): keep one writer per database, or hand out seqs
+  from a commit-ordered counter.
+- **A seq is never reused**, not even one whose notification was purged: a client may hold it.
+- **Nothing expired is served**: every read of notifications skips what is past `expires_at`.
+- Writes that nobody waits for (delivery marks, key touches, audit) are committed with the next
+  batch; `flush` waits for them.
 """
 
 from __future__ import annotations
@@ -13,7 +27,11 @@ from typing import Any, Protocol
 
 from diagnoxix.models import ApiKey, IdempotencyRecord, Notification, NotificationDraft, StoreCounts
 
+# Called synchronously, in seq order, right after notifications are committed (and before any
+# sender hears that they were stored).
 CommitListener = Callable[[Sequence[Notification]], None]
+# One delivery record: (notification id, user id). A broadcast's id with the user who got it.
+Delivered = tuple[str, str]
 
 
 class StoreError(RuntimeError):
@@ -36,19 +54,21 @@ class IdempotencyClaim:
     status: int
 
 
-class Store(Protocol):
-    @property
-    def max_seq(self) -> int:
-        """The highest seq committed so far (0 for an empty store)."""
+class NotificationStore(Protocol):
+    """Notifications and their delivery state: what sending, resuming and reading need."""
 
     @property
     def epoch(self) -> str:
-        """Changes when the database is replaced, so old resume cursors can be recognised."""
+        """Fixed once the store is open; changes only when the database is replaced, so a client's
+        old resume cursor can be recognised as meaningless."""
 
-    def counts(self) -> StoreCounts: ...
+    async def last_seq(self) -> int:
+        """The highest seq committed so far (0 for an empty store)."""
+
+    async def counts(self) -> StoreCounts: ...
 
     def add_commit_listener(self, listener: CommitListener) -> None:
-        """Called synchronously, in seq order, right after notifications are committed."""
+        """`listener` hears of every notification committed from now on (see CommitListener)."""
 
     async def insert_notifications(
         self,
@@ -63,15 +83,9 @@ class Store(Protocol):
         `lifetimes[BROADCAST_RECIPIENT]`; forever when the mapping has no entry.
         """
 
-    def mark_delivered(
-        self, user_id: str, notification_ids: Sequence[str], broadcast_ids: Sequence[str] = ()
-    ) -> None:
-        """Record delivery to `user_id` of its own notifications and of broadcasts, without
-        waiting; committed with the next batch."""
-
-    def record_deliveries(self, own: list[list[str]], broadcasts: list[list[str]]) -> None:
-        """`mark_delivered` for many users at once: [notification id, user id] rows of their own
-        notifications and of broadcasts (the hub gathers them over a fan-out pass)."""
+    def record_deliveries(self, own: Sequence[Delivered], broadcasts: Sequence[Delivered]) -> None:
+        """Record frames written to clients that cannot acknowledge, without waiting: the users'
+        own notifications and broadcasts. Committed with the next batch."""
 
     async def acknowledge(self, user_id: str, notification_ids: Sequence[str]) -> list[str]:
         """Record the user's acknowledgement; returns the ids that were theirs to acknowledge."""
@@ -79,13 +93,16 @@ class Store(Protocol):
     async def mark_read(self, user_id: str, notification_ids: Sequence[str]) -> list[str]:
         """Mark the user's own notifications read; returns the ids that were theirs."""
 
-    async def mark_all_read(self, user_id: str) -> int: ...
+    async def mark_all_read(self, user_id: str) -> int:
+        """Every notification of the user committed when this was asked; returns how many."""
 
     async def unread_count(self, user_id: str, *, upto_seq: int | None = None) -> int:
-        """The user's own notifications not read yet (broadcasts carry no read state)."""
+        """The user's own notifications not read yet, up to `upto_seq` (a welcome counts what its
+        replay covers) or all committed; broadcasts carry no read state."""
 
     async def purge_expired(self) -> int:
-        """Delete what has expired; returns how many notifications were deleted."""
+        """Delete one slice of what has expired; returns how many notifications were deleted
+        (0: nothing expired is left)."""
 
     async def purged_through(self, user_id: str) -> int:
         """The highest purged seq among the user's notifications and broadcasts: a resume cursor
@@ -120,6 +137,10 @@ class Store(Protocol):
 
     async def get_idempotency(self, api_key_id: str, key: str) -> IdempotencyRecord | None: ...
 
+
+class KeyStore(Protocol):
+    """API keys (stored hashed) and the append-only audit log."""
+
     async def create_api_key(self, key_id: str, name: str, secret_hash: str) -> ApiKey: ...
 
     async def find_api_key(self, key_id: str) -> tuple[ApiKey, str] | None:
@@ -139,15 +160,32 @@ class Store(Protocol):
 
     async def audit_entries(self, *, limit: int = 100) -> list[dict[str, Any]]: ...
 
-    async def get_or_create_meta(self, key: str, default: Callable[[], str]) -> str: ...
 
-    async def check(self) -> None:
-        """Raise StoreError unless the database answers a trivial read."""
+# Filters of the dashboard's notification list. "queued": stored, never sent to its user.
+NOTIFICATION_STATUSES = ("queued", "delivered", "read", "broadcast")
 
-    async def flush(self) -> None:
-        """Wait until every write submitted so far is committed."""
 
-    # -- staff dashboard --
+@dataclass(frozen=True, slots=True)
+class StaffAccount:
+    username: str
+    password_hash: str
+    role: str
+    created_at: datetime
+    disabled_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class StaffSession:
+    id_hash: str
+    username: str
+    role: str
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+
+
+class StaffStore(Protocol):
+    """The staff dashboard: accounts, sign-in sessions, failed logins, listings across users."""
 
     async def create_staff_account(self, username: str, password_hash: str, role: str) -> bool:
         """False when the username is taken (nothing changes then)."""
@@ -186,26 +224,17 @@ class Store(Protocol):
         """Newest first, entries with id < before_id."""
 
 
-# -- staff dashboard --
+class Store(NotificationStore, KeyStore, StaffStore, Protocol):
+    """One database behind every concern, with its lifecycle (`store.open_store` makes one)."""
 
-# Filters of the dashboard's notification list. "queued": stored, never sent to its user.
-NOTIFICATION_STATUSES = ("queued", "delivered", "read", "broadcast")
+    async def get_or_create_meta(self, key: str, default: Callable[[], str]) -> str:
+        """A value kept with the database (the server secret, the epoch), made on first use."""
 
+    async def check(self) -> None:
+        """Raise StoreError unless the database answers a trivial read."""
 
-@dataclass(frozen=True, slots=True)
-class StaffAccount:
-    username: str
-    password_hash: str
-    role: str
-    created_at: datetime
-    disabled_at: datetime | None
+    async def flush(self) -> None:
+        """Wait until every write submitted so far is committed."""
 
-
-@dataclass(frozen=True, slots=True)
-class StaffSession:
-    id_hash: str
-    username: str
-    role: str
-    created_at: datetime
-    expires_at: datetime
-    revoked_at: datetime | None
+    async def close(self) -> None:
+        """Commit what is queued and release the database; safe to call twice."""

@@ -7,30 +7,23 @@ the clinic's retention policy says, not about correctness.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 
-from aiohttp import web
-
-from diagnoxix.keys import SETTINGS, STORE
-from diagnoxix.store.protocols import Store, StoreError
-from diagnoxix.store.sqlite.store import PURGE_SLICE
+from diagnoxix.store.protocols import NotificationStore, StoreError
 
 log = logging.getLogger("diagnoxix.retention")
 
 
-async def purge_once(store: Store) -> int:
+async def purge_once(store: NotificationStore) -> int:
     """Purge slice by slice until nothing expired is left; returns how many were deleted."""
     total = 0
-    while True:
-        deleted = await store.purge_expired()
+    while deleted := await store.purge_expired():
         total += deleted
-        if deleted < PURGE_SLICE:
-            return total
+    return total
 
 
-async def _purge_forever(store: Store, interval: float) -> None:
+async def purge_forever(store: NotificationStore, interval: float) -> None:
+    """Purge, then sleep `interval` seconds, until cancelled; a failed purge is tried next time."""
     while True:
         try:
             deleted = await purge_once(store)
@@ -39,13 +32,3 @@ async def _purge_forever(store: Store, interval: float) -> None:
         except StoreError:
             log.warning("retention.purge_failed")
         await asyncio.sleep(interval)
-
-
-async def retention_context(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(
-        _purge_forever(app[STORE], app[SETTINGS].purge_interval_seconds), name="diagnoxix-purge"
-    )
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task

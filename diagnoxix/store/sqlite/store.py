@@ -29,18 +29,20 @@ from diagnoxix.models import (
     format_timestamp,
     utc_now,
 )
-from diagnoxix.store.migrations import migrate
 from diagnoxix.store.protocols import (
     CommitListener,
+    Delivered,
     IdempotencyClaim,
     StoreClosed,
     StoreError,
 )
 from diagnoxix.store.sqlite.checkpoint import CHECKPOINT_DELAY_SECONDS, WAL_LIMIT_PAGES, Checkpointer
+from diagnoxix.store.sqlite.migrations import migrate
 from diagnoxix.store.sqlite.reads import NotificationReads
 from diagnoxix.store.sqlite.rows import LIVE, SQLITE_NOW, now_stamp
+from diagnoxix.store.sqlite.seqs import SeqCounter
 from diagnoxix.store.sqlite.staff import StaffQueries
-from diagnoxix.store.sqlite.writer import GroupCommitWriter, WriterCounters
+from diagnoxix.store.sqlite.writer import GroupCommitWriter
 
 log = logging.getLogger("diagnoxix.store")
 
@@ -77,10 +79,12 @@ class SqliteStore(NotificationReads, StaffQueries):
         self._reader_conn: aiosqlite.Connection | None = None
         # For point reads by key on the event loop itself (see `_read_now`).
         self._point_conn: sqlite3.Connection | None = None
-        self._counters = WriterCounters()
+        self._seqs = SeqCounter(1)
+        self._commit_listeners: list[CommitListener] = []
         self._writer: GroupCommitWriter | None = None
         self._checkpointer: Checkpointer | None = None
         self._delivered = 0
+        self._stored_at_open = 0
         self._epoch = ""
         self._closing = False
 
@@ -98,7 +102,11 @@ class SqliteStore(NotificationReads, StaffQueries):
             )
             await self._checkpointer.start()
             self._writer = GroupCommitWriter(
-                self._path, self._writer_pragmas(), self._counters, on_commit=self._checkpointer.committed
+                self._path,
+                self._writer_pragmas(),
+                self._seqs,
+                on_notifications=self._committed,
+                on_commit=self._checkpointer.committed,
             )
             await self._writer.start()
             self._reader_conn = await aiosqlite.connect(self._path, isolation_level=None)
@@ -148,8 +156,8 @@ class SqliteStore(NotificationReads, StaffQueries):
         finally:
             await conn.close()
         # Never hand out a seq again, even one whose row was purged: a client may hold it as cursor.
-        self._counters.next_seq = max(int(row[0]), int(purged[0])) + 1
-        self._counters.stored, self._delivered = int(row[1]), int(row[2])
+        self._seqs.next_seq = max(int(row[0]), int(purged[0])) + 1
+        self._stored_at_open, self._delivered = int(row[1]), int(row[2])
 
     async def close(self) -> None:
         """Commit everything queued, stop the writer and close both connections.
@@ -205,7 +213,11 @@ class SqliteStore(NotificationReads, StaffQueries):
 
     @property
     def max_seq(self) -> int:
-        return self._counters.next_seq - 1
+        """The highest seq committed, as this process knows it (the reads' upper bound)."""
+        return self._seqs.last_committed
+
+    async def last_seq(self) -> int:
+        return self._seqs.last_committed
 
     @property
     def epoch(self) -> str:
@@ -215,13 +227,23 @@ class SqliteStore(NotificationReads, StaffQueries):
     def path(self) -> Path:
         return self._path
 
-    def counts(self) -> StoreCounts:
-        return StoreCounts(
-            stored=self._counters.stored, delivered=self._delivered, commits=self._counters.commits
-        )
+    async def counts(self) -> StoreCounts:
+        """From counters kept as the writer commits: a dashboard polls this, a count(*) would
+        scan the table each time."""
+        writer = self._writer
+        stored, commits = (writer.stats.stored, writer.stats.commits) if writer is not None else (0, 0)
+        return StoreCounts(stored=self._stored_at_open + stored, delivered=self._delivered, commits=commits)
 
     def add_commit_listener(self, listener: CommitListener) -> None:
-        self._counters.listeners.append(listener)
+        self._commit_listeners.append(listener)
+
+    def _committed(self, notifications: list[Notification]) -> None:
+        """Every listener hears of a commit, whatever another one did with it."""
+        for listener in self._commit_listeners:
+            try:
+                listener(notifications)
+            except Exception:
+                log.exception("store.listener_failed")
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -235,7 +257,7 @@ class SqliteStore(NotificationReads, StaffQueries):
         return await self._w.execute((sql, params))
 
     def _execute_nowait(
-        self, sql: str, rows: list[list[Any]], on_rows: Callable[[int], None] | None = None
+        self, sql: str, rows: Sequence[Sequence[Any]], on_rows: Callable[[int], None] | None = None
     ) -> None:
         """A bookkeeping write (delivery, last use, audit); dropped once the store is closing.
 
@@ -257,14 +279,7 @@ class SqliteStore(NotificationReads, StaffQueries):
     def _count_delivered(self, rows: int) -> None:
         self._delivered += rows
 
-    def mark_delivered(
-        self, user_id: str, notification_ids: Sequence[str], broadcast_ids: Sequence[str] = ()
-    ) -> None:
-        self.record_deliveries(
-            [[nid, user_id] for nid in notification_ids], [[nid, user_id] for nid in broadcast_ids]
-        )
-
-    def record_deliveries(self, own: list[list[str]], broadcasts: list[list[str]]) -> None:
+    def record_deliveries(self, own: Sequence[Delivered], broadcasts: Sequence[Delivered]) -> None:
         """Called for the frames written to plain clients: the time is the commit's, taken by
         SQLite (`SQLITE_NOW`), rather than formatted here for each frame."""
         if self._closing:
@@ -291,8 +306,10 @@ class SqliteStore(NotificationReads, StaffQueries):
         were theirs to acknowledge (another user's ids are ignored, never confirmed)."""
         found = await self._addressed(notification_ids, (user_id, BROADCAST_RECIPIENT))
         if found:
-            own = [nid for nid, recipient in found.items() if recipient == user_id]
-            self.mark_delivered(user_id, own, [nid for nid in found if nid not in set(own)])
+            self.record_deliveries(
+                [(nid, user_id) for nid, recipient in found.items() if recipient == user_id],
+                [(nid, user_id) for nid, recipient in found.items() if recipient != user_id],
+            )
             await self.flush()
         return list(found)
 
@@ -357,7 +374,7 @@ class SqliteStore(NotificationReads, StaffQueries):
             ),
             (f"DELETE FROM notifications WHERE {expired}", [(now, top)]),
         )
-        self._counters.stored -= deleted
+        self._stored_at_open -= deleted
         return deleted
 
     async def create_api_key(self, key_id: str, name: str, secret_hash: str) -> ApiKey:

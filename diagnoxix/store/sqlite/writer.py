@@ -33,14 +33,9 @@ from typing import Any
 
 from diagnoxix.json_encoding import encode_rows
 from diagnoxix.models import Notification, NotificationDraft, format_timestamp, utc_now
-from diagnoxix.store.protocols import (
-    CommitListener,
-    IdempotencyClaim,
-    IdempotencyConflict,
-    StoreClosed,
-    StoreError,
-)
+from diagnoxix.store.protocols import IdempotencyClaim, IdempotencyConflict, StoreClosed, StoreError
 from diagnoxix.store.sqlite.batch import BatchDone, InsertRows, Statement, Transaction
+from diagnoxix.store.sqlite.seqs import SeqCounter
 from diagnoxix.store.sqlite.staging import Lifetimes, Staged, Stager, committed_notes
 
 log = logging.getLogger("diagnoxix.store")
@@ -83,7 +78,7 @@ class Bulk:
     """
 
     sql: str
-    rows: list[list[Any]]
+    rows: Sequence[Sequence[Any]]
     on_rows: Callable[[int], None] | None = None
     future: None = None
 
@@ -97,11 +92,11 @@ Op = Insert | Execute | Bulk | Flush
 
 
 @dataclass(slots=True)
-class WriterCounters:
+class WriterStats:
+    """Notifications stored (the store subtracts what it purges) and transactions committed."""
+
     stored: int = 0
     commits: int = 0
-    next_seq: int = 1
-    listeners: list[CommitListener] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -123,25 +118,25 @@ class GroupCommitWriter:
         self,
         path: Path,
         pragmas: Sequence[str],
-        counters: WriterCounters,
+        seqs: SeqCounter,
         *,
+        on_notifications: Callable[[list[Notification]], None],
         on_commit: Callable[[], None] | None = None,
     ) -> None:
         self._path = path
+        # Hears the notifications of every commit, in seq order, before their senders are answered.
+        self._on_notifications = on_notifications
         # Told of every commit (the checkpointer: see `checkpoint`).
         self._on_commit = on_commit
         self._pragmas = list(pragmas)
-        self.counters = counters
+        self.seqs = seqs
+        self.stats = WriterStats()
         self._queue: asyncio.Queue[Op | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diagnoxix-writer")
         # Touched only on the writer thread.
         self._conn: sqlite3.Connection | None = None
-        self._last_seq = 0
-        # On the loop: the seq the next staged insert is expected to get (see `Stager.stage`).
-        # Only a guess: a wrong one costs building its notifications again after the commit.
-        self._seq_guess = 0
 
     @property
     def running(self) -> bool:
@@ -192,7 +187,7 @@ class GroupCommitWriter:
         return await future
 
     def execute_nowait(
-        self, sql: str, rows: list[list[Any]], on_rows: Callable[[int], None] | None = None
+        self, sql: str, rows: Sequence[Sequence[Any]], on_rows: Callable[[int], None] | None = None
     ) -> None:
         """Queue a bookkeeping write for the next batch without waiting (see `Bulk`)."""
         if self._stopping:
@@ -262,14 +257,14 @@ class GroupCommitWriter:
         # Stored with millisecond precision: keep the returned copy identical to what is read back.
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)
         stamp = format_timestamp(now)
-        tx = self._executor.submit(self._open_transaction, self.counters.next_seq, stamp).result
+        tx = self._executor.submit(self._open_transaction, self.seqs.next_seq, stamp).result
         staged: list[Staged] = []
-        bulk: dict[tuple[str, Callable[[int], None] | None], list[list[Any]]] = {}
+        bulk: dict[tuple[str, Callable[[int], None] | None], list[Sequence[Any]]] = {}
         executes: list[list[Statement]] = []
         kept: list[Op] = []
         try:
             stager = Stager(now, stamp, sum(len(op.drafts) for op in ops if isinstance(op, Insert)))
-            guess = max(self.counters.next_seq, self._seq_guess)
+            guess = self.seqs.batch_guess()
             chunk: list[InsertRows] = []
             in_chunk = 0
             for op in ops:
@@ -295,7 +290,7 @@ class GroupCommitWriter:
             if chunk:
                 self._executor.submit(self._insert, tx, chunk)
             encoded = [(sql, encode_rows(rows)) for (sql, _), rows in bulk.items()]
-            self._seq_guess = guess
+            self.seqs.staged(guess)
         except Exception:  # never leave the thread's transaction open: every later batch would fail
             log.exception("store.batch_failed", extra={"ops": len(ops)})
             self._executor.submit(self._abandon, tx)
@@ -312,14 +307,14 @@ class GroupCommitWriter:
         except sqlite3.Error as exc:
             log.error("store.batch_failed", extra={"ops": len(batch.ops), "error": type(exc).__name__})
             _fail_all(batch.ops, StoreError(f"the database refused the write ({type(exc).__name__})"))
-            self._seq_guess = 0
+            self.seqs.failed()
             return
         except Exception:  # never let one bad batch stop every future write
             log.exception("store.batch_failed", extra={"ops": len(batch.ops)})
             _fail_all(batch.ops, StoreError("the write could not be committed"))
-            self._seq_guess = 0
+            self.seqs.failed()
             return
-        self.counters.commits += 1
+        self.stats.commits += 1
         if self._on_commit is not None:
             self._on_commit()
         stored: list[list[Notification] | Exception] = []
@@ -334,20 +329,13 @@ class GroupCommitWriter:
             notes = committed_notes(staged, first, batch.created_at, batch.stamp)
             stored.append(notes)
             committed.extend(notes)
-        # The next batch to begin starts after this one as committed and the one begun after it:
-        # a guess that went wrong (a refused insert, another writer) is wrong once, not for good.
-        self._seq_guess = done.last_seq + 1 + (following.notes_count if following is not None else 0)
+        self.seqs.committed(done.last_seq, following.notes_count if following is not None else 0)
         for (_sql, on_rows), rows in zip(batch.bulk_keys, done.bulk_rows, strict=True):
             if on_rows is not None and rows is not None:
                 on_rows(rows)
         if committed:
-            self.counters.next_seq = max(self.counters.next_seq, committed[-1].seq + 1)
-            self.counters.stored += len(committed)
-            for listener in self.counters.listeners:
-                try:
-                    listener(committed)
-                except Exception:
-                    log.exception("store.listener_failed")
+            self.stats.stored += len(committed)
+            self._on_notifications(committed)
         _resolve(batch.ops, stored, done.executed)
 
     # -- the writer thread's side ------------------------------------------------------------
@@ -373,7 +361,7 @@ class GroupCommitWriter:
     def _open_transaction(self, next_seq: int, created_at: str) -> Transaction:
         if self._conn is None:
             raise sqlite3.ProgrammingError("the writer's connection is closed")
-        tx = Transaction(self._conn, max(next_seq, self._last_seq + 1), created_at)
+        tx = Transaction(self._conn, self.seqs.thread_start(next_seq), created_at)
         tx.begin()
         return tx
 
@@ -384,7 +372,7 @@ class GroupCommitWriter:
         self, tx: Callable[[], Transaction], bulk: list[tuple[str, str]], executes: list[list[Statement]]
     ) -> BatchDone:
         done = tx().finish(bulk, executes)
-        self._last_seq = max(self._last_seq, done.last_seq)
+        self.seqs.thread_committed(done.last_seq)
         return done
 
     def _abandon(self, tx: Callable[[], Transaction]) -> None:
