@@ -37,7 +37,7 @@ system-deps:
 test: install-dev system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-## ruff (lint and format), mypy --strict, and the layering contracts (pyproject.toml)
+## ruff (lint and format), mypy --strict (package, SDK, tests, bench), the layering contracts (pyproject.toml)
 lint: install-dev
 	$(BIN)/ruff check diagnoxix diagnoxix_client tests bench run.py
 	$(BIN)/ruff format --check diagnoxix diagnoxix_client tests bench run.py

@@ -17,13 +17,14 @@ from aiohttp import web
 
 from diagnoxix.api.sending import setup_routes
 from diagnoxix.auth import ApiKeys, TokenIssuer, generate_secret
+from diagnoxix.clock import Clock, SystemClock
 from diagnoxix.config import REPO_ROOT, Settings
 from diagnoxix.dashboard.setup import setup_dashboard
 from diagnoxix.delivery.broker import InProcessBroker
 from diagnoxix.delivery.hub import Hub
 from diagnoxix.delivery.service import NotificationService
 from diagnoxix.errors import error_middleware
-from diagnoxix.keys import API_KEYS, BROKER, HUB, SERVICE, SETTINGS, STARTED_AT, STORE, TOKENS
+from diagnoxix.keys import API_KEYS, BROKER, CLOCK, HUB, SERVICE, SETTINGS, STARTED_AT, STORE, TOKENS
 from diagnoxix.logs import AccessLogger
 from diagnoxix.store.opening import open_store
 from diagnoxix.store.retention import purge_forever
@@ -33,7 +34,7 @@ from diagnoxix.ws.handler import websocket_handler
 async def _store_context(app: web.Application) -> AsyncIterator[None]:
     """The store, its secret and the credential helpers built on it."""
     settings = app[SETTINGS]
-    async with open_store(settings, serving=True) as store:
+    async with open_store(settings, serving=True, clock=app[CLOCK]) as store:
         secret = settings.secret_key or await store.get_or_create_meta("secret_key", generate_secret)
         app[STORE] = store
         app[TOKENS] = TokenIssuer(
@@ -97,9 +98,11 @@ def runner_options() -> dict[str, Any]:
     }
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
+    """`clock`: the time the service reads (the system's unless a test moves one by hand)."""
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    app[CLOCK] = clock or SystemClock()
     app[STARTED_AT] = time.time()
     app.cleanup_ctx.append(_store_context)
     app.cleanup_ctx.append(_retention_context)

@@ -7,7 +7,7 @@ their own `Settings(...)` directly and never touch the environment.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,8 @@ class Settings:
     ws_max_client_frame_bytes: int = 16 * 1024
     # A v1 client that names no `since` in its URL must say hello within this time.
     ws_hello_timeout_seconds: float = 10.0
-    # permessage-deflate costs ~7-10x the memory per idle socket for frames of a few hundred bytes.
+    # permessage-deflate costs several times the memory per idle socket, for frames of a few
+    # hundred bytes that barely compress.
     ws_compress: bool = False
     # `FULL` fsyncs every commit: a notification acknowledged to a sender is on disk.
     sqlite_synchronous: str = "FULL"
@@ -126,51 +127,100 @@ def _parse_retention(raw: str, current: tuple[tuple[str, int], ...]) -> tuple[tu
     return tuple(days.items())
 
 
+# (environment variable, the value seen so far) -> the setting's value, or ConfigError.
+Parser = Callable[[str, str, Settings], Any]
+
+
+def _text(_name: str, raw: str, _current: Settings) -> str:
+    return raw
+
+
+def _upper(_name: str, raw: str, _current: Settings) -> str:
+    return raw.strip().upper()
+
+
+def _path(_name: str, raw: str, _current: Settings) -> Path:
+    return Path(raw)
+
+
+def _flag(name: str, raw: str, _current: Settings) -> bool:
+    return _parse_bool(name, raw)
+
+
+def _whole(minimum: int, maximum: int) -> Parser:
+    def parse(name: str, raw: str, _current: Settings) -> int:
+        return _parse_int(name, raw, minimum=minimum, maximum=maximum)
+
+    return parse
+
+
+def _seconds(minimum: float) -> Parser:
+    def parse(name: str, raw: str, _current: Settings) -> float:
+        return _parse_float(name, raw, minimum=minimum)
+
+    return parse
+
+
+def _secret(name: str, raw: str, _current: Settings) -> str:
+    if len(raw) < 32:
+        raise ConfigError(f"{name} must be at least 32 characters")
+    return raw
+
+
+def _origins(_name: str, raw: str, _current: Settings) -> tuple[str, ...]:
+    return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+
+
+def _token_ttl(name: str, raw: str, current: Settings) -> int:
+    return _parse_int(name, raw, minimum=10, maximum=current.token_max_ttl_seconds)
+
+
+def _synchronous(name: str, raw: str, _current: Settings) -> str:
+    value = raw.strip().upper()
+    if value not in {"FULL", "NORMAL", "EXTRA"}:
+        raise ConfigError(f"{name} must be FULL, EXTRA or NORMAL")
+    return value
+
+
+def _retention(_name: str, raw: str, current: Settings) -> tuple[tuple[str, int], ...]:
+    return _parse_retention(raw, current.retention_days)
+
+
+@dataclass(frozen=True, slots=True)
+class EnvSetting:
+    variable: str
+    field: str
+    parse: Parser
+
+
+# Every setting the environment may change: variable, `Settings` field, how its text is read.
+ENV_SETTINGS: tuple[EnvSetting, ...] = (
+    EnvSetting("DIAGNOXIX_HOST", "host", _text),
+    EnvSetting("DIAGNOXIX_PORT", "port", _whole(0, 65535)),
+    EnvSetting("DIAGNOXIX_DB", "db_path", _path),
+    EnvSetting("DIAGNOXIX_DEV", "dev", _flag),
+    EnvSetting("DIAGNOXIX_SECRET_KEY", "secret_key", _secret),
+    EnvSetting("DIAGNOXIX_ALLOWED_ORIGINS", "allowed_origins", _origins),
+    EnvSetting("DIAGNOXIX_TOKEN_TTL", "token_ttl_seconds", _token_ttl),
+    EnvSetting("DIAGNOXIX_WS_HEARTBEAT", "ws_heartbeat_seconds", _seconds(1.0)),
+    EnvSetting("DIAGNOXIX_WS_SEND_QUEUE", "ws_send_queue_limit", _whole(1, 1_000_000)),
+    EnvSetting("DIAGNOXIX_SQLITE_SYNCHRONOUS", "sqlite_synchronous", _synchronous),
+    EnvSetting("DIAGNOXIX_RETENTION_DAYS", "retention_days", _retention),
+    EnvSetting("DIAGNOXIX_BROADCAST_TTL", "broadcast_ttl_seconds", _whole(60, 10 * 365 * 24 * 3600)),
+    EnvSetting("DIAGNOXIX_PURGE_INTERVAL", "purge_interval_seconds", _seconds(1.0)),
+    EnvSetting("DIAGNOXIX_LOG_LEVEL", "log_level", _upper),
+    EnvSetting("DIAGNOXIX_LOG_JSON", "log_json", _flag),
+)
+
+
 def settings_from_env(env: Mapping[str, str], base: Settings | None = None) -> Settings:
-    """Read `DIAGNOXIX_*` variables on top of `base` (the defaults)."""
+    """Read `DIAGNOXIX_*` variables (`ENV_SETTINGS`) on top of `base` (the defaults)."""
     settings = base or Settings()
     changes: dict[str, Any] = {}
-    if (raw := env.get("DIAGNOXIX_HOST")) is not None:
-        changes["host"] = raw
-    if (raw := env.get("DIAGNOXIX_PORT")) is not None:
-        changes["port"] = _parse_int("DIAGNOXIX_PORT", raw, minimum=0, maximum=65535)
-    if (raw := env.get("DIAGNOXIX_DB")) is not None:
-        changes["db_path"] = Path(raw)
-    if (raw := env.get("DIAGNOXIX_DEV")) is not None:
-        changes["dev"] = _parse_bool("DIAGNOXIX_DEV", raw)
-    if (raw := env.get("DIAGNOXIX_SECRET_KEY")) is not None:
-        if len(raw) < 32:
-            raise ConfigError("DIAGNOXIX_SECRET_KEY must be at least 32 characters")
-        changes["secret_key"] = raw
-    if (raw := env.get("DIAGNOXIX_ALLOWED_ORIGINS")) is not None:
-        changes["allowed_origins"] = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
-    if (raw := env.get("DIAGNOXIX_TOKEN_TTL")) is not None:
-        changes["token_ttl_seconds"] = _parse_int(
-            "DIAGNOXIX_TOKEN_TTL", raw, minimum=10, maximum=settings.token_max_ttl_seconds
-        )
-    if (raw := env.get("DIAGNOXIX_WS_HEARTBEAT")) is not None:
-        changes["ws_heartbeat_seconds"] = _parse_float("DIAGNOXIX_WS_HEARTBEAT", raw, minimum=1.0)
-    if (raw := env.get("DIAGNOXIX_WS_SEND_QUEUE")) is not None:
-        changes["ws_send_queue_limit"] = _parse_int(
-            "DIAGNOXIX_WS_SEND_QUEUE", raw, minimum=1, maximum=1_000_000
-        )
-    if (raw := env.get("DIAGNOXIX_SQLITE_SYNCHRONOUS")) is not None:
-        value = raw.strip().upper()
-        if value not in {"FULL", "NORMAL", "EXTRA"}:
-            raise ConfigError("DIAGNOXIX_SQLITE_SYNCHRONOUS must be FULL, EXTRA or NORMAL")
-        changes["sqlite_synchronous"] = value
-    if (raw := env.get("DIAGNOXIX_RETENTION_DAYS")) is not None:
-        changes["retention_days"] = _parse_retention(raw, settings.retention_days)
-    if (raw := env.get("DIAGNOXIX_BROADCAST_TTL")) is not None:
-        changes["broadcast_ttl_seconds"] = _parse_int(
-            "DIAGNOXIX_BROADCAST_TTL", raw, minimum=60, maximum=10 * 365 * 24 * 3600
-        )
-    if (raw := env.get("DIAGNOXIX_PURGE_INTERVAL")) is not None:
-        changes["purge_interval_seconds"] = _parse_float("DIAGNOXIX_PURGE_INTERVAL", raw, minimum=1.0)
-    if (raw := env.get("DIAGNOXIX_LOG_LEVEL")) is not None:
-        changes["log_level"] = raw.strip().upper()
-    if (raw := env.get("DIAGNOXIX_LOG_JSON")) is not None:
-        changes["log_json"] = _parse_bool("DIAGNOXIX_LOG_JSON", raw)
+    for setting in ENV_SETTINGS:
+        raw = env.get(setting.variable)
+        if raw is not None:
+            changes[setting.field] = setting.parse(setting.variable, raw, settings)
     return replace(settings, **changes)
 
 

@@ -2,10 +2,10 @@
 the standard library.
 
 Every notification of a burst is encoded twice on the event loop: its `data` (validated, stored,
-sent) and its row for the writer thread. orjson writes both about 8 and 6 times faster than
-`json` (measured: `data` of the benchmark's notification 1.74 -> 0.15 us; a row 1.25 -> 0.19 us).
-It is used only where its output means the same as the standard library's, and otherwise the
-standard library decides, so what is accepted and refused is exactly what it always was:
+sent) and its row for the writer thread, and orjson writes both several times faster than `json`
+(docs/performance.md has the figures). It is used only where its output means the same as the
+standard library's, and otherwise the standard library decides, so what is accepted and refused is
+exactly what it always was:
 
 - NaN and Infinity are not JSON (a browser's JSON.parse rejects the whole frame): the standard
   library refuses them, orjson writes `null`. Output containing `null` is therefore encoded again

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from diagnoxix.auth import ApiKeys, TokenIssuer
+from diagnoxix.clock import Clock
 from diagnoxix.config import Settings
 from diagnoxix.delivery.broker import Broker
 from diagnoxix.delivery.hub import Hub
@@ -19,3 +20,4 @@ SERVICE = web.AppKey("diagnoxix.service", NotificationService)
 TOKENS = web.AppKey("diagnoxix.tokens", TokenIssuer)
 API_KEYS = web.AppKey("diagnoxix.api_keys", ApiKeys)
 STARTED_AT = web.AppKey("diagnoxix.started_at", float)
+CLOCK = web.AppKey("diagnoxix.clock", Clock)

@@ -79,8 +79,8 @@ def new_ids(count: int, unix_ms: int) -> list[str]:
 
     48 bits of `unix_ms` (a notification's id tells no more than its timestamp does), then 74
     random bits. Ids made later sort later, so the store's unique index on them grows at its end
-    instead of at random pages: measured 15-20% cheaper inserts at 100,000 rows. One `os.urandom`
-    call for all of them (`str(uuid.uuid4())` per notification costs about four times as much).
+    instead of at random pages, and inserts are cheaper. One `os.urandom` call for all of them
+    (`str(uuid.uuid4())` per notification costs several times as much).
     """
     stamp = (unix_ms & 0xFFFF_FFFF_FFFF).to_bytes(6, "big")
     raw = bytearray(os.urandom(16 * count))
@@ -96,8 +96,9 @@ def new_ids(count: int, unix_ms: int) -> list[str]:
 
 
 # Not frozen, though nothing changes one after it is built: a frozen dataclass's __init__ costs
-# about five times as much, and the store builds one per notification of every burst.
-@dataclass(slots=True)
+# several times as much, and the store builds one per notification of every burst. Keywords only:
+# sixteen fields are too many to pass by position.
+@dataclass(slots=True, kw_only=True)
 class Notification:
     seq: int
     id: str

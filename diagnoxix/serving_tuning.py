@@ -3,18 +3,17 @@ and how long a thread may keep the GIL.
 
 A burst keeps tens of thousands of notifications, frames and rows alive at once. With CPython's
 default thresholds (700, 10, 10) they are promoted generation by generation and set off full
-collections that walk every object of every open connection: measured on the targeted benchmark,
-six full collections of 39-88 ms and 450 ms of collecting in all. Collecting the youngest
-generation every 20,000 allocations instead of 700 lets a burst's objects die young, freed by
-reference counting before any collection sees them (collecting 180 ms in all, no full ones).
+collections that walk every object of every open connection. Collecting the youngest generation
+every 20,000 allocations instead of 700 lets a burst's objects die young, freed by reference
+counting before any collection sees them.
 
 What exists once the server has started (modules, routes, the app itself) is frozen: it lives as
 long as the process, and no full collection needs to walk it again.
 
 The store's writer thread runs SQLite with the GIL released, but needs it back between statements
 and to start each one. While the event loop runs Python (staging the next rows, fanning out), a
-waiting thread gets it only after the switch interval, 5 ms by default: on a burst of 20,000 each
-2,000-row insert took 19-20 ms instead of 13-14. At 0.5 ms, 14 ms (targeted delivery 61k -> 66k/s).
+waiting thread gets it only after the switch interval, 5 ms by default, and each insert of a burst
+waits that long several times over; 0.5 ms hands it back at once (docs/performance.md).
 
 Not in `create_app`: both are the process's, and tests build many apps in one process.
 """

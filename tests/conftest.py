@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from diagnoxix.app import create_app, runner_options
+from diagnoxix.clock import Clock
 from diagnoxix.config import Settings
 from diagnoxix.keys import API_KEYS, TOKENS
 
 from .processes import Launcher
+from .servers import start_app
 
 AiohttpClient = Callable[..., Awaitable[TestClient[Any, Any]]]
 
@@ -73,12 +74,9 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
 def make_service(
     aiohttp_client: AiohttpClient, make_settings: Callable[..., Settings]
 ) -> Callable[..., Awaitable[Service]]:
-    async def build(**overrides: Any) -> Service:
+    async def build(*, clock: Clock | None = None, **overrides: Any) -> Service:
         settings = make_settings(**overrides)
-        # The server runs with the same runner options as production (our access logger).
-        server = TestServer(create_app(settings))
-        await server.start_server(**runner_options())
-        client = await aiohttp_client(server)
+        client = await aiohttp_client(await start_app(settings, clock=clock))
         _, key = await client.app[API_KEYS].create("test-service")
         return Service(client, settings, key)
 

@@ -10,12 +10,14 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 
-from diagnoxix.app import create_app, runner_options
 from diagnoxix.config import Settings
 from diagnoxix.dashboard.accounts import create_account
 from diagnoxix.dashboard.state import DASHBOARD
 from diagnoxix.keys import API_KEYS, STORE, TOKENS
+
+from .servers import start_app
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -37,13 +39,13 @@ CSRF_FIELD = re.compile(r'name="csrf_token" value="([0-9a-f]+)"')
 class LiveServer:
     """The whole service (API, patient sockets, dashboard) on 127.0.0.1:<port>."""
 
-    runner: web.AppRunner
+    server: TestServer
     url: str
     settings: Settings
 
     @property
     def app(self) -> web.Application:
-        return self.runner.app
+        return self.server.app
 
     @property
     def ws_url(self) -> str:
@@ -61,7 +63,7 @@ class LiveServer:
         assert await create_account(app[STORE], app[DASHBOARD].passwords, username, password, role)
 
     async def close(self) -> None:
-        await self.runner.cleanup()
+        await self.server.close()
 
 
 async def start_server(db_dir: Path, *, with_admin: bool = True, **overrides: Any) -> LiveServer:
@@ -71,12 +73,8 @@ async def start_server(db_dir: Path, *, with_admin: bool = True, **overrides: An
         log_json=False,
         port=0,
     ).with_overrides(**overrides)
-    runner = web.AppRunner(create_app(settings), **runner_options())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    server = LiveServer(runner, f"http://127.0.0.1:{port}", settings)
+    running = await start_app(settings)
+    server = LiveServer(running, str(running.make_url("")).rstrip("/"), settings)
     if with_admin:
         await server.add_staff(ADMIN, ADMIN_PASSWORD)
     return server

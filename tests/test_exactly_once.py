@@ -14,15 +14,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp.test_utils import TestServer
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from diagnoxix.app import create_app, runner_options
 from diagnoxix.config import Settings
 from diagnoxix.keys import API_KEYS
 from diagnoxix_client import NotifyClient, NotifyError, Subscriber
+
+from .servers import start_app
 
 USERS = ("ana", "ben", "cat")
 SECRET = "property-test-secret-" + "z" * 32
@@ -45,7 +46,7 @@ class ExactlyOnce(RuleBasedStateMachine):
         self.settings = Settings(
             port=self.port, db_path=self.tmp / "p.sqlite3", secret_key=SECRET, log_json=False
         )
-        self.runner: web.AppRunner | None = None
+        self.server: TestServer | None = None
         self.api_key = ""
         self.sent: dict[str, list[int]] = {u: [] for u in USERS}
         self.seen: dict[str, list[dict[str, Any]]] = {u: [] for u in USERS}
@@ -59,23 +60,19 @@ class ExactlyOnce(RuleBasedStateMachine):
     async def _start_server(self) -> None:
         # A short grace: a subscriber reconnecting just as the server stops makes aiohttp wait the
         # whole grace for a request it has already ignored (see `app.SHUTDOWN_GRACE_SECONDS`).
-        options = runner_options() | {"shutdown_timeout": 1.0}
-        runner = web.AppRunner(create_app(self.settings), **options)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", self.port).start()
-        self.runner = runner
+        self.server = await start_app(self.settings, port=self.port, shutdown_timeout=1.0)
 
     async def _stop_server(self) -> None:
-        assert self.runner is not None
-        await self.runner.cleanup()
-        self.runner = None
+        assert self.server is not None
+        await self.server.close()
+        self.server = None
 
     @initialize()
     def start(self) -> None:
         async def go() -> None:
             await self._start_server()
-            assert self.runner is not None
-            _, self.api_key = await self.runner.app[API_KEYS].create("property")
+            assert self.server is not None
+            _, self.api_key = await self.server.app[API_KEYS].create("property")
             self.client = NotifyClient(f"http://127.0.0.1:{self.port}", self.api_key)
             await self.client.__aenter__()
             for user in USERS:
@@ -101,7 +98,7 @@ class ExactlyOnce(RuleBasedStateMachine):
         async for note in sub:
             self.seen[user].append(note)
 
-    @precondition(lambda self: self.runner is not None)
+    @precondition(lambda self: self.server is not None)
     @rule(user=st.sampled_from(USERS), count=st.integers(1, 4))
     def send(self, user: str, count: int) -> None:
         async def go() -> None:
@@ -121,7 +118,7 @@ class ExactlyOnce(RuleBasedStateMachine):
 
         self.run(go())
 
-    @precondition(lambda self: self.runner is not None)
+    @precondition(lambda self: self.server is not None)
     @rule()
     def restart_server(self) -> None:
         async def go() -> None:
@@ -131,12 +128,12 @@ class ExactlyOnce(RuleBasedStateMachine):
 
         self.run(go())
 
-    @precondition(lambda self: self.runner is not None)
+    @precondition(lambda self: self.server is not None)
     @rule()
     def stop_server(self) -> None:
         self.run(self._stop_server())
 
-    @precondition(lambda self: self.runner is None)
+    @precondition(lambda self: self.server is None)
     @rule()
     def start_server(self) -> None:
         self.run(self._start_server())
@@ -150,7 +147,7 @@ class ExactlyOnce(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         async def settle() -> None:
-            if self.runner is None:
+            if self.server is None:
                 await self._start_server()
             try:
                 async with asyncio.timeout(5):
@@ -165,7 +162,7 @@ class ExactlyOnce(RuleBasedStateMachine):
                     await sub.close()
                 if self.client is not None:
                     await self.client.close()
-                if self.runner is not None:
+                if self.server is not None:
                     await self._stop_server()
 
         try:

@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from diagnoxix.clock import ManualClock
 from diagnoxix.keys import HUB, SERVICE, STORE
 from diagnoxix.models import NotificationDraft
 from diagnoxix.rules import FieldErrors
@@ -32,13 +33,14 @@ async def _frame(ws: Any, kind: str) -> dict[str, Any]:
 
 async def test_seqs_are_never_reused_after_the_newest_rows_were_purged(tmp_path: Path) -> None:
     path = tmp_path / "reuse.sqlite3"
-    store = SqliteStore(path)
+    clock = ManualClock()
+    store = SqliteStore(path, clock=clock)
     await store.open()
     await store.insert_notifications([NotificationDraft("u1", "t", "kept", "m", {})])
     (short,) = await store.insert_notifications(
         [NotificationDraft("u1", "t", "gone", "m", {}, ttl_seconds=1)]
     )
-    await asyncio.sleep(1.1)
+    clock.advance(2)
     assert await purge_once(store) == 1
     await store.close()
     # A client may hold the purged seq as its cursor: the next notification must come after it.
@@ -53,11 +55,13 @@ async def test_seqs_are_never_reused_after_the_newest_rows_were_purged(tmp_path:
         await reopened.close()
 
 
-async def test_a_purge_marks_only_the_users_it_touched(service: Service) -> None:
+async def test_a_purge_marks_only_the_users_it_touched(make_service: Any) -> None:
+    clock = ManualClock()
+    service: Service = await make_service(clock=clock)
     svc = service.app[SERVICE]
     await svc.send([NotificationDraft("ann", "t", "short", "m", {}, ttl_seconds=1)])
     await service.send("bob", "kept")
-    await asyncio.sleep(1.1)
+    clock.advance(2)
     await purge_once(service.app[STORE])
     # Bob lost nothing: his cursor from before the purge is still honoured.
     ws = await service.connect("bob", v1=True, since=0)

@@ -46,13 +46,14 @@ class _Socket:
 
 
 def _connection(side: _Side, ws: Any = None) -> Connection:
-    return Connection("c1", "u1", ws or _Socket(), v1=False, queue_limit=8, hub=Hub(), write_side=side)
+    socket: Any = ws or _Socket()  # the fan-out reads only `compress` and `closed` of it here
+    return Connection("c1", "u1", socket, v1=False, queue_limit=8, hub=Hub(), write_side=side)
 
 
 texts = st.text(
     alphabet=st.one_of(
         st.characters(max_codepoint=0x7F),  # 1 byte in UTF-8
-        st.characters(min_codepoint=0x800, max_codepoint=0xFFFF, blacklist_categories=("Cs",)),  # 3
+        st.characters(min_codepoint=0x800, max_codepoint=0xFFFF, exclude_categories=["Cs"]),  # 3
         st.characters(min_codepoint=0x10000),  # 4: emoji and the rest beyond the BMP
     ),
     max_size=20_000,

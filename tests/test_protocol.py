@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from diagnoxix.clock import ManualClock
 from diagnoxix.keys import HUB, SERVICE, STORE
 from diagnoxix.models import NotificationDraft
 from diagnoxix.store.retention import purge_once
@@ -93,11 +94,13 @@ async def test_cursor_beyond_the_newest_seq_is_not_recovered(service: Service) -
     await ws.close()
 
 
-async def test_cursor_older_than_retention_is_not_recovered(service: Service) -> None:
+async def test_cursor_older_than_retention_is_not_recovered(make_service: Any) -> None:
+    clock = ManualClock()
+    service: Service = await make_service(clock=clock)
     svc = service.app[SERVICE]
     await svc.send([NotificationDraft("ann", "t", "short-lived", "m", {}, ttl_seconds=1)])
     await service.send("ann", "kept")
-    await asyncio.sleep(1.1)
+    clock.advance(2)
     assert await purge_once(service.app[STORE]) == 1
     ws, welcome, replayed = await _welcome(service, "ann", since=0)
     assert (welcome["recovered"], welcome["reason"]) == (False, "expired")
@@ -361,12 +364,14 @@ async def test_broadcast_reaches_a_user_who_was_offline_once(service: Service) -
     await ws.close()
 
 
-async def test_nothing_expired_is_served_and_purge_deletes_it(service: Service) -> None:
+async def test_nothing_expired_is_served_and_purge_deletes_it(make_service: Any) -> None:
+    clock = ManualClock()
+    service: Service = await make_service(clock=clock)
     svc = service.app[SERVICE]
     await svc.send([NotificationDraft("sam", "t", "soon gone", "m", {}, ttl_seconds=1)])
     await svc.broadcast_system_notification("old news", "m", ttl_seconds=1)
     kept = await service.send("sam", "kept")
-    await asyncio.sleep(1.1)
+    clock.advance(2)
     # Expired but not yet purged: never served anywhere.
     ws = await service.connect("sam")
     assert (await ws.receive_json(timeout=2))["id"] == kept["id"]
@@ -383,7 +388,7 @@ async def test_nothing_expired_is_served_and_purge_deletes_it(service: Service) 
 async def test_retention_follows_priority_with_critical_kept_longest(service: Service) -> None:
     svc = service.app[SERVICE]
     stored = {
-        p: (await svc.send([NotificationDraft("tia", "t", p, "m", {}, p)]))[0]  # type: ignore[arg-type]
+        p: (await svc.send([NotificationDraft("tia", "t", p, "m", {}, p)]))[0]
         for p in ("low", "normal", "high", "critical")
     }
     lifetimes = {p: (n.expires_at - n.created_at).days for p, n in stored.items() if n.expires_at}

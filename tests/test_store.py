@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 
-from diagnoxix.app import create_app
 from diagnoxix.json_encoding import encode_json
 from diagnoxix.keys import TOKENS
 from diagnoxix.models import NotificationDraft, new_ids
 from diagnoxix.store.protocols import IdempotencyClaim, IdempotencyConflict, StoreError
 from diagnoxix.store.sqlite.migrations import MigrationError, discover
 from diagnoxix.store.sqlite.store import SqliteStore
+
+from .servers import start_app
 
 
 def _draft(user: str = "u1", title: str = "t") -> NotificationDraft:
@@ -126,36 +127,27 @@ async def test_database_newer_than_the_code_is_refused(tmp_path: Path) -> None:
 
 async def test_a_second_server_on_the_same_file_is_refused(make_settings: Any) -> None:
     settings = make_settings()
-    from aiohttp import web
-
-    first = web.AppRunner(create_app(settings))
-    await first.setup()
+    first = await start_app(settings)
     try:
-        second = web.AppRunner(create_app(settings))
         with pytest.raises(StoreError, match="already using"):
-            await second.setup()
+            await start_app(settings)
     finally:
-        await first.cleanup()
+        await first.close()
     # Once the first has stopped, the file is free again.
-    third = web.AppRunner(create_app(settings))
-    await third.setup()
-    await third.cleanup()
+    third = await start_app(settings)
+    await third.close()
 
 
 async def test_generated_secret_survives_restart(make_settings: Any) -> None:
-    from aiohttp import web
-
     settings = make_settings(secret_key=None)
-    runner = web.AppRunner(create_app(settings))
-    await runner.setup()
-    token = runner.app[TOKENS].mint("patient-1").token
-    await runner.cleanup()
-    runner = web.AppRunner(create_app(settings))
-    await runner.setup()
+    server = await start_app(settings)
+    token = server.app[TOKENS].mint("patient-1").token
+    await server.close()
+    server = await start_app(settings)
     try:
-        assert runner.app[TOKENS].verify(token).user_id == "patient-1"
+        assert server.app[TOKENS].verify(token).user_id == "patient-1"
     finally:
-        await runner.cleanup()
+        await server.close()
 
 
 async def test_every_read_sees_every_commit_before_it_even_under_concurrent_reads(store: SqliteStore) -> None:

@@ -80,7 +80,7 @@ async def test_token_for_another_audience_refused(service: Service) -> None:
 async def test_unsigned_alg_none_token_refused(service: Service) -> None:
     now = int(time.time())
     claims = {"sub": "user-123", "iat": now, "exp": now + 60, "iss": TOKEN_ISSUER, "aud": TOKEN_AUDIENCE}
-    unsigned = jwt.encode(claims, None, algorithm="none")
+    unsigned = jwt.encode(claims, None, algorithm="none")  # type: ignore[arg-type]
     status, _ = await _handshake_status(service, f"/v1/ws/notifications?token={unsigned}")
     assert status == 401
 

@@ -259,6 +259,7 @@ async def test_stalled_client_is_closed_1013_and_does_not_delay_others(make_serv
     hub = svc.app[HUB]
     healthy = await svc.connect("healthy")
     port = svc.client.port
+    assert port is not None
     stalled = await asyncio.to_thread(
         _raw_handshake, port, f"/v1/ws/notifications?token={svc.token('stalled')}"
     )

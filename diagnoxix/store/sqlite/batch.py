@@ -7,9 +7,9 @@ while the loop prepares the next. Only the writer thread ever touches a `Transac
 Each statement is handed all its rows at once, as one JSON array that SQLite unpacks with
 `json_each`. That is about the GIL, not about SQL: Python's `sqlite3` releases the GIL around every
 step of every statement, and `executemany` steps once per row, so on a busy event loop each row
-waited for the loop to hand the GIL back (measured on this machine: 517-874 rows/s with a busy
-second thread, against 50-66k/s as one statement). One statement per kind of write needs the GIL a
-handful of times per batch, whatever its size.
+waits for the loop to hand the GIL back: a hundred times slower than one statement
+(docs/performance.md). One statement per kind of write needs the GIL a handful of times per
+batch, whatever its size.
 
 A statement that fails is undone alone (SQLite's statement-level rollback), so one refused write
 never takes the rest of its batch with it; a write of several statements gets a SAVEPOINT.

@@ -1,18 +1,16 @@
 """Copies the write-ahead log back into the database file, away from the commit that waits for it.
 
-By default SQLite checkpoints inside a commit: the commit that takes the WAL past 1,000 pages
-also copies every page into the database file and fsyncs it, and the notifications it carries
-wait for that before they are sent. Measured on a burst of 20,000, it was about 40 ms of the
-commit's 70. This checkpointer, on a connection and a thread of its own, runs a PASSIVE checkpoint
-a moment after commits instead: it never blocks the writer or a reader, and never makes a commit
-wait.
+By default SQLite checkpoints inside a commit: the commit that takes the WAL past 1,000 pages also
+copies every page into the database file and fsyncs it, and the notifications it carries wait for
+that before they are sent: most of such a commit's time. This checkpointer, on a connection and a
+thread of its own, runs a PASSIVE checkpoint a moment after commits instead: it never blocks the
+writer or a reader, and never makes a commit wait.
 
 A PASSIVE checkpoint copies the WAL only as far as it reached when the checkpoint began, and SQLite
 restarts the WAL from its beginning only once all of it has been copied. Under commits that never
-pause, that never happens, and the WAL would grow without end (a review measured 1.9 GB in 8 s of
-back-to-back inserts). So the writer keeps SQLite's own checkpoint as a backstop, at
-`WAL_LIMIT_PAGES` (64 MiB with 16 KiB pages) instead of 1,000: a burst of 20,000 stays under it,
-and a commit pays for a checkpoint only under sustained load.
+pause, that never happens, and the WAL would grow without end. So the writer keeps SQLite's own
+checkpoint as a backstop, at `WAL_LIMIT_PAGES` (64 MiB with 16 KiB pages) instead of 1,000: a burst
+of 20,000 stays under it, and a commit pays for a checkpoint only under sustained load.
 
 A commit schedules one checkpoint after `delay` seconds, which covers every commit made
 meanwhile; one made while a checkpoint runs schedules the next. A checkpoint that fails is logged

@@ -17,14 +17,13 @@ from diagnoxix.store.sqlite.rows import (
     audit_entry,
     chunks,
     newest_first,
-    now_stamp,
     row_to_api_key,
     row_to_notification,
 )
 
 
 class NotificationReads:
-    """Needs `_read`, `_read_now` and `max_seq` from the store it is mixed into."""
+    """Needs `_read`, `_read_now`, `max_seq` and `_now_stamp` from the store it is mixed into."""
 
     async def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         raise NotImplementedError
@@ -34,6 +33,9 @@ class NotificationReads:
 
     @property
     def max_seq(self) -> int:
+        raise NotImplementedError
+
+    def _now_stamp(self) -> str:
         raise NotImplementedError
 
     async def purged_through(self, user_id: str) -> int:
@@ -55,7 +57,7 @@ class NotificationReads:
             rows = await self._read(
                 f"SELECT id, user_id FROM notifications WHERE id IN ({','.join('?' * len(chunk))})"
                 f" AND user_id IN ({marks}) AND {LIVE}",
-                (*chunk, *recipients, now_stamp()),
+                (*chunk, *recipients, self._now_stamp()),
             )
             found.update((str(r[0]), str(r[1])) for r in rows)
         return {nid: found[nid] for nid in dict.fromkeys(ids) if nid in found}
@@ -69,7 +71,7 @@ class NotificationReads:
         limit: int,
         undelivered_only: bool = False,
     ) -> list[Notification]:
-        now = now_stamp()
+        now = self._now_stamp()
         if undelivered_only:
             sql = (
                 f"SELECT {NOTIFICATION_COLUMNS} FROM notifications"
@@ -104,7 +106,7 @@ class NotificationReads:
         # Unread state is kept for a user's own notifications; broadcasts have none.
         recipients: tuple[str, ...] = (user_id,) if unread_only else (user_id, BROADCAST_RECIPIENT)
         conditions = [f"user_id IN ({','.join('?' * len(recipients))})", "seq < ?", LIVE]
-        params: list[Any] = [*recipients, before, now_stamp()]
+        params: list[Any] = [*recipients, before, self._now_stamp()]
         if type is not None:
             conditions.append("type = ?")
             params.append(type)
@@ -117,7 +119,7 @@ class NotificationReads:
         rows = await self._read(
             "SELECT count(*) FROM notifications"
             f" WHERE user_id = ? AND read_at IS NULL AND seq <= ? AND {LIVE}",
-            (user_id, upto_seq if upto_seq is not None else self.max_seq, now_stamp()),
+            (user_id, upto_seq if upto_seq is not None else self.max_seq, self._now_stamp()),
         )
         return int(rows[0][0])
 
@@ -127,7 +129,7 @@ class NotificationReads:
             rows = await self._read(
                 f"SELECT {NOTIFICATION_COLUMNS} FROM notifications"
                 f" WHERE id IN ({','.join('?' * len(chunk))}) AND {LIVE}",
-                (*chunk, now_stamp()),
+                (*chunk, self._now_stamp()),
             )
             for row in rows:
                 note = row_to_notification(row)

@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from diagnoxix.models import ApiKey, Notification, format_timestamp, parse_timestamp, utc_now
+from diagnoxix.models import ApiKey, Notification, parse_timestamp
 from diagnoxix.store.sqlite.batch import NOTIFICATION_COLUMNS
 
 # SQLite caps bound parameters per statement; id lists are queried in chunks of this size.
@@ -64,7 +64,3 @@ def audit_entry(row: tuple[Any, ...]) -> dict[str, Any]:
 
 def chunks(ids: Sequence[str]) -> list[list[str]]:
     return [list(ids[i : i + ID_CHUNK]) for i in range(0, len(ids), ID_CHUNK)]
-
-
-def now_stamp() -> str:
-    return format_timestamp(utc_now())

@@ -9,13 +9,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from diagnoxix.models import Notification, format_timestamp, parse_timestamp, utc_now
+from diagnoxix.models import Notification, format_timestamp, parse_timestamp
 from diagnoxix.store.protocols import NOTIFICATION_STATUSES, StaffAccount, StaffSession
-from diagnoxix.store.sqlite.rows import LIVE, audit_entry, newest_first, now_stamp, row_to_notification
+from diagnoxix.store.sqlite.rows import LIVE, audit_entry, newest_first, row_to_notification
 
 
 class StaffQueries:
-    """Needs `_read`, `_execute` and `max_seq` from the store it is mixed into."""
+    """Needs `_read`, `_execute`, `max_seq` and `_now_stamp` from the store it is mixed into."""
 
     async def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         raise NotImplementedError
@@ -27,11 +27,14 @@ class StaffQueries:
     def max_seq(self) -> int:
         raise NotImplementedError
 
+    def _now_stamp(self) -> str:
+        raise NotImplementedError
+
     async def create_staff_account(self, username: str, password_hash: str, role: str) -> bool:
         changed = await self._execute(
             "INSERT INTO staff_accounts (username, password_hash, role, created_at) VALUES (?,?,?,?)"
             " ON CONFLICT (username) DO NOTHING",
-            [(username, password_hash, role, format_timestamp(utc_now()))],
+            [(username, password_hash, role, self._now_stamp())],
         )
         return changed > 0
 
@@ -59,7 +62,7 @@ class StaffQueries:
     async def create_staff_session(self, id_hash: str, username: str, expires_at: datetime) -> None:
         await self._execute(
             "INSERT INTO staff_sessions (id_hash, username, created_at, expires_at) VALUES (?,?,?,?)",
-            [(id_hash, username, format_timestamp(utc_now()), format_timestamp(expires_at))],
+            [(id_hash, username, self._now_stamp(), format_timestamp(expires_at))],
         )
 
     async def find_staff_session(self, id_hash: str) -> StaffSession | None:
@@ -84,14 +87,14 @@ class StaffQueries:
     async def revoke_staff_session(self, id_hash: str) -> bool:
         changed = await self._execute(
             "UPDATE staff_sessions SET revoked_at = ? WHERE id_hash = ? AND revoked_at IS NULL",
-            [(format_timestamp(utc_now()), id_hash)],
+            [(self._now_stamp(), id_hash)],
         )
         return changed > 0
 
     async def record_login_failure(self, username: str) -> None:
         await self._execute(
             "INSERT INTO login_failures (username, at) VALUES (?, ?)",
-            [(username, format_timestamp(utc_now()))],
+            [(username, self._now_stamp())],
         )
 
     async def clear_login_failures(self, username: str) -> None:
@@ -115,7 +118,7 @@ class StaffQueries:
     ) -> list[Notification]:
         # Only constant fragments are joined into the SQL; every value is bound.
         where = ["seq < ?", LIVE]
-        params: list[Any] = [before_seq if before_seq is not None else self.max_seq + 1, now_stamp()]
+        params: list[Any] = [before_seq if before_seq is not None else self.max_seq + 1, self._now_stamp()]
         if user_id is not None:
             where.append("user_id = ?")
             params.append(user_id)

@@ -31,8 +31,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from diagnoxix.clock import Clock
 from diagnoxix.json_encoding import encode_rows
-from diagnoxix.models import Notification, NotificationDraft, format_timestamp, utc_now
+from diagnoxix.models import Notification, NotificationDraft, format_timestamp
 from diagnoxix.store.protocols import IdempotencyClaim, IdempotencyConflict, StoreClosed, StoreError
 from diagnoxix.store.sqlite.batch import BatchDone, InsertRows, Statement, Transaction
 from diagnoxix.store.sqlite.seqs import SeqCounter
@@ -121,9 +122,11 @@ class GroupCommitWriter:
         seqs: SeqCounter,
         *,
         on_notifications: Callable[[list[Notification]], None],
+        clock: Clock,
         on_commit: Callable[[], None] | None = None,
     ) -> None:
         self._path = path
+        self._clock = clock
         # Hears the notifications of every commit, in seq order, before their senders are answered.
         self._on_notifications = on_notifications
         # Told of every commit (the checkpointer: see `checkpoint`).
@@ -253,7 +256,7 @@ class GroupCommitWriter:
 
     def _begin(self, ops: list[Op]) -> _Batch | None:
         """Start a batch's transaction on the writer thread and feed it as it is prepared."""
-        now = utc_now()
+        now = self._clock.now()
         # Stored with millisecond precision: keep the returned copy identical to what is read back.
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)
         stamp = format_timestamp(now)
