@@ -63,13 +63,19 @@ async def _delivery_context(app: web.Application) -> AsyncIterator[None]:
     The hub records what it wrote to plain clients back in the store.
     """
     store = app[STORE]
-    hub = Hub(high_seq=await store.last_seq(), on_delivered=store.record_deliveries)
+    settings = app[SETTINGS]
+    hub = Hub(
+        high_seq=await store.last_seq(),
+        on_delivered=store.record_deliveries,
+        queue_bytes=settings.ws_send_queue_bytes,
+        write_timeout=settings.ws_write_timeout_seconds,
+    )
     broker = InProcessBroker()
     broker.subscribe(hub)
     store.add_commit_listener(broker.publish)
     app[HUB] = hub
     app[BROKER] = broker
-    app[SERVICE] = NotificationService(store, broker, app[SETTINGS])
+    app[SERVICE] = NotificationService(store, broker, settings)
     yield
     await hub.close_all()
 

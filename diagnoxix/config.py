@@ -40,6 +40,11 @@ class Settings:
     ws_heartbeat_seconds: float = 30.0
     # Frames a connection may have waiting; a fuller queue means a stalled client, closed with 1013.
     ws_send_queue_limit: int = 1024
+    # ... and bytes it may have waiting (a single frame always fits): history replies of up to a
+    # hundred notifications count too, so a client that asks and never reads is closed with 1013.
+    ws_send_queue_bytes: int = 1024 * 1024
+    # A frame that cannot be written for this long means the client stopped reading: dropped.
+    ws_write_timeout_seconds: float = 10.0
     # Tabs and devices of one person; more is a runaway client or an abused token.
     ws_max_connections_per_user: int = 20
     # Client frames are small control messages (ping, hello, an ack of up to 200 ids); larger is abuse.
@@ -204,6 +209,8 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
     EnvSetting("DIAGNOXIX_TOKEN_TTL", "token_ttl_seconds", _token_ttl),
     EnvSetting("DIAGNOXIX_WS_HEARTBEAT", "ws_heartbeat_seconds", _seconds(1.0)),
     EnvSetting("DIAGNOXIX_WS_SEND_QUEUE", "ws_send_queue_limit", _whole(1, 1_000_000)),
+    EnvSetting("DIAGNOXIX_WS_SEND_QUEUE_BYTES", "ws_send_queue_bytes", _whole(64 * 1024, 1024**3)),
+    EnvSetting("DIAGNOXIX_WS_WRITE_TIMEOUT", "ws_write_timeout_seconds", _seconds(1.0)),
     EnvSetting("DIAGNOXIX_SQLITE_SYNCHRONOUS", "sqlite_synchronous", _synchronous),
     EnvSetting("DIAGNOXIX_RETENTION_DAYS", "retention_days", _retention),
     EnvSetting("DIAGNOXIX_BROADCAST_TTL", "broadcast_ttl_seconds", _whole(60, 10 * 365 * 24 * 3600)),

@@ -28,6 +28,9 @@ log = logging.getLogger("diagnoxix.hub")
 # How long closing a connection may take before its transport is simply dropped: a stalled
 # client never reads our close frame.
 CLOSE_TIMEOUT_SECONDS = 2.0
+# Defaults of the settings `ws_send_queue_bytes` and `ws_write_timeout_seconds` (see config).
+DEFAULT_QUEUE_BYTES = 1024 * 1024
+DEFAULT_WRITE_TIMEOUT_SECONDS = 10.0
 # Delivery records are handed to the store in groups: a burst costs a few store writes, not one per
 # frame, and a long drain to a slow client still records as it goes.
 DELIVERED_FLUSH_SIZE = 1000
@@ -66,6 +69,7 @@ class Connection:
     """One open WebSocket of one user. Only the hub and the socket's handler touch it."""
 
     __slots__ = (
+        "_bytes",
         "_closing",
         "_hub",
         "_limit",
@@ -75,6 +79,7 @@ class Connection:
         "_sender",
         "_side",
         "_ws",
+        "closed_with",
         "connected_at",
         "id",
         "timer",
@@ -103,6 +108,9 @@ class Connection:
         self._limit = queue_limit
         # Allocated on first use: an idle connection should cost as little memory as possible.
         self._pending: deque[_Frame] | None = None
+        # Bytes of the frames in `_pending`: bounded by the hub's `queue_bytes` as well as in count,
+        # so replies of up to a hundred notifications cannot pile up unread (nothing else may).
+        self._bytes = 0
         self._sender: asyncio.Task[None] | None = None
         # In the hub's ready list, waiting for the fan-out task.
         self._scheduled = False
@@ -113,6 +121,9 @@ class Connection:
         self._hub = hub
         # The token refresh or expiry timer (a loop.call_at handle, no task per connection).
         self.timer: asyncio.TimerHandle | None = None
+        # The close code the server chose, if it closed the connection: what the log records,
+        # whatever the client echoed (or 1006 once a stalled one is dropped).
+        self.closed_with: int | None = None
 
     @property
     def closing(self) -> bool:
@@ -122,17 +133,24 @@ class Connection:
     def queued(self) -> int:
         return len(self._pending) if self._pending else 0
 
+    @property
+    def queued_bytes(self) -> int:
+        return self._bytes
+
     def offer(self, frame: bytes, delivered_id: str | None = None, broadcast: bool = False) -> None:
-        """Queue a frame (`wire.text_frame`) for this connection; never blocks. Overflow
-        closes the connection."""
+        """Queue a frame (`wire.text_frame`) for this connection; never blocks. Overflow (in
+        frames, or in bytes once something is queued) closes the connection with 1013: the
+        client is not reading, and resumes from the store when it reconnects."""
         if self._closing:
             return
         pending = self._pending
         if pending is None:
             pending = self._pending = deque()
-        if len(pending) >= self._limit:
+        size = len(frame)
+        if len(pending) >= self._limit or (pending and self._bytes + size > self._hub.queue_bytes):
             self.close_soon(CLOSE_TRY_AGAIN_LATER, "send queue full; reconnect to resume")
             return
+        self._bytes += size
         pending.append((frame, None if self.v1 else delivered_id, broadcast))
         if self._live and self._sender is None and not self._scheduled:
             self._scheduled = True
@@ -192,6 +210,7 @@ class Connection:
         while pending and len(pending[0][0]) <= room:
             entry = pending.popleft()
             room -= len(entry[0])
+            self._bytes -= len(entry[0])
             taken.append(entry)
         if len(taken) == 1:
             return taken, taken[0][0]
@@ -211,6 +230,7 @@ class Connection:
         if self._ws.closed or (transport is not None and transport.is_closing()):
             # The peer went away; the handler sees the close and unregisters us.
             pending.clear()
+            self._bytes = 0
         else:
             taken, wire = self._take_fitting(pending)
             if taken and transport is not None:
@@ -226,18 +246,30 @@ class Connection:
             self._pending = None
 
     async def _drain(self) -> None:
-        """A slow client's own sender: awaits its socket, so nobody else waits for it."""
+        """A slow client's own sender: awaits its socket, so nobody else waits for it.
+
+        A frame that cannot be written within the hub's `write_timeout` means the client stopped
+        reading (or its machine stopped): the connection is dropped, since not even a close
+        frame would reach it, and aiohttp's heartbeat cannot send its ping either.
+        """
         hub = self._hub
         try:
             pending = self._pending
             while pending:
                 frame, delivered_id, broadcast = pending.popleft()
-                await self._ws.send_frame(payload_of(frame), WSMsgType.TEXT)
+                self._bytes -= len(frame)
+                async with asyncio.timeout(hub.write_timeout):
+                    await self._ws.send_frame(payload_of(frame), WSMsgType.TEXT)
                 if delivered_id is not None:
                     hub.delivered(self.user_id, delivered_id, broadcast)
         except (ConnectionError, RuntimeError):
             # The peer went away mid-send; the handler sees the close and unregisters us.
             pass
+        except TimeoutError:
+            log.info("hub.stalled_client_dropped", extra={"user_id": self.user_id, "conn_id": self.id})
+            if self.closed_with is None:
+                self.closed_with = CLOSE_TRY_AGAIN_LATER
+            self._abort()
         finally:
             self._sender = None
             if not self._pending:
@@ -251,6 +283,7 @@ class Connection:
         self._closing = True
         if self._pending:
             self._pending.clear()
+        self._bytes = 0
         if self._sender is not None:
             self._sender.cancel()
         task = asyncio.get_running_loop().create_task(self.close(code, reason))
@@ -260,17 +293,24 @@ class Connection:
 
     async def close(self, code: int, reason: str) -> None:
         self._closing = True
+        if self.closed_with is None:
+            self.closed_with = code
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
                 await self._ws.close(code=code, message=reason.encode())
         except TimeoutError:
             # A client that stopped reading never takes our close frame, and a plain close waits
             # for the buffered bytes it will never read: drop the connection.
-            transport = self._side.transport if self._side is not None else None
-            if transport is not None:
-                transport.abort()
+            self._abort()
         except (ConnectionError, RuntimeError):
             pass
+
+    def _abort(self) -> None:
+        """Drop the connection at once, buffered bytes and all; the handler then unregisters it."""
+        self._closing = True
+        transport = self._side.transport if self._side is not None else None
+        if transport is not None:
+            transport.abort()
 
     def stop(self) -> None:
         """The handler is done with this connection: stop sending, cancel its timers."""
@@ -285,7 +325,17 @@ class Connection:
 class Hub:
     """user id -> that user's open connections; the only place frames are fanned out."""
 
-    def __init__(self, *, high_seq: int = 0, on_delivered: DeliveredCallback | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        high_seq: int = 0,
+        on_delivered: DeliveredCallback | None = None,
+        queue_bytes: int = DEFAULT_QUEUE_BYTES,
+        write_timeout: float = DEFAULT_WRITE_TIMEOUT_SECONDS,
+    ) -> None:
+        # Every connection's limit on queued bytes, and on the time one frame may take to write.
+        self.queue_bytes = queue_bytes
+        self.write_timeout = write_timeout
         # A tuple per user: most users have one connection, and a one-element tuple is 48 bytes
         # where a set is 216. Rebuilt on connect and disconnect (at most a few per user).
         self._by_user: dict[str, tuple[Connection, ...]] = {}

@@ -160,10 +160,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     finally:
         request.app[HUB].unregister(conn)
         conn.stop()
-        log.info(
-            "ws.disconnect",
-            extra={"user_id": conn.user_id, "conn_id": conn.id, "close_code": ws.close_code},
-        )
+        # The code the server closed with, when it did; else the one the client sent.
+        code = conn.closed_with if conn.closed_with is not None else ws.close_code
+        log.info("ws.disconnect", extra={"user_id": conn.user_id, "conn_id": conn.id, "close_code": code})
     return ws
 
 

@@ -1,0 +1,189 @@
+"""Clients that ask and never read: the server bounds what it holds for them and lets them go.
+
+The server runs as its own process (`run.py`), so its memory is measured alone; the clients are
+raw sockets with a 4 KiB receive buffer that complete the handshake and then never read again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import io
+import json
+import os
+import socket
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from diagnoxix.auth import TokenIssuer
+
+from .processes import Launcher, Server, child_env, create_api_key
+
+SECRET = "hostile-clients-test-secret-" + "z" * 40
+MIB = 1024 * 1024
+
+
+def _token(user_id: str) -> str:
+    return TokenIssuer(SECRET, default_ttl=3600, max_ttl=3600).mint(user_id).token
+
+
+def _client_frame(text: str) -> bytes:
+    """A masked text frame, as a browser sends it (RFC 6455 section 5.3)."""
+    payload = text.encode()
+    mask = os.urandom(4)
+    size = len(payload)
+    header = bytes((0x81, 0x80 | size)) if size < 126 else bytes((0x81, 0x80 | 126)) + size.to_bytes(2, "big")
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def _non_reading_socket(port: int, user_id: str, *, v1: bool) -> socket.socket:
+    """Completes the handshake, then never reads again (a tiny receive window fills at once)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    protocol = "Sec-WebSocket-Protocol: diagnoxix.v1\r\n" if v1 else ""
+    request = (
+        f"GET /v1/ws/notifications?token={_token(user_id)} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        f"Sec-WebSocket-Version: 13\r\n{protocol}\r\n"
+    )
+    sock.sendall(request.encode())
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(1)
+    assert response.startswith(b"HTTP/1.1 101"), response
+    if v1:
+        sock.sendall(_client_frame('{"type":"hello"}'))
+    sock.setblocking(False)
+    return sock
+
+
+def _rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+async def _stats(http: aiohttp.ClientSession, server: Server) -> dict[str, Any]:
+    async with http.get(f"{server.url}/v1/ws/stats") as resp:
+        return await resp.json()  # type: ignore[no-any-return]
+
+
+async def _send_batch(
+    http: aiohttp.ClientSession, server: Server, key: str, drafts: list[dict[str, Any]]
+) -> None:
+    async with http.post(
+        f"{server.url}/v1/notifications",
+        data=io.BytesIO(json.dumps({"notifications": drafts}).encode()),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    ) as resp:
+        assert resp.status == 201, await resp.text()
+
+
+def _disconnect_codes(server: Server, user_id: str) -> list[int | None]:
+    codes = []
+    for line in server.stderr().splitlines():
+        if '"ws.disconnect"' in line:
+            entry = json.loads(line)
+            if entry.get("user_id") == user_id:
+                codes.append(entry.get("close_code"))
+    return codes
+
+
+async def _start(launcher: Launcher, tmp_path: Path) -> tuple[Server, str]:
+    db = tmp_path / "hostile.sqlite3"
+    server = await launcher.start(db, env=child_env(DIAGNOXIX_SECRET_KEY=SECRET))
+    _, key = await create_api_key(db)
+    return server, key
+
+
+async def test_history_asked_and_never_read_is_bounded_and_closed_1013(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    server, key = await _start(launcher, tmp_path)
+    # A page of history is then about 350 KB: a hundred notifications with 3 KB of data each.
+    bulky = {"note": "r" * 3000}
+    drafts = [{"user_id": "greedy", "title": f"n{i}", "message": "m", "data": bulky} for i in range(100)]
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        await _send_batch(http, server, key, drafts)
+        base = _rss_bytes(server.proc.pid)
+        socks = [
+            await asyncio.to_thread(_non_reading_socket, server.port, "greedy", v1=True) for _ in range(20)
+        ]
+        history = _client_frame('{"type":"history","limit":100}')
+        peak = base
+        try:
+            # 19 requests a second each, inside the frame-rate limit (200 per 10 s), for 4 s.
+            for _ in range(76):
+                for sock in socks:
+                    # OSError: closed by the server already, or its window is full.
+                    with contextlib.suppress(OSError):
+                        sock.send(history)
+                peak = max(peak, _rss_bytes(server.proc.pid))
+                await asyncio.sleep(1 / 19)
+            deadline = time.monotonic() + 10
+            while (await _stats(http, server))["connections"] > 0:
+                assert time.monotonic() < deadline, "non-reading connections were never released"
+                peak = max(peak, _rss_bytes(server.proc.pid))
+                await asyncio.sleep(0.1)
+        finally:
+            for sock in socks:
+                sock.close()
+    assert peak - base < 50 * MIB, f"RSS grew {(peak - base) / MIB:.0f} MiB"
+    await asyncio.sleep(0.2)  # the last disconnect lines reach the log
+    codes = _disconnect_codes(server, "greedy")
+    assert codes == [1013] * 20, codes
+
+
+async def test_a_client_that_stops_reading_is_released_and_nobody_waits_for_it(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    server, key = await _start(launcher, tmp_path)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        healthy = await http.ws_connect(f"{server.ws_url}?token={_token('healthy')}")
+        stalled = await asyncio.to_thread(_non_reading_socket, server.port, "stalled", v1=False)
+        try:
+            blob = {"note": "s" * 3300}
+
+            async def flood(user_id: str) -> None:
+                for batch in range(5):
+                    drafts = [
+                        {"user_id": user_id, "title": f"n{batch}-{i}", "message": "m", "data": blob}
+                        for i in range(1000)
+                    ]
+                    await _send_batch(http, server, key, drafts)
+
+            # The same flood for someone offline first: what handling it costs is not counted.
+            await flood("offline")
+            base = _rss_bytes(server.proc.pid)
+            # 5,000 notifications of 3.5 KB for the client that never reads.
+            await flood("stalled")
+            flooded = time.monotonic()
+            # Meanwhile another patient is served at once.
+            latencies = []
+            for i in range(20):
+                started = time.monotonic()
+                await _send_batch(
+                    http, server, key, [{"user_id": "healthy", "title": f"h{i}", "message": "m"}]
+                )
+                frame = await healthy.receive_json(timeout=2)
+                assert frame["title"] == f"h{i}"
+                latencies.append(time.monotonic() - started)
+            p99 = statistics.quantiles(latencies, n=100)[98]
+            assert p99 < 0.05, f"p99 {p99 * 1000:.1f} ms"
+            while (await _stats(http, server))["users_online"] > 1:
+                assert time.monotonic() - flooded < 10, "the stalled client was never released"
+                await asyncio.sleep(0.1)
+            # What it was sent (17 MB) was let go: at most its queue's limit (1 MiB) was ever held.
+            grown = _rss_bytes(server.proc.pid) - base
+            assert grown < 16 * MIB, f"RSS grew {grown / MIB:.0f} MiB"
+        finally:
+            stalled.close()
+            await healthy.close()
