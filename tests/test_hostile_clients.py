@@ -12,8 +12,11 @@ import contextlib
 import io
 import json
 import os
+import signal
 import socket
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -187,3 +190,43 @@ async def test_a_client_that_stops_reading_is_released_and_nobody_waits_for_it(
         finally:
             stalled.close()
             await healthy.close()
+
+
+# A patient's client that connects and then waits: stopped with SIGSTOP, it answers no ping.
+_SLEEPER = """
+import asyncio, sys, aiohttp
+async def main():
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(sys.argv[1], heartbeat=None, autoping=True) as ws:
+            print("connected", flush=True)
+            await asyncio.sleep(3600)
+asyncio.run(main())
+"""
+
+
+async def test_a_stopped_client_is_released_within_one_and_a_half_heartbeats(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    heartbeat = 2.0
+    db = tmp_path / "stopped.sqlite3"
+    env = child_env(DIAGNOXIX_SECRET_KEY=SECRET, DIAGNOXIX_WS_HEARTBEAT=str(heartbeat))
+    server = await launcher.start(db, env=env)
+    url = f"{server.ws_url}?token={_token('frozen')}"
+    sleeper = subprocess.Popen(
+        [sys.executable, "-c", _SLEEPER, url], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
+    )
+    try:
+        assert sleeper.stdout is not None
+        assert (await asyncio.to_thread(sleeper.stdout.readline)).strip() == b"connected"
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+            assert (await _stats(http, server))["connections"] == 1
+            sleeper.send_signal(signal.SIGSTOP)
+            stopped = time.monotonic()
+            while (await _stats(http, server))["connections"] > 0:
+                assert time.monotonic() - stopped < 1.5 * heartbeat + 0.5, "the stopped client was kept"
+                await asyncio.sleep(0.05)
+    finally:
+        sleeper.kill()
+        sleeper.wait(timeout=10)
+        if sleeper.stdout is not None:
+            sleeper.stdout.close()
