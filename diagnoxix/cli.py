@@ -30,7 +30,7 @@ from diagnoxix.models import format_timestamp
 from diagnoxix.rules import is_valid_user_id
 from diagnoxix.serving_tuning import tune_for_serving
 from diagnoxix.store.opening import open_store
-from diagnoxix.store.protocols import Store
+from diagnoxix.store.protocols import Store, StoreError
 
 log = logging.getLogger("diagnoxix")
 T = TypeVar("T")
@@ -124,6 +124,12 @@ async def _token(store: Store, settings: Settings, user_id: str, ttl: int | None
     return minted.token
 
 
+def _fail(message: str) -> int:
+    """An ordinary start-up problem: one line an operator can act on, no traceback."""
+    print(f"run.py: {message}", file=sys.stderr)
+    return 1
+
+
 def _serve(settings: Settings) -> int:
     configure_logging(settings.log_level, as_json=settings.log_json)
     if settings.dev:
@@ -133,21 +139,36 @@ def _serve(settings: Settings) -> int:
     log.info(
         "server.start", extra={"host": settings.host, "port": settings.port, "db": str(settings.db_path)}
     )
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        **runner_options(),
-        print=lambda *_: print(
-            f"Diagnoxix Notify on http://{settings.host}:{settings.port}"
-            f"{' (dev mode)' if settings.dev else ''}; Ctrl+C to stop",
-            flush=True,
-        ),
-    )
+    try:
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            **runner_options(),
+            print=lambda *_: print(
+                f"Diagnoxix Notify on http://{settings.host}:{settings.port}"
+                f"{' (dev mode)' if settings.dev else ''}; Ctrl+C to stop",
+                flush=True,
+            ),
+        )
+    except StoreError as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        # Binding the port: in use, or a privileged port without the right to it.
+        return _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
     return 0
 
 
 def main(argv: Sequence[str]) -> int:
+    try:
+        return _main(argv)
+    except StoreError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+
+
+def _main(argv: Sequence[str]) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:

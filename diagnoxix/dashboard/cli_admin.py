@@ -32,8 +32,14 @@ def add_admin_parser(commands: Any, db_option: argparse.ArgumentParser) -> None:
 def _read_password(from_stdin: bool) -> str | None:
     if from_stdin:
         return sys.stdin.readline().rstrip("\r\n")
-    first = getpass.getpass("Password: ")
-    if getpass.getpass("Password again: ") != first:
+    try:
+        first = getpass.getpass("Password: ")
+        again = getpass.getpass("Password again: ")
+    except EOFError:
+        # No terminal and nothing piped in (a script without --password-stdin).
+        print("No password given: type it at the prompt, or pipe it with --password-stdin.", file=sys.stderr)
+        return None
+    if again != first:
         print("The passwords do not match.", file=sys.stderr)
         return None
     return first

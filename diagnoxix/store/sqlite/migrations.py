@@ -9,12 +9,13 @@ from pathlib import Path
 import aiosqlite
 
 from diagnoxix.config import REPO_ROOT
+from diagnoxix.store.protocols import StoreError
 
 MIGRATIONS_DIR = REPO_ROOT / "db" / "migrations"
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
-class MigrationError(RuntimeError):
+class MigrationError(StoreError):
     """The database is newer than this code, or a migration file is misnamed."""
 
 

@@ -94,6 +94,15 @@ class SqliteStore(NotificationReads, StaffQueries):
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
+        """Raises StoreError, with a message an operator can act on, when the file cannot be used."""
+        try:
+            await self._open()
+        except (OSError, sqlite3.Error) as exc:
+            # A directory that cannot be written, a path through a file, a corrupt database file.
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise StoreError(f"cannot open the database {self._path}: {reason}") from None
+
+    async def _open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         if self._exclusive:
             self._take_lock()
