@@ -12,6 +12,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from diagnoxix.rules import BROADCAST_TTL_SECONDS, MIN_TOKEN_TTL_SECONDS
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DB_PATH = REPO_ROOT / "db" / "diagnoxix.sqlite3"
 DEFAULT_PORT = 7556  # the seed guide's port; clients and scripts rely on it
@@ -146,7 +148,7 @@ def settings_from_env(env: Mapping[str, str], base: Settings | None = None) -> S
         changes["allowed_origins"] = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
     if (raw := env.get("DIAGNOXIX_TOKEN_TTL")) is not None:
         changes["token_ttl_seconds"] = _parse_int(
-            "DIAGNOXIX_TOKEN_TTL", raw, minimum=10, maximum=settings.token_max_ttl_seconds
+            "DIAGNOXIX_TOKEN_TTL", raw, minimum=MIN_TOKEN_TTL_SECONDS, maximum=settings.token_max_ttl_seconds
         )
     if (raw := env.get("DIAGNOXIX_WS_HEARTBEAT")) is not None:
         changes["ws_heartbeat_seconds"] = _parse_float("DIAGNOXIX_WS_HEARTBEAT", raw, minimum=1.0)
@@ -163,7 +165,10 @@ def settings_from_env(env: Mapping[str, str], base: Settings | None = None) -> S
         changes["retention_days"] = _parse_retention(raw, settings.retention_days)
     if (raw := env.get("DIAGNOXIX_BROADCAST_TTL")) is not None:
         changes["broadcast_ttl_seconds"] = _parse_int(
-            "DIAGNOXIX_BROADCAST_TTL", raw, minimum=60, maximum=10 * 365 * 24 * 3600
+            "DIAGNOXIX_BROADCAST_TTL",
+            raw,
+            minimum=BROADCAST_TTL_SECONDS.minimum,
+            maximum=BROADCAST_TTL_SECONDS.maximum,
         )
     if (raw := env.get("DIAGNOXIX_PURGE_INTERVAL")) is not None:
         changes["purge_interval_seconds"] = _parse_float("DIAGNOXIX_PURGE_INTERVAL", raw, minimum=1.0)

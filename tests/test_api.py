@@ -170,6 +170,15 @@ async def test_broadcast_reports_every_field_problem_and_stores_nothing(service:
     assert service.app[STORE].counts().stored == 0
 
 
+async def test_a_broadcast_ttl_or_message_of_the_wrong_type_is_a_field_error(service: Service) -> None:
+    # A ttl that is not a number once reached the draft check as is (a 500); `false` was no message.
+    body = {"title": "Maintenance", "ttl": "1h", "message": False, "priority": ""}
+    resp = await service.client.post("/v1/broadcasts", json=body, headers=service.auth())
+    err = await _error(resp, 422, "validation_failed")
+    assert set(err["details"]) == {"ttl", "message", "priority"}
+    assert service.app[STORE].counts().stored == 0
+
+
 async def test_batch_over_1000_is_refused(service: Service) -> None:
     items = [{"user_id": "u1", "title": "t"} for _ in range(1001)]
     resp = await service.client.post(

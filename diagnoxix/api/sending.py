@@ -18,27 +18,25 @@ from diagnoxix.api.common import (
     invalid,
     read_json,
     read_json_object,
-    reject_unknown,
     require_api_key,
     store_unavailable,
 )
 from diagnoxix.api.openapi import openapi_document
 from diagnoxix.api.users import setup_user_routes
-from diagnoxix.delivery.service import validated_draft
 from diagnoxix.errors import ApiError
 from diagnoxix.keys import HUB, SERVICE, SETTINGS, STARTED_AT, STORE
-from diagnoxix.models import BROADCAST_RECIPIENT, ApiKey, Notification
+from diagnoxix.models import ApiKey, Notification
 from diagnoxix.rules import (
     MAX_BATCH,
+    MAX_IDEMPOTENCY_KEY_CHARS,
     FieldErrors,
+    is_valid_idempotency_key,
+    parse_broadcast,
     parse_draft,
 )
 from diagnoxix.store.protocols import IdempotencyClaim, IdempotencyConflict, StoreError
 
 log = logging.getLogger("diagnoxix.api")
-
-# Idempotency keys are opaque client strings (usually UUIDs); bounded so they stay index-friendly.
-MAX_IDEMPOTENCY_KEY_CHARS = 255
 
 
 def _delivery_state(request: web.Request, note: Notification) -> str:
@@ -119,11 +117,11 @@ def _idempotency_key(request: web.Request) -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
-    if not key or len(key) > MAX_IDEMPOTENCY_KEY_CHARS or not key.isprintable():
+    if not is_valid_idempotency_key(key):
         raise ApiError(
             400,
             "invalid_idempotency_key",
-            f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_CHARS} printable characters",
+            f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters",
         )
     return key
 
@@ -216,25 +214,11 @@ async def send_broadcast(request: web.Request) -> web.Response:
     api_key = await require_api_key(request)
     payload = await read_json_object(request)
     errors = FieldErrors()
-    reject_unknown(payload, {"title", "message", "data", "type", "priority", "ttl"}, errors)
-    ttl = payload.get("ttl")
-    max_ttl = 10 * 365 * 24 * 3600
-    if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or not 60 <= ttl <= max_ttl):
-        errors.add("ttl", f"must be an integer from 60 to {max_ttl} seconds")
+    draft = parse_broadcast(payload, errors)
+    if draft is None:
+        raise invalid(errors)
     try:
-        draft = validated_draft(
-            BROADCAST_RECIPIENT,
-            payload.get("type", "system"),
-            payload.get("title", ""),
-            payload.get("message") or "",
-            payload.get("data"),
-            payload.get("priority") or "normal",
-            ttl,
-            errors=errors,
-        )
         (note,) = await request.app[SERVICE].send([draft])
-    except FieldErrors as invalid_fields:
-        raise invalid(invalid_fields) from None
     except StoreError as exc:
         raise store_unavailable(exc) from None
     recipients = request.app[HUB].connection_count
