@@ -11,6 +11,7 @@ from aiohttp import web
 
 from diagnoxix.api.openapi import openapi_document
 from diagnoxix.keys import API_KEYS, STORE
+from diagnoxix_client import NotifyClient
 
 from .conftest import Service
 
@@ -266,6 +267,17 @@ async def test_history_is_newest_first_with_a_cursor_and_per_user(service: Servi
         if cursor is None:
             break
     assert titles == [f"a{i}" for i in reversed(range(7))]
+
+
+async def test_the_python_client_pages_history_with_the_integer_cursor(service: Service) -> None:
+    for i in range(3):
+        await service.send("carl", f"c{i}")
+    async with NotifyClient(str(service.client.make_url("/")), service.api_key) as notify:
+        first = await notify.history("carl", limit=2)
+        assert type(first["next_cursor"]) is int
+        rest = await notify.history("carl", limit=2, before=first["next_cursor"])
+    assert [n["title"] for n in first["notifications"] + rest["notifications"]] == ["c2", "c1", "c0"]
+    assert rest["next_cursor"] is None
 
 
 async def test_history_requires_a_key_and_validates(service: Service) -> None:

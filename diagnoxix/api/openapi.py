@@ -111,13 +111,13 @@ def openapi_document() -> dict[str, Any]:
                         {
                             "name": "limit",
                             "in": "query",
-                            "schema": {"type": "integer", "minimum": 1, "maximum": 200},
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 100},
                         },
                         {
                             "name": "before",
                             "in": "query",
                             "description": "next_cursor of the previous page",
-                            "schema": {"type": "string"},
+                            "schema": {"type": "integer", "minimum": 1},
                         },
                     ],
                     "responses": {
@@ -353,7 +353,7 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "properties": {
                 "notifications": {"type": "array", "items": _ref("Notification")},
-                "next_cursor": {"type": ["string", "null"]},
+                "next_cursor": {"type": ["integer", "null"]},
             },
         },
         "TokenInput": {

@@ -30,12 +30,14 @@ from diagnoxix.rules import (
     check_user_id,
     ids_problem,
     is_type_name,
+    next_cursor,
     token_ttl_seconds,
 )
 
 
 async def user_notifications(request: web.Request) -> web.Response:
-    """Newest first, cursor-paginated; `type=` and `unread=true` filter."""
+    """Newest first, cursor-paginated (`next_cursor` is an integer seq, as over the socket);
+    `type=` and `unread=true` filter."""
     user_id = path_user_id(request)
     await authorize_user(request, user_id)
     limit = int_param(request, "limit", DEFAULT_HISTORY_PAGE, HISTORY_PAGE)
@@ -50,8 +52,9 @@ async def user_notifications(request: web.Request) -> web.Response:
     notes = await request.app[STORE].history(
         user_id, before_seq=before, limit=limit, type=kind, unread_only=unread == "true"
     )
-    next_cursor = str(notes[-1].seq) if len(notes) == limit else None
-    return web.json_response({"notifications": [n.to_api() for n in notes], "next_cursor": next_cursor})
+    return web.json_response(
+        {"notifications": [n.to_api() for n in notes], "next_cursor": next_cursor(notes, limit)}
+    )
 
 
 async def mark_read(request: web.Request) -> web.Response:
