@@ -185,7 +185,8 @@ async def test_batch_over_1000_is_refused(service: Service) -> None:
     resp = await service.client.post(
         "/v1/notifications", json={"notifications": items}, headers=service.auth()
     )
-    await _error(resp, 413, "batch_too_large")
+    err = await _error(resp, 422, "batch_too_large")
+    assert set(err["details"]) == {"notifications"}
     resp = await service.client.post("/v1/notifications", json={"notifications": []}, headers=service.auth())
     await _error(resp, 422, "validation_failed")
 
@@ -337,7 +338,7 @@ async def test_openapi_describes_exactly_the_served_routes(service: Service) -> 
     resp = await service.client.get("/v1/openapi.json")
     assert resp.status == 200
     doc = await resp.json()
-    assert doc == openapi_document()
+    assert doc == openapi_document(service.settings)
     served: set[tuple[str, str]] = set()
     for route in service.app.router.routes():
         # Static files (the browser SDK) are not part of the API.
@@ -351,6 +352,45 @@ async def test_openapi_describes_exactly_the_served_routes(service: Service) -> 
         served.add((route.method.lower(), path))
     documented = {(method, path) for path, ops in doc["paths"].items() for method in ops}
     assert served == documented
+
+
+# A valid body for each route that takes one.
+_BODIES: dict[str, dict[str, Any]] = {
+    "/v1/ws/test-notification": {"user_id": "u1", "title": "t"},
+    "/v1/notifications": {"user_id": "u1", "title": "t"},
+    "/v1/broadcasts": {"title": "t"},
+    "/v1/users/{user_id}/notifications/read": {"ids": ["n1"]},
+    "/v1/tokens": {"user_id": "u1"},
+}
+
+
+async def test_a_store_that_cannot_answer_is_a_documented_503_on_every_route_with_a_key(
+    service: Service,
+) -> None:
+    doc = openapi_document(service.settings)
+    await service.app[STORE].close()  # as at shutdown: the API key check itself cannot run
+    checked = 0
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            if {"apiKey": []} not in operation.get("security", []):
+                continue
+            url = path.replace("{user_id}", "u1")
+            resp = await service.client.request(method, url, json=_BODIES.get(path), headers=service.auth())
+            await _error(resp, 503, "shutting_down")
+            assert "503" in operation["responses"], (method, path)
+            checked += 1
+    assert checked == 10
+
+
+async def test_the_document_states_the_servers_own_token_ceiling(make_service: Any) -> None:
+    svc: Service = await make_service(token_max_ttl_seconds=900)
+    doc = await (await svc.client.get("/v1/openapi.json")).json()
+    ttl = doc["components"]["schemas"]["TokenInput"]["properties"]["ttl"]
+    assert (ttl["minimum"], ttl["maximum"]) == (10, 900)
+    resp = await svc.client.post("/v1/tokens", json={"user_id": "u1", "ttl": 901}, headers=svc.auth())
+    await _error(resp, 422, "validation_failed")
+    resp = await svc.client.post("/v1/tokens", json={"user_id": "u1", "ttl": 900.0}, headers=svc.auth())
+    assert resp.status == 201  # 900.0 is the integer 900 to JSON Schema, so to the server too
 
 
 async def test_audit_log_records_sends_and_is_append_only(service: Service) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from diagnoxix.auth import API_KEY_PREFIX, InvalidCredentials
 from diagnoxix.errors import ApiError
@@ -100,6 +102,23 @@ def store_unavailable(exc: StoreError) -> ApiError:
     if isinstance(exc, StoreClosed):
         return ApiError(503, "shutting_down", "the server is shutting down; retry shortly")
     return ApiError(503, "store_unavailable", "the notification could not be stored; retry shortly")
+
+
+def store_errors_as_503(handler: Handler) -> Handler:
+    """The handler, with a store that cannot answer (shutting down, busy) turned into a 503.
+
+    Every API route reads or writes the store, if only to check an API key, and a database
+    hiccup is the server's to retry later, never a 500.
+    """
+
+    @functools.wraps(handler)
+    async def answered(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except StoreError as exc:
+            raise store_unavailable(exc) from None
+
+    return answered
 
 
 def reject_unknown(payload: dict[str, Any], known: set[str], errors: FieldErrors) -> None:

@@ -15,6 +15,7 @@ from diagnoxix.api.common import (
     read_json_object,
     reject_unknown,
     require_api_key,
+    store_errors_as_503,
 )
 from diagnoxix.errors import ApiError
 from diagnoxix.keys import HUB, SERVICE, STORE, TOKENS
@@ -119,9 +120,9 @@ async def mint_token(request: web.Request) -> web.Response:
     reject_unknown(payload, {"user_id", "ttl"}, errors)
     user_id = check_user_id(payload.get("user_id"), "user_id", errors)
     tokens = request.app[TOKENS]
-    ttl = payload.get("ttl")
     lifetime = token_ttl_seconds(tokens.max_ttl)
-    if ttl is not None and not lifetime.admits(ttl):
+    ttl = payload.get("ttl")
+    if ttl is not None and (ttl := lifetime.integer(ttl)) is None:
         errors.add("ttl", f"must be {lifetime.text} seconds")
     if errors:
         raise invalid(errors)
@@ -134,10 +135,11 @@ async def mint_token(request: web.Request) -> web.Response:
 
 
 def setup_user_routes(app: web.Application) -> None:
-    app.router.add_get("/v1/users/{user_id}/notifications", user_notifications)
-    app.router.add_post("/v1/users/{user_id}/notifications/read", mark_read)
-    app.router.add_post("/v1/users/{user_id}/notifications/read-all", mark_all_read)
-    app.router.add_get("/v1/users/{user_id}/unread-count", unread_count)
-    app.router.add_get("/v1/users/{user_id}/presence", user_presence)
-    app.router.add_get("/v1/presence", presence)
-    app.router.add_post("/v1/tokens", mint_token)
+    router = app.router
+    router.add_get("/v1/users/{user_id}/notifications", store_errors_as_503(user_notifications))
+    router.add_post("/v1/users/{user_id}/notifications/read", store_errors_as_503(mark_read))
+    router.add_post("/v1/users/{user_id}/notifications/read-all", store_errors_as_503(mark_all_read))
+    router.add_get("/v1/users/{user_id}/unread-count", store_errors_as_503(unread_count))
+    router.add_get("/v1/users/{user_id}/presence", store_errors_as_503(user_presence))
+    router.add_get("/v1/presence", store_errors_as_503(presence))
+    router.add_post("/v1/tokens", store_errors_as_503(mint_token))

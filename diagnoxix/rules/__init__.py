@@ -22,7 +22,6 @@ from diagnoxix.rules.drafts import (
 from diagnoxix.rules.fields import Bounds, FieldErrors
 from diagnoxix.rules.notification import (
     BATCH_ITEMS,
-    MAX_BATCH,
     MAX_DATA_BYTES,
     MAX_MESSAGE_CHARS,
     MAX_REFERENCE_CHARS,
@@ -88,7 +87,6 @@ __all__ = [
     "HISTORY_PAGE",
     "IDEMPOTENCY_KEY_REGEX",
     "MAX_API_KEY_NAME_CHARS",
-    "MAX_BATCH",
     "MAX_DATA_BYTES",
     "MAX_IDEMPOTENCY_KEY_CHARS",
     "MAX_ID_CHARS",

@@ -103,17 +103,16 @@ def parse_broadcast(payload: dict[str, Any], errors: FieldErrors) -> Notificatio
     """A broadcast: a notification without a recipient, of type `system` unless it names one, with
     an optional `ttl` (seconds it still reaches users who connect later)."""
     unknown = _unknown_fields(payload, BROADCAST_FIELDS, "", errors)
-    ttl = payload.get("ttl")
-    ttl_ok = ttl is None or BROADCAST_TTL_SECONDS.admits(ttl)
+    raw_ttl = payload.get("ttl")
+    ttl = BROADCAST_TTL_SECONDS.integer(raw_ttl)
+    ttl_ok = raw_ttl is None or ttl is not None
     if not ttl_ok:
         errors.add("ttl", f"must be {BROADCAST_TTL_SECONDS.text} seconds")
     content = _content(payload, "", errors, "system")
     if unknown or not ttl_ok or content is None:
         return None
     kind, title, message, (data, data_json), priority = content
-    return NotificationDraft(
-        BROADCAST_RECIPIENT, kind, title, message, data, priority, cast("int | None", ttl), data_json
-    )
+    return NotificationDraft(BROADCAST_RECIPIENT, kind, title, message, data, priority, ttl, data_json)
 
 
 def validated_draft(

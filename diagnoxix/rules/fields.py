@@ -40,11 +40,17 @@ class Bounds:
     def text(self) -> str:
         return f"an integer from {self.minimum} to {self.maximum}"
 
+    def integer(self, value: object) -> int | None:
+        """A JSON integer in range, or None. As JSON Schema reads JSON, `5.0` is the integer 5;
+        `true` is an int to Python, never to a client."""
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and self.minimum <= value <= self.maximum:
+            return value
+        return None
+
     def admits(self, value: object) -> bool:
-        """A JSON integer in range (`true` is an int to Python, never to a client)."""
-        return (
-            isinstance(value, int) and not isinstance(value, bool) and self.minimum <= value <= self.maximum
-        )
+        return self.integer(value) is not None
 
     def parse(self, raw: str) -> int | None:
         """The value of ASCII decimal digits in range, or None (a sign, a space, "²" or an overlong

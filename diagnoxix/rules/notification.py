@@ -73,7 +73,6 @@ MAX_DATA_BYTES = 16 * 1024
 # A batch commits in one transaction: a thousand is the largest a clinic's nightly reminder run
 # needs per request, and its reply (a thousand notifications) stays a few MB.
 BATCH_ITEMS = Bounds(1, 1000)
-MAX_BATCH = BATCH_ITEMS.maximum
 # Reference ids (appointment, analysis) and test names given to the typed senders are short
 # identifiers, not documents.
 MAX_REFERENCE_CHARS = 128

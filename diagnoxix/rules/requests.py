@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from diagnoxix.models import Notification
 from diagnoxix.rules.fields import Bounds
+from diagnoxix.rules.notification import BATCH_ITEMS
 
 # Seqs (and the dashboard's audit ids) are SQLite integers, signed 64-bit; a larger number is no
 # seq, and binding it would overflow. 2**62 leaves the store decades of headroom below the edge.
@@ -34,9 +35,8 @@ DEFAULT_PRESENCE_PAGE = 1000
 
 # Notification ids are UUIDs (36 characters); 64 allows another id form without allowing essays.
 MAX_ID_CHARS = 64
-# Ids marked read in one HTTP request: a whole batch (`MAX_BATCH`), so a service can mark what it
-# sent in one call.
-READ_IDS = Bounds(1, 1000)
+# Ids marked read in one HTTP request: a whole batch, so a service can mark what it sent in one call.
+READ_IDS = Bounds(1, BATCH_ITEMS.maximum)
 # Ids in one WebSocket `ack` or `read` frame: 200 ids of 64 characters (about 13.4 KB of JSON) fit
 # the 16 KiB a client frame may have (`ws_max_client_frame_bytes`), and a replay page is smaller.
 FRAME_IDS = Bounds(1, 200)

@@ -272,10 +272,9 @@ async def _await_hello(
                 frame = decode(msg)
                 kind = frame.get("type") if frame is not None else None
                 if frame is not None and kind == "hello":
-                    since, epoch = frame.get("since"), frame.get("epoch")
-                    if (since is None or SINCE_SEQ.admits(since)) and (
-                        epoch is None or is_valid_epoch(epoch)
-                    ):
+                    raw_since, epoch = frame.get("since"), frame.get("epoch")
+                    since = SINCE_SEQ.integer(raw_since)
+                    if (raw_since is None or since is not None) and (epoch is None or is_valid_epoch(epoch)):
                         return since, epoch
                     await conn.send_direct(
                         frames.error(

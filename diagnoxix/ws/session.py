@@ -172,9 +172,9 @@ class Session:
         limit = frame.get("limit", DEFAULT_HISTORY_PAGE)
         kind = frame.get("filter_type")
         unread = frame.get("unread", False)
-        if before is not None and not CURSOR_SEQ.admits(before):
+        if before is not None and (before := CURSOR_SEQ.integer(before)) is None:
             raise FrameError("invalid_history", "before must be a positive seq (a next_cursor)")
-        if not HISTORY_PAGE.admits(limit):
+        if (limit := HISTORY_PAGE.integer(limit)) is None:
             raise FrameError("invalid_history", f"limit must be {HISTORY_PAGE.text}")
         if kind is not None and not is_type_name(kind):
             raise FrameError("invalid_history", "filter_type must be a notification type")
