@@ -67,7 +67,8 @@ _ERROR_NAMES = {
     429: "TooManyConnections",
     503: "Unavailable",
 }
-# What every route reached with a body can answer; what needs a credential the store checks.
+# Statuses shared by kinds of route: those that read a JSON body; those behind an API key (checked
+# against the store, so 503 too); those behind an API key or the user's own token.
 _BODY = (400, 413, 415, 422)
 _API_KEY = (401, 503)
 _USER = (401, 403, 503)
