@@ -27,7 +27,7 @@ from diagnoxix.config import ConfigError, Settings, settings_from_env
 from diagnoxix.dashboard.cli_admin import add_admin_parser, run_admin
 from diagnoxix.logs import configure_logging
 from diagnoxix.models import format_timestamp
-from diagnoxix.rules import is_valid_user_id
+from diagnoxix.rules import MAX_API_KEY_NAME_CHARS, USER_ID_SHAPE, is_valid_user_id, token_ttl_seconds
 from diagnoxix.serving_tuning import tune_for_serving
 from diagnoxix.store.opening import open_store
 from diagnoxix.store.protocols import Store, StoreError
@@ -181,16 +181,17 @@ def _main(argv: Sequence[str]) -> int:
         return run_admin(args, settings)
     if args.command == "token":
         if not is_valid_user_id(args.user_id):
-            parser.error("USER_ID must be 1-128 characters of letters, digits and . _ : @ -")
-        if args.ttl is not None and not 10 <= args.ttl <= settings.token_max_ttl_seconds:
-            parser.error(f"--ttl must be between 10 and {settings.token_max_ttl_seconds} seconds")
+            parser.error(f"USER_ID must be {USER_ID_SHAPE}")
+        lifetime = token_ttl_seconds(settings.token_max_ttl_seconds)
+        if args.ttl is not None and not lifetime.admits(args.ttl):
+            parser.error(f"--ttl must be {lifetime.text} seconds")
         token = asyncio.run(_with_store(settings, lambda s: _token(s, settings, args.user_id, args.ttl)))
         print(token)
         return 0
     if args.apikey_command == "create":
         name = args.name.strip()
-        if not name or len(name) > 100:
-            parser.error("NAME must be 1-100 characters")
+        if not name or len(name) > MAX_API_KEY_NAME_CHARS:
+            parser.error(f"NAME must be 1-{MAX_API_KEY_NAME_CHARS} characters")
         secret = asyncio.run(_with_store(settings, lambda s: _apikey_create(s, name)))
         print(secret)
         return 0

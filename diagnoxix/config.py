@@ -12,6 +12,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from diagnoxix.rules import BROADCAST_TTL_SECONDS, MIN_TOKEN_TTL_SECONDS
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DB_PATH = REPO_ROOT / "db" / "diagnoxix.sqlite3"
 DEFAULT_PORT = 7556  # the seed guide's port; clients and scripts rely on it
@@ -177,7 +179,7 @@ def _origins(_name: str, raw: str, _current: Settings) -> tuple[str, ...]:
 
 
 def _token_ttl(name: str, raw: str, current: Settings) -> int:
-    return _parse_int(name, raw, minimum=10, maximum=current.token_max_ttl_seconds)
+    return _parse_int(name, raw, minimum=MIN_TOKEN_TTL_SECONDS, maximum=current.token_max_ttl_seconds)
 
 
 def _synchronous(name: str, raw: str, _current: Settings) -> str:
@@ -213,7 +215,11 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
     EnvSetting("DIAGNOXIX_WS_WRITE_TIMEOUT", "ws_write_timeout_seconds", _seconds(1.0)),
     EnvSetting("DIAGNOXIX_SQLITE_SYNCHRONOUS", "sqlite_synchronous", _synchronous),
     EnvSetting("DIAGNOXIX_RETENTION_DAYS", "retention_days", _retention),
-    EnvSetting("DIAGNOXIX_BROADCAST_TTL", "broadcast_ttl_seconds", _whole(60, 10 * 365 * 24 * 3600)),
+    EnvSetting(
+        "DIAGNOXIX_BROADCAST_TTL",
+        "broadcast_ttl_seconds",
+        _whole(BROADCAST_TTL_SECONDS.minimum, BROADCAST_TTL_SECONDS.maximum),
+    ),
     EnvSetting("DIAGNOXIX_PURGE_INTERVAL", "purge_interval_seconds", _seconds(1.0)),
     EnvSetting("DIAGNOXIX_LOG_LEVEL", "log_level", _upper),
     EnvSetting("DIAGNOXIX_LOG_JSON", "log_json", _flag),

@@ -123,12 +123,14 @@ class NotifyClient:
         return dict(await self._call("POST", "/v1/tokens", body))
 
     async def history(
-        self, user_id: str, *, before: str | None = None, limit: int = 50, type: str | None = None,
+        self, user_id: str, *, before: int | None = None, limit: int = 50, type: str | None = None,
         unread: bool = False,
     ) -> dict[str, Any]:  # fmt: skip
-        query = (
-            f"?limit={limit}" + (f"&before={before}" if before else "") + (f"&type={type}" if type else "")
-        )
+        """A page, newest first: `{"notifications": [...], "next_cursor": seq or None}`; pass
+        `next_cursor` (an integer seq) as `before` for the next page."""
+        query = f"?limit={limit}"
+        query += f"&before={before}" if before is not None else ""
+        query += f"&type={type}" if type else ""
         query += "&unread=true" if unread else ""
         return dict(await self._call("GET", f"/v1/users/{user_id}/notifications{query}"))
 

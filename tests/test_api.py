@@ -11,6 +11,7 @@ from aiohttp import web
 
 from diagnoxix.api.openapi import openapi_document
 from diagnoxix.keys import API_KEYS, STORE
+from diagnoxix_client import NotifyClient
 
 from .conftest import Service
 
@@ -170,12 +171,22 @@ async def test_broadcast_reports_every_field_problem_and_stores_nothing(service:
     assert (await service.app[STORE].counts()).stored == 0
 
 
+async def test_a_broadcast_ttl_or_message_of_the_wrong_type_is_a_field_error(service: Service) -> None:
+    # A ttl that is not a number once reached the draft check as is (a 500); `false` was no message.
+    body = {"title": "Maintenance", "ttl": "1h", "message": False, "priority": ""}
+    resp = await service.client.post("/v1/broadcasts", json=body, headers=service.auth())
+    err = await _error(resp, 422, "validation_failed")
+    assert set(err["details"]) == {"ttl", "message", "priority"}
+    assert (await service.app[STORE].counts()).stored == 0
+
+
 async def test_batch_over_1000_is_refused(service: Service) -> None:
     items = [{"user_id": "u1", "title": "t"} for _ in range(1001)]
     resp = await service.client.post(
         "/v1/notifications", json={"notifications": items}, headers=service.auth()
     )
-    await _error(resp, 413, "batch_too_large")
+    err = await _error(resp, 422, "batch_too_large")
+    assert set(err["details"]) == {"notifications"}
     resp = await service.client.post("/v1/notifications", json={"notifications": []}, headers=service.auth())
     await _error(resp, 422, "validation_failed")
 
@@ -259,6 +270,17 @@ async def test_history_is_newest_first_with_a_cursor_and_per_user(service: Servi
     assert titles == [f"a{i}" for i in reversed(range(7))]
 
 
+async def test_the_python_client_pages_history_with_the_integer_cursor(service: Service) -> None:
+    for i in range(3):
+        await service.send("carl", f"c{i}")
+    async with NotifyClient(str(service.client.make_url("/")), service.api_key) as notify:
+        first = await notify.history("carl", limit=2)
+        assert type(first["next_cursor"]) is int
+        rest = await notify.history("carl", limit=2, before=first["next_cursor"])
+    assert [n["title"] for n in first["notifications"] + rest["notifications"]] == ["c2", "c1", "c0"]
+    assert rest["next_cursor"] is None
+
+
 async def test_history_requires_a_key_and_validates(service: Service) -> None:
     await _error(await service.client.get("/v1/users/alice/notifications"), 401, "credentials_required")
     resp = await service.client.get("/v1/users/alice/notifications?limit=0", headers=service.auth())
@@ -316,7 +338,7 @@ async def test_openapi_describes_exactly_the_served_routes(service: Service) -> 
     resp = await service.client.get("/v1/openapi.json")
     assert resp.status == 200
     doc = await resp.json()
-    assert doc == openapi_document()
+    assert doc == openapi_document(service.settings)
     served: set[tuple[str, str]] = set()
     for route in service.app.router.routes():
         # Static files (the browser SDK) are not part of the API.
@@ -330,6 +352,45 @@ async def test_openapi_describes_exactly_the_served_routes(service: Service) -> 
         served.add((route.method.lower(), path))
     documented = {(method, path) for path, ops in doc["paths"].items() for method in ops}
     assert served == documented
+
+
+# A valid body for each route that takes one.
+_BODIES: dict[str, dict[str, Any]] = {
+    "/v1/ws/test-notification": {"user_id": "u1", "title": "t"},
+    "/v1/notifications": {"user_id": "u1", "title": "t"},
+    "/v1/broadcasts": {"title": "t"},
+    "/v1/users/{user_id}/notifications/read": {"ids": ["n1"]},
+    "/v1/tokens": {"user_id": "u1"},
+}
+
+
+async def test_a_store_that_cannot_answer_is_a_documented_503_on_every_route_with_a_key(
+    service: Service,
+) -> None:
+    doc = openapi_document(service.settings)
+    await service.app[STORE].close()  # as at shutdown: the API key check itself cannot run
+    checked = 0
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            if {"apiKey": []} not in operation.get("security", []):
+                continue
+            url = path.replace("{user_id}", "u1")
+            resp = await service.client.request(method, url, json=_BODIES.get(path), headers=service.auth())
+            await _error(resp, 503, "shutting_down")
+            assert "503" in operation["responses"], (method, path)
+            checked += 1
+    assert checked == 10
+
+
+async def test_the_document_states_the_servers_own_token_ceiling(make_service: Any) -> None:
+    svc: Service = await make_service(token_max_ttl_seconds=900)
+    doc = await (await svc.client.get("/v1/openapi.json")).json()
+    ttl = doc["components"]["schemas"]["TokenInput"]["properties"]["ttl"]
+    assert (ttl["minimum"], ttl["maximum"]) == (10, 900)
+    resp = await svc.client.post("/v1/tokens", json={"user_id": "u1", "ttl": 901}, headers=svc.auth())
+    await _error(resp, 422, "validation_failed")
+    resp = await svc.client.post("/v1/tokens", json={"user_id": "u1", "ttl": 900.0}, headers=svc.auth())
+    assert resp.status == 201  # 900.0 is the integer 900 to JSON Schema, so to the server too
 
 
 async def test_audit_log_records_sends_and_is_append_only(service: Service) -> None:

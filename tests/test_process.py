@@ -204,7 +204,7 @@ async def test_acknowledged_notifications_survive_kill_9_and_arrive_once_in_orde
     assert await server.crash() == -signal.SIGKILL
 
     restarted = await launcher.start(db_path)
-    history_url = f"{restarted.url}/v1/users/{patient}/notifications?limit=200"
+    history_url = f"{restarted.url}/v1/users/{patient}/notifications?limit=100"
     async with http.get(history_url, headers=bearer(key)) as resp:
         assert resp.status == 200, await resp.text()
         stored = (await resp.json())["notifications"]

@@ -234,6 +234,37 @@ async def test_history_over_the_socket_with_filters(service: Service) -> None:
     await ws.close()
 
 
+async def test_history_pages_alike_over_http_and_the_socket(service: Service) -> None:
+    for i in range(5):
+        await service.send("pia", f"n{i}")
+    ws, _, _ = await _welcome(service, "pia", since=5)
+    url = "/v1/users/pia/notifications"
+    cursor: int | None = None
+    for expected in (["n4", "n3"], ["n2", "n1"], ["n0"]):
+        resp = await service.client.get(
+            url, params={"limit": 2, **({"before": cursor} if cursor else {})}, headers=service.auth()
+        )
+        over_http = await resp.json()
+        await ws.send_json({"type": "history", "limit": 2, "before": cursor})
+        over_socket = await _next(ws, "history")
+        ids = [n["id"] for n in over_http["notifications"]]
+        assert [n["title"] for n in over_http["notifications"]] == expected
+        assert [n["id"] for n in over_socket["notifications"]] == ids
+        # One cursor: an integer seq (the page's last) or null, the same over both.
+        assert over_http["next_cursor"] == over_socket["next_cursor"]
+        cursor = over_http["next_cursor"]
+        assert cursor is None or type(cursor) is int
+    assert cursor is None
+    # One page maximum too.
+    ok = await service.client.get(url, params={"limit": 100}, headers=service.auth())
+    assert ok.status == 200
+    too_many = await service.client.get(url, params={"limit": 101}, headers=service.auth())
+    assert (await too_many.json())["error"]["code"] == "invalid_limit"
+    await ws.send_json({"type": "history", "limit": 101})
+    assert (await _next(ws, "error"))["error"]["code"] == "invalid_history"
+    await ws.close()
+
+
 async def test_history_over_http_with_the_users_own_token(service: Service) -> None:
     await service.send("kim", "mine", type="lab_result_ready")
     await service.send("lee", "theirs")

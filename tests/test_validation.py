@@ -7,12 +7,27 @@ their paths unless one is wrong: these hold each rule to its message and path.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import pytest
 
 from diagnoxix.models import NotificationDraft
-from diagnoxix.rules import FieldErrors, parse_draft
+from diagnoxix.rules import (
+    MAX_TITLE_CHARS,
+    MESSAGE_REGEX,
+    SENDABLE_TYPE_REGEX,
+    TITLE_REGEX,
+    Bounds,
+    FieldErrors,
+    check_type,
+    is_type_name,
+    is_valid_epoch,
+    is_valid_user_id,
+    parse_broadcast,
+    parse_draft,
+)
+from diagnoxix.rules.notification import text_problem
 
 VALID: dict[str, Any] = {"user_id": "patient-1", "title": "Lab result ready", "message": "m"}
 
@@ -81,4 +96,65 @@ def test_a_valid_item_becomes_its_draft_with_the_defaults() -> None:
     )
     assert draft is not None
     assert draft.data_json == '{"k":"ü"}'
+    assert not errors
+
+
+# -- one rule, two readers: the Python check and the pattern the OpenAPI document states ----
+
+
+def test_a_trailing_newline_is_no_part_of_an_id() -> None:
+    # Python's `$` matches before a final newline; the rules match whole strings.
+    assert is_valid_user_id("patient-1")
+    assert not is_valid_user_id("patient-1\n")
+    assert _problems(VALID | {"user_id": "patient-1\n"}, prefix="") == {
+        "user_id": "must be 1-128 characters of letters, digits and . _ : @ - (starting alphanumeric)"
+    }
+    assert not is_type_name("lab_result\n")
+    assert not is_valid_epoch("9f2c\n")
+
+
+def test_the_title_pattern_is_the_title_rule_for_every_character() -> None:
+    title = re.compile(TITLE_REGEX)
+    message = re.compile(MESSAGE_REGEX)
+    # Lone surrogates are left out: refused by their own rule, and JSON text never carries them.
+    chars = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    # The rule: a title is not blank (`str.strip`) and has no NUL.
+    refused = {c for c in chars if text_problem(c, MAX_TITLE_CHARS, required=True)}
+    assert refused == {c for c in chars if c.isspace()} | {"\x00"}
+    assert {c for c in chars if not title.fullmatch(c)} == refused
+    assert {c for c in chars if not message.fullmatch(c)} == {"\x00"}
+    assert title.fullmatch("  Lab result ready \n")
+    assert not title.fullmatch(" \u3000\t")
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        *("lab_result", "X", "a.b:c-d", "a" * 64, "pings", "ping_2"),
+        *("Ping", "PING", "ping", "read_all", "Read_All", "a" * 65, "_x", "x y", ""),
+    ],
+)
+def test_the_sendable_type_pattern_is_the_type_rule(kind: str) -> None:
+    errors = FieldErrors()
+    check_type(kind, "type", errors)
+    assert (re.fullmatch(SENDABLE_TYPE_REGEX, kind) is not None) == (not errors)
+
+
+def test_bounds_read_json_integers_and_url_digits_alike() -> None:
+    page = Bounds(1, 100)
+    assert [page.integer(v) for v in (1, 100, 5.0)] == [1, 100, 5]  # JSON Schema's integers
+    assert [page.integer(v) for v in (0, 101, True, 5.5, float("inf"), float("nan"), "5")] == [None] * 7
+    assert page.parse("7") == 7
+    assert page.parse("007") == 7
+    for raw in ("", "-1", "+1", " 1", "1.0", "²", "0", "101", "9" * 5000):
+        assert page.parse(raw) is None, raw
+
+
+def test_a_broadcast_is_checked_like_a_notification() -> None:
+    errors = FieldErrors()
+    assert parse_broadcast({"title": "t", "message": False, "priority": 0, "ttl": "1h"}, errors) is None
+    assert set(errors.details) == {"message", "priority", "ttl"}
+    errors = FieldErrors()
+    draft = parse_broadcast({"title": "t", "message": None, "data": None, "priority": None}, errors)
+    assert draft == NotificationDraft("*", "system", "t", "", {}, "normal")
     assert not errors

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from diagnoxix.auth import API_KEY_PREFIX, InvalidCredentials
 from diagnoxix.errors import ApiError
 from diagnoxix.keys import API_KEYS, TOKENS
 from diagnoxix.models import ApiKey
-from diagnoxix.rules import FieldErrors, is_valid_user_id
+from diagnoxix.rules import USER_ID_SHAPE, Bounds, FieldErrors, is_valid_user_id
 from diagnoxix.store.protocols import StoreClosed, StoreError
 
 
@@ -77,17 +79,19 @@ async def authorize_user(request: web.Request, user_id: str) -> str:
 def path_user_id(request: web.Request) -> str:
     user_id = request.match_info["user_id"]
     if not is_valid_user_id(user_id):
-        raise ApiError(400, "invalid_user_id", "user_id has characters or a length that is not allowed")
+        raise ApiError(400, "invalid_user_id", f"user_id must be {USER_ID_SHAPE}")
     return user_id
 
 
-def int_param(request: web.Request, name: str, default: int | None, *, maximum: int) -> int | None:
+def int_param(request: web.Request, name: str, default: int | None, bounds: Bounds) -> int | None:
+    """An integer query parameter within `bounds`; absent or empty is the default."""
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or not 1 <= int(raw) <= maximum:
-        raise ApiError(400, f"invalid_{name}", f"{name} must be an integer from 1 to {maximum}")
-    return int(raw)
+    value = bounds.parse(raw)
+    if value is None:
+        raise ApiError(400, f"invalid_{name}", f"{name} must be {bounds.text}")
+    return value
 
 
 def invalid(errors: FieldErrors) -> ApiError:
@@ -98,6 +102,23 @@ def store_unavailable(exc: StoreError) -> ApiError:
     if isinstance(exc, StoreClosed):
         return ApiError(503, "shutting_down", "the server is shutting down; retry shortly")
     return ApiError(503, "store_unavailable", "the notification could not be stored; retry shortly")
+
+
+def store_errors_as_503(handler: Handler) -> Handler:
+    """The handler, with a store that cannot answer (shutting down, busy) turned into a 503.
+
+    Every API route reads or writes the store, if only to check an API key, and a database
+    hiccup is the server's to retry later, never a 500.
+    """
+
+    @functools.wraps(handler)
+    async def answered(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except StoreError as exc:
+            raise store_unavailable(exc) from None
+
+    return answered
 
 
 def reject_unknown(payload: dict[str, Any], known: set[str], errors: FieldErrors) -> None:

@@ -20,25 +20,25 @@ from diagnoxix.api.common import (
     read_json_object,
     reject_unknown,
     require_api_key,
+    store_errors_as_503,
     store_unavailable,
 )
 from diagnoxix.api.openapi import openapi_document
 from diagnoxix.api.users import setup_user_routes
-from diagnoxix.delivery.service import validated_draft
 from diagnoxix.errors import ApiError
 from diagnoxix.keys import HUB, SERVICE, SETTINGS, STARTED_AT, STORE
-from diagnoxix.models import BROADCAST_RECIPIENT, ApiKey, Notification
+from diagnoxix.models import ApiKey, Notification
 from diagnoxix.rules import (
-    MAX_BATCH,
+    BATCH_ITEMS,
+    MAX_IDEMPOTENCY_KEY_CHARS,
     FieldErrors,
+    is_valid_idempotency_key,
+    parse_broadcast,
     parse_draft,
 )
 from diagnoxix.store.protocols import IdempotencyClaim, IdempotencyConflict, StoreError
 
 log = logging.getLogger("diagnoxix.api")
-
-# Idempotency keys are opaque client strings (usually UUIDs); bounded so they stay index-friendly.
-MAX_IDEMPOTENCY_KEY_CHARS = 255
 
 
 def _delivery_state(request: web.Request, note: Notification) -> str:
@@ -100,17 +100,22 @@ async def test_notification(request: web.Request) -> web.Response:
 
 
 def _parse_send_body(payload: Any) -> tuple[list[Any], bool]:
-    """A single notification object, or `{"notifications": [...]}` for a batch."""
+    """A single notification object, or `{"notifications": [...]}` for a batch.
+
+    A batch over the limit is a 422 like any other rule broken (its code says which): the
+    document states the limit as the array's maxItems. 413 is for a body over the byte limit.
+    """
     if isinstance(payload, dict) and "notifications" in payload:
-        if set(payload) != {"notifications"}:
-            raise ApiError(422, "validation_failed", "a batch body has only the notifications field")
+        errors = FieldErrors()
+        reject_unknown(payload, {"notifications"}, errors)
         items = payload["notifications"]
         if not isinstance(items, list) or not items:
-            raise ApiError(422, "validation_failed", "notifications must be a non-empty array")
-        if len(items) > MAX_BATCH:
-            raise ApiError(
-                413, "batch_too_large", f"at most {MAX_BATCH} notifications per request (got {len(items)})"
-            )
+            errors.add("notifications", "must be a non-empty array")
+        elif len(items) > BATCH_ITEMS.maximum:
+            problem = f"must have at most {BATCH_ITEMS.maximum} notifications (got {len(items)})"
+            raise ApiError(422, "batch_too_large", f"notifications {problem}", {"notifications": problem})
+        if errors:
+            raise invalid(errors)
         return items, True
     return [payload], False
 
@@ -119,11 +124,11 @@ def _idempotency_key(request: web.Request) -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
-    if not key or len(key) > MAX_IDEMPOTENCY_KEY_CHARS or not key.isprintable():
+    if not is_valid_idempotency_key(key):
         raise ApiError(
             400,
             "invalid_idempotency_key",
-            f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_CHARS} printable characters",
+            f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters",
         )
     return key
 
@@ -216,25 +221,11 @@ async def send_broadcast(request: web.Request) -> web.Response:
     api_key = await require_api_key(request)
     payload = await read_json_object(request)
     errors = FieldErrors()
-    reject_unknown(payload, {"title", "message", "data", "type", "priority", "ttl"}, errors)
-    ttl = payload.get("ttl")
-    max_ttl = 10 * 365 * 24 * 3600
-    if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or not 60 <= ttl <= max_ttl):
-        errors.add("ttl", f"must be an integer from 60 to {max_ttl} seconds")
+    draft = parse_broadcast(payload, errors)
+    if draft is None:
+        raise invalid(errors)
     try:
-        draft = validated_draft(
-            BROADCAST_RECIPIENT,
-            payload.get("type", "system"),
-            payload.get("title", ""),
-            payload.get("message") or "",
-            payload.get("data"),
-            payload.get("priority") or "normal",
-            ttl,
-            errors=errors,
-        )
         (note,) = await request.app[SERVICE].send([draft])
-    except FieldErrors as invalid_fields:
-        raise invalid(invalid_fields) from None
     except StoreError as exc:
         raise store_unavailable(exc) from None
     recipients = request.app[HUB].connection_count
@@ -256,14 +247,14 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document())
+    return web.json_response(openapi_document(request.app[SETTINGS]))
 
 
 def setup_routes(app: web.Application) -> None:
     app.router.add_get("/v1/ws/stats", stats)
-    app.router.add_post("/v1/ws/test-notification", test_notification)
-    app.router.add_post("/v1/notifications", send_notifications)
-    app.router.add_post("/v1/broadcasts", send_broadcast)
+    app.router.add_post("/v1/ws/test-notification", store_errors_as_503(test_notification))
+    app.router.add_post("/v1/notifications", store_errors_as_503(send_notifications))
+    app.router.add_post("/v1/broadcasts", store_errors_as_503(send_broadcast))
     setup_user_routes(app)
     app.router.add_get("/healthz", health)
     app.router.add_get("/v1/openapi.json", openapi)

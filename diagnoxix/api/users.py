@@ -15,27 +15,36 @@ from diagnoxix.api.common import (
     read_json_object,
     reject_unknown,
     require_api_key,
+    store_errors_as_503,
 )
 from diagnoxix.errors import ApiError
 from diagnoxix.keys import HUB, SERVICE, STORE, TOKENS
 from diagnoxix.models import format_timestamp
-from diagnoxix.rules import TYPE_PATTERN, FieldErrors, is_valid_user_id
-
-# History pages: big enough for an inbox screen, small enough for one quick query.
-DEFAULT_PAGE = 50
-MAX_PAGE = 200
-# Ids marked read in one request.
-MAX_READ_IDS = 1000
+from diagnoxix.rules import (
+    CURSOR_SEQ,
+    DEFAULT_HISTORY_PAGE,
+    DEFAULT_PRESENCE_PAGE,
+    HISTORY_PAGE,
+    PRESENCE_PAGE,
+    READ_IDS,
+    FieldErrors,
+    check_user_id,
+    ids_problem,
+    is_type_name,
+    next_cursor,
+    token_ttl_seconds,
+)
 
 
 async def user_notifications(request: web.Request) -> web.Response:
-    """Newest first, cursor-paginated; `type=` and `unread=true` filter."""
+    """Newest first, cursor-paginated (`next_cursor` is an integer seq, as over the socket);
+    `type=` and `unread=true` filter."""
     user_id = path_user_id(request)
     await authorize_user(request, user_id)
-    limit = int_param(request, "limit", DEFAULT_PAGE, maximum=MAX_PAGE)
-    before = int_param(request, "before", None, maximum=2**62)
+    limit = int_param(request, "limit", DEFAULT_HISTORY_PAGE, HISTORY_PAGE)
+    before = int_param(request, "before", None, CURSOR_SEQ)
     kind = request.query.get("type")
-    if kind is not None and not TYPE_PATTERN.match(kind):
+    if kind is not None and not is_type_name(kind):
         raise ApiError(400, "invalid_type", "type must be a notification type")
     unread = request.query.get("unread", "false").lower()
     if unread not in {"true", "false"}:
@@ -44,8 +53,9 @@ async def user_notifications(request: web.Request) -> web.Response:
     notes = await request.app[STORE].history(
         user_id, before_seq=before, limit=limit, type=kind, unread_only=unread == "true"
     )
-    next_cursor = str(notes[-1].seq) if len(notes) == limit else None
-    return web.json_response({"notifications": [n.to_api() for n in notes], "next_cursor": next_cursor})
+    return web.json_response(
+        {"notifications": [n.to_api() for n in notes], "next_cursor": next_cursor(notes, limit)}
+    )
 
 
 async def mark_read(request: web.Request) -> web.Response:
@@ -55,12 +65,8 @@ async def mark_read(request: web.Request) -> web.Response:
     errors = FieldErrors()
     reject_unknown(payload, {"ids"}, errors)
     ids = payload.get("ids")
-    if (
-        not isinstance(ids, list)
-        or not 1 <= len(ids) <= MAX_READ_IDS
-        or not all(isinstance(i, str) and 0 < len(i) <= 64 for i in ids)
-    ):
-        errors.add("ids", f"must be a list of 1-{MAX_READ_IDS} notification ids")
+    if (problem := ids_problem(ids, READ_IDS)) is not None:
+        errors.add("ids", problem)
     if errors:
         raise invalid(errors)
     assert isinstance(ids, list)
@@ -90,7 +96,7 @@ def _since(at: float | None) -> str | None:
 async def presence(request: web.Request) -> web.Response:
     """Who is online now, and since when (services and staff only)."""
     await require_api_key(request)
-    limit = int_param(request, "limit", 1000, maximum=10_000)
+    limit = int_param(request, "limit", DEFAULT_PRESENCE_PAGE, PRESENCE_PAGE)
     rows = request.app[HUB].online_users()
     users: list[dict[str, Any]] = [
         {"user_id": user, "connections": count, "since": _since(since)} for user, count, since in rows[:limit]
@@ -112,18 +118,14 @@ async def mint_token(request: web.Request) -> web.Response:
     payload = await read_json_object(request)
     errors = FieldErrors()
     reject_unknown(payload, {"user_id", "ttl"}, errors)
-    user_id = payload.get("user_id")
-    if not isinstance(user_id, str) or not is_valid_user_id(user_id):
-        errors.add("user_id", "is required: 1-128 characters of letters, digits and . _ : @ -")
+    user_id = check_user_id(payload.get("user_id"), "user_id", errors)
     tokens = request.app[TOKENS]
+    lifetime = token_ttl_seconds(tokens.max_ttl)
     ttl = payload.get("ttl")
-    if ttl is not None and (
-        not isinstance(ttl, int) or isinstance(ttl, bool) or not 10 <= ttl <= tokens.max_ttl
-    ):
-        errors.add("ttl", f"must be an integer from 10 to {tokens.max_ttl} seconds")
+    if ttl is not None and (ttl := lifetime.integer(ttl)) is None:
+        errors.add("ttl", f"must be {lifetime.text} seconds")
     if errors:
         raise invalid(errors)
-    assert isinstance(user_id, str)
     minted = tokens.mint(user_id, ttl)
     request.app[STORE].record_audit(f"apikey:{api_key.id}", "token.mint", user_id, {"ttl": ttl})
     return web.json_response(
@@ -133,10 +135,11 @@ async def mint_token(request: web.Request) -> web.Response:
 
 
 def setup_user_routes(app: web.Application) -> None:
-    app.router.add_get("/v1/users/{user_id}/notifications", user_notifications)
-    app.router.add_post("/v1/users/{user_id}/notifications/read", mark_read)
-    app.router.add_post("/v1/users/{user_id}/notifications/read-all", mark_all_read)
-    app.router.add_get("/v1/users/{user_id}/unread-count", unread_count)
-    app.router.add_get("/v1/users/{user_id}/presence", user_presence)
-    app.router.add_get("/v1/presence", presence)
-    app.router.add_post("/v1/tokens", mint_token)
+    router = app.router
+    router.add_get("/v1/users/{user_id}/notifications", store_errors_as_503(user_notifications))
+    router.add_post("/v1/users/{user_id}/notifications/read", store_errors_as_503(mark_read))
+    router.add_post("/v1/users/{user_id}/notifications/read-all", store_errors_as_503(mark_all_read))
+    router.add_get("/v1/users/{user_id}/unread-count", store_errors_as_503(unread_count))
+    router.add_get("/v1/users/{user_id}/presence", store_errors_as_503(user_presence))
+    router.add_get("/v1/presence", store_errors_as_503(presence))
+    router.add_post("/v1/tokens", store_errors_as_503(mint_token))

@@ -21,12 +21,12 @@ from diagnoxix.dashboard.sessions import Staff, current_staff
 from diagnoxix.dashboard.state import DASHBOARD
 from diagnoxix.keys import HUB, STORE
 from diagnoxix.models import utc_now
+from diagnoxix.rules import MAX_ID_CHARS
 
 PUSH_INTERVAL_SECONDS = 1.0
 PRESENCE_ON_OPEN = 10
 # The page only ever sends `{"type": "watch", "id": "<uuid>"}`.
 MAX_CLIENT_FRAME_BYTES = 256
-MAX_NOTIFICATION_ID_CHARS = 64
 HEARTBEAT_SECONDS = 30.0
 
 
@@ -65,7 +65,7 @@ def _watch_request(text: str) -> str | None:
     if not isinstance(frame, dict) or frame.get("type") != "watch":
         return None
     watched = frame.get("id")
-    if isinstance(watched, str) and 0 < len(watched) <= MAX_NOTIFICATION_ID_CHARS:
+    if isinstance(watched, str) and 0 < len(watched) <= MAX_ID_CHARS:
         return watched
     return None
 

@@ -10,7 +10,7 @@ from diagnoxix.dashboard.pages_send import delivery_state
 from diagnoxix.dashboard.render import render
 from diagnoxix.dashboard.sessions import require_staff
 from diagnoxix.keys import HUB, STORE
-from diagnoxix.rules import TYPE_PATTERN, is_valid_user_id
+from diagnoxix.rules import CURSOR_SEQ, is_type_name, is_valid_user_id, next_cursor
 from diagnoxix.store.protocols import NOTIFICATION_STATUSES
 
 # Rows per page: one screen on a tablet, one cheap indexed query.
@@ -19,9 +19,7 @@ PAGE_SIZE = 50
 
 def cursor(raw: str | None) -> int | None:
     """A `before` cursor from the query string; anything odd means the first page."""
-    if raw is None or not raw.isdigit() or len(raw) > 18:
-        return None
-    return int(raw)
+    return CURSOR_SEQ.parse(raw) if raw is not None else None
 
 
 async def notifications_page(request: web.Request) -> web.StreamResponse:
@@ -33,7 +31,7 @@ async def notifications_page(request: web.Request) -> web.StreamResponse:
     problems: dict[str, str] = {}
     if user_id and not is_valid_user_id(user_id):
         problems["user"] = "not a valid user id"
-    if kind and not TYPE_PATTERN.match(kind):
+    if kind and not is_type_name(kind):
         problems["type"] = "not a valid type"
     if status and status not in NOTIFICATION_STATUSES:
         problems["status"] = "not a known status"
@@ -51,8 +49,8 @@ async def notifications_page(request: web.Request) -> web.StreamResponse:
     filters = {"user": user_id, "type": kind, "status": status}
     filter_query = {k: v for k, v in filters.items() if v}
     next_query: dict[str, Any] | None = None
-    if len(notes) == PAGE_SIZE:
-        next_query = {**filter_query, "before": notes[-1].seq}
+    if (before := next_cursor(notes, PAGE_SIZE)) is not None:
+        next_query = {**filter_query, "before": before}
     context = {
         "rows": rows,
         "filters": filters,

@@ -20,7 +20,7 @@ from diagnoxix.dashboard.sessions import Staff, checked_form, require_staff
 from diagnoxix.delivery.service import APPOINTMENT_STATUSES
 from diagnoxix.keys import HUB, SERVICE, STORE
 from diagnoxix.models import PRIORITIES, Notification
-from diagnoxix.rules import FieldErrors, check_title_message, check_type
+from diagnoxix.rules import FieldErrors, check_priority, check_title_message, check_type
 from diagnoxix.store.protocols import StoreError
 
 log = logging.getLogger("diagnoxix.dashboard")
@@ -69,9 +69,7 @@ async def _send(request: web.Request, form: MultiDictProxy[str]) -> Notification
     if target == "user" and not user_id:
         errors.add("user_id", "is required when sending to one user")
     data = _parse_data(form.get("data", ""), errors)
-    priority = form.get("priority", "normal")
-    if priority not in PRIORITIES:
-        errors.add("priority", f"must be one of {', '.join(PRIORITIES)}")
+    priority = check_priority(form.get("priority", "normal"), "priority", errors)
     title, message = form.get("title", ""), form.get("message", "")
     if kind == "custom":
         # Checked here too so every problem of the form shows at once, not one round at a time.
@@ -86,7 +84,7 @@ async def _send(request: web.Request, form: MultiDictProxy[str]) -> Notification
             message,
             data,
             type=form.get("type", "").strip() or "system",
-            priority=priority,  # type: ignore[arg-type]
+            priority=priority,
         )
     if kind == "appointment":
         status = form.get("status", "")
@@ -110,7 +108,7 @@ async def _send(request: web.Request, form: MultiDictProxy[str]) -> Notification
         title,
         message,
         data,
-        priority=priority,  # type: ignore[arg-type]
+        priority=priority,
     )
 
 

@@ -11,7 +11,7 @@ from diagnoxix.dashboard.sessions import checked_form, require_staff
 from diagnoxix.dashboard.state import DASHBOARD
 from diagnoxix.keys import STORE, TOKENS
 from diagnoxix.models import format_timestamp
-from diagnoxix.rules import is_valid_user_id
+from diagnoxix.rules import USER_ID_SHAPE, is_valid_user_id
 
 log = logging.getLogger("diagnoxix.dashboard")
 
@@ -52,7 +52,7 @@ async def test_client_connect(request: web.Request) -> web.StreamResponse:
     form = await checked_form(request, staff)
     user_id = form.get("user_id", "").strip()
     if not is_valid_user_id(user_id):
-        errors = {"user_id": "1-128 characters of letters, digits and . _ : @ -"}
+        errors = {"user_id": USER_ID_SHAPE}
         context = {"user_id": user_id, "errors": errors}
         return await render(request, "test_client.html", context, staff=staff, status=422)
     minted = request.config_dict[TOKENS].mint(user_id, TEST_CLIENT_TOKEN_TTL)

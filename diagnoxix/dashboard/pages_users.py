@@ -13,7 +13,7 @@ from diagnoxix.dashboard.render import render
 from diagnoxix.dashboard.sessions import checked_form, require_admin, require_staff
 from diagnoxix.delivery.hub import CLOSE_POLICY_VIOLATION, Hub
 from diagnoxix.keys import BROKER, HUB, STORE
-from diagnoxix.rules import is_valid_user_id
+from diagnoxix.rules import is_valid_user_id, next_cursor
 
 log = logging.getLogger("diagnoxix.dashboard")
 
@@ -66,7 +66,7 @@ async def user_page(request: web.Request) -> web.StreamResponse:
         "history": [(note, delivery_state(note, online)) for note in history],
         "unread": await store.unread_count(user_id),
         "connections": connections,
-        "next_before": history[-1].seq if len(history) == PAGE_SIZE else None,
+        "next_before": next_cursor(history, PAGE_SIZE),
         "first_page": before is None,
         "disconnected": request.query.get("disconnected"),
     }

@@ -14,14 +14,7 @@ from diagnoxix.config import Settings
 from diagnoxix.delivery import frames
 from diagnoxix.delivery.broker import Broker
 from diagnoxix.models import BROADCAST_RECIPIENT, PRIORITIES, Notification, NotificationDraft, Priority
-from diagnoxix.rules import (
-    FieldErrors,
-    check_data,
-    check_priority,
-    check_title_message,
-    check_type,
-    check_user_id,
-)
+from diagnoxix.rules import FieldErrors, check_reference, validated_draft
 from diagnoxix.store.protocols import IdempotencyClaim, NotificationStore
 
 AppointmentStatus = Literal["created", "confirmed", "cancelled", "rescheduled", "reminder"]
@@ -35,43 +28,7 @@ _APPOINTMENT_TEXT: dict[str, tuple[str, str]] = {
     "rescheduled": ("Appointment Rescheduled", "Your appointment has been rescheduled."),
     "reminder": ("Appointment Reminder", "You have an upcoming appointment."),
 }
-# Reference ids (appointment, analysis) and names are short identifiers, not documents.
-MAX_REFERENCE_CHARS = 128
-
-
-def _check_reference(value: object, path: str, errors: FieldErrors) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_REFERENCE_CHARS:
-        errors.add(path, f"must be a non-empty string of at most {MAX_REFERENCE_CHARS} characters")
-        return ""
-    return value
-
-
-def validated_draft(
-    recipient: str,
-    kind: str,
-    title: str,
-    message: str,
-    data: dict[str, Any] | None,
-    priority: str,
-    ttl_seconds: int | None = None,
-    *,
-    errors: FieldErrors | None = None,
-) -> NotificationDraft:
-    """Check every field (adding to `errors` found earlier) and raise them all, or the draft."""
-    errors = errors if errors is not None else FieldErrors()
-    if recipient != BROADCAST_RECIPIENT:
-        check_user_id(recipient, "user_id", errors)
-    check_type(kind, "type", errors)
-    check_title_message({"title": title, "message": message}, "", errors)
-    checked_data, data_json = check_data(data, "data", errors)
-    checked_priority = check_priority(priority, "priority", errors)
-    if ttl_seconds is not None and ttl_seconds < 1:
-        errors.add("ttl_seconds", "must be a positive number of seconds")
-    if errors:
-        raise errors
-    return NotificationDraft(
-        recipient, kind, title, message, dict(checked_data), checked_priority, ttl_seconds, data_json
-    )
+# The input rules (`validated_draft`, references) live in `diagnoxix.rules` with every other one.
 
 
 class NotificationService:
@@ -129,7 +86,7 @@ class NotificationService:
         message: str = "",
     ) -> Notification:
         errors = FieldErrors()
-        _check_reference(appointment_id, "appointment_id", errors)
+        check_reference(appointment_id, "appointment_id", errors)
         if status not in APPOINTMENT_STATUSES:
             errors.add("status", f"must be one of {', '.join(APPOINTMENT_STATUSES)}")
         if errors:
@@ -149,7 +106,7 @@ class NotificationService:
     ) -> Notification:
         """Says the result is ready; never carries values. An abnormal result is high priority."""
         errors = FieldErrors()
-        _check_reference(test_name, "test_name", errors)
+        check_reference(test_name, "test_name", errors)
         if errors:
             raise errors
         if abnormal:
@@ -169,8 +126,8 @@ class NotificationService:
         self, user_id: str, analysis_type: str, analysis_id: str
     ) -> Notification:
         errors = FieldErrors()
-        _check_reference(analysis_type, "analysis_type", errors)
-        _check_reference(analysis_id, "analysis_id", errors)
+        check_reference(analysis_type, "analysis_type", errors)
+        check_reference(analysis_id, "analysis_id", errors)
         if errors:
             raise errors
         readable = analysis_type.replace("_", " ")

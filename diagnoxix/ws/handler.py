@@ -29,7 +29,7 @@ from diagnoxix.delivery.resume import plan_resume, replay
 from diagnoxix.errors import ApiError, answers_own_errors, response_for
 from diagnoxix.keys import HUB, SERVICE, SETTINGS, STORE, TOKENS
 from diagnoxix.models import format_timestamp, utc_now
-from diagnoxix.rules import is_valid_user_id
+from diagnoxix.rules import SINCE_SEQ, USER_ID_SHAPE, is_valid_epoch, is_valid_user_id
 from diagnoxix.store.protocols import StoreError
 from diagnoxix.ws.origin import check_origin
 from diagnoxix.ws.session import FrameGuard, Session, decode
@@ -38,7 +38,6 @@ log = logging.getLogger("diagnoxix.ws")
 
 SUBPROTOCOL_V1 = "diagnoxix.v1"
 BEARER_PREFIX = "bearer."
-MAX_EPOCH_CHARS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,15 +59,16 @@ def _offered_protocols(request: web.Request) -> list[str]:
 def _parse_since(raw: str | None) -> int | None:
     if raw is None or raw == "":
         return None
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
-        raise ApiError(400, "invalid_since", "since must be a non-negative integer seq")
-    return int(raw)
+    since = SINCE_SEQ.parse(raw)
+    if since is None:
+        raise ApiError(400, "invalid_since", f"since must be a seq: {SINCE_SEQ.text}")
+    return since
 
 
 def _parse_epoch(raw: str | None) -> str | None:
     if raw is None or raw == "":
         return None
-    if len(raw) > MAX_EPOCH_CHARS or not (raw.isascii() and raw.isalnum()):
+    if not is_valid_epoch(raw):
         raise ApiError(400, "invalid_epoch", "epoch must be the value a welcome frame gave")
     return raw
 
@@ -107,9 +107,7 @@ def _authenticate(request: web.Request) -> _Handshake:
     user_id = query.get("user_id")
     if user_id is not None and settings.dev:
         if not is_valid_user_id(user_id):
-            raise ApiError(
-                400, "invalid_user_id", "user_id must be 1-128 characters of letters, digits and . _ : @ -"
-            )
+            raise ApiError(400, "invalid_user_id", f"user_id must be {USER_ID_SHAPE}")
         log.warning("ws.dev_identity", extra={"user_id": user_id})
         return _Handshake(user_id, v1, protocol, since, epoch, "dev_user_id", None)
     if user_id is not None:
@@ -273,17 +271,9 @@ async def _await_hello(
                 frame = decode(msg)
                 kind = frame.get("type") if frame is not None else None
                 if frame is not None and kind == "hello":
-                    since, epoch = frame.get("since"), frame.get("epoch")
-                    since_ok = since is None or (
-                        isinstance(since, int) and not isinstance(since, bool) and since >= 0
-                    )
-                    epoch_ok = epoch is None or (
-                        isinstance(epoch, str)
-                        and epoch.isascii()
-                        and epoch.isalnum()
-                        and len(epoch) <= MAX_EPOCH_CHARS
-                    )
-                    if since_ok and epoch_ok:
+                    raw_since, epoch = frame.get("since"), frame.get("epoch")
+                    since = SINCE_SEQ.integer(raw_since)
+                    if (raw_since is None or since is not None) and (epoch is None or is_valid_epoch(epoch)):
                         return since, epoch
                     await conn.send_direct(
                         frames.error(

@@ -29,7 +29,16 @@ from diagnoxix.delivery.hub import (
 from diagnoxix.delivery.service import NotificationService
 from diagnoxix.delivery.wire import text_frame
 from diagnoxix.models import format_timestamp, utc_now
-from diagnoxix.rules import TYPE_PATTERN
+from diagnoxix.rules import (
+    CURSOR_SEQ,
+    DEFAULT_HISTORY_PAGE,
+    FRAME_IDS,
+    HISTORY_PAGE,
+    ids_problem,
+    is_type_name,
+    next_cursor,
+    request_id,
+)
 from diagnoxix.store.protocols import Store, StoreError
 
 log = logging.getLogger("diagnoxix.ws")
@@ -40,15 +49,7 @@ MAX_STRIKES = 10
 # generous for a real client and tight for a flood.
 RATE_WINDOW_SECONDS = 10.0
 RATE_MAX_FRAMES = 200
-# Ids in one ack or read frame: one replay page's worth.
-MAX_IDS_PER_FRAME = 200
-MAX_ID_CHARS = 64
-MAX_REQUEST_ID_CHARS = 64
-# Seqs are SQLite integers; anything larger is not a seq (and would overflow the binding).
-MAX_SEQ = 2**62
-# History pages over the socket: an inbox screen's worth.
-MAX_HISTORY_PAGE = 100
-DEFAULT_HISTORY_PAGE = 50
+# What a frame may carry (ids, cursors, page sizes, request ids) is in `diagnoxix.rules`.
 
 
 class FrameGuard:
@@ -95,20 +96,15 @@ def _ids(frame: dict[str, Any]) -> list[str]:
     ids = frame.get("ids")
     if ids is None and isinstance(frame.get("id"), str):
         ids = [frame["id"]]
-    if (
-        not isinstance(ids, list)
-        or not 1 <= len(ids) <= MAX_IDS_PER_FRAME
-        or not all(isinstance(i, str) and 0 < len(i) <= MAX_ID_CHARS for i in ids)
-    ):
-        raise FrameError("invalid_ids", f"ids must be a list of 1-{MAX_IDS_PER_FRAME} notification ids")
+    if (problem := ids_problem(ids, FRAME_IDS)) is not None:
+        raise FrameError("invalid_ids", f"ids {problem}")
+    assert isinstance(ids, list)
     return ids
 
 
 def _request_id(frame: dict[str, Any]) -> dict[str, str]:
-    rid = frame.get("request_id")
-    if isinstance(rid, str) and 0 < len(rid) <= MAX_REQUEST_ID_CHARS:
-        return {"request_id": rid}
-    return {}
+    rid = request_id(frame.get("request_id"))
+    return {"request_id": rid} if rid is not None else {}
 
 
 @dataclass(slots=True)
@@ -176,13 +172,11 @@ class Session:
         limit = frame.get("limit", DEFAULT_HISTORY_PAGE)
         kind = frame.get("filter_type")
         unread = frame.get("unread", False)
-        if before is not None and (
-            not isinstance(before, int) or isinstance(before, bool) or not 1 <= before <= MAX_SEQ
-        ):
+        if before is not None and (before := CURSOR_SEQ.integer(before)) is None:
             raise FrameError("invalid_history", "before must be a positive seq (a next_cursor)")
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_HISTORY_PAGE:
-            raise FrameError("invalid_history", f"limit must be 1-{MAX_HISTORY_PAGE}")
-        if kind is not None and (not isinstance(kind, str) or not TYPE_PATTERN.match(kind)):
+        if (limit := HISTORY_PAGE.integer(limit)) is None:
+            raise FrameError("invalid_history", f"limit must be {HISTORY_PAGE.text}")
+        if kind is not None and not is_type_name(kind):
             raise FrameError("invalid_history", "filter_type must be a notification type")
         if not isinstance(unread, bool):
             raise FrameError("invalid_history", "unread must be true or false")
@@ -193,7 +187,7 @@ class Session:
             frames.control(
                 "history",
                 notifications=[n.to_wire() for n in notes],
-                next_cursor=notes[-1].seq if len(notes) == limit else None,
+                next_cursor=next_cursor(notes, limit),
                 **_request_id(frame),
             )
         )

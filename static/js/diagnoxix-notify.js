@@ -363,7 +363,10 @@
     return this._request({ type: "read_all" });
   };
 
-  /** A page of history, newest first: { before, limit, unread, type } -> { notifications, next_cursor }. */
+  /**
+   * A page of history, newest first: { before, limit, unread, type } -> { notifications, next_cursor }.
+   * next_cursor is an integer seq (pass it as `before` for the next page), or null after the last page.
+   */
   Connection.prototype.history = function (query) {
     var q = query || {};
     var frame = { type: "history" };
