@@ -36,7 +36,8 @@ async def prepare(request: web.Request) -> web.Response:
     plan = [(user, note_data(i)) for i, user in burst_plan(spec["users"], spec["count"])]
     request.app[PLAN] = plan
     request.app[DRAFTS] = [
-        NotificationDraft(user, NOTE_TYPE, NOTE_TITLE, NOTE_MESSAGE, data) for user, data in plan
+        NotificationDraft(user_id=user, type=NOTE_TYPE, title=NOTE_TITLE, message=NOTE_MESSAGE, data=data)
+        for user, data in plan
     ]
     return web.json_response({"prepared": len(request.app[PLAN])})
 

@@ -23,6 +23,7 @@ from diagnoxix.dashboard.setup import setup_dashboard
 from diagnoxix.delivery.broker import InProcessBroker
 from diagnoxix.delivery.hub import Hub
 from diagnoxix.delivery.service import NotificationService
+from diagnoxix.edge.headers import EdgeHeaders
 from diagnoxix.errors import error_middleware
 from diagnoxix.keys import API_KEYS, BROKER, CLOCK, HUB, SERVICE, SETTINGS, STARTED_AT, STORE, TOKENS
 from diagnoxix.logs import AccessLogger
@@ -106,7 +107,11 @@ def runner_options() -> dict[str, Any]:
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
     """`clock`: the time the service reads (the system's unless a test moves one by hand)."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    edge = EdgeHeaders(settings)
+    app = web.Application(
+        middlewares=[error_middleware, edge.middleware], client_max_size=settings.max_body_bytes
+    )
+    app.on_response_prepare.append(edge.on_prepare)
     app[SETTINGS] = settings
     app[CLOCK] = clock or SystemClock()
     app[STARTED_AT] = time.time()

@@ -19,12 +19,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from aiohttp import web
-
 from diagnoxix.app import create_app, runner_options
 from diagnoxix.auth import ApiKeys, TokenIssuer, generate_secret
-from diagnoxix.config import ConfigError, Settings, settings_from_env
+from diagnoxix.config import ConfigError, Settings, run_command, settings_from_env
 from diagnoxix.dashboard.cli_admin import add_admin_parser, run_admin
+from diagnoxix.edge.server import serve
 from diagnoxix.logs import configure_logging
 from diagnoxix.models import format_timestamp
 from diagnoxix.rules import MAX_API_KEY_NAME_CHARS, USER_ID_SHAPE, is_valid_user_id, token_ttl_seconds
@@ -99,7 +98,7 @@ async def _apikey_create(store: Store, name: str) -> str:
 async def _apikey_list(store: Store) -> None:
     keys = await store.list_api_keys()
     if not keys:
-        print("No API keys. Create one with: python run.py apikey create NAME")
+        print(f"No API keys. Create one with: {run_command()} apikey create NAME")
     for key in keys:
         state = f"revoked {format_timestamp(key.revoked_at)}" if key.revoked_at else "active"
         used = format_timestamp(key.last_used_at) if key.last_used_at else "never"
@@ -140,16 +139,16 @@ def _serve(settings: Settings) -> int:
         "server.start", extra={"host": settings.host, "port": settings.port, "db": str(settings.db_path)}
     )
     try:
-        web.run_app(
+        serve(
             app,
             host=settings.host,
             port=settings.port,
-            **runner_options(),
-            print=lambda *_: print(
+            on_ready=lambda: print(
                 f"Diagnoxix Notify on http://{settings.host}:{settings.port}"
                 f"{' (dev mode)' if settings.dev else ''}; Ctrl+C to stop",
                 flush=True,
             ),
+            **runner_options(),
         )
     except StoreError as exc:
         return _fail(str(exc))

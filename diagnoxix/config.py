@@ -7,6 +7,7 @@ their own `Settings(...)` directly and never touch the environment.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,6 +18,23 @@ from diagnoxix.rules import BROADCAST_TTL_SECONDS, MIN_TOKEN_TTL_SECONDS
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DB_PATH = REPO_ROOT / "db" / "diagnoxix.sqlite3"
 DEFAULT_PORT = 7556  # the seed guide's port; clients and scripts rely on it
+
+
+def run_command() -> str:
+    """How to run this server's own CLI from here, for hints an operator copies: the interpreter
+    that runs this process (a bare `python` outside the virtualenv lacks the dependencies)."""
+
+    def shortest(path: Path) -> str:
+        try:
+            return os.path.relpath(path)
+        except ValueError:
+            return str(path)
+
+    python, run_py = shortest(Path(sys.executable)), shortest(REPO_ROOT / "run.py")
+    # A relative interpreter path needs its "./" or "../" to be run as typed.
+    if not python.startswith((".", "/")):
+        python = f"./{python}"
+    return f"{python} {run_py}"
 
 
 class ConfigError(ValueError):

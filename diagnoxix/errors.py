@@ -78,6 +78,10 @@ def response_for(request: web.BaseRequest, exc: Exception) -> web.Response:
             message = exc.reason
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return error_response(exc.status, _HTTP_CODES.get(exc.status, "error"), message, None, headers)
+    if isinstance(exc, ConnectionError):
+        # The client went away mid-request (e.g. during a WebSocket handshake): not our error.
+        log.info("api.client_gone", extra={"path": request.path, "method": request.method})
+        return error_response(400, "connection_lost", "the client went away")
     # Never echo internals (or request content) back; the log has the traceback and the route.
     log.error("api.unhandled", exc_info=exc, extra={"path": request.path, "method": request.method})
     return error_response(500, "internal", "internal server error")

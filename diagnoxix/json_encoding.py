@@ -55,3 +55,27 @@ def encode_rows(rows: Sequence[Sequence[Any]]) -> str:
         return orjson.dumps(rows).decode()
     except TypeError:
         return json.dumps(rows, ensure_ascii=False)
+
+
+class DuplicateKey(ValueError):
+    """A JSON object names the same key twice."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Last-wins is what json does; a gateway or a log that reads the first key would judge a
+    # different request from the one we act on.
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise DuplicateKey("an object names the same key twice")
+    return obj
+
+
+def _no_constants(name: str) -> Any:
+    # NaN and Infinity are not JSON; stored, they would make a frame no browser can parse.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def decode_json(raw: str | bytes) -> Any:
+    """Parse untrusted JSON strictly: ValueError for invalid JSON, NaN or Infinity, or an object
+    with a repeated key (DuplicateKey); RecursionError for absurd nesting."""
+    return json.loads(raw, object_pairs_hook=_unique_keys, parse_constant=_no_constants)

@@ -58,7 +58,8 @@ def parse_timestamp(text: str) -> datetime:
 
 
 # Not frozen, for the reason Notification is not: one is built per notification of a burst.
-@dataclass(slots=True)
+# Keywords only, like Notification.
+@dataclass(slots=True, kw_only=True)
 class NotificationDraft:
     """A validated notification that is not stored yet (no id, no seq)."""
 
@@ -190,6 +191,51 @@ class Notification:
             f'{self.encode_frame()[:-1]},"delivered_at":{delivered},"read_at":{read},'
             f'"expires_at":{expires},"delivery":"{delivery}"}}'
         )
+
+
+_new = object.__new__
+
+
+def assemble_notification(
+    seq: int,
+    nid: str,
+    user_id: str,
+    kind: str,
+    title: str,
+    message: str,
+    data: dict[str, Any],
+    priority: Priority,
+    created_at: datetime,
+    expires_at: datetime | None,
+    data_json: str,
+    created_text: str,
+    expires_text: str | None,
+    frame: str,
+) -> Notification:
+    """A just-committed notification (never delivered or read yet), for the store's hot path.
+
+    `Notification(...)` takes keywords only, and a call with fourteen keywords costs several times
+    what setting the fields does; the store builds one per notification of every burst
+    (docs/performance.md). A test checks this sets every field as the constructor would.
+    """
+    note = _new(Notification)
+    note.seq = seq
+    note.id = nid
+    note.user_id = user_id
+    note.type = kind
+    note.title = title
+    note.message = message
+    note.data = data
+    note.priority = priority
+    note.created_at = created_at
+    note.delivered_at = None
+    note.read_at = None
+    note.expires_at = expires_at
+    note.data_json = data_json
+    note.created_text = created_text
+    note.expires_text = expires_text
+    note.frame = frame
+    return note
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -392,7 +393,12 @@ async def test_first_start_without_staff_says_how_to_create_one(
 ) -> None:
     live = await start_server(tmp_path)  # adds its staff account only after starting
     try:
-        assert "python run.py admin create USERNAME" in capsys.readouterr().out
+        hint = next(line for line in capsys.readouterr().out.splitlines() if "admin create" in line)
+        # The interpreter that runs the server, so the hint works outside an activated virtualenv.
+        python = hint.split()[0]
+        assert Path(python).resolve() == Path(sys.executable).resolve()
+        assert hint.split()[2:4] == ["admin", "create"]
+        assert Path(hint.split()[1]).resolve() == (Path(__file__).parent.parent / "run.py").resolve()
     finally:
         await live.close()
     live = await start_server(tmp_path, with_admin=False)  # an account exists now: no hint

@@ -36,9 +36,11 @@ async def test_seqs_are_never_reused_after_the_newest_rows_were_purged(tmp_path:
     clock = ManualClock()
     store = SqliteStore(path, clock=clock)
     await store.open()
-    await store.insert_notifications([NotificationDraft("u1", "t", "kept", "m", {})])
+    await store.insert_notifications(
+        [NotificationDraft(user_id="u1", type="t", title="kept", message="m", data={})]
+    )
     (short,) = await store.insert_notifications(
-        [NotificationDraft("u1", "t", "gone", "m", {}, ttl_seconds=1)]
+        [NotificationDraft(user_id="u1", type="t", title="gone", message="m", data={}, ttl_seconds=1)]
     )
     clock.advance(2)
     assert await purge_once(store) == 1
@@ -47,7 +49,9 @@ async def test_seqs_are_never_reused_after_the_newest_rows_were_purged(tmp_path:
     reopened = SqliteStore(path)
     await reopened.open()
     try:
-        (fresh,) = await reopened.insert_notifications([NotificationDraft("u1", "t", "new", "m", {})])
+        (fresh,) = await reopened.insert_notifications(
+            [NotificationDraft(user_id="u1", type="t", title="new", message="m", data={})]
+        )
         assert fresh.seq > short.seq
         assert await reopened.purged_through("u1") == short.seq
         assert await reopened.purged_through("someone-else") == 0
@@ -59,7 +63,9 @@ async def test_a_purge_marks_only_the_users_it_touched(make_service: Any) -> Non
     clock = ManualClock()
     service: Service = await make_service(clock=clock)
     svc = service.app[SERVICE]
-    await svc.send([NotificationDraft("ann", "t", "short", "m", {}, ttl_seconds=1)])
+    await svc.send(
+        [NotificationDraft(user_id="ann", type="t", title="short", message="m", data={}, ttl_seconds=1)]
+    )
     await service.send("bob", "kept")
     clock.advance(2)
     await purge_once(service.app[STORE])

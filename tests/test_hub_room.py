@@ -16,7 +16,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from diagnoxix.delivery.hub import Connection, Hub
+from diagnoxix.delivery.connection import Connection
+from diagnoxix.delivery.hub import Hub
 from diagnoxix.delivery.wire import text_frame
 
 HIGH_WATER = 64 * 1024

@@ -98,7 +98,9 @@ async def test_cursor_older_than_retention_is_not_recovered(make_service: Any) -
     clock = ManualClock()
     service: Service = await make_service(clock=clock)
     svc = service.app[SERVICE]
-    await svc.send([NotificationDraft("ann", "t", "short-lived", "m", {}, ttl_seconds=1)])
+    await svc.send(
+        [NotificationDraft(user_id="ann", type="t", title="short-lived", message="m", data={}, ttl_seconds=1)]
+    )
     await service.send("ann", "kept")
     clock.advance(2)
     assert await purge_once(service.app[STORE]) == 1
@@ -399,7 +401,9 @@ async def test_nothing_expired_is_served_and_purge_deletes_it(make_service: Any)
     clock = ManualClock()
     service: Service = await make_service(clock=clock)
     svc = service.app[SERVICE]
-    await svc.send([NotificationDraft("sam", "t", "soon gone", "m", {}, ttl_seconds=1)])
+    await svc.send(
+        [NotificationDraft(user_id="sam", type="t", title="soon gone", message="m", data={}, ttl_seconds=1)]
+    )
     await svc.broadcast_system_notification("old news", "m", ttl_seconds=1)
     kept = await service.send("sam", "kept")
     clock.advance(2)
@@ -419,7 +423,11 @@ async def test_nothing_expired_is_served_and_purge_deletes_it(make_service: Any)
 async def test_retention_follows_priority_with_critical_kept_longest(service: Service) -> None:
     svc = service.app[SERVICE]
     stored = {
-        p: (await svc.send([NotificationDraft("tia", "t", p, "m", {}, p)]))[0]
+        p: (
+            await svc.send(
+                [NotificationDraft(user_id="tia", type="t", title=p, message="m", data={}, priority=p)]
+            )
+        )[0]
         for p in ("low", "normal", "high", "critical")
     }
     lifetimes = {p: (n.expires_at - n.created_at).days for p, n in stored.items() if n.expires_at}

@@ -133,7 +133,9 @@ async def test_api_answers_are_exactly_the_json_of_the_api_form(
 ) -> None:
     # The HTTP API assembles each notification of its answer from the encoded frame; the result
     # must be the same JSON as encoding `to_api()` plus the delivery state, whatever the state.
-    notes = await _svc(service).send([NotificationDraft("api-user", "custom", title, message, data)])
+    notes = await _svc(service).send(
+        [NotificationDraft(user_id="api-user", type="custom", title=title, message=message, data=data)]
+    )
     for note in notes:
         for delivered, read in ((None, None), (note.created_at, None), (note.created_at, note.created_at)):
             copy = dataclasses.replace(note, delivered_at=delivered, read_at=read, frame=None)

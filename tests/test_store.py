@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sqlite3
 import stat
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ import pytest
 
 from diagnoxix.json_encoding import encode_json
 from diagnoxix.keys import TOKENS
-from diagnoxix.models import NotificationDraft, new_ids
+from diagnoxix.models import Notification, NotificationDraft, assemble_notification, new_ids
 from diagnoxix.store.protocols import IdempotencyClaim, IdempotencyConflict, StoreError
 from diagnoxix.store.sqlite.migrations import MigrationError, discover
 from diagnoxix.store.sqlite.store import SqliteStore
@@ -23,7 +25,9 @@ from .servers import start_app
 
 
 def _draft(user: str = "u1", title: str = "t") -> NotificationDraft:
-    return NotificationDraft(user, "custom", title, "m", {"k": 1}, "normal")
+    return NotificationDraft(
+        user_id=user, type="custom", title=title, message="m", data={"k": 1}, priority="normal"
+    )
 
 
 @pytest.fixture
@@ -210,7 +214,9 @@ async def test_a_taken_idempotency_key_fails_only_its_own_write(store: SqliteSto
 
 
 async def test_a_write_that_cannot_be_stored_fails_alone(store: SqliteStore) -> None:
-    bad = NotificationDraft("u1", "custom", "t", "m", {"value": float("nan")}, "normal")
+    bad = NotificationDraft(
+        user_id="u1", type="custom", title="t", message="m", data={"value": float("nan")}, priority="normal"
+    )
     refused, kept = await asyncio.gather(
         store.insert_notifications([bad]),
         store.insert_notifications([_draft("u1", "ok")]),
@@ -240,7 +246,12 @@ async def test_a_transaction_fed_in_chunks_commits_whole_in_seq_order(store: Sql
     results = await asyncio.gather(
         store.insert_notifications([_draft("a", f"a{i}") for i in range(1500)], claim),
         store.insert_notifications([_draft("b", "refused")], claim),  # same key: refused alone
-        store.insert_notifications([NotificationDraft("c", "t", f"c{i}", "m", tricky) for i in range(1500)]),
+        store.insert_notifications(
+            [
+                NotificationDraft(user_id="c", type="t", title=f"c{i}", message="m", data=tricky)
+                for i in range(1500)
+            ]
+        ),
         store.insert_notifications([_draft("d", f"d{i}") for i in range(1500)]),
         return_exceptions=True,
     )
@@ -272,7 +283,7 @@ async def test_a_batch_that_cannot_be_prepared_never_wedges_the_writer(store: Sq
 async def test_a_draft_the_database_refuses_fails_alone_in_a_shared_statement(store: SqliteStore) -> None:
     # The notifications of a batch share one INSERT; one that SQLite refuses (here a priority the
     # schema's CHECK rejects, from a Python caller that skipped validation) must fail alone.
-    bad = NotificationDraft("u1", "custom", "t", "m", {}, "urgent")  # type: ignore[arg-type]
+    bad = NotificationDraft(user_id="u1", type="custom", title="t", message="m", data={}, priority="urgent")  # type: ignore[arg-type]
     results = await asyncio.gather(
         store.insert_notifications([_draft("u2", "innocent-1")]),
         store.insert_notifications([bad]),
@@ -355,3 +366,26 @@ async def test_text_sqlite_cannot_take_fails_alone(store: SqliteStore) -> None:
     )
     assert isinstance(results[1], StoreError)
     assert [n.title for r in (results[0], results[2]) if isinstance(r, list) for n in r] == ["a", "c"]
+
+
+def test_the_stores_fast_constructor_sets_every_field_as_the_constructor_does() -> None:
+    values: dict[str, Any] = {
+        "seq": 7,
+        "id": "n-7",
+        "user_id": "u1",
+        "type": "custom",
+        "title": "t",
+        "message": "m",
+        "data": {"k": 1},
+        "priority": "high",
+        "created_at": datetime(2026, 1, 2, tzinfo=UTC),
+        "expires_at": datetime(2026, 2, 2, tzinfo=UTC),
+        "data_json": '{"k":1}',
+        "created_text": "2026-01-02T00:00:00.000Z",
+        "expires_text": "2026-02-02T00:00:00.000Z",
+        "frame": "{}",
+    }
+    fast = assemble_notification(*values.values())
+    built = Notification(**values)
+    for field in dataclasses.fields(Notification):
+        assert getattr(fast, field.name) == getattr(built, field.name), field.name

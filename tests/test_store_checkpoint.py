@@ -20,7 +20,12 @@ _FILLER = {"text": "x" * 2000}
 
 
 def _drafts(count: int, data: dict[str, str] | None = None) -> list[NotificationDraft]:
-    return [NotificationDraft(f"u{i % 50}", "custom", "t", "m", data or {}, "normal") for i in range(count)]
+    return [
+        NotificationDraft(
+            user_id=f"u{i % 50}", type="custom", title="t", message="m", data=data or {}, priority="normal"
+        )
+        for i in range(count)
+    ]
 
 
 def _rows_in_file_alone(path: Path, tmp: Path) -> int:

@@ -86,13 +86,25 @@ def test_not_an_object() -> None:
 def test_a_valid_item_becomes_its_draft_with_the_defaults() -> None:
     errors = FieldErrors()
     draft = parse_draft(VALID, errors=errors, default_type="notification")
-    assert draft == NotificationDraft("patient-1", "notification", "Lab result ready", "m", {}, "normal")
+    assert draft == NotificationDraft(
+        user_id="patient-1",
+        type="notification",
+        title="Lab result ready",
+        message="m",
+        data={},
+        priority="normal",
+    )
     assert draft is not None
     assert draft.data_json == "{}"
     full = VALID | {"type": "lab_result", "data": {"k": "ü"}, "priority": "critical", "message": None}
     draft = parse_draft(full, errors=errors)
     assert draft == NotificationDraft(
-        "patient-1", "lab_result", "Lab result ready", "", {"k": "ü"}, "critical"
+        user_id="patient-1",
+        type="lab_result",
+        title="Lab result ready",
+        message="",
+        data={"k": "ü"},
+        priority="critical",
     )
     assert draft is not None
     assert draft.data_json == '{"k":"ü"}'
@@ -156,5 +168,7 @@ def test_a_broadcast_is_checked_like_a_notification() -> None:
     assert set(errors.details) == {"message", "priority", "ttl"}
     errors = FieldErrors()
     draft = parse_broadcast({"title": "t", "message": None, "data": None, "priority": None}, errors)
-    assert draft == NotificationDraft("*", "system", "t", "", {}, "normal")
+    assert draft == NotificationDraft(
+        user_id="*", type="system", title="t", message="", data={}, priority="normal"
+    )
     assert not errors

@@ -224,8 +224,8 @@ async def test_a_broadcast_never_overtakes_frames_queued_before_it(service: Serv
     ws = await service.connect("p1")
     other = await service.connect("p2")
     drafts = [
-        NotificationDraft("p1", "lab_result", "Own first", "m", {}),
-        NotificationDraft("*", "system", "Everyone second", "m", {}),
+        NotificationDraft(user_id="p1", type="lab_result", title="Own first", message="m", data={}),
+        NotificationDraft(user_id="*", type="system", title="Everyone second", message="m", data={}),
     ]
     await service.app[SERVICE].send(drafts)
     first, second = await _receive_notifications(ws, 2)
@@ -268,7 +268,10 @@ async def test_stalled_client_is_closed_1013_and_does_not_delay_others(make_serv
             while hub.connections_of("stalled") == 0:
                 await asyncio.sleep(0.01)
         bulky = {"blob": "x" * 15_000}
-        drafts = [NotificationDraft("stalled", "lab_result_ready", "t", "m", bulky) for _ in range(100)]
+        drafts = [
+            NotificationDraft(user_id="stalled", type="lab_result_ready", title="t", message="m", data=bulky)
+            for _ in range(100)
+        ]
         for _ in range(20):
             await svc.app[SERVICE].send(drafts)
             if hub.connections_of("stalled") == 0:
@@ -292,7 +295,9 @@ async def test_stalled_client_sees_close_code_1013(make_service: Any) -> None:
     ws = await svc.connect("slow-reader")
     hub = svc.app[HUB]
     # Overflow the queue before the sender can drain it (publish is synchronous).
-    drafts = [NotificationDraft("slow-reader", "t", "t", "m", {}) for _ in range(10)]
+    drafts = [
+        NotificationDraft(user_id="slow-reader", type="t", title="t", message="m", data={}) for _ in range(10)
+    ]
     await svc.app[SERVICE].send(drafts)
     async with asyncio.timeout(3):
         while (msg := await ws.receive()).type == aiohttp.WSMsgType.TEXT:
@@ -323,7 +328,10 @@ async def test_a_client_that_stops_reading_gets_everything_in_order_later(make_s
     paused = await service.connect("paused")
     healthy = await service.connect("healthy")
     bulky = {"blob": "y" * 12_000}
-    drafts = [NotificationDraft("paused", "lab_result_ready", f"n{i}", "m", bulky) for i in range(400)]
+    drafts = [
+        NotificationDraft(user_id="paused", type="lab_result_ready", title=f"n{i}", message="m", data=bulky)
+        for i in range(400)
+    ]
     await service.app[SERVICE].send(drafts)  # ~5 MB: more than the socket buffers hold
     async with asyncio.timeout(5):
         while hub.queued_frames == 0:  # the paused client's frames wait in its own queue

@@ -12,7 +12,8 @@ from types import CoroutineType
 from typing import Any
 
 import diagnoxix
-from diagnoxix.delivery.hub import Connection, Hub
+from diagnoxix.delivery.connection import Connection
+from diagnoxix.delivery.hub import Hub
 from diagnoxix.keys import HUB
 
 from .conftest import Service

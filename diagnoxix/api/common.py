@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 from typing import Any
 
 from aiohttp import web
@@ -11,6 +10,7 @@ from aiohttp.typedefs import Handler
 
 from diagnoxix.auth import API_KEY_PREFIX, InvalidCredentials
 from diagnoxix.errors import ApiError
+from diagnoxix.json_encoding import DuplicateKey, decode_json
 from diagnoxix.keys import API_KEYS, TOKENS
 from diagnoxix.models import ApiKey
 from diagnoxix.rules import USER_ID_SHAPE, Bounds, FieldErrors, is_valid_user_id
@@ -22,14 +22,11 @@ async def read_json(request: web.Request) -> Any:
         raise ApiError(415, "unsupported_media_type", "send the body as Content-Type: application/json")
     raw = await request.read()
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        return decode_json(raw)
+    except DuplicateKey:
+        raise ApiError(400, "duplicate_key", "a JSON object in the body names the same key twice") from None
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
-
-
-def _reject_constant(name: str) -> Any:
-    # NaN and Infinity are not JSON; stored, they would make a frame no browser can parse.
-    raise ValueError(f"{name} is not valid JSON")
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
@@ -55,10 +52,13 @@ async def require_api_key(request: web.Request) -> ApiKey:
         raise ApiError(401, "invalid_api_key", str(exc)) from None
 
 
-async def authorize_user(request: web.Request, user_id: str) -> str:
-    """A service's API key (any user) or that user's own connection token; returns the actor.
+async def authorize_user(request: web.Request) -> tuple[str, str]:
+    """The path's user id and the actor: a service's API key (any user) or that user's own
+    connection token.
 
-    A patient's token opens only their own notifications: user A never reads user B's.
+    Credentials are checked before anything else of the request, so a caller without them learns
+    nothing (401) about what it sent. A patient's token opens only their own notifications: user A
+    never reads user B's (403, whatever the path holds).
     """
     presented = _bearer(request)
     if presented is None:
@@ -66,17 +66,19 @@ async def authorize_user(request: web.Request, user_id: str) -> str:
             401, "credentials_required", "send an API key or the user's connection token as Bearer"
         )
     if presented.startswith(f"{API_KEY_PREFIX}_"):
-        return f"apikey:{(await require_api_key(request)).id}"
+        actor = f"apikey:{(await require_api_key(request)).id}"
+        return path_user_id(request), actor
     try:
         verified = request.app[TOKENS].verify(presented)
     except InvalidCredentials as exc:
         raise ApiError(401, "invalid_token", str(exc)) from None
-    if verified.user_id != user_id:
+    if verified.user_id != request.match_info["user_id"]:
         raise ApiError(403, "forbidden", "this token belongs to another user")
-    return f"user:{user_id}"
+    return verified.user_id, f"user:{verified.user_id}"
 
 
 def path_user_id(request: web.Request) -> str:
+    """The path's user id, for a caller already authenticated."""
     user_id = request.match_info["user_id"]
     if not is_valid_user_id(user_id):
         raise ApiError(400, "invalid_user_id", f"user_id must be {USER_ID_SHAPE}")

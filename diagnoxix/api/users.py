@@ -39,8 +39,7 @@ from diagnoxix.rules import (
 async def user_notifications(request: web.Request) -> web.Response:
     """Newest first, cursor-paginated (`next_cursor` is an integer seq, as over the socket);
     `type=` and `unread=true` filter."""
-    user_id = path_user_id(request)
-    await authorize_user(request, user_id)
+    user_id, _ = await authorize_user(request)
     limit = int_param(request, "limit", DEFAULT_HISTORY_PAGE, HISTORY_PAGE)
     before = int_param(request, "before", None, CURSOR_SEQ)
     kind = request.query.get("type")
@@ -59,8 +58,7 @@ async def user_notifications(request: web.Request) -> web.Response:
 
 
 async def mark_read(request: web.Request) -> web.Response:
-    user_id = path_user_id(request)
-    actor = await authorize_user(request, user_id)
+    user_id, actor = await authorize_user(request)
     payload = await read_json_object(request)
     errors = FieldErrors()
     reject_unknown(payload, {"ids"}, errors)
@@ -76,16 +74,14 @@ async def mark_read(request: web.Request) -> web.Response:
 
 
 async def mark_all_read(request: web.Request) -> web.Response:
-    user_id = path_user_id(request)
-    actor = await authorize_user(request, user_id)
+    user_id, actor = await authorize_user(request)
     changed, unread = await request.app[SERVICE].mark_all_read(user_id)
     request.app[STORE].record_audit(actor, "notification.read_all", user_id, {"count": changed})
     return web.json_response({"count": changed, "unread": unread})
 
 
 async def unread_count(request: web.Request) -> web.Response:
-    user_id = path_user_id(request)
-    await authorize_user(request, user_id)
+    user_id, _ = await authorize_user(request)
     return web.json_response({"user_id": user_id, "unread": await request.app[STORE].unread_count(user_id)})
 
 
@@ -105,8 +101,8 @@ async def presence(request: web.Request) -> web.Response:
 
 
 async def user_presence(request: web.Request) -> web.Response:
-    user_id = path_user_id(request)
     await require_api_key(request)
+    user_id = path_user_id(request)
     count, since = request.app[HUB].presence(user_id)
     return web.json_response(
         {"user_id": user_id, "online": count > 0, "connections": count, "since": _since(since)}

@@ -8,7 +8,6 @@ twice), where the page shows the stored id and, live, whether it was delivered o
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -18,6 +17,7 @@ from multidict import MultiDictProxy
 from diagnoxix.dashboard.render import render
 from diagnoxix.dashboard.sessions import Staff, checked_form, require_staff
 from diagnoxix.delivery.service import APPOINTMENT_STATUSES
+from diagnoxix.json_encoding import decode_json
 from diagnoxix.keys import HUB, SERVICE, STORE
 from diagnoxix.models import PRIORITIES, Notification
 from diagnoxix.rules import FieldErrors, check_priority, check_title_message, check_type
@@ -43,9 +43,9 @@ def _parse_data(raw: str, errors: FieldErrors) -> dict[str, Any] | None:
     if not raw.strip():
         return None
     try:
-        value = json.loads(raw)
-    except ValueError:
-        errors.add("data", 'must be valid JSON, e.g. {"appointment_id": "a-1"}')
+        value = decode_json(raw)
+    except (ValueError, RecursionError):
+        errors.add("data", 'must be valid JSON, each key once, e.g. {"appointment_id": "a-1"}')
         return None
     if not isinstance(value, dict):
         errors.add("data", "must be a JSON object ({...})")

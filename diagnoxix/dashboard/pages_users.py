@@ -11,7 +11,8 @@ from diagnoxix.dashboard.pages_records import PAGE_SIZE, cursor
 from diagnoxix.dashboard.pages_send import delivery_state
 from diagnoxix.dashboard.render import render
 from diagnoxix.dashboard.sessions import checked_form, require_admin, require_staff
-from diagnoxix.delivery.hub import CLOSE_POLICY_VIOLATION, Hub
+from diagnoxix.delivery.connection import CLOSE_POLICY_VIOLATION
+from diagnoxix.delivery.hub import Hub
 from diagnoxix.keys import BROKER, HUB, STORE
 from diagnoxix.rules import is_valid_user_id, next_cursor
 

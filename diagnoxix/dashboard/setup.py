@@ -18,7 +18,7 @@ import jinja2
 from aiohttp import web
 
 from diagnoxix.auth import generate_secret
-from diagnoxix.config import REPO_ROOT
+from diagnoxix.config import REPO_ROOT, run_command
 from diagnoxix.dashboard import (
     live,
     pages_auth,
@@ -58,11 +58,10 @@ async def _dashboard_context(app: web.Application) -> AsyncIterator[None]:
     app[HUB].add_presence_listener(state.presence.record)
     if await store.count_staff_accounts() == 0:
         # Printed beside the "serving on" line (stdout); stderr carries only JSON log lines.
-        log.warning("dashboard.no_staff_account", extra={"advice": "python run.py admin create USERNAME"})
+        hint = f"{run_command()} admin create USERNAME --db {settings.db_path}"
+        log.warning("dashboard.no_staff_account", extra={"advice": hint})
         print(
-            "No staff account yet: create one with\n"
-            f"    python run.py admin create USERNAME --db {settings.db_path}\n"
-            "then sign in at /dashboard/",
+            f"No staff account yet: create one with\n    {hint}\nthen sign in at /dashboard/",
             flush=True,
         )
     sampler = asyncio.create_task(state.sampler.run(), name="diagnoxix-dashboard-sampler")

@@ -1,11 +1,9 @@
 """The registry of live connections and the fan-out to them.
 
 Publishing never awaits a client. It appends a pre-encoded frame to each recipient connection's
-bounded queue and marks the connection ready; one fan-out pass then writes each ready
-connection's queued frames in a single write, as many as fit below its transport's high-water
-mark, so each write completes at once. A connection without room (a slow phone) gets a sender
-task of its own, which waits for that client alone. A connection whose queue overflows is closed
-with 1013 and resumes from the store when it reconnects.
+bounded queue (`connection.Connection`) and marks the connection ready; one fan-out pass then
+writes each ready connection's queued frames in a single write, as many as fit below its
+transport's high-water mark, so each write completes at once.
 """
 
 from __future__ import annotations
@@ -15,311 +13,29 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from typing import Protocol
 
-from aiohttp import WSMsgType, web
-
-from diagnoxix.delivery.wire import payload_of, text_frame
+from diagnoxix.delivery.connection import (
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
+    DEFAULT_QUEUE_BYTES,
+    DEFAULT_WRITE_TIMEOUT_SECONDS,
+    Connection,
+)
+from diagnoxix.delivery.wire import text_frame
 from diagnoxix.models import Notification
 from diagnoxix.store.protocols import Delivered
 
 log = logging.getLogger("diagnoxix.hub")
 
-# How long closing a connection may take before its transport is simply dropped: a stalled
-# client never reads our close frame.
-CLOSE_TIMEOUT_SECONDS = 2.0
-# Defaults of the settings `ws_send_queue_bytes` and `ws_write_timeout_seconds` (see config).
-DEFAULT_QUEUE_BYTES = 1024 * 1024
-DEFAULT_WRITE_TIMEOUT_SECONDS = 10.0
 # Delivery records are handed to the store in groups: a burst costs a few store writes, not one per
 # frame, and a long drain to a slow client still records as it goes.
 DELIVERED_FLUSH_SIZE = 1000
-
-# Close codes (RFC 6455 and the registry) the service uses.
-CLOSE_GOING_AWAY = 1001
-CLOSE_POLICY_VIOLATION = 1008
-CLOSE_INTERNAL_ERROR = 1011
-CLOSE_TRY_AGAIN_LATER = 1013
-# Application range: the connection's token expired without a refresh. Clients that can get a
-# fresh token reconnect with it; 1008 (policy) would tell them reconnecting cannot help.
-CLOSE_TOKEN_EXPIRED = 4001
 
 # (deliveries of the users' own notifications, of broadcasts): frames written to plain clients,
 # which cannot ack, gathered over one fan-out pass and recorded at once.
 DeliveredCallback = Callable[[list[Delivered], list[Delivered]], None]
 # (user_id, online, since as a Unix time): a user's first connection opened or last one closed.
 PresenceListener = Callable[[str, bool, float], None]
-
-# A queued frame: (the whole frame as written to the wire, id to record as delivered once written,
-# is a broadcast). A plain tuple: one is built per recipient of every notification.
-_Frame = tuple[bytes, str | None, bool]
-
-
-class WriteSide(Protocol):
-    """What the fan-out reads of a socket's HTTP protocol (aiohttp's `request.protocol`)."""
-
-    @property
-    def writing_paused(self) -> bool: ...
-
-    @property
-    def transport(self) -> asyncio.Transport | None: ...
-
-
-class Connection:
-    """One open WebSocket of one user. Only the hub and the socket's handler touch it."""
-
-    __slots__ = (
-        "_bytes",
-        "_closing",
-        "_hub",
-        "_limit",
-        "_live",
-        "_pending",
-        "_scheduled",
-        "_sender",
-        "_side",
-        "_ws",
-        "closed_with",
-        "connected_at",
-        "id",
-        "timer",
-        "user_id",
-        "v1",
-    )
-
-    def __init__(
-        self,
-        conn_id: str,
-        user_id: str,
-        ws: web.WebSocketResponse,
-        *,
-        v1: bool,
-        queue_limit: int,
-        hub: Hub,
-        write_side: WriteSide | None = None,
-    ) -> None:
-        self.id = conn_id
-        self.user_id = user_id
-        self.v1 = v1
-        self.connected_at = time.time()
-        self._ws = ws
-        # Without it (not a real socket) every frame goes through the connection's own sender.
-        self._side = write_side
-        self._limit = queue_limit
-        # Allocated on first use: an idle connection should cost as little memory as possible.
-        self._pending: deque[_Frame] | None = None
-        # Bytes of the frames in `_pending`: bounded by the hub's `queue_bytes` as well as in count,
-        # so replies of up to a hundred notifications cannot pile up unread (nothing else may).
-        self._bytes = 0
-        self._sender: asyncio.Task[None] | None = None
-        # In the hub's ready list, waiting for the fan-out task.
-        self._scheduled = False
-        # Until the handler has replayed the backlog, live frames wait in the queue.
-        self._live = False
-        self._closing = False
-        # The hub itself, not `hub.schedule`: a bound method would be one more object per connection.
-        self._hub = hub
-        # The token refresh or expiry timer (a loop.call_at handle, no task per connection).
-        self.timer: asyncio.TimerHandle | None = None
-        # The close code the server chose, if it closed the connection: what the log records,
-        # whatever the client echoed (or 1006 once a stalled one is dropped).
-        self.closed_with: int | None = None
-
-    @property
-    def closing(self) -> bool:
-        return self._closing
-
-    @property
-    def queued(self) -> int:
-        return len(self._pending) if self._pending else 0
-
-    @property
-    def queued_bytes(self) -> int:
-        return self._bytes
-
-    def offer(self, frame: bytes, delivered_id: str | None = None, broadcast: bool = False) -> None:
-        """Queue a frame (`wire.text_frame`) for this connection; never blocks. Overflow (in
-        frames, or in bytes once something is queued) closes the connection with 1013: the
-        client is not reading, and resumes from the store when it reconnects."""
-        if self._closing:
-            return
-        pending = self._pending
-        if pending is None:
-            pending = self._pending = deque()
-        size = len(frame)
-        if len(pending) >= self._limit or (pending and self._bytes + size > self._hub.queue_bytes):
-            self.close_soon(CLOSE_TRY_AGAIN_LATER, "send queue full; reconnect to resume")
-            return
-        self._bytes += size
-        pending.append((frame, None if self.v1 else delivered_id, broadcast))
-        if self._live and self._sender is None and not self._scheduled:
-            self._scheduled = True
-            self._hub.schedule(self)
-
-    def write_now(self, frame: bytes, delivered_id: str | None, broadcast: bool) -> bool:
-        """Write `frame` at once if nothing is queued before it and it fits the transport's room;
-        False leaves it to `offer`. A broadcast reaches 10,000 sockets this way without queueing
-        it 10,000 times only for the fan-out to take it out again."""
-        if self._pending or self._sender is not None or not self._live or self._closing:
-            return False
-        side = self._side
-        transport = side.transport if side is not None else None
-        if transport is None or transport.is_closing() or self._ws.closed or len(frame) > self._room():
-            return False
-        try:
-            transport.write(frame)
-        except Exception:  # the fan-out writes it instead, and deals with a broken connection
-            return False
-        if delivered_id is not None and not self.v1:
-            self._hub.delivered(self.user_id, delivered_id, broadcast)
-        return True
-
-    def go_live(self) -> None:
-        """The backlog has been replayed: start sending what queued up meanwhile."""
-        self._live = True
-        if self._pending and self._sender is None and not self._scheduled and not self._closing:
-            self._scheduled = True
-            self._hub.schedule(self)
-
-    async def send_direct(self, text: str) -> None:
-        """For the handler's replay, before the connection goes live (no sender runs then)."""
-        assert not self._live
-        await self._ws.send_str(text)
-
-    def _room(self) -> int:
-        """Bytes the fan-out may write to this socket now without aiohttp ever waiting for it.
-
-        aiohttp's writes wait only while the protocol is paused, and asyncio pauses it only once
-        the transport's buffer passes its high-water mark: up to that mark a write completes at
-        once. 0 (or less): the connection needs a sender of its own.
-        """
-        side = self._side
-        # A compressing socket may compress in an executor (aiohttp does for large frames) and so
-        # wait: it always gets a sender of its own.
-        if side is None or side.writing_paused or self._ws.compress:
-            return 0
-        transport = side.transport
-        if transport is None:
-            return 0
-        return transport.get_write_buffer_limits()[1] - transport.get_write_buffer_size()
-
-    def _take_fitting(self, pending: deque[_Frame]) -> tuple[list[_Frame], bytes]:
-        """Pop the queued frames that fit the room, with their bytes joined for one write."""
-        room = self._room()
-        taken: list[_Frame] = []
-        while pending and len(pending[0][0]) <= room:
-            entry = pending.popleft()
-            room -= len(entry[0])
-            self._bytes -= len(entry[0])
-            taken.append(entry)
-        if len(taken) == 1:
-            return taken, taken[0][0]
-        return taken, b"".join([entry[0] for entry in taken])
-
-    def write_ready(self) -> None:
-        """The fan-out's turn: write what fits the transport's room, in one write.
-
-        A patient sent ten notifications in a burst gets them in one send() rather than ten.
-        Frames left over (the client is slow) go to a sender task of this connection's own.
-        """
-        self._scheduled = False
-        pending = self._pending
-        if self._closing or self._sender is not None or not pending:
-            return
-        transport = self._side.transport if self._side is not None else None
-        if self._ws.closed or (transport is not None and transport.is_closing()):
-            # The peer went away; the handler sees the close and unregisters us.
-            pending.clear()
-            self._bytes = 0
-        else:
-            taken, wire = self._take_fitting(pending)
-            if taken and transport is not None:
-                transport.write(wire)
-                hub = self._hub
-                for _, delivered_id, broadcast in taken:
-                    if delivered_id is not None:
-                        hub.delivered(self.user_id, delivered_id, broadcast)
-        if pending and not self._closing:
-            self._sender = asyncio.get_running_loop().create_task(self._drain())
-        elif not pending:
-            # An empty deque still holds its 64-slot block: drop it until the next frame.
-            self._pending = None
-
-    async def _drain(self) -> None:
-        """A slow client's own sender: awaits its socket, so nobody else waits for it.
-
-        A frame that cannot be written within the hub's `write_timeout` means the client stopped
-        reading (or its machine stopped): the connection is dropped, since not even a close
-        frame would reach it, and aiohttp's heartbeat cannot send its ping either.
-        """
-        hub = self._hub
-        try:
-            pending = self._pending
-            while pending:
-                frame, delivered_id, broadcast = pending.popleft()
-                self._bytes -= len(frame)
-                async with asyncio.timeout(hub.write_timeout):
-                    await self._ws.send_frame(payload_of(frame), WSMsgType.TEXT)
-                if delivered_id is not None:
-                    hub.delivered(self.user_id, delivered_id, broadcast)
-        except (ConnectionError, RuntimeError):
-            # The peer went away mid-send; the handler sees the close and unregisters us.
-            pass
-        except TimeoutError:
-            log.info("hub.stalled_client_dropped", extra={"user_id": self.user_id, "conn_id": self.id})
-            if self.closed_with is None:
-                self.closed_with = CLOSE_TRY_AGAIN_LATER
-            self._abort()
-        finally:
-            self._sender = None
-            if not self._pending:
-                self._pending = None
-            hub.flush_delivered()
-
-    def close_soon(self, code: int, reason: str) -> None:
-        """Close from outside the handler without awaiting the client (safe inside a fan-out)."""
-        if self._closing:
-            return
-        self._closing = True
-        if self._pending:
-            self._pending.clear()
-        self._bytes = 0
-        if self._sender is not None:
-            self._sender.cancel()
-        task = asyncio.get_running_loop().create_task(self.close(code, reason))
-        tasks = self._hub.tasks
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-    async def close(self, code: int, reason: str) -> None:
-        self._closing = True
-        if self.closed_with is None:
-            self.closed_with = code
-        try:
-            async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
-                await self._ws.close(code=code, message=reason.encode())
-        except TimeoutError:
-            # A client that stopped reading never takes our close frame, and a plain close waits
-            # for the buffered bytes it will never read: drop the connection.
-            self._abort()
-        except (ConnectionError, RuntimeError):
-            pass
-
-    def _abort(self) -> None:
-        """Drop the connection at once, buffered bytes and all; the handler then unregisters it."""
-        self._closing = True
-        transport = self._side.transport if self._side is not None else None
-        if transport is not None:
-            transport.abort()
-
-    def stop(self) -> None:
-        """The handler is done with this connection: stop sending, cancel its timers."""
-        self._closing = True
-        if self._sender is not None:
-            self._sender.cancel()
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
 
 
 class Hub:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from diagnoxix.delivery.hub import Connection
+from diagnoxix.delivery.connection import Connection
 from diagnoxix.store.protocols import NotificationStore
 
 # Replay reads the backlog in pages so a long absence never builds one huge query or frame.

@@ -96,7 +96,15 @@ def parse_draft(
     if unknown or problem is not None or content is None:
         return None
     kind, title, message, (data, data_json), priority = content
-    return NotificationDraft(cast(str, user_id), kind, title, message, data, priority, data_json=data_json)
+    return NotificationDraft(
+        user_id=cast(str, user_id),
+        type=kind,
+        title=title,
+        message=message,
+        data=data,
+        priority=priority,
+        data_json=data_json,
+    )
 
 
 def parse_broadcast(payload: dict[str, Any], errors: FieldErrors) -> NotificationDraft | None:
@@ -112,7 +120,16 @@ def parse_broadcast(payload: dict[str, Any], errors: FieldErrors) -> Notificatio
     if unknown or not ttl_ok or content is None:
         return None
     kind, title, message, (data, data_json), priority = content
-    return NotificationDraft(BROADCAST_RECIPIENT, kind, title, message, data, priority, ttl, data_json)
+    return NotificationDraft(
+        user_id=BROADCAST_RECIPIENT,
+        type=kind,
+        title=title,
+        message=message,
+        data=data,
+        priority=priority,
+        ttl_seconds=ttl,
+        data_json=data_json,
+    )
 
 
 def validated_draft(
@@ -144,5 +161,12 @@ def validated_draft(
     if errors:
         raise errors
     return NotificationDraft(
-        recipient, kind, title, message, dict(checked_data), checked_priority, ttl_seconds, data_json
+        user_id=recipient,
+        type=kind,
+        title=title,
+        message=message,
+        data=dict(checked_data),
+        priority=checked_priority,
+        ttl_seconds=ttl_seconds,
+        data_json=data_json,
     )

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from diagnoxix.auth import InvalidCredentials
 from diagnoxix.delivery import frames
-from diagnoxix.delivery.hub import (
+from diagnoxix.delivery.connection import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL_ERROR,
     CLOSE_POLICY_VIOLATION,

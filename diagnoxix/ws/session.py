@@ -7,7 +7,6 @@ welcome). Replies and errors go only to v1 clients; a plain client's frames stil
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from aiohttp import WSMessage, WSMsgType
 from diagnoxix.auth import InvalidCredentials, TokenIssuer
 from diagnoxix.config import Settings
 from diagnoxix.delivery import frames
-from diagnoxix.delivery.hub import (
+from diagnoxix.delivery.connection import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_POLICY_VIOLATION,
     CLOSE_TOKEN_EXPIRED,
@@ -28,6 +27,7 @@ from diagnoxix.delivery.hub import (
 )
 from diagnoxix.delivery.service import NotificationService
 from diagnoxix.delivery.wire import text_frame
+from diagnoxix.json_encoding import decode_json
 from diagnoxix.models import format_timestamp, utc_now
 from diagnoxix.rules import (
     CURSOR_SEQ,
@@ -78,7 +78,7 @@ def decode(msg: WSMessage) -> dict[str, Any] | None:
     if msg.type is not WSMsgType.TEXT:
         return None
     try:
-        frame = json.loads(msg.data)
+        frame = decode_json(msg.data)
     except (ValueError, RecursionError):  # RecursionError: deeply nested arrays within 16 KiB
         return None
     return frame if isinstance(frame, dict) else None

@@ -10,14 +10,12 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from diagnoxix.models import BROADCAST_RECIPIENT, ApiKey, IdempotencyRecord, Notification
+from diagnoxix.models import BROADCAST_RECIPIENT, IdempotencyRecord, Notification
 from diagnoxix.store.sqlite.batch import NOTIFICATION_COLUMNS
 from diagnoxix.store.sqlite.rows import (
     LIVE,
-    audit_entry,
     chunks,
     newest_first,
-    row_to_api_key,
     row_to_notification,
 )
 
@@ -146,24 +144,3 @@ class NotificationReads:
             return None
         request_hash, ids, status = rows[0]
         return IdempotencyRecord(request_hash, tuple(json.loads(ids)), int(status))
-
-    async def find_api_key(self, key_id: str) -> tuple[ApiKey, str] | None:
-        rows = await self._read_now(
-            "SELECT id, name, created_at, last_used_at, revoked_at, secret_hash FROM api_keys WHERE id = ?",
-            (key_id,),
-        )
-        if not rows:
-            return None
-        return row_to_api_key(rows[0][:5]), str(rows[0][5])
-
-    async def list_api_keys(self) -> list[ApiKey]:
-        rows = await self._read(
-            "SELECT id, name, created_at, last_used_at, revoked_at FROM api_keys ORDER BY created_at, id", ()
-        )
-        return [row_to_api_key(row) for row in rows]
-
-    async def audit_entries(self, *, limit: int = 100) -> list[dict[str, Any]]:
-        rows = await self._read(
-            "SELECT id, at, actor, action, target, details FROM audit_log ORDER BY id DESC LIMIT ?", (limit,)
-        )
-        return [audit_entry(r) for r in rows]

@@ -21,6 +21,7 @@ from diagnoxix.models import (
     PRIORITIES,
     Notification,
     NotificationDraft,
+    assemble_notification,
     format_timestamp,
     frame_head,
     frame_tail,
@@ -137,21 +138,21 @@ def committed_notifications(
     commit gave it and the tail."""
     drafts = staged.drafts
     return [
-        Notification(
-            seq=first_seq + i,
-            id=nid,
-            user_id=draft.user_id,
-            type=draft.type,
-            title=draft.title,
-            message=draft.message,
-            data=draft.data,
-            priority=draft.priority,
-            created_at=created_at,
-            expires_at=expires[0],
-            data_json=data_json,
-            created_text=stamp,
-            expires_text=expires[1],
-            frame=f'{head},"seq":{first_seq + i}{frame_tail(draft.priority, read=False)}',
+        assemble_notification(
+            first_seq + i,
+            nid,
+            draft.user_id,
+            draft.type,
+            draft.title,
+            draft.message,
+            draft.data,
+            draft.priority,
+            created_at,
+            expires[0],
+            data_json,
+            stamp,
+            expires[1],
+            f'{head},"seq":{first_seq + i}{frame_tail(draft.priority, read=False)}',
         )
         for i, (nid, draft, data_json, expires, head) in enumerate(
             zip(staged.ids, drafts, staged.data_json, staged.expires, staged.heads, strict=True)

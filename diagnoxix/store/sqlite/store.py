@@ -7,10 +7,7 @@ Nothing expired is ever served: every read of notifications filters on `expires_
 
 from __future__ import annotations
 
-import fcntl
-import json
 import logging
-import os
 import sqlite3
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -23,7 +20,6 @@ import aiosqlite
 from diagnoxix.clock import Clock, SystemClock
 from diagnoxix.models import (
     BROADCAST_RECIPIENT,
-    ApiKey,
     Notification,
     NotificationDraft,
     StoreCounts,
@@ -37,6 +33,8 @@ from diagnoxix.store.protocols import (
     StoreError,
 )
 from diagnoxix.store.sqlite.checkpoint import CHECKPOINT_DELAY_SECONDS, WAL_LIMIT_PAGES, Checkpointer
+from diagnoxix.store.sqlite.files import create_private_file, release_serving_lock, take_serving_lock
+from diagnoxix.store.sqlite.keys import KeyQueries
 from diagnoxix.store.sqlite.migrations import migrate
 from diagnoxix.store.sqlite.reads import NotificationReads
 from diagnoxix.store.sqlite.rows import LIVE, SQLITE_NOW
@@ -56,7 +54,7 @@ PURGE_SLICE = 1000
 IDEMPOTENCY_SECONDS = 24 * 3600
 
 
-class SqliteStore(NotificationReads, StaffQueries):
+class SqliteStore(NotificationReads, KeyQueries, StaffQueries):
     """`Store` on one SQLite file. Use `open()`/`close()` (the app does it in a cleanup context)."""
 
     def __init__(
@@ -107,7 +105,7 @@ class SqliteStore(NotificationReads, StaffQueries):
         if self._exclusive:
             self._take_lock()
         try:
-            self._create_private_file()
+            create_private_file(self._path)
             await self._prepare_file()
             self._checkpointer = Checkpointer(
                 self._path, busy_timeout_ms=BUSY_TIMEOUT_MS, delay=self._checkpoint_delay
@@ -191,34 +189,12 @@ class SqliteStore(NotificationReads, StaffQueries):
         self._reader_conn = self._point_conn = None
         self._release_lock()
 
-    def _create_private_file(self) -> None:
-        """Create the file owner-only before SQLite opens it (SQLite gives -wal/-shm the same mode).
-
-        It holds health information and the server secret; a file created under the usual umask
-        would be world-readable, at least for a moment.
-        """
-        try:
-            os.close(os.open(self._path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        except FileExistsError:
-            if self._path.stat().st_mode & 0o077:
-                log.warning("store.file_permissions", extra={"path": str(self._path), "advice": "chmod 600"})
-
     def _take_lock(self) -> None:
-        lock_path = self._path.with_name(self._path.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise StoreError(
-                f"another Diagnoxix Notify server is already using {self._path}; "
-                "stop it or pass a different --db"
-            ) from None
-        self._lock_fd = fd
+        self._lock_fd = take_serving_lock(self._path)
 
     def _release_lock(self) -> None:
         if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            release_serving_lock(self._lock_fd)
             self._lock_fd = None
 
     # -- properties ------------------------------------------------------------------------
@@ -391,42 +367,6 @@ class SqliteStore(NotificationReads, StaffQueries):
         )
         self._stored_at_open -= deleted
         return deleted
-
-    async def create_api_key(self, key_id: str, name: str, secret_hash: str) -> ApiKey:
-        now = self._clock.now()
-        await self._execute(
-            "INSERT INTO api_keys (id, name, secret_hash, created_at) VALUES (?,?,?,?)",
-            [(key_id, name, secret_hash, format_timestamp(now))],
-        )
-        return ApiKey(key_id, name, now, None, None)
-
-    async def revoke_api_key(self, key_id: str) -> bool:
-        changed = await self._execute(
-            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-            [(self._now_stamp(), key_id)],
-        )
-        return changed > 0
-
-    def touch_api_key(self, key_id: str) -> None:
-        self._execute_nowait(
-            "UPDATE api_keys SET last_used_at = d.at FROM"
-            " (SELECT value->>0 AS id, max(value->>1) AS at FROM json_each(?) GROUP BY 1) AS d"
-            " WHERE api_keys.id = d.id",
-            [[key_id, self._now_stamp()]],
-        )
-
-    def record_audit(
-        self, actor: str, action: str, target: str | None, details: dict[str, Any] | None = None
-    ) -> None:
-        if self._closing:
-            # Never fail a request whose work already committed (its caller would retry it).
-            log.warning("store.audit_dropped_at_shutdown", extra={"action": action, "actor": actor})
-            return
-        self._execute_nowait(
-            "INSERT INTO audit_log (at, actor, action, target, details)"
-            " SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM json_each(?)",
-            [[self._now_stamp(), actor, action, target, json.dumps(details or {})]],
-        )
 
     async def get_or_create_meta(self, key: str, default: Callable[[], str]) -> str:
         await self._execute(

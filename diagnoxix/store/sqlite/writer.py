@@ -21,12 +21,11 @@ whole batch.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from diagnoxix.json_encoding import encode_rows
 from diagnoxix.models import Notification, NotificationDraft, format_timestamp
 from diagnoxix.store.protocols import IdempotencyClaim, IdempotencyConflict, StoreClosed, StoreError
 from diagnoxix.store.sqlite.batch import BatchDone, InsertRows, Statement, Transaction
+from diagnoxix.store.sqlite.ops import Bulk, Execute, Flush, Insert, Op, fail, fail_all, resolve, translate
 from diagnoxix.store.sqlite.seqs import SeqCounter
 from diagnoxix.store.sqlite.staging import Lifetimes, Staged, Stager, committed_notes
 
@@ -49,47 +49,6 @@ MAX_NOTIFICATIONS_PER_BATCH = 20000
 # Within a transaction, notifications go to the writer thread in chunks of about this many, so it
 # stores one chunk while the event loop prepares the next.
 CHUNK_NOTIFICATIONS = 2000
-
-
-@dataclass(slots=True)
-class Insert:
-    drafts: Sequence[NotificationDraft]
-    idempotency: IdempotencyClaim | None
-    future: asyncio.Future[list[Notification]]
-    lifetimes: Lifetimes = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class Execute:
-    """Statements run in order inside the batch's transaction, each once per parameter tuple.
-
-    They commit or roll back together. The result is the rows changed by the last statement.
-    """
-
-    statements: list[Statement]
-    future: asyncio.Future[int]
-
-
-@dataclass(slots=True)
-class Bulk:
-    """Bookkeeping nobody waits for (delivery marks, audit rows, key touches).
-
-    `sql` takes one parameter, a JSON array of rows; every Bulk of a batch with the same SQL and
-    callback becomes one statement, and `on_rows` hears the rows it changed.
-    """
-
-    sql: str
-    rows: Sequence[Sequence[Any]]
-    on_rows: Callable[[int], None] | None = None
-    future: None = None
-
-
-@dataclass(slots=True)
-class Flush:
-    future: asyncio.Future[None]
-
-
-Op = Insert | Execute | Bulk | Flush
 
 
 @dataclass(slots=True)
@@ -238,7 +197,7 @@ class GroupCommitWriter:
                 op = self._queue.get_nowait()
                 if op is not None:
                     pending.append(op)
-            _fail_all(pending, StoreError("the store's writer stopped"))
+            fail_all(pending, StoreError("the store's writer stopped"))
             raise
 
     def _take_queued(self, ops: list[Op]) -> bool:
@@ -276,7 +235,7 @@ class GroupCommitWriter:
                         staged_op, rows = stager.stage(op.drafts, op.idempotency, op.lifetimes, guess)
                     except Exception:  # validated drafts never get here; if one does, it fails alone
                         log.exception("store.stage_failed")
-                        _fail(op, StoreError("the notification could not be encoded for storage"))
+                        fail(op, StoreError("the notification could not be encoded for storage"))
                         continue
                     guess += len(op.drafts)
                     staged.append(staged_op)
@@ -297,7 +256,7 @@ class GroupCommitWriter:
         except Exception:  # never leave the thread's transaction open: every later batch would fail
             log.exception("store.batch_failed", extra={"ops": len(ops)})
             self._executor.submit(self._abandon, tx)
-            _fail_all(ops, StoreError("the write could not be committed"))
+            fail_all(ops, StoreError("the write could not be committed"))
             return None
         loop = asyncio.get_running_loop()
         result = loop.run_in_executor(self._executor, self._commit, tx, encoded, executes)
@@ -309,12 +268,12 @@ class GroupCommitWriter:
             done = await batch.result
         except sqlite3.Error as exc:
             log.error("store.batch_failed", extra={"ops": len(batch.ops), "error": type(exc).__name__})
-            _fail_all(batch.ops, StoreError(f"the database refused the write ({type(exc).__name__})"))
+            fail_all(batch.ops, StoreError(f"the database refused the write ({type(exc).__name__})"))
             self.seqs.failed()
             return
         except Exception:  # never let one bad batch stop every future write
             log.exception("store.batch_failed", extra={"ops": len(batch.ops)})
-            _fail_all(batch.ops, StoreError("the write could not be committed"))
+            fail_all(batch.ops, StoreError("the write could not be committed"))
             self.seqs.failed()
             return
         self.stats.commits += 1
@@ -327,7 +286,7 @@ class GroupCommitWriter:
                 stored.append(IdempotencyConflict("this Idempotency-Key was already used"))
                 continue
             if isinstance(first, Exception):
-                stored.append(_translate(first))
+                stored.append(translate(first))
                 continue
             notes = committed_notes(staged, first, batch.created_at, batch.stamp)
             stored.append(notes)
@@ -339,7 +298,7 @@ class GroupCommitWriter:
         if committed:
             self.stats.stored += len(committed)
             self._on_notifications(committed)
-        _resolve(batch.ops, stored, done.executed)
+        resolve(batch.ops, stored, done.executed)
 
     # -- the writer thread's side ------------------------------------------------------------
 
@@ -380,44 +339,3 @@ class GroupCommitWriter:
 
     def _abandon(self, tx: Callable[[], Transaction]) -> None:
         tx().abandon()
-
-
-def _resolve(
-    ops: list[Op], stored: list[list[Notification] | Exception], executed: list[int | sqlite3.Error]
-) -> None:
-    inserts = iter(stored)
-    results = iter(executed)
-    for op in ops:
-        if isinstance(op, Insert):
-            notes = next(inserts)
-            if isinstance(notes, Exception):
-                _fail(op, notes)
-            elif not op.future.done():
-                op.future.set_result(notes)
-        elif isinstance(op, Execute):
-            rowcount = next(results)
-            if isinstance(rowcount, sqlite3.Error):
-                _fail(op, _translate(rowcount))
-            elif not op.future.done():
-                op.future.set_result(rowcount)
-        elif isinstance(op, Flush) and not op.future.done():
-            op.future.set_result(None)
-
-
-def _translate(exc: Exception) -> Exception:
-    log.error("store.write_failed", extra={"error": type(exc).__name__})
-    return StoreError(f"the database refused the write ({type(exc).__name__})")
-
-
-def _fail_all(ops: list[Op], exc: Exception) -> None:
-    for op in ops:
-        _fail(op, exc)
-
-
-def _fail(op: Op, exc: Exception) -> None:
-    future = op.future
-    if future is not None and not future.done():
-        future.set_exception(exc)
-        # A fire-and-forget write has nobody awaiting it; don't warn about an unretrieved error.
-        with contextlib.suppress(BaseException):
-            future.exception()

@@ -1,0 +1,100 @@
+"""API keys and the audit log in the embedded store (`KeyStore`).
+
+A mixin of `SqliteStore`, kept apart so each module holds one concern. Key lookups by id are point
+reads on the event loop (`_read_now`): every API request makes one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from diagnoxix.clock import Clock
+from diagnoxix.models import ApiKey, format_timestamp
+from diagnoxix.store.sqlite.rows import audit_entry, row_to_api_key
+
+log = logging.getLogger("diagnoxix.store")
+
+
+class KeyQueries:
+    """Needs `_read`, `_read_now`, `_execute`, `_execute_nowait`, `_now_stamp`, `_clock` and
+    `_closing` from the store it is mixed into."""
+
+    _closing: bool
+    _clock: Clock
+
+    async def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    async def _read_now(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    async def _execute(self, sql: str, params: list[tuple[Any, ...]]) -> int:
+        raise NotImplementedError
+
+    def _execute_nowait(
+        self, sql: str, rows: Sequence[Sequence[Any]], on_rows: Callable[[int], None] | None = None
+    ) -> None:
+        raise NotImplementedError
+
+    def _now_stamp(self) -> str:
+        raise NotImplementedError
+
+    async def create_api_key(self, key_id: str, name: str, secret_hash: str) -> ApiKey:
+        now = self._clock.now()
+        await self._execute(
+            "INSERT INTO api_keys (id, name, secret_hash, created_at) VALUES (?,?,?,?)",
+            [(key_id, name, secret_hash, format_timestamp(now))],
+        )
+        return ApiKey(key_id, name, now, None, None)
+
+    async def revoke_api_key(self, key_id: str) -> bool:
+        changed = await self._execute(
+            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+            [(self._now_stamp(), key_id)],
+        )
+        return changed > 0
+
+    def touch_api_key(self, key_id: str) -> None:
+        self._execute_nowait(
+            "UPDATE api_keys SET last_used_at = d.at FROM"
+            " (SELECT value->>0 AS id, max(value->>1) AS at FROM json_each(?) GROUP BY 1) AS d"
+            " WHERE api_keys.id = d.id",
+            [[key_id, self._now_stamp()]],
+        )
+
+    def record_audit(
+        self, actor: str, action: str, target: str | None, details: dict[str, Any] | None = None
+    ) -> None:
+        if self._closing:
+            # Never fail a request whose work already committed (its caller would retry it).
+            log.warning("store.audit_dropped_at_shutdown", extra={"action": action, "actor": actor})
+            return
+        self._execute_nowait(
+            "INSERT INTO audit_log (at, actor, action, target, details)"
+            " SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM json_each(?)",
+            [[self._now_stamp(), actor, action, target, json.dumps(details or {})]],
+        )
+
+    async def find_api_key(self, key_id: str) -> tuple[ApiKey, str] | None:
+        rows = await self._read_now(
+            "SELECT id, name, created_at, last_used_at, revoked_at, secret_hash FROM api_keys WHERE id = ?",
+            (key_id,),
+        )
+        if not rows:
+            return None
+        return row_to_api_key(rows[0][:5]), str(rows[0][5])
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        rows = await self._read(
+            "SELECT id, name, created_at, last_used_at, revoked_at FROM api_keys ORDER BY created_at, id", ()
+        )
+        return [row_to_api_key(row) for row in rows]
+
+    async def audit_entries(self, *, limit: int = 100) -> list[dict[str, Any]]:
+        rows = await self._read(
+            "SELECT id, at, actor, action, target, details FROM audit_log ORDER BY id DESC LIMIT ?", (limit,)
+        )
+        return [audit_entry(r) for r in rows]
