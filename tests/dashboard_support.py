@@ -98,9 +98,14 @@ async def browser_login(
 class StaffClient:
     """A staff member's HTTP session without a browser: own cookie jar, forms with their token."""
 
-    def __init__(self, server: LiveServer) -> None:
+    def __init__(self, server: LiveServer, *, address: str = "127.0.0.1") -> None:
+        """`address`: the loopback address to connect from (any of 127.0.0.0/8), to be another
+        client as the server sees it."""
         self.server = server
-        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        self.http = aiohttp.ClientSession(
+            cookie_jar=aiohttp.CookieJar(unsafe=True),
+            connector=aiohttp.TCPConnector(local_addr=(address, 0)),
+        )
         self.origin = server.url
 
     async def get(self, path: str, **kw: Any) -> aiohttp.ClientResponse:

@@ -168,26 +168,45 @@ async def test_forged_form_posts_change_nothing(server: LiveServer, staff: Staff
         await other.close()
 
 
-async def test_failed_logins_lock_that_account_only(server: LiveServer, anonymous: StaffClient) -> None:
+async def test_failed_logins_lock_that_account_from_that_address_only(
+    server: LiveServer, anonymous: StaffClient
+) -> None:
     await server.add_staff("bob", "another long password")
     for _ in range(5):
         resp = await anonymous.login(ADMIN, "not the password at all")
         assert resp.status == 401
-    # Locked: even the right password is refused, with a hint when to retry.
+    # Locked here: even the right password is refused, with a hint when to retry.
     resp = await anonymous.login(ADMIN, ADMIN_PASSWORD)
     assert resp.status == 429
     assert int(resp.headers["Retry-After"]) > 0
     assert "Too many failed sign-ins" in await resp.text()
     assert (await anonymous.get("/dashboard/")).status == 303
-    # Another account is not affected.
+    # Another account is not affected, nor is the locked account's owner at her own terminal.
     bob = StaffClient(server)
+    alice_at_her_desk = StaffClient(server, address="127.0.0.2")
     try:
         assert (await bob.login("bob", "another long password")).status == 303
+        assert (await alice_at_her_desk.login(ADMIN, ADMIN_PASSWORD)).status == 303
     finally:
         await bob.close()
+        await alice_at_her_desk.close()
     actions = await _audit_actions(server)
     assert actions.count("login.failed") == 5
     assert "login.throttled" in actions
+
+
+async def test_guessing_across_many_accounts_from_one_address_is_throttled(
+    server: LiveServer, anonymous: StaffClient
+) -> None:
+    for i in range(30):
+        assert (await anonymous.login(f"user{i}", "guess")).status == 401
+    # The address is spent: any account, even with the right password, waits.
+    assert (await anonymous.login(ADMIN, ADMIN_PASSWORD)).status == 429
+    elsewhere = StaffClient(server, address="127.0.0.3")
+    try:
+        assert (await elsewhere.login(ADMIN, ADMIN_PASSWORD)).status == 303
+    finally:
+        await elsewhere.close()
 
 
 async def test_a_mistyped_username_is_never_written_down(

@@ -45,3 +45,16 @@ async def test_a_frame_that_names_a_key_twice_is_refused(service: Service) -> No
     assert reply["type"] == "error"
     assert reply["error"]["code"] == "invalid_frame"
     await ws.close()
+
+
+async def test_every_reply_echoes_its_request_id(service: Service) -> None:
+    ws = await service.connect("p2", v1=True)
+    await ws.send_json({"type": "hello"})
+    assert (await ws.receive_json(timeout=2))["type"] == "welcome"
+    await ws.send_json({"type": "ping", "request_id": "r-ping"})
+    pong = await ws.receive_json(timeout=2)
+    assert (pong["type"], pong["request_id"]) == ("pong", "r-ping")
+    await ws.send_json({"type": "token", "token": service.token("p2"), "request_id": "r-token"})
+    refreshed = await ws.receive_json(timeout=2)
+    assert (refreshed["type"], refreshed["request_id"]) == ("refreshed", "r-token")
+    await ws.close()

@@ -68,15 +68,25 @@ class Passwords:
 
 @dataclass(frozen=True, slots=True)
 class LoginThrottle:
-    """After `max_failures` failed sign-ins for one account within `window`, refuse (429)
-    every attempt for that account, right or wrong, until the window has passed."""
+    """Failed sign-ins are counted per account from one address, and per address.
 
-    max_failures: int = 5
+    After `per_account` failures for one account from one address within `window`, that address
+    may not try that account again until the window has passed (429), right password or not; after
+    `per_address` failures from one address, on any accounts, it may not try any. Nobody is locked
+    out from elsewhere: a stranger guessing a nurse's password blocks only their own address, never
+    the nurse at her ward's terminal. `per_address` is generous because a whole ward may sign in
+    from behind one NAT address.
+    """
+
+    per_account: int = 5
+    per_address: int = 30
     window: timedelta = timedelta(minutes=15)
 
-    async def is_locked(self, store: Store, username: str) -> bool:
-        failures = await store.count_login_failures(username, utc_now() - self.window)
-        return failures >= self.max_failures
+    async def is_locked(self, store: Store, account_key: str, address_key: str) -> bool:
+        since = utc_now() - self.window
+        if await store.count_login_failures(account_key, since) >= self.per_account:
+            return True
+        return await store.count_login_failures(address_key, since) >= self.per_address
 
     @property
     def retry_after_seconds(self) -> int:

@@ -57,24 +57,28 @@ async def login(request: web.Request) -> web.StreamResponse:
     # People type passwords into the username box: a name that is no account is never written
     # down (log, audit, throttle table); the throttle counts a keyed hash of whatever was typed.
     actor = f"staff:{account.username}" if account else "staff:(unknown account)"
-    throttle_key = "login:" + csrf_token(state.csrf_key, "throttle:" + username)
-    # Checked before the password: while locked, even the right password is refused.
-    if await state.throttle.is_locked(store, throttle_key):
+    # Keyed hashes: neither what was typed nor the address is written down.
+    address = request.remote or "unknown"
+    account_key = "login:" + csrf_token(state.csrf_key, f"throttle:{username}|{address}")
+    address_key = "login-from:" + csrf_token(state.csrf_key, f"throttle-address:{address}")
+    # Checked before the password: while locked, even the right password is refused here.
+    if await state.throttle.is_locked(store, account_key, address_key):
         store.record_audit(actor, "login.throttled", None)
         log.warning("dashboard.login_throttled", extra={"account": actor})
         retry = state.throttle.retry_after_seconds
         return await again(
             429,
-            f"Too many failed sign-ins for this account. Try again in {retry // 60} minutes.",
+            f"Too many failed sign-ins from here. Try again in {retry // 60} minutes.",
             {"Retry-After": str(retry)},
         )
     valid = await state.passwords.verify(account.password_hash if account else None, password)
     if account is None or account.disabled_at is not None or not valid:
-        await store.record_login_failure(throttle_key)
+        await store.record_login_failure(account_key)
+        await store.record_login_failure(address_key)
         store.record_audit(actor, "login.failed", None)
         log.info("dashboard.login_failed", extra={"account": actor})
         return await again(401, "The username or password is not right.")
-    await store.clear_login_failures(throttle_key)
+    await store.clear_login_failures(account_key)
     await start_session(request, username)
     store.record_audit(f"staff:{username}", "login", None)
     log.info("dashboard.login", extra={"username": username})

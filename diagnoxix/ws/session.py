@@ -136,7 +136,9 @@ class Session:
             if kind == "ping":
                 # The seed's keepalive: plain clients get nothing back, so a UI that renders
                 # every frame shows only notifications.
-                self.reply(frames.control("pong", server_time=format_timestamp(utc_now())))
+                self.reply(
+                    frames.control("pong", server_time=format_timestamp(utc_now()), **_request_id(frame))
+                )
             elif kind == "ack":
                 mine = await self.store.acknowledge(self.conn.user_id, _ids(frame))
                 self.reply(frames.control("ack", ids=mine, **_request_id(frame)))
@@ -205,7 +207,11 @@ class Session:
             self.conn.close_soon(CLOSE_POLICY_VIOLATION, "token is for another user")
             return
         self.schedule_token_timers(verified.expires_at)
-        self.reply(frames.control("refreshed", expires_at=format_timestamp(verified.expires_at)))
+        self.reply(
+            frames.control(
+                "refreshed", expires_at=format_timestamp(verified.expires_at), **_request_id(frame)
+            )
+        )
 
     def schedule_token_timers(self, expires_at: datetime | None) -> None:
         """Ask for a fresh token shortly before expiry; close 4001 after expiry plus grace.
