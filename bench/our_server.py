@@ -20,6 +20,7 @@ from aiohttp import web
 from bench.common import NOTE_MESSAGE, NOTE_TITLE, NOTE_TYPE, burst_plan, note_data, raise_nofile
 from diagnoxix.app import create_app, runner_options
 from diagnoxix.config import default_settings
+from diagnoxix.edge.server import serve
 from diagnoxix.keys import SERVICE
 from diagnoxix.logs import configure_logging
 from diagnoxix.models import NotificationDraft
@@ -78,7 +79,7 @@ def main() -> None:
     app[DRAFTS] = []
     app.router.add_post("/bench/prepare", prepare)
     app.router.add_post("/bench/burst", burst)
-    web.run_app(app, host=settings.host, port=settings.port, print=None, **runner_options())
+    serve(app, host=settings.host, port=settings.port, on_ready=lambda: None, **runner_options(settings))
 
 
 if __name__ == "__main__":

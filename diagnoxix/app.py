@@ -23,9 +23,22 @@ from diagnoxix.dashboard.setup import setup_dashboard
 from diagnoxix.delivery.broker import InProcessBroker
 from diagnoxix.delivery.hub import Hub
 from diagnoxix.delivery.service import NotificationService
+from diagnoxix.edge.clients import Forwarding, parse_networks
 from diagnoxix.edge.headers import EdgeHeaders
+from diagnoxix.edge.server import ConnectionGuard
 from diagnoxix.errors import error_middleware
-from diagnoxix.keys import API_KEYS, BROKER, CLOCK, HUB, SERVICE, SETTINGS, STARTED_AT, STORE, TOKENS
+from diagnoxix.keys import (
+    API_KEYS,
+    BROKER,
+    CLOCK,
+    FORWARDING,
+    HUB,
+    SERVICE,
+    SETTINGS,
+    STARTED_AT,
+    STORE,
+    TOKENS,
+)
 from diagnoxix.logs import AccessLogger
 from diagnoxix.store.opening import open_store
 from diagnoxix.store.retention import purge_forever
@@ -93,8 +106,8 @@ async def _close_sockets(app: web.Application) -> None:
 SHUTDOWN_GRACE_SECONDS = 10.0
 
 
-def runner_options() -> dict[str, Any]:
-    """Options for whatever runs the app (run_app, AppRunner, the test server).
+def runner_options(settings: Settings) -> dict[str, Any]:
+    """Options for `edge.server.GuardedAppRunner`, whatever runs it (the command line, the tests).
 
     The access log goes through our logger, which never prints a query string (`?token=`).
     """
@@ -102,6 +115,8 @@ def runner_options() -> dict[str, Any]:
         "access_log_class": AccessLogger,
         "access_log": logging.getLogger("diagnoxix.access"),
         "shutdown_timeout": SHUTDOWN_GRACE_SECONDS,
+        "keepalive_timeout": settings.http_header_timeout_seconds,
+        "guard": ConnectionGuard.from_settings(settings),
     }
 
 
@@ -114,6 +129,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.on_response_prepare.append(edge.on_prepare)
     app[SETTINGS] = settings
     app[CLOCK] = clock or SystemClock()
+    app[FORWARDING] = Forwarding(parse_networks(settings.trusted_proxies))
     app[STARTED_AT] = time.time()
     app.cleanup_ctx.append(_store_context)
     app.cleanup_ctx.append(_retention_context)

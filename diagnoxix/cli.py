@@ -148,7 +148,7 @@ def _serve(settings: Settings) -> int:
                 f"{' (dev mode)' if settings.dev else ''}; Ctrl+C to stop",
                 flush=True,
             ),
-            **runner_options(),
+            **runner_options(settings),
         )
     except StoreError as exc:
         return _fail(str(exc))

@@ -6,6 +6,7 @@ their own `Settings(...)` directly and never touch the environment.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -53,6 +54,14 @@ class Settings:
     secret_key: str | None = None
     # Browser origins allowed to open a WebSocket, besides the server's own origin.
     allowed_origins: tuple[str, ...] = ()
+    # Proxies (addresses or CIDR ranges) whose X-Forwarded-For and -Proto are believed.
+    trusted_proxies: tuple[str, ...] = ()
+    # Open TCP connections from one client address (sockets and HTTP alike); a whole ward may share
+    # one NAT address, so the cap is for runaway clients and floods, not for people.
+    max_connections_per_address: int = 500
+    # A connection must send a whole request within this time (slowloris); it is also how long
+    # an idle HTTP keep-alive connection stays open.
+    http_header_timeout_seconds: float = 15.0
     # Lifetime of a minted connection token; capped so a leaked token dies soon.
     token_ttl_seconds: int = 3600
     token_max_ttl_seconds: int = 7 * 24 * 3600
@@ -207,6 +216,16 @@ def _synchronous(name: str, raw: str, _current: Settings) -> str:
     return value
 
 
+def _networks(name: str, raw: str, _current: Settings) -> tuple[str, ...]:
+    entries = tuple(e.strip() for e in raw.split(",") if e.strip())
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(f"{name} takes addresses or CIDR ranges, not {entry!r}") from None
+    return entries
+
+
 def _retention(_name: str, raw: str, current: Settings) -> tuple[tuple[str, int], ...]:
     return _parse_retention(raw, current.retention_days)
 
@@ -226,6 +245,9 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
     EnvSetting("DIAGNOXIX_DEV", "dev", _flag),
     EnvSetting("DIAGNOXIX_SECRET_KEY", "secret_key", _secret),
     EnvSetting("DIAGNOXIX_ALLOWED_ORIGINS", "allowed_origins", _origins),
+    EnvSetting("DIAGNOXIX_TRUSTED_PROXIES", "trusted_proxies", _networks),
+    EnvSetting("DIAGNOXIX_MAX_CONNECTIONS_PER_ADDRESS", "max_connections_per_address", _whole(1, 1_000_000)),
+    EnvSetting("DIAGNOXIX_HTTP_HEADER_TIMEOUT", "http_header_timeout_seconds", _seconds(1.0)),
     EnvSetting("DIAGNOXIX_TOKEN_TTL", "token_ttl_seconds", _token_ttl),
     EnvSetting("DIAGNOXIX_WS_HEARTBEAT", "ws_heartbeat_seconds", _seconds(1.0)),
     EnvSetting("DIAGNOXIX_WS_SEND_QUEUE", "ws_send_queue_limit", _whole(1, 1_000_000)),

@@ -10,6 +10,7 @@ from diagnoxix.config import Settings
 from diagnoxix.delivery.broker import Broker
 from diagnoxix.delivery.hub import Hub
 from diagnoxix.delivery.service import NotificationService
+from diagnoxix.edge.clients import Forwarding
 from diagnoxix.store.protocols import Store
 
 SETTINGS = web.AppKey("diagnoxix.settings", Settings)
@@ -21,3 +22,5 @@ TOKENS = web.AppKey("diagnoxix.tokens", TokenIssuer)
 API_KEYS = web.AppKey("diagnoxix.api_keys", ApiKeys)
 STARTED_AT = web.AppKey("diagnoxix.started_at", float)
 CLOCK = web.AppKey("diagnoxix.clock", Clock)
+# Who a request comes from (the peer, or what a trusted proxy forwarded).
+FORWARDING = web.AppKey("diagnoxix.forwarding", Forwarding)

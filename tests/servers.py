@@ -27,5 +27,5 @@ async def start_app(
     """Serve `create_app(settings)` on 127.0.0.1 (`port` 0: a free one). `options` override the
     runner's (e.g. a shorter shutdown grace). Stop it with `await server.close()`."""
     server = _GuardedTestServer(create_app(settings, clock=clock), host="127.0.0.1", port=port or None)
-    await server.start_server(**(runner_options() | options))
+    await server.start_server(**(runner_options(settings) | options))
     return server

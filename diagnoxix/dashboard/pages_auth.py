@@ -17,7 +17,7 @@ from diagnoxix.dashboard.sessions import (
     start_session,
 )
 from diagnoxix.dashboard.state import DASHBOARD
-from diagnoxix.keys import STORE
+from diagnoxix.keys import FORWARDING, STORE
 
 log = logging.getLogger("diagnoxix.dashboard")
 
@@ -58,7 +58,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     # down (log, audit, throttle table); the throttle counts a keyed hash of whatever was typed.
     actor = f"staff:{account.username}" if account else "staff:(unknown account)"
     # Keyed hashes: neither what was typed nor the address is written down.
-    address = request.remote or "unknown"
+    address = request.config_dict[FORWARDING].address(request)
     account_key = "login:" + csrf_token(state.csrf_key, f"throttle:{username}|{address}")
     address_key = "login-from:" + csrf_token(state.csrf_key, f"throttle-address:{address}")
     # Checked before the password: while locked, even the right password is refused here.

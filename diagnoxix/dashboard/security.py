@@ -10,6 +10,8 @@ from aiohttp import web
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from diagnoxix.keys import FORWARDING
+
 # Scripts and styles only from our own static files: no inline script, no CDN. `connect-src 'self'`
 # also covers the same-origin ws:/wss: live socket (CSP level 3).
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -74,7 +76,8 @@ def same_origin(request: web.Request) -> bool:
     if not host or not source or source == "null":
         return False
     parts = urlsplit(source.strip().lower())
-    return parts.scheme in {"http", "https"} and parts.netloc == host
+    # The scheme too: http://host is another origin than https://host.
+    return parts.scheme == request.config_dict[FORWARDING].scheme(request) and parts.netloc == host
 
 
 async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:

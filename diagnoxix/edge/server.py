@@ -1,4 +1,10 @@
-"""The HTTP server itself: what it answers and logs when a request never reaches the app.
+"""The HTTP server itself: connections before any request, and requests that never reach the app.
+
+Each client address may hold `max_connections_per_address` connections at once (sockets and HTTP
+alike; trusted proxies are exempt, their clients are limited by address at the proxy and, for
+sockets, at the upgrade); one more is answered 429 and closed before it is read. A connection must
+send a whole request within `http_header_timeout_seconds` (aiohttp's keep-alive timeout, which it
+also applies to a connection's first request), so slow-header floods (slowloris) let go.
 
 aiohttp answers a request it cannot parse (a request line or header over 8 KiB, a malformed
 message) with a plain-text 400 that quotes the first 100 bytes of the offending line, and logs it
@@ -17,18 +23,90 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
+from diagnoxix.config import Settings
+from diagnoxix.edge.clients import Forwarding, parse_networks
 from diagnoxix.errors import error_response
 
 log = logging.getLogger("diagnoxix.http")
 
+# Sent to a connection over its address's cap, before anything of it is read. How long to wait is
+# a guess: a flood's connections are let go within the header timeout.
+_TOO_MANY = (
+    b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json; charset=utf-8\r\n"
+    b"Retry-After: 15\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+)
+_TOO_MANY_BODY = (
+    b'{"error":{"code":"too_many_connections","message":"this address has too many open'
+    b' connections; close some or retry later","details":{}}}'
+)
+
+
+@dataclass(slots=True)
+class ConnectionGuard:
+    """Open connections per client address, for one server."""
+
+    forwarding: Forwarding
+    per_address: int
+    open: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ConnectionGuard:
+        forwarding = Forwarding(parse_networks(settings.trusted_proxies))
+        return cls(forwarding, settings.max_connections_per_address)
+
+    def admit(self, address: str) -> bool:
+        if self.forwarding.trusts(address):
+            return True
+        count = self.open.get(address, 0)
+        if count >= self.per_address:
+            return False
+        self.open[address] = count + 1
+        return True
+
+    def release(self, address: str) -> None:
+        if self.forwarding.trusts(address):
+            return
+        count = self.open.get(address, 0) - 1
+        if count > 0:
+            self.open[address] = count
+        else:
+            self.open.pop(address, None)
+
 
 class GuardedRequestHandler(RequestHandler):
+    # Slots like aiohttp's own: an idle patient socket keeps its handler alive.
+    __slots__ = ("_admitted_address",)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._admitted_address: str | None = None
+        peer = transport.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        manager = self._manager
+        guard = manager.guard if isinstance(manager, GuardedServer) else None
+        if guard is not None and not guard.admit(address):
+            log.info("http.too_many_connections", extra={"limit": guard.per_address})
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(_TOO_MANY % (len(_TOO_MANY_BODY), _TOO_MANY_BODY))
+            transport.close()
+            return
+        self._admitted_address = address if guard is not None else None
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        manager = self._manager
+        if self._admitted_address is not None and isinstance(manager, GuardedServer):
+            manager.guard.release(self._admitted_address)
+            self._admitted_address = None
+        if self.transport is not None:
+            super().connection_lost(exc)
+
     def handle_error(
         self,
         request: web.BaseRequest,
@@ -57,16 +135,25 @@ class GuardedRequestHandler(RequestHandler):
 class GuardedServer(web.Server):
     """aiohttp's server, making `GuardedRequestHandler`s for its connections."""
 
+    def __init__(self, handler: Any, *, guard: ConnectionGuard, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.guard = guard
+
     def __call__(self) -> RequestHandler:
         return GuardedRequestHandler(self, loop=self._loop, **self._kwargs)
 
 
 class GuardedAppRunner(web.AppRunner):
+    def __init__(self, app: web.Application, *, guard: ConnectionGuard, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._guard = guard
+
     async def _make_server(self) -> web.Server:
         # The app's own server (startup has run), rebuilt as a GuardedServer with the same settings.
         made = await super()._make_server()
         return GuardedServer(
             made.request_handler,
+            guard=self._guard,
             request_factory=made.request_factory,
             handler_cancellation=made.handler_cancellation,
             loop=made._loop,

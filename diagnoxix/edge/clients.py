@@ -1,0 +1,54 @@
+"""Who a request comes from: the peer's address, or what a trusted proxy says it forwarded.
+
+Behind nginx every request comes from the proxy's address. Its `X-Forwarded-For` and
+`X-Forwarded-Proto` are believed only when the peer is one of `DIAGNOXIX_TRUSTED_PROXIES`: anyone
+else could write them. The client is then the right-most forwarded address that is not itself a
+trusted proxy (entries to its left were written by the client and prove nothing).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+from aiohttp import web
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(entries: Iterable[str]) -> tuple[Network, ...]:
+    """`10.0.0.5`, `10.0.0.0/8`, `::1`; ValueError names an entry that is neither."""
+    return tuple(ipaddress.ip_network(entry.strip(), strict=False) for entry in entries if entry.strip())
+
+
+class Forwarding:
+    def __init__(self, trusted: tuple[Network, ...]) -> None:
+        self._trusted = trusted
+
+    def trusts(self, address: str | None) -> bool:
+        if not self._trusted or address is None:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self._trusted)
+
+    def address(self, request: web.BaseRequest) -> str:
+        """The client's address as far as it can be known; the peer's unless a trusted proxy."""
+        peer = request.remote or "unknown"
+        if not self.trusts(peer):
+            return peer
+        forwarded = [a.strip() for a in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")]
+        for candidate in reversed([a for a in forwarded if a]):
+            if not self.trusts(candidate):
+                return candidate
+        return peer
+
+    def scheme(self, request: web.BaseRequest) -> str:
+        """`https` or `http` as the browser used it: a trusted proxy may have ended TLS."""
+        if self.trusts(request.remote):
+            proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+            if proto in {"http", "https"}:
+                return proto
+        return request.scheme
