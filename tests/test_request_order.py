@@ -58,3 +58,25 @@ async def test_every_reply_echoes_its_request_id(service: Service) -> None:
     refreshed = await ws.receive_json(timeout=2)
     assert (refreshed["type"], refreshed["request_id"]) == ("refreshed", "r-token")
     await ws.close()
+
+
+async def test_ids_that_are_not_text_the_database_can_hold_are_refused(service: Service) -> None:
+    lone_surrogate = '{"ids": ["\\ud800"]}'
+    resp = await service.client.post(
+        "/v1/users/p3/notifications/read",
+        data=lone_surrogate,
+        headers={**service.auth(), "Content-Type": "application/json"},
+    )
+    assert resp.status == 422
+    assert "ids" in (await resp.json())["error"]["details"]
+    ws = await service.connect("p3", v1=True)
+    await ws.send_json({"type": "hello"})
+    assert (await ws.receive_json(timeout=2))["type"] == "welcome"
+    for kind in ("ack", "read"):
+        await ws.send_str('{"type": "' + kind + '", "ids": ["\\ud800"]}')
+        reply = json.loads((await ws.receive(timeout=2)).data)
+        assert (reply["type"], reply["error"]["code"]) == ("error", "invalid_ids")
+    assert not ws.closed
+    await ws.close()
+    # A Python caller that skips the rules gets nothing marked, not a crash.
+    assert await service.app[STORE].acknowledge("p3", ["\ud800"]) == []

@@ -10,6 +10,7 @@ from diagnoxix.rules import (
     BATCH_ITEMS,
     BROADCAST_TTL_SECONDS,
     CURSOR_SEQ,
+    ID_REGEX,
     MAX_DATA_BYTES,
     MAX_ID_CHARS,
     MAX_MESSAGE_CHARS,
@@ -194,7 +195,12 @@ def input_schemas(settings: Settings) -> dict[str, Schema]:
                     "type": "array",
                     "minItems": READ_IDS.minimum,
                     "maxItems": READ_IDS.maximum,
-                    "items": {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS},
+                    "items": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": MAX_ID_CHARS,
+                        "pattern": ID_REGEX,
+                    },
                 }
             },
         },

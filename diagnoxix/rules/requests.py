@@ -35,6 +35,10 @@ DEFAULT_PRESENCE_PAGE = 1000
 
 # Notification ids are UUIDs (36 characters); 64 allows another id form without allowing essays.
 MAX_ID_CHARS = 64
+# Printable ASCII without spaces, as every id we make is: no lone surrogate or other text that the
+# database cannot even compare reaches a query.
+ID_REGEX = f"^[!-~]{{1,{MAX_ID_CHARS}}}$"
+_ID = re.compile(ID_REGEX)
 # Ids marked read in one HTTP request: a whole batch, so a service can mark what it sent in one call.
 READ_IDS = Bounds(1, BATCH_ITEMS.maximum)
 # Ids in one WebSocket `ack` or `read` frame: 200 ids of 64 characters (about 13.4 KB of JSON) fit
@@ -75,11 +79,11 @@ def is_valid_idempotency_key(value: str) -> bool:
 
 
 def ids_problem(value: object, count: Bounds) -> str | None:
-    """A list of `count` notification ids (strings of 1-`MAX_ID_CHARS` characters), or the problem."""
+    """A list of `count` notification ids (`ID_REGEX`), or the problem."""
     if (
         not isinstance(value, list)
         or not count.minimum <= len(value) <= count.maximum
-        or not all(isinstance(i, str) and 0 < len(i) <= MAX_ID_CHARS for i in value)
+        or not all(isinstance(i, str) and _ID.fullmatch(i) for i in value)
     ):
         return f"must be a list of {count.minimum}-{count.maximum} notification ids"
     return None

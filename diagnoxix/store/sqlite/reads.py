@@ -49,6 +49,9 @@ class NotificationReads:
 
         In the order given, without repeats.
         """
+        # Every id this store made is ASCII; anything else (a lone surrogate from a caller that
+        # skipped the rules) is no id of ours, and SQLite could not even bind it.
+        ids = [nid for nid in ids if nid.isascii()]
         marks = ",".join("?" * len(recipients))
         found: dict[str, str] = {}
         for chunk in chunks(ids):
