@@ -25,6 +25,7 @@ from diagnoxix.delivery.hub import Hub
 from diagnoxix.delivery.service import NotificationService
 from diagnoxix.edge.clients import Forwarding, parse_networks
 from diagnoxix.edge.headers import EdgeHeaders
+from diagnoxix.edge.limits import RequestLimits
 from diagnoxix.edge.server import ConnectionGuard
 from diagnoxix.errors import error_middleware
 from diagnoxix.keys import (
@@ -33,6 +34,7 @@ from diagnoxix.keys import (
     CLOCK,
     FORWARDING,
     HUB,
+    LIMITS,
     SERVICE,
     SETTINGS,
     STARTED_AT,
@@ -123,13 +125,19 @@ def runner_options(settings: Settings) -> dict[str, Any]:
 def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
     """`clock`: the time the service reads (the system's unless a test moves one by hand)."""
     edge = EdgeHeaders(settings)
+    forwarding = Forwarding(parse_networks(settings.trusted_proxies))
+    limits = RequestLimits(settings, forwarding)
     app = web.Application(
-        middlewares=[error_middleware, edge.middleware], client_max_size=settings.max_body_bytes
+        middlewares=[error_middleware, edge.middleware, limits.middleware],
+        client_max_size=settings.max_body_bytes,
     )
     app.on_response_prepare.append(edge.on_prepare)
+    app.on_response_prepare.append(limits.on_prepare)
+    app.on_cleanup.append(lambda _: limits.close())
     app[SETTINGS] = settings
     app[CLOCK] = clock or SystemClock()
-    app[FORWARDING] = Forwarding(parse_networks(settings.trusted_proxies))
+    app[FORWARDING] = forwarding
+    app[LIMITS] = limits
     app[STARTED_AT] = time.time()
     app.cleanup_ctx.append(_store_context)
     app.cleanup_ctx.append(_retention_context)

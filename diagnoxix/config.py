@@ -62,6 +62,12 @@ class Settings:
     # A connection must send a whole request within this time (slowloris); it is also how long
     # an idle HTTP keep-alive connection stays open.
     http_header_timeout_seconds: float = 15.0
+    # API requests (and socket handshakes) per second from one client address without an API key
+    # (0: no limit). Patients' pages make a few each; a ward behind one NAT address stays far below.
+    http_requests_per_second_per_address: int = 200
+    # Answers of 401 per minute to one client address before it may present no credentials for the
+    # rest of the minute (0: no limit): expired tokens are renewed, guesses are cut off.
+    auth_failures_per_minute_per_address: int = 60
     # Lifetime of a minted connection token; capped so a leaked token dies soon.
     token_ttl_seconds: int = 3600
     token_max_ttl_seconds: int = 7 * 24 * 3600
@@ -248,6 +254,8 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
     EnvSetting("DIAGNOXIX_TRUSTED_PROXIES", "trusted_proxies", _networks),
     EnvSetting("DIAGNOXIX_MAX_CONNECTIONS_PER_ADDRESS", "max_connections_per_address", _whole(1, 1_000_000)),
     EnvSetting("DIAGNOXIX_HTTP_HEADER_TIMEOUT", "http_header_timeout_seconds", _seconds(1.0)),
+    EnvSetting("DIAGNOXIX_RATE_LIMIT", "http_requests_per_second_per_address", _whole(0, 1_000_000)),
+    EnvSetting("DIAGNOXIX_AUTH_FAILURE_LIMIT", "auth_failures_per_minute_per_address", _whole(0, 1_000_000)),
     EnvSetting("DIAGNOXIX_TOKEN_TTL", "token_ttl_seconds", _token_ttl),
     EnvSetting("DIAGNOXIX_WS_HEARTBEAT", "ws_heartbeat_seconds", _seconds(1.0)),
     EnvSetting("DIAGNOXIX_WS_SEND_QUEUE", "ws_send_queue_limit", _whole(1, 1_000_000)),

@@ -27,12 +27,22 @@ _HTTP_CODES = {
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.details = details or {}
+        # E.g. Retry-After on a 429.
+        self.headers = headers
 
 
 def error_response(
@@ -64,7 +74,7 @@ def answers_own_errors(handler: _H) -> _H:
 def response_for(request: web.BaseRequest, exc: Exception) -> web.Response:
     """The JSON error response for a failed request; re-raises redirects and other non-errors."""
     if isinstance(exc, ApiError):
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
     if isinstance(exc, web.HTTPException):
         if exc.status < 400:
             raise exc

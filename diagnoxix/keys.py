@@ -11,6 +11,7 @@ from diagnoxix.delivery.broker import Broker
 from diagnoxix.delivery.hub import Hub
 from diagnoxix.delivery.service import NotificationService
 from diagnoxix.edge.clients import Forwarding
+from diagnoxix.edge.limits import RequestLimits
 from diagnoxix.store.protocols import Store
 
 SETTINGS = web.AppKey("diagnoxix.settings", Settings)
@@ -24,3 +25,4 @@ STARTED_AT = web.AppKey("diagnoxix.started_at", float)
 CLOCK = web.AppKey("diagnoxix.clock", Clock)
 # Who a request comes from (the peer, or what a trusted proxy forwarded).
 FORWARDING = web.AppKey("diagnoxix.forwarding", Forwarding)
+LIMITS = web.AppKey("diagnoxix.limits", RequestLimits)

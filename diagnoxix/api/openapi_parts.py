@@ -39,7 +39,10 @@ ERROR_REASONS = {
     413: "The body is larger than the server accepts",
     415: "The body is not sent as Content-Type: application/json",
     422: "The JSON is well formed but breaks a rule: `details` maps each field to its problem",
-    429: "This user already has the most open connections the server allows",
+    429: (
+        "Too many: open connections of this user or from this address, requests without an API key"
+        " from this address, or failed credentials from this address; see Retry-After"
+    ),
     503: "The database cannot answer now (shutting down, or busy): retry shortly",
 }
 ERROR_NAMES = {
@@ -51,7 +54,7 @@ ERROR_NAMES = {
     413: "TooLarge",
     415: "UnsupportedMediaType",
     422: "Invalid",
-    429: "TooManyConnections",
+    429: "TooMany",
     503: "Unavailable",
 }
 # Statuses shared by kinds of route: those that read a JSON body; those behind an API key (checked
@@ -79,7 +82,8 @@ def body(schema: Schema) -> Schema:
 
 def responses(ok: int, description: str, schema: Schema | None, *errors: int) -> Schema:
     answer: Schema = {"description": description, **(json_content(schema) if schema is not None else {})}
-    statuses = sorted(set(errors))
+    # Any route may meet a limit at the edge (connections or requests per client address).
+    statuses = sorted({*errors, 429})
     return {
         str(ok): answer,
         **{str(s): {"$ref": f"#/components/responses/{ERROR_NAMES[s]}"} for s in statuses},

@@ -27,7 +27,7 @@ from diagnoxix.delivery.connection import (
 )
 from diagnoxix.delivery.resume import plan_resume, replay
 from diagnoxix.errors import ApiError, answers_own_errors, response_for
-from diagnoxix.keys import FORWARDING, HUB, SERVICE, SETTINGS, STORE, TOKENS
+from diagnoxix.keys import FORWARDING, HUB, LIMITS, SERVICE, SETTINGS, STORE, TOKENS
 from diagnoxix.models import format_timestamp, utc_now
 from diagnoxix.rules import SINCE_SEQ, USER_ID_SHAPE, is_valid_epoch, is_valid_user_id
 from diagnoxix.store.protocols import StoreError
@@ -168,6 +168,7 @@ async def _upgrade(request: web.Request) -> tuple[web.WebSocketResponse, _Handsh
     """Check the handshake and upgrade; raises `ApiError` (or aiohttp's HTTP errors) to refuse."""
     settings = request.app[SETTINGS]
     check_origin(request, settings, request.app[FORWARDING])
+    await request.app[LIMITS].admit(request)
     if request.headers.get("Upgrade", "").lower() != "websocket":
         raise ApiError(
             400,

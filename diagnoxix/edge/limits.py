@@ -1,0 +1,106 @@
+"""Request rates per client address, and failed credentials per client address.
+
+A patient's browser makes a few API calls per page; a ward may share one NAT address; a clinic's
+backend service is identified by its API key, not its address. So:
+
+- requests to `/v1/` (and WebSocket handshakes) without an API key are limited per client address
+  (`http_requests_per_second_per_address`); requests with one are the service's own business;
+- answers of 401 (a wrong or expired key or token) are counted per client address, and once
+  `auth_failures_per_minute_per_address` are spent, that address may present no credentials at all
+  until the minute has passed: guessing keys or tokens gets nowhere, and an API key's hash is
+  never computed for a flood.
+
+Both answer 429 in the JSON error shape with `Retry-After`. The counters are this process's (the
+`limits` library's memory storage); several processes will share them through Redis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Awaitable
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
+from limits import RateLimitItem, RateLimitItemPerMinute, RateLimitItemPerSecond
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import MovingWindowRateLimiter
+
+from diagnoxix.config import Settings
+from diagnoxix.edge.clients import Forwarding
+from diagnoxix.errors import ApiError
+
+# The socket endpoint checks its handshake itself (`admit`): a middleware's frame around it would
+# live as long as the socket.
+_SOCKET_PATH = "/v1/ws/notifications"
+_API_KEY_BEARER = "bearer dxn_"
+
+
+class RequestLimits:
+    def __init__(self, settings: Settings, forwarding: Forwarding) -> None:
+        self._forwarding = forwarding
+        self._storage = MemoryStorage()
+        self._limiter = MovingWindowRateLimiter(self._storage)
+        per_second = settings.http_requests_per_second_per_address
+        self._requests: RateLimitItem | None = RateLimitItemPerSecond(per_second) if per_second else None
+        failures = settings.auth_failures_per_minute_per_address
+        self._failures: RateLimitItem | None = RateLimitItemPerMinute(failures) if failures else None
+
+    async def admit(self, request: web.BaseRequest) -> None:
+        """Raise ApiError 429 when this request's address is over a limit."""
+        address = self._forwarding.address(request)
+        authorization = request.headers.get(hdrs.AUTHORIZATION, "")
+        offers_credentials = bool(authorization) or "token=" in request.query_string
+        failures, requests = self._failures, self._requests
+        if (
+            failures is not None
+            and offers_credentials
+            and not await self._limiter.test(failures, "failures", address)
+        ):
+            raise await self._too_many(failures, "failures", address, "failed credentials")
+        if (
+            requests is not None
+            and authorization[:11].lower() != _API_KEY_BEARER
+            and not await self._limiter.hit(requests, "requests", address)
+        ):
+            raise await self._too_many(requests, "requests", address, "requests")
+
+    async def failed_credentials(self, request: web.BaseRequest) -> None:
+        if self._failures is not None:
+            await self._limiter.hit(self._failures, "failures", self._forwarding.address(request))
+
+    async def _too_many(self, item: RateLimitItem, kind: str, address: str, what: str) -> ApiError:
+        stats = await self._limiter.get_window_stats(item, kind, address)
+        retry = max(1, math.ceil(stats.reset_time - time.time()))
+        return ApiError(
+            429,
+            "rate_limited",
+            f"too many {what} from this address; retry in {retry} s",
+            headers={"Retry-After": str(retry)},
+        )
+
+    @web.middleware
+    def middleware(self, request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
+        # Not a coroutine for what it lets through (see the error middleware).
+        path = request.path
+        if not path.startswith("/v1/") or path == _SOCKET_PATH:
+            return handler(request)
+        return self._admitted(request, handler)
+
+    async def _admitted(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        await self.admit(request)
+        return await handler(request)
+
+    async def on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Count every 401 of the API and the socket handshake against its address."""
+        if response.status == 401 and request.path.startswith("/v1/"):
+            await self.failed_credentials(request)
+
+    async def close(self) -> None:
+        """Stop the storage's expiry task (at app cleanup)."""
+        timer = self._storage.timer
+        if timer is not None and not timer.done():
+            timer.cancel()
+            with contextlib.suppress(BaseException):
+                await timer
