@@ -7,11 +7,9 @@ raw sockets with a 4 KiB receive buffer that complete the handshake and then nev
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import io
 import json
-import os
 import signal
 import socket
 import statistics
@@ -26,6 +24,7 @@ import aiohttp
 from diagnoxix.auth import TokenIssuer
 
 from .processes import Launcher, Server, child_env, create_api_key
+from .raw_clients import client_frame, non_reading_socket
 
 SECRET = "hostile-clients-test-secret-" + "z" * 40
 MIB = 1024 * 1024
@@ -35,34 +34,8 @@ def _token(user_id: str) -> str:
     return TokenIssuer(SECRET, default_ttl=3600, max_ttl=3600).mint(user_id).token
 
 
-def _client_frame(text: str) -> bytes:
-    """A masked text frame, as a browser sends it (RFC 6455 section 5.3)."""
-    payload = text.encode()
-    mask = os.urandom(4)
-    size = len(payload)
-    header = bytes((0x81, 0x80 | size)) if size < 126 else bytes((0x81, 0x80 | 126)) + size.to_bytes(2, "big")
-    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
 def _non_reading_socket(port: int, user_id: str, *, v1: bool) -> socket.socket:
-    """Completes the handshake, then never reads again (a tiny receive window fills at once)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    protocol = "Sec-WebSocket-Protocol: diagnoxix.v1\r\n" if v1 else ""
-    request = (
-        f"GET /v1/ws/notifications?token={_token(user_id)} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-        f"Sec-WebSocket-Version: 13\r\n{protocol}\r\n"
-    )
-    sock.sendall(request.encode())
-    response = b""
-    while b"\r\n\r\n" not in response:
-        response += sock.recv(1)
-    assert response.startswith(b"HTTP/1.1 101"), response
-    if v1:
-        sock.sendall(_client_frame('{"type":"hello"}'))
+    sock = non_reading_socket(port, f"/v1/ws/notifications?token={_token(user_id)}", v1=v1)
     sock.setblocking(False)
     return sock
 
@@ -120,7 +93,7 @@ async def test_history_asked_and_never_read_is_bounded_and_closed_1013(
         socks = [
             await asyncio.to_thread(_non_reading_socket, server.port, "greedy", v1=True) for _ in range(20)
         ]
-        history = _client_frame('{"type":"history","limit":100}')
+        history = client_frame('{"type":"history","limit":100}')
         peak = base
         try:
             # 19 requests a second each, inside the frame-rate limit (200 per 10 s), for 4 s.

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import os
 import random
-import socket
 from typing import Any
 
 import aiohttp
@@ -17,6 +14,7 @@ from diagnoxix.keys import HUB, SERVICE, STORE
 from diagnoxix.models import NotificationDraft
 
 from .conftest import Service
+from .raw_clients import non_reading_socket
 
 SEED_FIELDS = {"type", "user_id", "title", "message", "data", "timestamp", "id"}
 
@@ -235,25 +233,6 @@ async def test_a_broadcast_never_overtakes_frames_queued_before_it(service: Serv
     assert only["title"] == "Everyone second"
 
 
-def _raw_handshake(port: int, path: str) -> socket.socket:
-    """A client that completes the WebSocket handshake and then never reads again."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    # A tiny receive window makes the server's writes back up quickly.
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    request = (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    sock.sendall(request.encode())
-    response = b""
-    while b"\r\n\r\n" not in response:
-        response += sock.recv(1)
-    assert response.startswith(b"HTTP/1.1 101"), response
-    return sock
-
-
 async def test_stalled_client_is_closed_1013_and_does_not_delay_others(make_service: Any) -> None:
     svc: Service = await make_service(ws_send_queue_limit=8)
     hub = svc.app[HUB]
@@ -261,7 +240,7 @@ async def test_stalled_client_is_closed_1013_and_does_not_delay_others(make_serv
     port = svc.client.port
     assert port is not None
     stalled = await asyncio.to_thread(
-        _raw_handshake, port, f"/v1/ws/notifications?token={svc.token('stalled')}"
+        non_reading_socket, port, f"/v1/ws/notifications?token={svc.token('stalled')}"
     )
     try:
         async with asyncio.timeout(5):
