@@ -22,6 +22,7 @@ from diagnoxix.config import REPO_ROOT, Settings
 from diagnoxix.dashboard.setup import setup_dashboard
 from diagnoxix.delivery.broker import InProcessBroker
 from diagnoxix.delivery.hub import Hub
+from diagnoxix.delivery.revocations import RevokedTokens
 from diagnoxix.delivery.service import NotificationService
 from diagnoxix.edge.clients import Forwarding, parse_networks
 from diagnoxix.edge.headers import EdgeHeaders
@@ -35,6 +36,7 @@ from diagnoxix.keys import (
     FORWARDING,
     HUB,
     LIMITS,
+    REVOKED,
     SERVICE,
     SETTINGS,
     STARTED_AT,
@@ -48,13 +50,23 @@ from diagnoxix.ws.handler import websocket_handler
 
 
 async def _store_context(app: web.Application) -> AsyncIterator[None]:
-    """The store, its secret and the credential helpers built on it."""
+    """The store, its secret and the credential helpers built on it.
+
+    The revoked tokens still alive are loaded once, here: from then on the broker's revocation
+    events keep the list current, and no token check reads the database.
+    """
     settings = app[SETTINGS]
     async with open_store(settings, serving=True, clock=app[CLOCK]) as store:
         secret = settings.secret_key or await store.get_or_create_meta("secret_key", generate_secret)
         app[STORE] = store
+        revoked = RevokedTokens()
+        revoked.load(await store.revoked_tokens())
+        app[REVOKED] = revoked
         app[TOKENS] = TokenIssuer(
-            secret, default_ttl=settings.token_ttl_seconds, max_ttl=settings.token_max_ttl_seconds
+            secret,
+            default_ttl=settings.token_ttl_seconds,
+            max_ttl=settings.token_max_ttl_seconds,
+            revoked=revoked,
         )
         app[API_KEYS] = ApiKeys(store)
         yield
@@ -74,7 +86,7 @@ async def _delivery_context(app: web.Application) -> AsyncIterator[None]:
     """The one path everything a socket shows takes, wired here and nowhere else:
 
         store commit ──► broker ──► hub of every process ──► each connection's queue ──► socket
-        service (unread counts), dashboard (disconnects) ──► broker ──► ...
+        service (unread counts), dashboard (disconnects), revocations ──► broker ──► ...
 
     The hub records what it wrote to plain clients back in the store.
     """
@@ -85,6 +97,7 @@ async def _delivery_context(app: web.Application) -> AsyncIterator[None]:
         on_delivered=store.record_deliveries,
         queue_bytes=settings.ws_send_queue_bytes,
         write_timeout=settings.ws_write_timeout_seconds,
+        revoked=app[REVOKED],
     )
     broker = InProcessBroker()
     broker.subscribe(hub)

@@ -8,12 +8,13 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 import jwt
 
 from diagnoxix.models import ApiKey
-from diagnoxix.rules import is_valid_user_id
-from diagnoxix.store.protocols import Store
+from diagnoxix.rules import is_valid_token_id, is_valid_user_id
+from diagnoxix.store.protocols import DeviceStore, Store
 
 TOKEN_ISSUER = "diagnoxix-notify"  # noqa: S105 - a name, not a secret
 # The audience pins a token to its one use: a connection token is useless as anything else.
@@ -38,15 +39,31 @@ class ConnectionToken:
     token: str
     user_id: str
     expires_at: datetime
+    # The token's `jti`: the device it stands for, which can be listed and revoked.
+    token_id: str
+    issued_at: datetime
+
+
+class RevocationList(Protocol):
+    """The revoked token ids this process knows (`delivery.revocations.RevokedTokens`)."""
+
+    def is_revoked(self, token_id: str) -> bool: ...
 
 
 class TokenIssuer:
-    """Mints and verifies connection tokens (JWT, HS256, `sub` = user id, expiring)."""
+    """Mints and verifies connection tokens (JWT, HS256, `sub` = user id, `jti` = device, expiring).
 
-    def __init__(self, secret: str, *, default_ttl: int, max_ttl: int) -> None:
+    With `revoked`, a revoked token is refused wherever a token is checked (handshake, HTTP,
+    refresh frame) by a lookup in memory: no database read per check.
+    """
+
+    def __init__(
+        self, secret: str, *, default_ttl: int, max_ttl: int, revoked: RevocationList | None = None
+    ) -> None:
         self._secret = secret
         self.default_ttl = default_ttl
         self.max_ttl = max_ttl
+        self._revoked = revoked
 
     def mint(self, user_id: str, ttl: int | None = None) -> ConnectionToken:
         if not is_valid_user_id(user_id):
@@ -64,7 +81,13 @@ class TokenIssuer:
             "jti": secrets.token_hex(8),
         }
         token = jwt.encode(claims, self._secret, algorithm="HS256")
-        return ConnectionToken(token, user_id, datetime.fromtimestamp(now + lifetime, UTC))
+        return ConnectionToken(
+            token,
+            user_id,
+            datetime.fromtimestamp(now + lifetime, UTC),
+            str(claims["jti"]),
+            datetime.fromtimestamp(now, UTC),
+        )
 
     def verify(self, token: str) -> ConnectionToken:
         try:
@@ -76,6 +99,7 @@ class TokenIssuer:
                 audience=TOKEN_AUDIENCE,
                 issuer=TOKEN_ISSUER,
                 leeway=TOKEN_LEEWAY_SECONDS,
+                # `jti` is checked below instead: an expired token is told that it expired.
                 options={"require": ["exp", "iat", "sub", "aud", "iss"]},
             )
         except jwt.ExpiredSignatureError:
@@ -85,7 +109,32 @@ class TokenIssuer:
         user_id = claims.get("sub")
         if not isinstance(user_id, str) or not is_valid_user_id(user_id):
             raise InvalidCredentials("the connection token names no valid user")
-        return ConnectionToken(token, user_id, datetime.fromtimestamp(int(claims["exp"]), UTC))
+        token_id = claims.get("jti")
+        if not is_valid_token_id(token_id):
+            raise InvalidCredentials("the connection token is invalid")
+        assert isinstance(token_id, str)
+        if self._revoked is not None and self._revoked.is_revoked(token_id):
+            raise InvalidCredentials("the connection token has been revoked")
+        return ConnectionToken(
+            token,
+            user_id,
+            datetime.fromtimestamp(int(claims["exp"]), UTC),
+            token_id,
+            datetime.fromtimestamp(int(claims["iat"]), UTC),
+        )
+
+    def is_revoked(self, token_id: str) -> bool:
+        """For a connection that was checked just before a revocation arrived."""
+        return self._revoked is not None and self._revoked.is_revoked(token_id)
+
+
+async def mint_device_token(
+    issuer: TokenIssuer, store: DeviceStore, user_id: str, ttl: int | None = None
+) -> ConnectionToken:
+    """Mint a token and record its device, so it can be listed and revoked from the start."""
+    minted = issuer.mint(user_id, ttl)
+    await store.record_device(minted.token_id, user_id, minted.issued_at, minted.expires_at)
+    return minted
 
 
 def _hash_secret(secret: str) -> str:

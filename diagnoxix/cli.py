@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from diagnoxix.app import create_app, runner_options
-from diagnoxix.auth import ApiKeys, TokenIssuer, generate_secret
+from diagnoxix.auth import ApiKeys, TokenIssuer, generate_secret, mint_device_token
 from diagnoxix.config import ConfigError, Settings, run_command, settings_from_env
 from diagnoxix.dashboard.cli_admin import add_admin_parser, run_admin
 from diagnoxix.edge.server import serve
@@ -117,8 +117,8 @@ async def _token(store: Store, settings: Settings, user_id: str, ttl: int | None
     issuer = TokenIssuer(
         secret, default_ttl=settings.token_ttl_seconds, max_ttl=settings.token_max_ttl_seconds
     )
-    minted = issuer.mint(user_id, ttl)
-    store.record_audit("cli", "token.mint", user_id, {"ttl": ttl})
+    minted = await mint_device_token(issuer, store, user_id, ttl)
+    store.record_audit("cli", "token.mint", user_id, {"ttl": ttl, "token_id": minted.token_id})
     print(f"Connection token for {user_id}, expires {format_timestamp(minted.expires_at)}:")
     return minted.token
 

@@ -9,6 +9,7 @@ from diagnoxix.clock import Clock
 from diagnoxix.config import Settings
 from diagnoxix.delivery.broker import Broker
 from diagnoxix.delivery.hub import Hub
+from diagnoxix.delivery.revocations import RevokedTokens
 from diagnoxix.delivery.service import NotificationService
 from diagnoxix.edge.clients import Forwarding
 from diagnoxix.edge.limits import RequestLimits
@@ -21,6 +22,8 @@ BROKER = web.AppKey("diagnoxix.broker", Broker)
 SERVICE = web.AppKey("diagnoxix.service", NotificationService)
 TOKENS = web.AppKey("diagnoxix.tokens", TokenIssuer)
 API_KEYS = web.AppKey("diagnoxix.api_keys", ApiKeys)
+# The revoked token ids of this process (read by every token check, kept current by the hub).
+REVOKED = web.AppKey("diagnoxix.revoked", RevokedTokens)
 STARTED_AT = web.AppKey("diagnoxix.started_at", float)
 CLOCK = web.AppKey("diagnoxix.clock", Clock)
 # Who a request comes from (the peer, or what a trusted proxy forwarded).

@@ -260,6 +260,33 @@ class ApiKey:
         }
 
 
+def _stamp(value: datetime | None) -> str | None:
+    return format_timestamp(value) if value else None
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """One minted connection token of a user, named by its id (`jti`); never the token itself."""
+
+    token_id: str
+    user_id: str
+    created_at: datetime
+    expires_at: datetime
+    last_seen_at: datetime | None
+    user_agent: str | None
+    revoked_at: datetime | None
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "token_id": self.token_id,
+            "created_at": format_timestamp(self.created_at),
+            "expires_at": format_timestamp(self.expires_at),
+            "last_seen_at": _stamp(self.last_seen_at),
+            "user_agent": self.user_agent,
+            "revoked_at": _stamp(self.revoked_at),
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class IdempotencyRecord:
     """What a request with an `Idempotency-Key` stored the first time it ran."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from diagnoxix.delivery.broker import Broker
+from diagnoxix.delivery.broker import Broker, Revocation
 from diagnoxix.keys import BROKER
 from diagnoxix.models import Notification
 
@@ -23,6 +23,7 @@ class OtherProcess:
     seqs: list[int] = field(default_factory=list)
     controls: list[tuple[str, str]] = field(default_factory=list)
     disconnects: list[tuple[str, int]] = field(default_factory=list)
+    revocations: list[Revocation] = field(default_factory=list)
 
     def publish(self, notifications: Sequence[Notification]) -> None:
         self.seqs.extend(n.seq for n in notifications)
@@ -32,6 +33,9 @@ class OtherProcess:
 
     def disconnect(self, user_id: str, code: int, reason: str) -> None:
         self.disconnects.append((user_id, code))
+
+    def revoke(self, revocation: Revocation) -> None:
+        self.revocations.append(revocation)
 
 
 def _other_process(service: Service) -> OtherProcess:
@@ -75,3 +79,15 @@ async def test_a_disconnect_closes_the_users_sockets_in_every_process(service: S
     assert other.disconnects == [("patient-8", 1008)]
     assert not bystander.closed
     await bystander.close()
+
+
+async def test_a_revocation_reaches_every_process(service: Service) -> None:
+    other = _other_process(service)
+    resp = await service.client.post("/v1/tokens", json={"user_id": "patient-10"}, headers=service.auth())
+    token_id = (await resp.json())["token_id"]
+    resp = await service.client.delete(f"/v1/users/patient-10/devices/{token_id}", headers=service.auth())
+    assert resp.status == 200, await resp.text()
+    (revocation,) = other.revocations
+    assert revocation.user_id == "patient-10"
+    assert [tid for tid, _ in revocation.tokens] == [token_id]
+    assert not revocation.all_devices

@@ -370,6 +370,58 @@ async def test_admin_disconnects_a_users_connections(server: LiveServer, staff: 
     assert entry["details"] == {"connections": 2}
 
 
+async def _mint(server: LiveServer, user_id: str, http: aiohttp.ClientSession) -> tuple[str, str]:
+    """(token, token id), minted over the API as a clinic backend does."""
+    headers = {"Authorization": f"Bearer {await server.api_key()}"}
+    resp = await http.post(f"{server.url}/v1/tokens", json={"user_id": user_id}, headers=headers)
+    body = await resp.json()
+    return body["token"], body["token_id"]
+
+
+async def test_admin_revokes_a_device_with_the_form_token_only(
+    server: LiveServer, staff: StaffClient
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        token, token_id = await _mint(server, "patient-7", http)
+        kept, kept_id = await _mint(server, "patient-7", http)
+        revoked_ws = await http.ws_connect(f"{server.ws_url}?token={token}")
+        kept_ws = await http.ws_connect(f"{server.ws_url}?token={kept}")
+        page = await (await staff.get("/dashboard/users/patient-7")).text()
+        assert f'data-device="{token_id}"' in page
+        assert f'data-device="{kept_id}"' in page
+        path = f"/dashboard/users/patient-7/devices/{token_id}/revoke"
+        # A forged post (no form token, or another site's) revokes nothing.
+        assert (await staff.post(path, {"csrf_token": "0" * 64})).status == 403
+        form = await staff.csrf("/dashboard/users/patient-7")
+        assert (await staff.post(path, {"csrf_token": form}, origin="https://evil.example")).status == 403
+        assert not revoked_ws.closed
+        resp = await staff.post(path, {"csrf_token": form})
+        assert resp.status == 303
+        msg = await revoked_ws.receive(timeout=5)
+        # The server's close frame (the client's own record may say 1006 if the server hangs up
+        # before the client's echo is written).
+        assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, 4003)
+        assert not kept_ws.closed
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(f"{server.ws_url}?token={token}")
+        assert refused.value.status == 401
+        page = await (await staff.get(resp.headers["Location"])).text()
+        assert "Revoked 1 device(s)" in page
+        # Revoke all: the remaining device too.
+        resp = await staff.post("/dashboard/users/patient-7/devices/revoke", {"csrf_token": form})
+        assert resp.status == 303
+        msg = await kept_ws.receive(timeout=5)
+        assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, 4003)
+    store = server.app[STORE]
+    await store.flush()
+    entries = await store.audit_page(before_id=None, limit=20)
+    (one,) = [e for e in entries if e["action"] == "device.revoke"]
+    (every,) = [e for e in entries if e["action"] == "device.revoke_all"]
+    assert one["actor"] == every["actor"] == f"staff:{ADMIN}"
+    assert one["details"]["token_ids"] == [token_id]
+    assert every["details"]["token_ids"] == [kept_id]
+
+
 async def test_staff_role_may_send_but_not_manage_keys_or_disconnect(server: LiveServer) -> None:
     await server.add_staff("nurse", "a long enough password", role="staff")
     nurse = StaffClient(server)
@@ -380,6 +432,8 @@ async def test_staff_role_may_send_but_not_manage_keys_or_disconnect(server: Liv
         token = await nurse.csrf()
         assert (await nurse.post("/dashboard/keys", {"csrf_token": token, "name": "x"})).status == 403
         resp = await nurse.post("/dashboard/users/patient-1/disconnect", {"csrf_token": token})
+        assert resp.status == 403
+        resp = await nurse.post("/dashboard/users/patient-1/devices/revoke", {"csrf_token": token})
         assert resp.status == 403
     finally:
         await nurse.close()

@@ -69,6 +69,15 @@ async def test_expired_token_refused(service: Service) -> None:
     assert "expired" in body["error"]["message"]
 
 
+async def test_token_without_a_token_id_refused(service: Service) -> None:
+    # Every token names its device (`jti`): one without cannot be revoked, so it is not accepted.
+    secret = service.settings.secret_key
+    assert secret is not None
+    status, body = await _handshake_status(service, f"/v1/ws/notifications?token={_forge('u1', secret)}")
+    assert status == 401
+    assert body["error"]["code"] == "invalid_token"
+
+
 async def test_token_for_another_audience_refused(service: Service) -> None:
     secret = service.settings.secret_key
     assert secret is not None

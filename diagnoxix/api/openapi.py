@@ -39,6 +39,7 @@ from diagnoxix.rules import (
     MAX_IDEMPOTENCY_KEY_CHARS,
     PRESENCE_PAGE,
     SINCE_SEQ,
+    TOKEN_ID_REGEX,
     TYPE_REGEX,
 )
 
@@ -191,6 +192,36 @@ def _paths() -> dict[str, Any]:
                 "security": user_auth,
                 "parameters": [user],
                 "responses": responses(200, "Count", ref("UnreadCount"), 400, *USER_ERRORS),
+            }
+        },
+        "/v1/users/{user_id}/devices": {
+            "get": {
+                "summary": "A user's devices (one per live connection token), newest first",
+                "security": user_auth,
+                "parameters": [user],
+                "responses": responses(200, "Devices", ref("DeviceList"), 400, *USER_ERRORS),
+            },
+            "delete": {
+                "summary": "Revoke every device of a user: tokens refused, sockets closed (4003)",
+                "security": user_auth,
+                "parameters": [user],
+                "responses": responses(200, "Revoked", ref("DevicesRevoked"), 400, *USER_ERRORS),
+            },
+        },
+        "/v1/users/{user_id}/devices/{token_id}": {
+            "delete": {
+                "summary": "Revoke one device: its token is refused, its sockets close (4003)",
+                "security": user_auth,
+                "parameters": [
+                    user,
+                    {
+                        "name": "token_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": TOKEN_ID_REGEX},
+                    },
+                ],
+                "responses": responses(200, "Revoked", ref("DeviceRevoked"), 400, 404, *USER_ERRORS),
             }
         },
         "/v1/users/{user_id}/presence": {

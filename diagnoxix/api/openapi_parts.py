@@ -12,6 +12,7 @@ from diagnoxix.rules import (
     CURSOR_SEQ,
     ID_REGEX,
     MAX_DATA_BYTES,
+    MAX_DEVICES_LISTED,
     MAX_ID_CHARS,
     MAX_MESSAGE_CHARS,
     MAX_TITLE_CHARS,
@@ -22,6 +23,7 @@ from diagnoxix.rules import (
     READ_IDS,
     SENDABLE_TYPE_REGEX,
     TITLE_REGEX,
+    TOKEN_ID_REGEX,
     USER_ID_REGEX,
     Bounds,
     token_ttl_seconds,
@@ -33,7 +35,8 @@ Schema = dict[str, Any]
 ERROR_REASONS = {
     400: "Malformed: the body is not JSON, or a path, query or header parameter breaks its rule",
     401: "No credentials, or ones that are not valid (unknown, revoked, expired)",
-    403: "A user's connection token used for another user's notifications",
+    403: "A user's connection token used for another user's notifications or devices",
+    404: "No such record (a device: this user has no device with that token id)",
     409: "A concurrent request with the same Idempotency-Key is still being stored: retry",
     410: "What this Idempotency-Key stored has expired: send again with a new key",
     413: "The body is larger than the server accepts",
@@ -49,6 +52,7 @@ ERROR_NAMES = {
     400: "BadRequest",
     401: "Unauthorized",
     403: "Forbidden",
+    404: "NotFound",
     409: "Conflict",
     410: "Gone",
     413: "TooLarge",
@@ -302,8 +306,36 @@ def output_schemas() -> dict[str, Schema]:
             }
         ),
         "Token": all_required(
-            {"token": {"type": "string"}, "user_id": {"type": "string"}, "expires_at": moment}
+            {
+                "token": {"type": "string"},
+                "user_id": {"type": "string"},
+                "expires_at": moment,
+                "token_id": {"type": "string", "pattern": TOKEN_ID_REGEX},
+            }
         ),
+        "Device": all_required(
+            {
+                "token_id": {"type": "string", "pattern": TOKEN_ID_REGEX},
+                "created_at": moment,
+                "expires_at": moment,
+                "last_seen_at": maybe_moment,
+                "user_agent": {"type": ["string", "null"]},
+                "revoked_at": maybe_moment,
+            }
+        ),
+        "DeviceList": all_required(
+            {
+                "user_id": {"type": "string"},
+                "devices": {"type": "array", "maxItems": MAX_DEVICES_LISTED, "items": ref("Device")},
+            }
+        ),
+        "DeviceRevoked": all_required(
+            {
+                "device": ref("Device"),
+                "revoked": {"type": "boolean", "description": "false: it was revoked already"},
+            }
+        ),
+        "DevicesRevoked": all_required({"user_id": {"type": "string"}, "revoked": count}),
         "Health": all_required({"status": {"const": "ok"}}),
         "Stats": all_required(
             {

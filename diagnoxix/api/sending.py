@@ -23,6 +23,7 @@ from diagnoxix.api.common import (
     store_errors_as_503,
     store_unavailable,
 )
+from diagnoxix.api.devices import setup_device_routes
 from diagnoxix.api.openapi import openapi_document
 from diagnoxix.api.users import setup_user_routes
 from diagnoxix.errors import ApiError
@@ -256,5 +257,6 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/v1/notifications", store_errors_as_503(send_notifications))
     app.router.add_post("/v1/broadcasts", store_errors_as_503(send_broadcast))
     setup_user_routes(app)
+    setup_device_routes(app)
     app.router.add_get("/healthz", health)
     app.router.add_get("/v1/openapi.json", openapi)

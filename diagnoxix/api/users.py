@@ -17,6 +17,7 @@ from diagnoxix.api.common import (
     require_api_key,
     store_errors_as_503,
 )
+from diagnoxix.auth import mint_device_token
 from diagnoxix.errors import ApiError
 from diagnoxix.keys import HUB, SERVICE, STORE, TOKENS
 from diagnoxix.models import format_timestamp
@@ -122,10 +123,18 @@ async def mint_token(request: web.Request) -> web.Response:
         errors.add("ttl", f"must be {lifetime.text} seconds")
     if errors:
         raise invalid(errors)
-    minted = tokens.mint(user_id, ttl)
-    request.app[STORE].record_audit(f"apikey:{api_key.id}", "token.mint", user_id, {"ttl": ttl})
+    store = request.app[STORE]
+    minted = await mint_device_token(tokens, store, user_id, ttl)
+    store.record_audit(
+        f"apikey:{api_key.id}", "token.mint", user_id, {"ttl": ttl, "token_id": minted.token_id}
+    )
     return web.json_response(
-        {"token": minted.token, "user_id": user_id, "expires_at": format_timestamp(minted.expires_at)},
+        {
+            "token": minted.token,
+            "user_id": user_id,
+            "expires_at": format_timestamp(minted.expires_at),
+            "token_id": minted.token_id,
+        },
         status=201,
     )
 

@@ -6,6 +6,7 @@ import logging
 
 from aiohttp import web
 
+from diagnoxix.auth import mint_device_token
 from diagnoxix.dashboard.render import render
 from diagnoxix.dashboard.sessions import checked_form, require_staff
 from diagnoxix.dashboard.state import DASHBOARD
@@ -55,10 +56,10 @@ async def test_client_connect(request: web.Request) -> web.StreamResponse:
         errors = {"user_id": USER_ID_SHAPE}
         context = {"user_id": user_id, "errors": errors}
         return await render(request, "test_client.html", context, staff=staff, status=422)
-    minted = request.config_dict[TOKENS].mint(user_id, TEST_CLIENT_TOKEN_TTL)
-    request.config_dict[STORE].record_audit(
-        staff.actor, "token.mint", user_id, {"ttl": TEST_CLIENT_TOKEN_TTL, "via": "test-client"}
-    )
+    store = request.config_dict[STORE]
+    minted = await mint_device_token(request.config_dict[TOKENS], store, user_id, TEST_CLIENT_TOKEN_TTL)
+    details = {"ttl": TEST_CLIENT_TOKEN_TTL, "via": "test-client", "token_id": minted.token_id}
+    store.record_audit(staff.actor, "token.mint", user_id, details)
     log.info("dashboard.test_client", extra={"username": staff.username, "user_id": user_id})
     context = {
         "user_id": user_id,

@@ -1,4 +1,4 @@
-"""Who is connected now, one user's page, and disconnecting a user (admins)."""
+"""Who is connected now, one user's page (with their devices), and disconnecting a user (admins)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from diagnoxix.dashboard.sessions import checked_form, require_admin, require_st
 from diagnoxix.delivery.connection import CLOSE_POLICY_VIOLATION
 from diagnoxix.delivery.hub import Hub
 from diagnoxix.keys import BROKER, HUB, STORE
-from diagnoxix.rules import is_valid_user_id, next_cursor
+from diagnoxix.rules import MAX_DEVICES_LISTED, is_valid_user_id, next_cursor
 
 log = logging.getLogger("diagnoxix.dashboard")
 
@@ -45,7 +45,7 @@ async def users_page(request: web.Request) -> web.StreamResponse:
     return await render(request, "users.html", {"online": online}, staff=staff)
 
 
-def _user_id(request: web.Request) -> str:
+def user_id_of(request: web.Request) -> str:
     user_id = request.match_info["user_id"]
     if not is_valid_user_id(user_id):
         raise web.HTTPNotFound(reason="no such user id")
@@ -54,7 +54,7 @@ def _user_id(request: web.Request) -> str:
 
 async def user_page(request: web.Request) -> web.StreamResponse:
     staff = await require_staff(request)
-    user_id = _user_id(request)
+    user_id = user_id_of(request)
     store, hub = request.config_dict[STORE], request.config_dict[HUB]
     before = cursor(request.query.get("before"))
     history = await store.history(user_id, before_seq=before, limit=PAGE_SIZE)
@@ -67,19 +67,21 @@ async def user_page(request: web.Request) -> web.StreamResponse:
         "history": [(note, delivery_state(note, online)) for note in history],
         "unread": await store.unread_count(user_id),
         "connections": connections,
+        "devices": await store.list_devices(user_id, limit=MAX_DEVICES_LISTED),
         "next_before": next_cursor(history, PAGE_SIZE),
         "first_page": before is None,
         "disconnected": request.query.get("disconnected"),
+        "revoked": request.query.get("revoked"),
     }
     return await render(request, "user.html", context, staff=staff)
 
 
 async def disconnect_user(request: web.Request) -> web.StreamResponse:
-    """Close every connection of the user (1008). Their client may reconnect with a valid token;
-    revoking that is the clinic system's job (stop minting tokens for them)."""
+    """Close every connection of the user (1008). Their client may reconnect with the same token;
+    to keep it out, revoke the user's devices (`pages_devices`)."""
     staff = await require_admin(request)
     await checked_form(request, staff)
-    user_id = _user_id(request)
+    user_id = user_id_of(request)
     # Counted here (this process); closed through the broker, so in every process.
     closing = request.config_dict[HUB].connections_of(user_id)
     request.config_dict[BROKER].disconnect(user_id, CLOSE_POLICY_VIOLATION, "disconnected by clinic staff")

@@ -22,6 +22,7 @@ from diagnoxix.config import REPO_ROOT, run_command
 from diagnoxix.dashboard import (
     live,
     pages_auth,
+    pages_devices,
     pages_keys,
     pages_records,
     pages_send,
@@ -112,6 +113,8 @@ def setup_dashboard(app: web.Application) -> None:
     router.add_get("/users", pages_users.users_page)
     router.add_get("/users/{user_id}", pages_users.user_page)
     router.add_post("/users/{user_id}/disconnect", pages_users.disconnect_user)
+    router.add_post("/users/{user_id}/devices/revoke", pages_devices.revoke_all_devices)
+    router.add_post("/users/{user_id}/devices/{token_id}/revoke", pages_devices.revoke_device)
     router.add_get("/keys", pages_keys.keys_page)
     router.add_post("/keys", pages_keys.create_key)
     router.add_post("/keys/{key_id}/revoke", pages_keys.revoke_key)

@@ -1,7 +1,8 @@
 """The broker carries everything a user's sockets must see to every process's hub.
 
 Committed notifications, and control events that are not notifications: a new unread count, a
-disconnect (later: a revoked device). Nothing pushes straight into the local hub; with one process
+disconnect, a revocation of devices (every process updates its revoked list and closes their
+sockets). Nothing pushes straight into the local hub; with one process
 the broker is in-process, and Redis pub/sub is the planned second implementation for several
 processes behind a load balancer, where a user's sockets may be open in any of them.
 """
@@ -9,9 +10,21 @@ processes behind a load balancer, where a user's sockets may be open in any of t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from diagnoxix.models import Notification
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """Devices revoked: what every process must refuse from now on, and whose sockets to close."""
+
+    user_id: str
+    # (token id, Unix time the token expires): an entry is dropped once it cannot matter.
+    tokens: tuple[tuple[str, float], ...]
+    # Every device of the user: close all their sockets, those of tokens without a record too.
+    all_devices: bool
 
 
 class BrokerSubscriber(Protocol):
@@ -26,6 +39,9 @@ class BrokerSubscriber(Protocol):
     def disconnect(self, user_id: str, code: int, reason: str) -> None:
         """Close every connection of the user."""
 
+    def revoke(self, revocation: Revocation) -> None:
+        """Refuse the revoked tokens from now on and close the connections they opened."""
+
 
 class Broker(Protocol):
     def subscribe(self, subscriber: BrokerSubscriber) -> None: ...
@@ -38,6 +54,9 @@ class Broker(Protocol):
 
     def disconnect(self, user_id: str, code: int, reason: str) -> None:
         """Close the user's connections in every process."""
+
+    def revoke(self, revocation: Revocation) -> None:
+        """Revoked devices: every process refuses their tokens and closes their sockets."""
 
 
 class InProcessBroker:
@@ -60,3 +79,7 @@ class InProcessBroker:
     def disconnect(self, user_id: str, code: int, reason: str) -> None:
         for subscriber in self._subscribers:
             subscriber.disconnect(user_id, code, reason)
+
+    def revoke(self, revocation: Revocation) -> None:
+        for subscriber in self._subscribers:
+            subscriber.revoke(revocation)

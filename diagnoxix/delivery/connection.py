@@ -35,6 +35,9 @@ CLOSE_TRY_AGAIN_LATER = 1013
 # Application range: the connection's token expired without a refresh. Clients that can get a
 # fresh token reconnect with it; 1008 (policy) would tell them reconnecting cannot help.
 CLOSE_TOKEN_EXPIRED = 4001
+# Application range: the connection's token (device) was revoked. Reconnecting with the same token
+# is refused (401); only a newly minted token can connect.
+CLOSE_TOKEN_REVOKED = 4003
 
 # A queued frame: (the whole frame as written to the wire, id to record as delivered once written,
 # is a broadcast). A plain tuple: one is built per recipient of every notification.
@@ -87,6 +90,7 @@ class Connection:
         "connected_at",
         "id",
         "timer",
+        "token_id",
         "user_id",
         "v1",
     )
@@ -101,9 +105,13 @@ class Connection:
         queue_limit: int,
         hub: Dispatcher,
         write_side: WriteSide | None = None,
+        token_id: str | None = None,
     ) -> None:
         self.id = conn_id
         self.user_id = user_id
+        # The device (token id) the connection was opened or last refreshed with; None in dev mode.
+        # A revocation closes the connections of the revoked devices only.
+        self.token_id = token_id
         self.v1 = v1
         self.connected_at = time.time()
         self._ws = ws

@@ -14,13 +14,16 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 
+from diagnoxix.delivery.broker import Revocation
 from diagnoxix.delivery.connection import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL_ERROR,
+    CLOSE_TOKEN_REVOKED,
     DEFAULT_QUEUE_BYTES,
     DEFAULT_WRITE_TIMEOUT_SECONDS,
     Connection,
 )
+from diagnoxix.delivery.revocations import RevokedTokens
 from diagnoxix.delivery.wire import text_frame
 from diagnoxix.models import Notification
 from diagnoxix.store.protocols import Delivered
@@ -48,6 +51,7 @@ class Hub:
         on_delivered: DeliveredCallback | None = None,
         queue_bytes: int = DEFAULT_QUEUE_BYTES,
         write_timeout: float = DEFAULT_WRITE_TIMEOUT_SECONDS,
+        revoked: RevokedTokens | None = None,
     ) -> None:
         # Every connection's limit on queued bytes, and on the time one frame may take to write.
         self.queue_bytes = queue_bytes
@@ -74,6 +78,9 @@ class Hub:
         self._delivered_broadcasts: list[Delivered] = []
         # Set by `close_all`: the server is shutting down and takes no new connections.
         self.closed = False
+        # The revoked token ids every token check of this process reads; the hub, as this
+        # process's end of the broker, keeps it current.
+        self.revoked = revoked if revoked is not None else RevokedTokens()
 
     def delivered(self, user_id: str, notification_id: str, broadcast: bool) -> None:
         """A frame reached a plain client's socket: record it with the next flush."""
@@ -168,6 +175,17 @@ class Hub:
         """Close every connection of one user here, without awaiting any client."""
         for conn in self._by_user.get(user_id, ()):
             conn.close_soon(code, reason)
+
+    def revoke(self, revocation: Revocation) -> None:
+        """Refuse the revoked tokens from now on, then close their connections here (4003).
+
+        The list first: a client reconnecting as soon as its socket closes is refused.
+        """
+        self.revoked.add(revocation.tokens)
+        revoked = {token_id for token_id, _ in revocation.tokens}
+        for conn in self._by_user.get(revocation.user_id, ()):
+            if revocation.all_devices or conn.token_id in revoked:
+                conn.close_soon(CLOSE_TOKEN_REVOKED, "token revoked")
 
     def publish(self, notifications: Sequence[Notification]) -> None:
         """Fan committed notifications out, in seq order. Synchronous by design: awaits nothing."""

@@ -23,6 +23,14 @@ CURSOR_SEQ = Bounds(1, MAX_SEQ)
 EPOCH_REGEX = r"^[A-Za-z0-9]{1,64}$"
 _EPOCH = re.compile(EPOCH_REGEX)
 
+# A device is named by its token's id (`jti`): 16 lowercase hex digits as minted. Checked before
+# any lookup, so a path cannot carry anything else to the store or the audit log.
+TOKEN_ID_REGEX = r"^[0-9a-f]{16}$"  # noqa: S105 - a pattern, not a secret
+_TOKEN_ID = re.compile(TOKEN_ID_REGEX)
+# A user's device list shows the newest this many live tokens: a screen's worth, one bounded read
+# (a backend that mints a token per page view can leave hundreds alive).
+MAX_DEVICES_LISTED = 100
+
 # History pages, over HTTP and the socket: an inbox screen's worth. At most 100 because a reply of
 # notifications of up to ~20 KB each must be held whole per connection while it is written; 200
 # would let one request pin 4 MB.
@@ -72,6 +80,10 @@ def token_ttl_seconds(max_ttl: int) -> Bounds:
 
 def is_valid_epoch(value: object) -> bool:
     return isinstance(value, str) and _EPOCH.fullmatch(value) is not None
+
+
+def is_valid_token_id(value: object) -> bool:
+    return isinstance(value, str) and _TOKEN_ID.fullmatch(value) is not None
 
 
 def is_valid_idempotency_key(value: str) -> bool:

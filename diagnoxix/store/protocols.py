@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from diagnoxix.models import ApiKey, IdempotencyRecord, Notification, NotificationDraft, StoreCounts
+from diagnoxix.models import ApiKey, Device, IdempotencyRecord, Notification, NotificationDraft, StoreCounts
 
 # Called synchronously, in seq order, right after notifications are committed (and before any
 # sender hears that they were stored).
@@ -161,6 +161,45 @@ class KeyStore(Protocol):
     async def audit_entries(self, *, limit: int = 100) -> list[dict[str, Any]]: ...
 
 
+# A revoked token still alive: (token id, when the token expires). What every process keeps in
+# memory so that checking a token never waits for the database.
+RevokedToken = tuple[str, datetime]
+
+
+class DeviceStore(Protocol):
+    """Devices: one record per minted connection token (its id, never the token), for listing
+    and revoking a user's tokens."""
+
+    async def record_device(
+        self, token_id: str, user_id: str, created_at: datetime, expires_at: datetime
+    ) -> None:
+        """A token was minted; returns once the record is durable."""
+
+    def touch_device(
+        self,
+        token_id: str,
+        user_id: str,
+        created_at: datetime,
+        expires_at: datetime,
+        user_agent: str | None,
+    ) -> None:
+        """The token was just used to connect, without waiting: last seen, and the user agent
+        when one is given. Creates the record of a token minted before devices were recorded."""
+
+    async def list_devices(self, user_id: str, *, limit: int) -> list[Device]:
+        """The user's devices whose tokens have not expired, newest first."""
+
+    async def find_device(self, user_id: str, token_id: str) -> Device | None:
+        """The device if it is the user's (another user's id is not found)."""
+
+    async def revoke_devices(self, user_id: str, token_id: str | None) -> list[RevokedToken]:
+        """Revoke one of the user's devices (or, with None, every one whose token is alive);
+        returns those revoked by this call, once that is durable."""
+
+    async def revoked_tokens(self) -> list[RevokedToken]:
+        """Every revoked token that has not expired yet (loaded by each process at start)."""
+
+
 # Filters of the dashboard's notification list. "queued": stored, never sent to its user.
 NOTIFICATION_STATUSES = ("queued", "delivered", "read", "broadcast")
 
@@ -224,7 +263,7 @@ class StaffStore(Protocol):
         """Newest first, entries with id < before_id."""
 
 
-class Store(NotificationStore, KeyStore, StaffStore, Protocol):
+class Store(NotificationStore, KeyStore, StaffStore, DeviceStore, Protocol):
     """One database behind every concern, with its lifecycle (`store.open_store` makes one)."""
 
     async def get_or_create_meta(self, key: str, default: Callable[[], str]) -> str:

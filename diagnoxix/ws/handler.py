@@ -16,12 +16,13 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from diagnoxix.auth import InvalidCredentials
+from diagnoxix.auth import ConnectionToken, InvalidCredentials
 from diagnoxix.delivery import frames
 from diagnoxix.delivery.connection import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL_ERROR,
     CLOSE_POLICY_VIOLATION,
+    CLOSE_TOKEN_REVOKED,
     CLOSE_TRY_AGAIN_LATER,
     Connection,
 )
@@ -38,6 +39,9 @@ log = logging.getLogger("diagnoxix.ws")
 
 SUBPROTOCOL_V1 = "diagnoxix.v1"
 BEARER_PREFIX = "bearer."
+# Characters of the handshake's User-Agent kept on the device record: enough to tell a browser and
+# its platform apart, never a header's worth of text per token.
+USER_AGENT_CHARS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,7 @@ class _Handshake:
     epoch: str | None
     via: str  # how the client identified itself: token or dev user_id
     expires_at: datetime | None
+    device: ConnectionToken | None = None  # the verified token (None in dev mode)
 
 
 def _offered_protocols(request: web.Request) -> list[str]:
@@ -103,7 +108,9 @@ def _authenticate(request: web.Request) -> _Handshake:
             verified = request.app[TOKENS].verify(token)
         except InvalidCredentials as exc:
             raise ApiError(401, "invalid_token", str(exc)) from None
-        return _Handshake(verified.user_id, v1, protocol, since, epoch, "token", verified.expires_at)
+        return _Handshake(
+            verified.user_id, v1, protocol, since, epoch, "token", verified.expires_at, verified
+        )
     user_id = query.get("user_id")
     if user_id is not None and settings.dev:
         if not is_valid_user_id(user_id):
@@ -203,6 +210,7 @@ def _new_session(request: web.Request, ws: web.WebSocketResponse, shake: _Handsh
         queue_limit=settings.ws_send_queue_limit,
         hub=app[HUB],
         write_side=request.protocol,
+        token_id=shake.device.token_id if shake.device else None,
     )
     return Session(conn, store, app[SERVICE], app[TOKENS], settings, FrameGuard(), shake.expires_at)
 
@@ -223,6 +231,14 @@ async def _catch_up(
         # Shutdown began while this socket was being upgraded: `close_all` has already run.
         await conn.close(CLOSE_GOING_AWAY, "server shutdown")
         return False
+    device = shake.device
+    if device is not None:
+        if session.tokens.is_revoked(device.token_id):
+            # Revoked between the check before the upgrade and registering: the hub's close missed it.
+            await conn.close(CLOSE_TOKEN_REVOKED, "token revoked")
+            return False
+        agent = request.headers.get("User-Agent", "")[:USER_AGENT_CHARS] or None
+        store.touch_device(device.token_id, device.user_id, device.issued_at, device.expires_at, agent)
     log.info(
         "ws.connect",
         extra={"user_id": shake.user_id, "conn_id": conn.id, "v1": shake.v1, "via": shake.via},

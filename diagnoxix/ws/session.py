@@ -206,6 +206,11 @@ class Session:
             # A connection never changes whose notifications it carries.
             self.conn.close_soon(CLOSE_POLICY_VIOLATION, "token is for another user")
             return
+        # The connection now stands for the new token's device: revoking that one closes it.
+        self.conn.token_id = verified.token_id
+        self.store.touch_device(
+            verified.token_id, verified.user_id, verified.issued_at, verified.expires_at, None
+        )
         self.schedule_token_timers(verified.expires_at)
         self.reply(
             frames.control(

@@ -33,6 +33,7 @@ from diagnoxix.store.protocols import (
     StoreError,
 )
 from diagnoxix.store.sqlite.checkpoint import CHECKPOINT_DELAY_SECONDS, WAL_LIMIT_PAGES, Checkpointer
+from diagnoxix.store.sqlite.devices import DeviceQueries
 from diagnoxix.store.sqlite.files import create_private_file, release_serving_lock, take_serving_lock
 from diagnoxix.store.sqlite.keys import KeyQueries
 from diagnoxix.store.sqlite.migrations import migrate
@@ -54,7 +55,7 @@ PURGE_SLICE = 1000
 IDEMPOTENCY_SECONDS = 24 * 3600
 
 
-class SqliteStore(NotificationReads, KeyQueries, StaffQueries):
+class SqliteStore(NotificationReads, KeyQueries, StaffQueries, DeviceQueries):
     """`Store` on one SQLite file. Use `open()`/`close()` (the app does it in a cleanup context)."""
 
     def __init__(
@@ -363,6 +364,9 @@ class SqliteStore(NotificationReads, KeyQueries, StaffQueries):
                 "DELETE FROM idempotency_keys WHERE created_at <= ?",
                 [(format_timestamp(self._clock.now() - timedelta(seconds=IDEMPOTENCY_SECONDS)),)],
             ),
+            # A device whose token has expired can no longer connect, revoked or not.
+            ("DELETE FROM devices WHERE expires_at <= ?", [(self._outlived(),)]),
+            # Last: the count returned is this statement's.
             (f"DELETE FROM notifications WHERE {expired}", [(now, top)]),
         )
         self._stored_at_open -= deleted
