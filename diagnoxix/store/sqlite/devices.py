@@ -7,13 +7,12 @@ start, then the broker's revocation events), so a connect or an API call reads n
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from diagnoxix.clock import Clock
 from diagnoxix.models import Device, format_timestamp, parse_timestamp
 from diagnoxix.store.protocols import RevokedToken
+from diagnoxix.store.sqlite.access import SqliteAccess
 
 # A device is kept, and a revoked token is loaded at start, this long past its token's expiry:
 # more than the leeway a token is checked with (`auth.TOKEN_LEEWAY_SECONDS`), so a revoked token
@@ -36,25 +35,8 @@ def _device(row: tuple[Any, ...]) -> Device:
     )
 
 
-class DeviceQueries:
-    """Needs `_read`, `_execute`, `_execute_nowait`, `_now_stamp` and `_clock` from the store it is
-    mixed into."""
-
-    _clock: Clock
-
-    async def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
-
-    async def _execute(self, sql: str, params: list[tuple[Any, ...]]) -> int:
-        raise NotImplementedError
-
-    def _execute_nowait(
-        self, sql: str, rows: Sequence[Sequence[Any]], on_rows: Callable[[int], None] | None = None
-    ) -> None:
-        raise NotImplementedError
-
-    def _now_stamp(self) -> str:
-        raise NotImplementedError
+class DeviceQueries(SqliteAccess):
+    """Devices and revoked tokens (`DeviceStore`), on the store's primitives (`SqliteAccess`)."""
 
     async def record_device(
         self, token_id: str, user_id: str, created_at: datetime, expires_at: datetime

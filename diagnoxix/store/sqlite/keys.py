@@ -8,39 +8,17 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
 from typing import Any
 
-from diagnoxix.clock import Clock
 from diagnoxix.models import ApiKey, format_timestamp
+from diagnoxix.store.sqlite.access import SqliteAccess
 from diagnoxix.store.sqlite.rows import audit_entry, row_to_api_key
 
 log = logging.getLogger("diagnoxix.store")
 
 
-class KeyQueries:
-    """Needs `_read`, `_read_now`, `_execute`, `_execute_nowait`, `_now_stamp`, `_clock` and
-    `_closing` from the store it is mixed into."""
-
-    _closing: bool
-    _clock: Clock
-
-    async def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
-
-    async def _read_now(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
-
-    async def _execute(self, sql: str, params: list[tuple[Any, ...]]) -> int:
-        raise NotImplementedError
-
-    def _execute_nowait(
-        self, sql: str, rows: Sequence[Sequence[Any]], on_rows: Callable[[int], None] | None = None
-    ) -> None:
-        raise NotImplementedError
-
-    def _now_stamp(self) -> str:
-        raise NotImplementedError
+class KeyQueries(SqliteAccess):
+    """API keys and the audit log (`KeyStore`), on the store's primitives (`SqliteAccess`)."""
 
     async def create_api_key(self, key_id: str, name: str, secret_hash: str) -> ApiKey:
         now = self._clock.now()

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from diagnoxix.models import BROADCAST_RECIPIENT, IdempotencyRecord, Notification
+from diagnoxix.store.sqlite.access import SqliteAccess
 from diagnoxix.store.sqlite.batch import NOTIFICATION_COLUMNS
 from diagnoxix.store.sqlite.rows import (
     LIVE,
@@ -20,21 +21,8 @@ from diagnoxix.store.sqlite.rows import (
 )
 
 
-class NotificationReads:
-    """Needs `_read`, `_read_now`, `max_seq` and `_now_stamp` from the store it is mixed into."""
-
-    async def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
-
-    async def _read_now(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
-
-    @property
-    def max_seq(self) -> int:
-        raise NotImplementedError
-
-    def _now_stamp(self) -> str:
-        raise NotImplementedError
+class NotificationReads(SqliteAccess):
+    """Notification reads (`NotificationStore`), on the store's primitives (`SqliteAccess`)."""
 
     async def purged_through(self, user_id: str) -> int:
         """The highest purged seq among the user's notifications and broadcasts (0: none)."""

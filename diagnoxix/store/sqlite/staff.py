@@ -11,24 +11,12 @@ from typing import Any
 
 from diagnoxix.models import Notification, format_timestamp, parse_timestamp
 from diagnoxix.store.protocols import NOTIFICATION_STATUSES, StaffAccount, StaffSession
+from diagnoxix.store.sqlite.access import SqliteAccess
 from diagnoxix.store.sqlite.rows import LIVE, audit_entry, newest_first, row_to_notification
 
 
-class StaffQueries:
-    """Needs `_read`, `_execute`, `max_seq` and `_now_stamp` from the store it is mixed into."""
-
-    async def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
-
-    async def _execute(self, sql: str, params: list[tuple[Any, ...]]) -> int:
-        raise NotImplementedError
-
-    @property
-    def max_seq(self) -> int:
-        raise NotImplementedError
-
-    def _now_stamp(self) -> str:
-        raise NotImplementedError
+class StaffQueries(SqliteAccess):
+    """The staff dashboard's queries (`StaffStore`), on the store's primitives (`SqliteAccess`)."""
 
     async def create_staff_account(self, username: str, password_hash: str, role: str) -> bool:
         changed = await self._execute(
