@@ -103,6 +103,7 @@ class Bench:
         # thousands of handshakes a second in the reconnect storm.
         env["DIAGNOXIX_MAX_CONNECTIONS_PER_ADDRESS"] = "1000000"
         env["DIAGNOXIX_RATE_LIMIT"] = "0"
+        env["DIAGNOXIX_API_KEY_RATE_LIMIT"] = "0"
         return env
 
     def new_db(self, name: str) -> tuple[Path, str]:

@@ -68,6 +68,9 @@ class Settings:
     # Answers of 401 per minute to one client address before it may present no credentials for the
     # rest of the minute (0: no limit): expired tokens are renewed, guesses are cut off.
     auth_failures_per_minute_per_address: int = 60
+    # Requests per second with one API key (0: no limit): far above what a clinic's services send,
+    # low enough that a service stuck in a loop cannot take the server from everyone else.
+    api_key_requests_per_second: int = 2000
     # Lifetime of a minted connection token; capped so a leaked token dies soon.
     token_ttl_seconds: int = 3600
     token_max_ttl_seconds: int = 7 * 24 * 3600
@@ -256,6 +259,7 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
     EnvSetting("DIAGNOXIX_HTTP_HEADER_TIMEOUT", "http_header_timeout_seconds", _seconds(1.0)),
     EnvSetting("DIAGNOXIX_RATE_LIMIT", "http_requests_per_second_per_address", _whole(0, 1_000_000)),
     EnvSetting("DIAGNOXIX_AUTH_FAILURE_LIMIT", "auth_failures_per_minute_per_address", _whole(0, 1_000_000)),
+    EnvSetting("DIAGNOXIX_API_KEY_RATE_LIMIT", "api_key_requests_per_second", _whole(0, 1_000_000)),
     EnvSetting("DIAGNOXIX_TOKEN_TTL", "token_ttl_seconds", _token_ttl),
     EnvSetting("DIAGNOXIX_WS_HEARTBEAT", "ws_heartbeat_seconds", _seconds(1.0)),
     EnvSetting("DIAGNOXIX_WS_SEND_QUEUE", "ws_send_queue_limit", _whole(1, 1_000_000)),

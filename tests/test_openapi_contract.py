@@ -62,7 +62,10 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
         # The limits at the edge are tested in test_edge_limits.py and test_rate_limits.py; here
         # thousands of generated requests come from one address, some with no or bad credentials.
         env = child_env(
-            DIAGNOXIX_SQLITE_SYNCHRONOUS="NORMAL", DIAGNOXIX_RATE_LIMIT="0", DIAGNOXIX_AUTH_FAILURE_LIMIT="0"
+            DIAGNOXIX_SQLITE_SYNCHRONOUS="NORMAL",
+            DIAGNOXIX_RATE_LIMIT="0",
+            DIAGNOXIX_AUTH_FAILURE_LIMIT="0",
+            DIAGNOXIX_API_KEY_RATE_LIMIT="0",
         )
         server = asyncio.run(launcher.start(db, env=env))
         yield server.url, key

@@ -6,6 +6,8 @@ from typing import Any
 
 import aiohttp
 
+from diagnoxix.keys import API_KEYS
+
 from .conftest import Service
 
 
@@ -57,3 +59,17 @@ async def test_failed_credentials_spend_the_addresss_budget(make_service: Any) -
     async with _from("127.0.0.8") as other:
         resp = await other.get(f"{service.client.make_url('/v1/presence')}", headers=service.auth())
         assert resp.status == 200
+
+
+async def test_requests_with_one_api_key_are_limited_per_key(make_service: Any) -> None:
+    service: Service = await make_service(api_key_requests_per_second=3)
+    for _ in range(3):
+        assert (await service.client.get("/v1/presence", headers=service.auth())).status == 200
+    looping = await service.client.get("/v1/presence", headers=service.auth())
+    assert looping.status == 429
+    assert (await looping.json())["error"]["code"] == "rate_limited"
+    assert int(looping.headers["Retry-After"]) >= 1
+    # Another service's key, from the same address, is not slowed down.
+    _, other_key = await service.app[API_KEYS].create("another-service")
+    other = await service.client.get("/v1/presence", headers={"Authorization": f"Bearer {other_key}"})
+    assert other.status == 200

@@ -11,7 +11,7 @@ from aiohttp.typedefs import Handler
 from diagnoxix.auth import API_KEY_PREFIX, InvalidCredentials
 from diagnoxix.errors import ApiError
 from diagnoxix.json_encoding import DuplicateKey, decode_json
-from diagnoxix.keys import API_KEYS, TOKENS
+from diagnoxix.keys import API_KEYS, LIMITS, TOKENS
 from diagnoxix.models import ApiKey
 from diagnoxix.rules import USER_ID_SHAPE, Bounds, FieldErrors, is_valid_user_id
 from diagnoxix.store.protocols import StoreClosed, StoreError
@@ -47,9 +47,11 @@ async def require_api_key(request: web.Request) -> ApiKey:
     if presented is None:
         raise ApiError(401, "api_key_required", "send an API key as Authorization: Bearer <key>")
     try:
-        return await request.app[API_KEYS].authenticate(presented)
+        api_key = await request.app[API_KEYS].authenticate(presented)
     except InvalidCredentials as exc:
         raise ApiError(401, "invalid_api_key", str(exc)) from None
+    await request.app[LIMITS].api_key_request(api_key.id)
+    return api_key
 
 
 async def authorize_user(request: web.Request) -> tuple[str, str]:

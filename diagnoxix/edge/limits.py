@@ -5,6 +5,8 @@ backend service is identified by its API key, not its address. So:
 
 - requests to `/v1/` (and WebSocket handshakes) without an API key are limited per client address
   (`http_requests_per_second_per_address`); requests with one are the service's own business;
+- requests with a valid API key are limited per key (`api_key_requests_per_second`): a runaway
+  backend service slows itself down, not everyone else;
 - answers of 401 (a wrong or expired key or token) are counted per client address, and once
   `auth_failures_per_minute_per_address` are spent, that address may present no credentials at all
   until the minute has passed: guessing keys or tokens gets nowhere, and an API key's hash is
@@ -46,6 +48,8 @@ class RequestLimits:
         self._requests: RateLimitItem | None = RateLimitItemPerSecond(per_second) if per_second else None
         failures = settings.auth_failures_per_minute_per_address
         self._failures: RateLimitItem | None = RateLimitItemPerMinute(failures) if failures else None
+        per_key = settings.api_key_requests_per_second
+        self._per_key: RateLimitItem | None = RateLimitItemPerSecond(per_key) if per_key else None
 
     async def admit(self, request: web.BaseRequest) -> None:
         """Raise ApiError 429 when this request's address is over a limit."""
@@ -66,17 +70,24 @@ class RequestLimits:
         ):
             raise await self._too_many(requests, "requests", address, "requests")
 
+    async def api_key_request(self, key_id: str) -> None:
+        """Raise ApiError 429 when this (authenticated) API key is over its request rate."""
+        per_key = self._per_key
+        if per_key is not None and not await self._limiter.hit(per_key, "api-key", key_id):
+            raise await self._too_many(per_key, "api-key", key_id, "requests with this API key")
+
     async def failed_credentials(self, request: web.BaseRequest) -> None:
         if self._failures is not None:
             await self._limiter.hit(self._failures, "failures", self._forwarding.address(request))
 
-    async def _too_many(self, item: RateLimitItem, kind: str, address: str, what: str) -> ApiError:
-        stats = await self._limiter.get_window_stats(item, kind, address)
+    async def _too_many(self, item: RateLimitItem, kind: str, key: str, what: str) -> ApiError:
+        stats = await self._limiter.get_window_stats(item, kind, key)
         retry = max(1, math.ceil(stats.reset_time - time.time()))
+        where = "" if kind == "api-key" else " from this address"
         return ApiError(
             429,
             "rate_limited",
-            f"too many {what} from this address; retry in {retry} s",
+            f"too many {what}{where}; retry in {retry} s",
             headers={"Retry-After": str(retry)},
         )
 
