@@ -207,3 +207,21 @@ async def test_read_on_one_page_updates_the_other_within_a_second(
     history = await laptop.evaluate("window.notify.history({limit: 2})")
     assert [n["title"] for n in history["notifications"]] == ["n2", "n1"]
     assert all(n["read"] for n in history["notifications"])
+
+
+async def test_a_revoked_page_stops_instead_of_retrying_with_its_dead_token(
+    browser: Browser, setup: tuple[Server, Portal, str, aiohttp.ClientSession]
+) -> None:
+    server, portal, key, http = setup
+    page = await _open(browser, portal, "patient-3")
+    await page.evaluate("window.errors = []; window.notify.on('error', (e) => window.errors.push(e))")
+    async with http.delete(
+        f"http://127.0.0.1:{server.port}/v1/users/patient-3/devices",
+        headers={"Authorization": f"Bearer {key}"},
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+    # A fixed token cannot be renewed: the page stops and says why, rather than retrying forever.
+    await page.wait_for_function("window.notify.state === 'closed'", timeout=5000)
+    assert [e["code"] for e in await page.evaluate("window.errors")] == [4003]
+    await asyncio.sleep(0.5)
+    assert await page.evaluate("window.notify.state") == "closed"

@@ -36,8 +36,10 @@
   var ACK_BATCH = 100;
   // Close codes where retrying cannot help without a change (policy, frame too big).
   var FATAL_CODES = { 1008: true, 1009: true };
-  // The token expired without a refresh: reconnect only with a way to get a fresh one.
+  // The token expired without a refresh, or was revoked: reconnect only with a way to get a fresh
+  // one (the same token would be refused).
   var TOKEN_EXPIRED = 4001;
+  var TOKEN_REVOKED = 4003;
   // A failed token refresh is tried again after this long (the server allows a grace period).
   var REFRESH_RETRY_MS = 5000;
 
@@ -207,7 +209,8 @@
         self._setState("closed");
         return;
       }
-      if (FATAL_CODES[event.code] || (event.code === TOKEN_EXPIRED && !self.options.getToken)) {
+      var tokenGone = event.code === TOKEN_EXPIRED || event.code === TOKEN_REVOKED;
+      if (FATAL_CODES[event.code] || (tokenGone && !self.options.getToken)) {
         self._setState("closed");
         self._emit("error", { code: event.code, reason: event.reason });
         return;
