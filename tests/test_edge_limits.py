@@ -75,6 +75,11 @@ async def test_a_request_whose_headers_never_end_is_let_go(make_service: Any) ->
         assert time.monotonic() - started < 3
     finally:
         sock.close()
+    await asyncio.sleep(0.3)
+    runner = service.client.server.runner
+    assert runner is not None
+    assert runner.server is not None
+    assert runner.server.connections == []  # nothing of it is kept
 
 
 class _Peer:
@@ -142,3 +147,26 @@ async def test_behind_a_trusted_tls_proxy_the_https_origin_is_our_own(make_servi
     resp = await service.client.get(f"/v1/ws/notifications?token={service.token('p1')}", headers=headers)
     assert resp.status == 101
     resp.close()
+
+
+async def test_connections_ended_by_the_server_leave_nothing_behind(make_service: Any) -> None:
+    service: Service = await make_service(max_connections_per_address=2)
+    port = service.client.port
+    assert port is not None
+    for request in [b"NOT HTTP AT ALL\r\n\r\n", b"GET / HTTP/1.1\r\nHost: x\r\nX: \x00\r\n\r\n"] * 3:
+        sock = await asyncio.to_thread(_open_from, port, "127.0.0.9")
+        sock.sendall(request)
+        assert (await asyncio.to_thread(_read_all, sock)).split(b" ")[1] == b"400"
+        sock.close()
+    refused = [await asyncio.to_thread(_open_from, port, "127.0.0.9") for _ in range(2)]
+    extra = await asyncio.to_thread(_open_from, port, "127.0.0.9")
+    assert (await asyncio.to_thread(_read_all, extra)).startswith(b"HTTP/1.1 429")
+    extra.close()
+    for sock in refused:
+        sock.close()
+    await asyncio.sleep(0.3)
+    runner = service.client.server.runner
+    assert runner is not None
+    server = runner.server
+    assert server is not None
+    assert server.connections == []  # aiohttp let go of every connection, refused or force-closed

@@ -82,10 +82,11 @@ class ConnectionGuard:
 
 class GuardedRequestHandler(RequestHandler):
     # Slots like aiohttp's own: an idle patient socket keeps its handler alive.
-    __slots__ = ("_admitted_address",)
+    __slots__ = ("_admitted_address", "_refused")
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._admitted_address: str | None = None
+        self._refused = False
         peer = transport.get_extra_info("peername")
         address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
         manager = self._manager
@@ -95,6 +96,7 @@ class GuardedRequestHandler(RequestHandler):
             assert isinstance(transport, asyncio.WriteTransport)
             transport.write(_TOO_MANY % (len(_TOO_MANY_BODY), _TOO_MANY_BODY))
             transport.close()
+            self._refused = True
             return
         self._admitted_address = address if guard is not None else None
         super().connection_made(transport)
@@ -104,7 +106,9 @@ class GuardedRequestHandler(RequestHandler):
         if self._admitted_address is not None and isinstance(manager, GuardedServer):
             manager.guard.release(self._admitted_address)
             self._admitted_address = None
-        if self.transport is not None:
+        # A refused connection never began aiohttp's handling, so has nothing of it to end. (Not
+        # `self.transport`: aiohttp clears that itself when it force-closes a connection.)
+        if not self._refused:
             super().connection_lost(exc)
 
     def handle_error(
