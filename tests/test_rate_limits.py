@@ -54,6 +54,18 @@ async def test_failed_credentials_spend_the_addresss_budget(make_service: Any) -
         },
     )
     assert socket.status == 429
+    # Nor in a socket's subprotocol.
+    offered = await service.client.get(
+        "/v1/ws/notifications",
+        headers={
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Protocol": f"diagnoxix.v1, bearer.{service.token('p1')}",
+        },
+    )
+    assert offered.status == 429
     # Requests without credentials still get their answer (a health check, the document).
     assert (await service.client.get("/v1/openapi.json")).status == 200
     async with _from("127.0.0.8") as other:

@@ -55,7 +55,12 @@ class RequestLimits:
         """Raise ApiError 429 when this request's address is over a limit."""
         address = self._forwarding.address(request)
         authorization = request.headers.get(hdrs.AUTHORIZATION, "")
-        offers_credentials = bool(authorization) or "token=" in request.query_string
+        # A key or token in the header, the query (`?token=`) or a socket's `bearer.` subprotocol.
+        offers_credentials = (
+            bool(authorization)
+            or "token=" in request.query_string
+            or "bearer." in request.headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL, "")
+        )
         failures, requests = self._failures, self._requests
         if (
             failures is not None
