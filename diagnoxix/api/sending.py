@@ -21,7 +21,6 @@ from diagnoxix.api.common import (
     reject_unknown,
     require_api_key,
     store_errors_as_503,
-    store_unavailable,
 )
 from diagnoxix.api.devices import setup_device_routes
 from diagnoxix.api.openapi import openapi_document
@@ -88,10 +87,8 @@ async def test_notification(request: web.Request) -> web.Response:
     draft = parse_draft(payload, errors=errors, default_type="test_notification")
     if draft is None:
         raise invalid(errors)
-    try:
-        (note,) = await request.app[SERVICE].send([draft])
-    except StoreError as exc:
-        raise store_unavailable(exc) from None
+    # A store that cannot answer is a 503: `store_errors_as_503` wraps every sending route.
+    (note,) = await request.app[SERVICE].send([draft])
     request.app[STORE].record_audit(actor, "notification.test", draft.user_id, {"id": note.id})
     log.info("api.test_notification", extra={"id": note.id, "user_id": note.user_id, "type": note.type})
     return web.json_response({"success": True, "notification": _delivery(request, note)}, status=201)
@@ -207,8 +204,6 @@ async def send_notifications(request: web.Request) -> web.Response:
         if replay is None:
             raise ApiError(409, "idempotency_conflict", "retry the request") from None
         return replay
-    except StoreError as exc:
-        raise store_unavailable(exc) from None
     actor = f"apikey:{api_key.id}"
     target = notes[0].user_id if len(notes) == 1 else None
     request.app[STORE].record_audit(
@@ -225,10 +220,8 @@ async def send_broadcast(request: web.Request) -> web.Response:
     draft = parse_broadcast(payload, errors)
     if draft is None:
         raise invalid(errors)
-    try:
-        (note,) = await request.app[SERVICE].send([draft])
-    except StoreError as exc:
-        raise store_unavailable(exc) from None
+    # A store that cannot answer is a 503: `store_errors_as_503` wraps every sending route.
+    (note,) = await request.app[SERVICE].send([draft])
     recipients = request.app[HUB].connection_count
     request.app[STORE].record_audit(
         f"apikey:{api_key.id}", "notification.broadcast", None, {"id": note.id, "connections": recipients}
