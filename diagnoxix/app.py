@@ -44,6 +44,8 @@ from diagnoxix.keys import (
     TOKENS,
 )
 from diagnoxix.logs import AccessLogger
+from diagnoxix.ops.metrics import setup_metrics
+from diagnoxix.ops.readiness import setup_readiness
 from diagnoxix.store.opening import open_store
 from diagnoxix.store.retention import purge_forever
 from diagnoxix.ws.handler import websocket_handler
@@ -102,6 +104,9 @@ async def _delivery_context(app: web.Application) -> AsyncIterator[None]:
     broker = InProcessBroker()
     broker.subscribe(hub)
     store.add_commit_listener(broker.publish)
+    # What this process stored, acknowledged and read, for `/metrics`.
+    store.add_commit_listener(hub.counters.committed)
+    store.add_mark_listener(hub.counters.marked)
     app[HUB] = hub
     app[BROKER] = broker
     app[SERVICE] = NotificationService(store, broker, settings)
@@ -160,6 +165,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     # The browser SDK and other static assets (served locally: clinics may run offline).
     app.router.add_static("/static/", REPO_ROOT / "static", name="static")
     setup_routes(app)
+    setup_metrics(app)
+    setup_readiness(app)
     # The staff dashboard under /dashboard/ (and / redirects there); its context starts after ours.
     setup_dashboard(app)
     return app

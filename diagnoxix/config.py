@@ -113,6 +113,11 @@ class Settings:
     token_expiry_grace_seconds: int = 15
     log_level: str = "INFO"
     log_json: bool = True
+    # Who may scrape `/metrics`: these client addresses (loopback by default: a Prometheus on the
+    # same host)...
+    metrics_allowed_networks: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    # ... or anyone presenting `Authorization: Bearer <this>` (unset: no token is accepted).
+    metrics_token: str | None = None
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -275,6 +280,8 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
     EnvSetting("DIAGNOXIX_PURGE_INTERVAL", "purge_interval_seconds", _seconds(1.0)),
     EnvSetting("DIAGNOXIX_LOG_LEVEL", "log_level", _upper),
     EnvSetting("DIAGNOXIX_LOG_JSON", "log_json", _flag),
+    EnvSetting("DIAGNOXIX_METRICS_ALLOW", "metrics_allowed_networks", _networks),
+    EnvSetting("DIAGNOXIX_METRICS_TOKEN", "metrics_token", _secret),
 )
 
 

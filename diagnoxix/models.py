@@ -9,6 +9,7 @@ from json.encoder import encode_basestring as _string  # the C encoder json.dump
 from typing import Any, Literal, get_args
 
 from diagnoxix.json_encoding import encode_json
+from diagnoxix.tally import BucketsSnapshot
 
 Priority = Literal["low", "normal", "high", "critical"]
 PRIORITIES: tuple[str, ...] = get_args(Priority)
@@ -302,3 +303,8 @@ class StoreCounts:
     delivered: int
     # Transactions committed by the writer since start: far fewer than writes under load.
     commits: int = 0
+    # Transactions that failed (disk full, I/O error): every write in them was refused.
+    commit_failures: int = 0
+    # Writes per committed transaction, and seconds from its first statement to its commit.
+    batch_sizes: BucketsSnapshot | None = None
+    commit_seconds: BucketsSnapshot | None = None

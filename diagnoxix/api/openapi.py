@@ -61,6 +61,11 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         "components": {
             "securitySchemes": {
                 "apiKey": {"type": "http", "scheme": "bearer", "description": "A service's dxn_… API key"},
+                "metricsToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "DIAGNOXIX_METRICS_TOKEN, for scrapers outside DIAGNOXIX_METRICS_ALLOW",
+                },
                 "userToken": {
                     "type": "http",
                     "scheme": "bearer",
@@ -254,6 +259,25 @@ def _paths() -> dict[str, Any]:
             "get": {
                 "summary": "Liveness and database check",
                 "responses": responses(200, "Healthy", ref("Health"), 503),
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: the store takes a write now, and the server is not shutting down",
+                "responses": responses(200, "Ready", ref("Ready"), 503),
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (DIAGNOXIX_METRICS_ALLOW addresses, or the metrics token)",
+                "security": [{}, {"metricsToken": []}],
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text exposition format 0.0.4",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    **{k: v for k, v in responses(200, "", None, 401, 403).items() if k != "200"},
+                },
             }
         },
         "/v1/openapi.json": {

@@ -337,6 +337,7 @@ def output_schemas() -> dict[str, Schema]:
         ),
         "DevicesRevoked": all_required({"user_id": {"type": "string"}, "revoked": count}),
         "Health": all_required({"status": {"const": "ok"}}),
+        "Ready": all_required({"status": {"const": "ready"}}),
         "Stats": all_required(
             {
                 "status": {"type": "string"},
@@ -344,6 +345,7 @@ def output_schemas() -> dict[str, Schema]:
                 "users_online": count,
                 "notifications": all_required({"stored": count, "delivered": count, "published": count}),
                 "send_queue_depth": count,
+                "rss_kib": {"type": ["integer", "null"], "minimum": 0},
                 "max_rss_kib": count,
                 "uptime_seconds": {"type": "number"},
             }

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import resource
 import time
 from typing import Any
 
@@ -28,6 +27,7 @@ from diagnoxix.api.users import setup_user_routes
 from diagnoxix.errors import ApiError
 from diagnoxix.keys import HUB, SERVICE, SETTINGS, STARTED_AT, STORE
 from diagnoxix.models import ApiKey, Notification
+from diagnoxix.process_stats import current_rss_bytes, peak_rss_bytes
 from diagnoxix.rules import (
     BATCH_ITEMS,
     MAX_IDEMPOTENCY_KEY_CHARS,
@@ -59,7 +59,7 @@ async def stats(request: web.Request) -> web.Response:
     app = request.app
     hub, store = app[HUB], app[STORE]
     counts = await store.counts()
-    usage = resource.getrusage(resource.RUSAGE_SELF)
+    rss = current_rss_bytes()
     return web.json_response(
         {
             "status": "ok",
@@ -71,7 +71,9 @@ async def stats(request: web.Request) -> web.Response:
                 "published": hub.published,
             },
             "send_queue_depth": hub.queued_frames,
-            "max_rss_kib": usage.ru_maxrss,
+            # Resident memory now, and the most it has been since start.
+            "rss_kib": rss // 1024 if rss is not None else None,
+            "max_rss_kib": peak_rss_bytes() // 1024,
             "uptime_seconds": round(time.time() - app[STARTED_AT], 1),
         }
     )

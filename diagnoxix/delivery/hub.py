@@ -23,6 +23,7 @@ from diagnoxix.delivery.connection import (
     DEFAULT_WRITE_TIMEOUT_SECONDS,
     Connection,
 )
+from diagnoxix.delivery.counters import DeliveryCounters
 from diagnoxix.delivery.revocations import RevokedTokens
 from diagnoxix.delivery.wire import text_frame
 from diagnoxix.models import Notification
@@ -68,6 +69,8 @@ class Hub:
         self.high_seq = high_seq
         self.tasks: set[asyncio.Task[None]] = set()
         self.published = 0
+        # What `/metrics` reports of this process's deliveries.
+        self.counters = DeliveryCounters()
         # Connections with frames to write, in the order they became ready; one callback writes
         # them once the current publish is done, so it sees every frame that publish queued.
         self._ready: deque[Connection] = deque()
@@ -189,6 +192,7 @@ class Hub:
 
     def publish(self, notifications: Sequence[Notification]) -> None:
         """Fan committed notifications out, in seq order. Synchronous by design: awaits nothing."""
+        counters, now = self.counters, time.time()
         for note in notifications:
             if note.seq > self.high_seq:
                 self.high_seq = note.seq
@@ -199,11 +203,14 @@ class Hub:
                     for conn in everyone:
                         if not conn.write_now(frame, note.id, True):
                             conn.offer(frame, note.id, broadcast=True)
+                if self._count:
+                    counters.fanned_out(note, self._count, note.created_at, now)
             elif recipients := self._by_user.get(note.user_id):
                 # Encoded once per notification, and only when its user is connected here.
                 frame = text_frame(note.encode_frame())
                 for conn in recipients:
                     conn.offer(frame, note.id)
+                counters.fanned_out(note, len(recipients), note.created_at, now)
 
     def connections_of(self, user_id: str) -> int:
         return len(self._by_user.get(user_id, ()))

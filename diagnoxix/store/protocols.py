@@ -30,6 +30,9 @@ from diagnoxix.models import ApiKey, Device, IdempotencyRecord, Notification, No
 # Called synchronously, in seq order, right after notifications are committed (and before any
 # sender hears that they were stored).
 CommitListener = Callable[[Sequence[Notification]], None]
+# Called after a user acknowledged or read notifications: ("acknowledged" | "read", how many
+# changed state per (type, priority)). What the metrics count; nothing else depends on it.
+MarkListener = Callable[[str, Mapping[tuple[str, str], int]], None]
 # One delivery record: (notification id, user id). A broadcast's id with the user who got it.
 Delivered = tuple[str, str]
 
@@ -69,6 +72,9 @@ class NotificationStore(Protocol):
 
     def add_commit_listener(self, listener: CommitListener) -> None:
         """`listener` hears of every notification committed from now on (see CommitListener)."""
+
+    def add_mark_listener(self, listener: MarkListener) -> None:
+        """`listener` hears of acknowledgements and reads from now on (see MarkListener)."""
 
     async def insert_notifications(
         self,
@@ -270,7 +276,10 @@ class Store(NotificationStore, KeyStore, StaffStore, DeviceStore, Protocol):
         """A value kept with the database (the server secret, the epoch), made on first use."""
 
     async def check(self) -> None:
-        """Raise StoreError unless the database answers a trivial read."""
+        """Raise StoreError unless the database answers a trivial read (liveness)."""
+
+    async def check_writable(self) -> None:
+        """Raise StoreError unless a small write commits now (readiness: a full disk fails it)."""
 
     async def flush(self) -> None:
         """Wait until every write submitted so far is committed."""

@@ -163,10 +163,12 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         log.exception("ws.handler_failed", extra={"user_id": conn.user_id, "conn_id": conn.id})
         await conn.close(CLOSE_INTERNAL_ERROR, "internal error")
     finally:
-        request.app[HUB].unregister(conn)
+        hub = request.app[HUB]
+        hub.unregister(conn)
         conn.stop()
         # The code the server closed with, when it did; else the one the client sent.
         code = conn.closed_with if conn.closed_with is not None else ws.close_code
+        hub.counters.closed(code)
         log.info("ws.disconnect", extra={"user_id": conn.user_id, "conn_id": conn.id, "close_code": code})
     return ws
 
@@ -251,6 +253,7 @@ async def _catch_up(
             return False
     plan = await plan_resume(shake.user_id, since, epoch, store, watermark)
     replayed = await replay(conn, store, plan, watermark)
+    hub.counters.replayed += replayed
     if shake.v1:
         await conn.send_direct(
             frames.control(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from diagnoxix.models import BROADCAST_RECIPIENT, IdempotencyRecord, Notification
@@ -21,6 +22,16 @@ from diagnoxix.store.sqlite.rows import (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Addressed:
+    """A notification found for a user: its recipient, its (type, priority) and its state."""
+
+    recipient: str
+    labels: tuple[str, str]
+    undelivered: bool
+    unread: bool
+
+
 class NotificationReads(SqliteAccess):
     """Notification reads (`NotificationStore`), on the store's primitives (`SqliteAccess`)."""
 
@@ -32,23 +43,24 @@ class NotificationReads(SqliteAccess):
         )
         return int(rows[0][0])
 
-    async def _addressed(self, ids: Sequence[str], recipients: tuple[str, ...]) -> dict[str, str]:
-        """Of `ids`, those addressed to `recipients` (a user, '*') and not expired: id -> recipient.
-
-        In the order given, without repeats.
+    async def _addressed(self, ids: Sequence[str], recipients: tuple[str, ...]) -> dict[str, Addressed]:
+        """Of `ids`, those addressed to `recipients` (a user, '*') and not expired, in the order
+        given, without repeats: id -> what acknowledging or reading it needs to know.
         """
         # Every id this store made is ASCII; anything else (a lone surrogate from a caller that
         # skipped the rules) is no id of ours, and SQLite could not even bind it.
         ids = [nid for nid in ids if nid.isascii()]
         marks = ",".join("?" * len(recipients))
-        found: dict[str, str] = {}
+        found: dict[str, Addressed] = {}
         for chunk in chunks(ids):
             rows = await self._read(
-                f"SELECT id, user_id FROM notifications WHERE id IN ({','.join('?' * len(chunk))})"
+                "SELECT id, user_id, type, priority, delivered_at IS NULL, read_at IS NULL"
+                f" FROM notifications WHERE id IN ({','.join('?' * len(chunk))})"
                 f" AND user_id IN ({marks}) AND {LIVE}",
                 (*chunk, *recipients, self._now_stamp()),
             )
-            found.update((str(r[0]), str(r[1])) for r in rows)
+            for r in rows:
+                found[str(r[0])] = Addressed(str(r[1]), (str(r[2]), str(r[3])), bool(r[4]), bool(r[5]))
         return {nid: found[nid] for nid in dict.fromkeys(ids) if nid in found}
 
     async def notifications_for(

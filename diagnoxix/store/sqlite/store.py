@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -29,6 +30,7 @@ from diagnoxix.store.protocols import (
     CommitListener,
     Delivered,
     IdempotencyClaim,
+    MarkListener,
     StoreClosed,
     StoreError,
 )
@@ -83,6 +85,7 @@ class SqliteStore(NotificationReads, KeyQueries, StaffQueries, DeviceQueries):
         self._point_conn: sqlite3.Connection | None = None
         self._seqs = SeqCounter(1)
         self._commit_listeners: list[CommitListener] = []
+        self._mark_listeners: list[MarkListener] = []
         self._writer: GroupCommitWriter | None = None
         self._checkpointer: Checkpointer | None = None
         self._delivered = 0
@@ -223,8 +226,26 @@ class SqliteStore(NotificationReads, KeyQueries, StaffQueries, DeviceQueries):
         """From counters kept as the writer commits: a dashboard polls this, a count(*) would
         scan the table each time."""
         writer = self._writer
-        stored, commits = (writer.stats.stored, writer.stats.commits) if writer is not None else (0, 0)
-        return StoreCounts(stored=self._stored_at_open + stored, delivered=self._delivered, commits=commits)
+        if writer is None:
+            return StoreCounts(stored=self._stored_at_open, delivered=self._delivered)
+        stats = writer.stats
+        return StoreCounts(
+            stored=self._stored_at_open + stats.stored,
+            delivered=self._delivered,
+            commits=stats.commits,
+            commit_failures=stats.failures,
+            batch_sizes=stats.batch_sizes.snapshot(),
+            commit_seconds=stats.commit_seconds.snapshot(),
+        )
+
+    async def check_writable(self) -> None:
+        """Write one small row through the writer, as any send would: raises StoreError when the
+        database cannot take a write now (disk full, I/O error, closed)."""
+        await self._execute(
+            "INSERT INTO meta (key, value) VALUES ('write_probe', ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [(self._now_stamp(),)],
+        )
 
     def add_commit_listener(self, listener: CommitListener) -> None:
         self._commit_listeners.append(listener)
@@ -298,25 +319,32 @@ class SqliteStore(NotificationReads, KeyQueries, StaffQueries, DeviceQueries):
         were theirs to acknowledge (another user's ids are ignored, never confirmed)."""
         found = await self._addressed(notification_ids, (user_id, BROADCAST_RECIPIENT))
         if found:
+            own = [nid for nid, a in found.items() if a.recipient == user_id]
             self.record_deliveries(
-                [(nid, user_id) for nid, recipient in found.items() if recipient == user_id],
-                [(nid, user_id) for nid, recipient in found.items() if recipient != user_id],
+                [(nid, user_id) for nid in own],
+                [(nid, user_id) for nid, a in found.items() if a.recipient != user_id],
             )
             await self.flush()
+            # A broadcast's receipt is per user: the notification row says nothing of it.
+            self._marked(
+                "acknowledged",
+                Counter(a.labels for a in found.values() if a.undelivered or a.recipient != user_id),
+            )
         return list(found)
 
     async def mark_read(self, user_id: str, notification_ids: Sequence[str]) -> list[str]:
         """Mark the user's own notifications read (and so delivered); returns the ids that were
         theirs (another user's ids are ignored)."""
-        mine = list(await self._addressed(notification_ids, (user_id,)))
-        if mine:
+        found = await self._addressed(notification_ids, (user_id,))
+        if found:
             now = self._now_stamp()
             await self._execute(
                 "UPDATE notifications SET read_at = ?, delivered_at = coalesce(delivered_at, ?)"
                 " WHERE id = ? AND user_id = ? AND read_at IS NULL",
-                [(now, now, nid, user_id) for nid in mine],
+                [(now, now, nid, user_id) for nid in found],
             )
-        return mine
+            self._marked("read", Counter(a.labels for a in found.values() if a.unread))
+        return list(found)
 
     async def mark_all_read(self, user_id: str) -> int:
         """Everything the user could have seen when asking: up to the highest seq committed then.
@@ -324,12 +352,31 @@ class SqliteStore(NotificationReads, KeyQueries, StaffQueries, DeviceQueries):
         A notification stored in the same transaction as this update (it runs after the batch's
         inserts) is newer than the request and stays unread.
         """
-        now = self._now_stamp()
-        return await self._execute(
-            "UPDATE notifications SET read_at = ?, delivered_at = coalesce(delivered_at, ?)"
-            f" WHERE user_id = ? AND read_at IS NULL AND seq <= ? AND {LIVE}",
-            [(now, now, user_id, self.max_seq, now)],
+        now, upto = self._now_stamp(), self.max_seq
+        unread = f"user_id = ? AND read_at IS NULL AND seq <= ? AND {LIVE}"
+        groups = await self._read(
+            f"SELECT type, priority, count(*) FROM notifications WHERE {unread} GROUP BY type, priority",
+            (user_id, upto, now),
         )
+        changed = await self._execute(
+            f"UPDATE notifications SET read_at = ?, delivered_at = coalesce(delivered_at, ?) WHERE {unread}",
+            [(now, now, user_id, upto, now)],
+        )
+        if changed:
+            self._marked("read", {(str(t), str(p)): int(n) for t, p, n in groups})
+        return changed
+
+    def add_mark_listener(self, listener: MarkListener) -> None:
+        self._mark_listeners.append(listener)
+
+    def _marked(self, kind: str, counts: Mapping[tuple[str, str], int]) -> None:
+        if not counts:
+            return
+        for listener in self._mark_listeners:
+            try:
+                listener(kind, counts)
+            except Exception:
+                log.exception("store.listener_failed")
 
     async def purge_expired(self) -> int:
         """Delete one slice of expired notifications (secure_delete overwrites them).

@@ -23,9 +23,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from diagnoxix.store.sqlite.batch import BatchDone, InsertRows, Statement, Trans
 from diagnoxix.store.sqlite.ops import Bulk, Execute, Flush, Insert, Op, fail, fail_all, resolve, translate
 from diagnoxix.store.sqlite.seqs import SeqCounter
 from diagnoxix.store.sqlite.staging import Lifetimes, Staged, Stager, committed_notes
+from diagnoxix.tally import Buckets
 
 log = logging.getLogger("diagnoxix.store")
 
@@ -51,12 +53,22 @@ MAX_NOTIFICATIONS_PER_BATCH = 20000
 CHUNK_NOTIFICATIONS = 2000
 
 
+# Upper bounds of the metrics' histograms: writes per transaction, and seconds from a batch's
+# first statement to its commit (an fsync takes about a millisecond on an SSD).
+BATCH_SIZE_BOUNDS = (1, 2, 5, 10, 50, 100, 500, 1000, 5000, 20000)
+COMMIT_SECONDS_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+
+
 @dataclass(slots=True)
 class WriterStats:
-    """Notifications stored (the store subtracts what it purges) and transactions committed."""
+    """Notifications stored (the store subtracts what it purges), transactions committed and
+    failed, and the shape of the commits (for `/metrics`)."""
 
     stored: int = 0
     commits: int = 0
+    failures: int = 0
+    batch_sizes: Buckets = field(default_factory=lambda: Buckets(BATCH_SIZE_BOUNDS))
+    commit_seconds: Buckets = field(default_factory=lambda: Buckets(COMMIT_SECONDS_BOUNDS))
 
 
 @dataclass(slots=True)
@@ -67,6 +79,7 @@ class _Batch:
     created_at: datetime
     stamp: str
     result: asyncio.Future[BatchDone]
+    began: float
     # Notifications staged: the seqs this batch will take if none of its inserts is refused.
     notes_count: int = 0
 
@@ -215,6 +228,7 @@ class GroupCommitWriter:
 
     def _begin(self, ops: list[Op]) -> _Batch | None:
         """Start a batch's transaction on the writer thread and feed it as it is prepared."""
+        began = time.perf_counter()
         now = self._clock.now()
         # Stored with millisecond precision: keep the returned copy identical to what is read back.
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)
@@ -260,7 +274,7 @@ class GroupCommitWriter:
             return None
         loop = asyncio.get_running_loop()
         result = loop.run_in_executor(self._executor, self._commit, tx, encoded, executes)
-        return _Batch(kept, staged, list(bulk), now, stamp, result, sum(len(s.drafts) for s in staged))
+        return _Batch(kept, staged, list(bulk), now, stamp, result, began, sum(len(s.drafts) for s in staged))
 
     async def _finish(self, batch: _Batch, following: _Batch | None) -> None:
         """Wait for a batch's commit; then publish its notifications and answer its writers."""
@@ -268,15 +282,20 @@ class GroupCommitWriter:
             done = await batch.result
         except sqlite3.Error as exc:
             log.error("store.batch_failed", extra={"ops": len(batch.ops), "error": type(exc).__name__})
+            self.stats.failures += 1
             fail_all(batch.ops, StoreError(f"the database refused the write ({type(exc).__name__})"))
             self.seqs.failed()
             return
         except Exception:  # never let one bad batch stop every future write
             log.exception("store.batch_failed", extra={"ops": len(batch.ops)})
             fail_all(batch.ops, StoreError("the write could not be committed"))
+            self.stats.failures += 1
             self.seqs.failed()
             return
-        self.stats.commits += 1
+        stats = self.stats
+        stats.commits += 1
+        stats.batch_sizes.observe(len(batch.ops))
+        stats.commit_seconds.observe(time.perf_counter() - batch.began)
         if self._on_commit is not None:
             self._on_commit()
         stored: list[list[Notification] | Exception] = []

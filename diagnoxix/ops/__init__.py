@@ -1,0 +1,1 @@
+"""What the people who run the service read: `/metrics` for Prometheus, `/readyz` for load balancers."""

@@ -1,0 +1,69 @@
+"""`GET /readyz`: whether this process should get traffic now; `/healthz` stays liveness.
+
+Ready means a send would be stored: the store takes a small write (`check_writable`) through the
+same writer as every notification, so a full disk or a failing volume makes the process unready
+while `/healthz` (the database answers a read) still says it is alive. A process that is shutting
+down is unready too, so a load balancer stops sending it clients before its sockets close.
+
+Probes are coalesced: concurrent requests share one write, and an answer is reused for
+`PROBE_REUSE_SECONDS` unless a transaction has failed since, so polling `/readyz` cannot turn
+into a write load and a full disk is reported at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiohttp import web
+
+from diagnoxix.errors import ApiError
+from diagnoxix.keys import HUB, STORE
+from diagnoxix.store.protocols import StoreError
+
+PROBE_REUSE_SECONDS = 1.0
+
+
+class Readiness:
+    def __init__(self) -> None:
+        self._probe: asyncio.Task[str | None] | None = None
+        self._answered_at = 0.0
+        # The store's count of failed transactions when the last probe was made.
+        self._failures_seen = 0
+
+    async def problem(self, app: web.Application) -> str | None:
+        """None when ready; otherwise why not, in words an operator can act on."""
+        if HUB in app and app[HUB].closed:
+            return "the server is shutting down"
+        probe = self._probe
+        failures = (await app[STORE].counts()).commit_failures
+        # A probe under way is shared; a finished one is reused while its answer is fresh.
+        stale = time.monotonic() - self._answered_at >= PROBE_REUSE_SECONDS or failures != self._failures_seen
+        if probe is None or (probe.done() and stale):
+            self._failures_seen = failures
+            probe = self._probe = asyncio.create_task(self._write_probe(app))
+        return await asyncio.shield(probe)
+
+    async def _write_probe(self, app: web.Application) -> str | None:
+        try:
+            await app[STORE].check_writable()
+        except StoreError as exc:
+            return f"the store cannot take a write now ({exc})"
+        finally:
+            self._answered_at = time.monotonic()
+        return None
+
+
+READINESS = web.AppKey("diagnoxix.readiness", Readiness)
+
+
+async def ready(request: web.Request) -> web.Response:
+    problem = await request.app[READINESS].problem(request.app)
+    if problem is not None:
+        raise ApiError(503, "not_ready", problem, headers={"Retry-After": "5"})
+    return web.json_response({"status": "ready"})
+
+
+def setup_readiness(app: web.Application) -> None:
+    app[READINESS] = Readiness()
+    app.router.add_get("/readyz", ready)
