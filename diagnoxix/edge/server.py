@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,8 @@ from diagnoxix.edge.clients import Forwarding, parse_networks
 from diagnoxix.errors import error_response
 
 log = logging.getLogger("diagnoxix.http")
+# Start and stop of the serving process (the command line logs `server.start`).
+lifecycle = logging.getLogger("diagnoxix")
 
 # Sent to a connection over its address's cap, before anything of it is read. How long to wait is
 # a guess: a flood's connections are let go within the header timeout.
@@ -182,16 +185,32 @@ async def _serve(
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    received: list[str] = []
+
+    def on_signal(signum: int) -> None:
+        received.append(signal.Signals(signum).name)
+        stop.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal, signum)
     runner = GuardedAppRunner(app, handle_signals=False, **runner_options)
     await runner.setup()
+    serving = False
     try:
         await web.TCPSite(runner, host, port).start()
+        serving = True
         on_ready()
         await stop.wait()
+        stopping_at = time.monotonic()
+        lifecycle.info("server.stopping", extra={"signal": received[0]})
     finally:
         with contextlib.suppress(asyncio.CancelledError):
             await runner.cleanup()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+    if serving:
+        # After cleanup: every socket was closed (1001) and the store committed what was queued.
+        lifecycle.info(
+            "server.stop",
+            extra={"signal": received[0], "shutdown_seconds": round(time.monotonic() - stopping_at, 3)},
+        )
