@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: run test lint bench install install-dev system-deps clean screenshots
+.PHONY: run test lint bench install install-dev system-deps clean screenshots docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ lint: install-dev
 ## PNGs of every dashboard page under docs/screenshots/ (needs Debian's chromium: apt-get install chromium)
 screenshots: install-dev
 	$(BIN)/python -m tests.dashboard_screenshots
+
+## docs/configuration.md, generated from the settings and the command line (a test fails when it is stale)
+docs: install
+	$(BIN)/python -m diagnoxix.reference --write
 
 ## The performance benchmark (docs/performance.md): make bench ARGS="--quick" for a 1-2 minute run
 bench: $(VENV)/.bench

@@ -21,7 +21,7 @@ from typing import TypeVar
 
 from diagnoxix.app import create_app, runner_options
 from diagnoxix.auth import ApiKeys, TokenIssuer, generate_secret, mint_device_token
-from diagnoxix.config import ConfigError, Settings, run_command, settings_from_env
+from diagnoxix.config import ConfigError, Settings, flag_help, run_command, settings_from_env
 from diagnoxix.dashboard.cli_admin import add_admin_parser, run_admin
 from diagnoxix.edge.server import serve
 from diagnoxix.logs import configure_logging
@@ -35,22 +35,25 @@ log = logging.getLogger("diagnoxix")
 T = TypeVar("T")
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """Every command and flag; docs/configuration.md is generated from it (`diagnoxix.reference`)."""
     parser = argparse.ArgumentParser(
         prog="run.py", description="Diagnoxix Notify: real-time notifications for clinics."
     )
-    parser.add_argument("--host", help="address to listen on (default 127.0.0.1; DIAGNOXIX_HOST)")
-    parser.add_argument("--port", type=int, help="port to listen on (default 7556; DIAGNOXIX_PORT)")
-    parser.add_argument("--db", type=Path, help="SQLite file (default db/diagnoxix.sqlite3; DIAGNOXIX_DB)")
+    parser.add_argument("--host", help=flag_help("address to listen on", "DIAGNOXIX_HOST"))
+    parser.add_argument("--port", type=int, help=flag_help("port to listen on", "DIAGNOXIX_PORT"))
+    parser.add_argument("--db", type=Path, help=flag_help("SQLite file", "DIAGNOXIX_DB"))
     parser.add_argument(
         "--dev",
         action="store_true",
         default=None,
-        help="development mode: ?user_id= connections, open test endpoint (DIAGNOXIX_DEV)",
+        help=flag_help("development mode: ?user_id= connections, open test endpoint", "DIAGNOXIX_DEV"),
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     db_option = argparse.ArgumentParser(add_help=False)
-    db_option.add_argument("--db", type=Path, default=argparse.SUPPRESS, help="SQLite file")
+    db_option.add_argument(
+        "--db", type=Path, default=argparse.SUPPRESS, help=flag_help("SQLite file", "DIAGNOXIX_DB")
+    )
 
     apikey = commands.add_parser("apikey", help="manage API keys for backend services")
     apikey_commands = apikey.add_subparsers(dest="apikey_command", metavar="ACTION", required=True)
@@ -58,11 +61,11 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("name", help="who uses the key, e.g. appointments-service")
     apikey_commands.add_parser("list", parents=[db_option], help="list keys (never the secrets)")
     revoke = apikey_commands.add_parser("revoke", parents=[db_option], help="revoke a key by id")
-    revoke.add_argument("key_id")
+    revoke.add_argument("key_id", help="the key's id, as `apikey list` shows it")
 
     token = commands.add_parser("token", parents=[db_option], help="print a connection token")
-    token.add_argument("user_id")
-    token.add_argument("--ttl", type=int, help="lifetime in seconds (default 3600)")
+    token.add_argument("user_id", help=f"the user the token is for: {USER_ID_SHAPE}")
+    token.add_argument("--ttl", type=int, help=flag_help("lifetime in seconds", "DIAGNOXIX_TOKEN_TTL"))
     add_admin_parser(commands, db_option)
     return parser
 
@@ -168,7 +171,7 @@ def main(argv: Sequence[str]) -> int:
 
 
 def _main(argv: Sequence[str]) -> int:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         settings = build_settings(args, dict(os.environ))

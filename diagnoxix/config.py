@@ -6,14 +6,28 @@ their own `Settings(...)` directly and never touch the environment.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+# Raised by the readers; the rest of the package imports it from here.
+from diagnoxix.env_text import ConfigError as ConfigError
+from diagnoxix.env_text import (
+    Parser,
+    Reader,
+    accepting,
+    flag,
+    listed,
+    networks,
+    parse_int,
+    path,
+    seconds,
+    text,
+    whole,
+)
 from diagnoxix.rules import BROADCAST_TTL_SECONDS, MIN_TOKEN_TTL_SECONDS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -38,35 +52,27 @@ def run_command() -> str:
     return f"{python} {run_py}"
 
 
-class ConfigError(ValueError):
-    """A setting from the environment or the command line cannot be used."""
-
-
 @dataclass(frozen=True, slots=True)
 class Settings:
+    """Every setting with its default. What those the environment may change are for is in
+    `ENV_SETTINGS` (and so in docs/configuration.md); the comments here say why a default is so."""
+
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     db_path: Path = DEFAULT_DB_PATH
-    # Development mode: the seed's `?user_id=` connections, open test-notification endpoint,
-    # localhost origins. Never for a clinic's production install.
     dev: bool = False
-    # Overrides the generated secret kept in the database (tokens survive restarts either way).
     secret_key: str | None = None
-    # Browser origins allowed to open a WebSocket, besides the server's own origin.
     allowed_origins: tuple[str, ...] = ()
-    # Proxies (addresses or CIDR ranges) whose X-Forwarded-For and -Proto are believed.
     trusted_proxies: tuple[str, ...] = ()
     # Open TCP connections from one client address (sockets and HTTP alike); a whole ward may share
     # one NAT address, so the cap is for runaway clients and floods, not for people.
     max_connections_per_address: int = 500
-    # A connection must send a whole request within this time (slowloris); it is also how long
-    # an idle HTTP keep-alive connection stays open.
+    # Slowloris: a connection must send a whole request within this time.
     http_header_timeout_seconds: float = 15.0
     # API requests (and socket handshakes) per second from one client address without an API key
     # (0: no limit). Patients' pages make a few each; a ward behind one NAT address stays far below.
     http_requests_per_second_per_address: int = 200
-    # Answers of 401 per minute to one client address before it may present no credentials for the
-    # rest of the minute (0: no limit): expired tokens are renewed, guesses are cut off.
+    # Expired tokens are renewed, guesses are cut off.
     auth_failures_per_minute_per_address: int = 60
     # Requests per second with one API key (0: no limit): far above what a clinic's services send,
     # low enough that a service stuck in a loop cannot take the server from everyone else.
@@ -74,14 +80,11 @@ class Settings:
     # Lifetime of a minted connection token; capped so a leaked token dies soon.
     token_ttl_seconds: int = 3600
     token_max_ttl_seconds: int = 7 * 24 * 3600
-    # WebSocket ping interval: a peer that misses a pong for half of it is closed.
     ws_heartbeat_seconds: float = 30.0
-    # Frames a connection may have waiting; a fuller queue means a stalled client, closed with 1013.
+    # A fuller queue means a stalled client; history replies count, so one that asks and never
+    # reads is closed too.
     ws_send_queue_limit: int = 1024
-    # ... and bytes it may have waiting (a single frame always fits): history replies of up to a
-    # hundred notifications count too, so a client that asks and never reads is closed with 1013.
     ws_send_queue_bytes: int = 1024 * 1024
-    # A frame that cannot be written for this long means the client stopped reading: dropped.
     ws_write_timeout_seconds: float = 10.0
     # Tabs and devices of one person; more is a runaway client or an abused token.
     ws_max_connections_per_user: int = 20
@@ -92,19 +95,16 @@ class Settings:
     # permessage-deflate costs several times the memory per idle socket, for frames of a few
     # hundred bytes that barely compress.
     ws_compress: bool = False
-    # `FULL` fsyncs every commit: a notification acknowledged to a sender is on disk.
     sqlite_synchronous: str = "FULL"
     # Largest HTTP request body: a batch of 1,000 notifications with modest data fits.
     max_body_bytes: int = 4 * 1024 * 1024
-    # Retention per priority, in days: critical results are kept longest. Expired notifications
-    # are never served and are purged (overwritten on disk) by a background job.
+    # Critical results are kept longest.
     retention_days: tuple[tuple[str, int], ...] = (
         ("low", 30),
         ("normal", 90),
         ("high", 180),
         ("critical", 730),
     )
-    # A broadcast reaches users who connect later until it expires.
     broadcast_ttl_seconds: int = 7 * 24 * 3600
     purge_interval_seconds: float = 300.0
     # The server asks a client for a fresh token this long before its token expires, and closes
@@ -129,37 +129,7 @@ class Settings:
         return max(d for _, d in self.retention_days) * 24 * 3600
 
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-def _parse_bool(name: str, raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ConfigError(f"{name} must be true or false, not {raw!r}")
-
-
-def _parse_int(name: str, raw: str, *, minimum: int, maximum: int) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
-    if not minimum <= value <= maximum:
-        raise ConfigError(f"{name} must be between {minimum} and {maximum}, not {value}")
-    return value
-
-
-def _parse_float(name: str, raw: str, *, minimum: float) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, not {value}")
-    return value
+MAX_RETENTION_DAYS = 36500
 
 
 def _parse_retention(raw: str, current: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
@@ -171,75 +141,58 @@ def _parse_retention(raw: str, current: tuple[tuple[str, int], ...]) -> tuple[tu
             raise ConfigError(
                 f"DIAGNOXIX_RETENTION_DAYS takes priority=days pairs for {', '.join(days)}, not {part!r}"
             )
-        days[name] = _parse_int(f"DIAGNOXIX_RETENTION_DAYS {name}", value, minimum=1, maximum=36500)
+        days[name] = parse_int(
+            f"DIAGNOXIX_RETENTION_DAYS {name}", value, minimum=1, maximum=MAX_RETENTION_DAYS
+        )
     return tuple(days.items())
 
 
-# (environment variable, the value seen so far) -> the setting's value, or ConfigError.
-Parser = Callable[[str, str, Settings], Any]
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-def _text(_name: str, raw: str, _current: Settings) -> str:
-    return raw
-
-
+@accepting(f"{listed(LOG_LEVELS)}, in any case")
 def _upper(_name: str, raw: str, _current: Settings) -> str:
     return raw.strip().upper()
 
 
-def _path(_name: str, raw: str, _current: Settings) -> Path:
-    return Path(raw)
+MIN_SECRET_CHARS = 32
 
 
-def _flag(name: str, raw: str, _current: Settings) -> bool:
-    return _parse_bool(name, raw)
-
-
-def _whole(minimum: int, maximum: int) -> Parser:
-    def parse(name: str, raw: str, _current: Settings) -> int:
-        return _parse_int(name, raw, minimum=minimum, maximum=maximum)
-
-    return parse
-
-
-def _seconds(minimum: float) -> Parser:
-    def parse(name: str, raw: str, _current: Settings) -> float:
-        return _parse_float(name, raw, minimum=minimum)
-
-    return parse
-
-
+@accepting(f"text of at least {MIN_SECRET_CHARS} characters")
 def _secret(name: str, raw: str, _current: Settings) -> str:
-    if len(raw) < 32:
-        raise ConfigError(f"{name} must be at least 32 characters")
+    if len(raw) < MIN_SECRET_CHARS:
+        raise ConfigError(f"{name} must be at least {MIN_SECRET_CHARS} characters")
     return raw
 
 
+@accepting("origins (`https://portal.example.org`), comma-separated; a trailing `/` is dropped")
 def _origins(_name: str, raw: str, _current: Settings) -> tuple[str, ...]:
     return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
 
 
+@accepting(
+    f"a whole number from {MIN_TOKEN_TTL_SECONDS} to {Settings().token_max_ttl_seconds} (the longest a"
+    " token may live)"
+)
 def _token_ttl(name: str, raw: str, current: Settings) -> int:
-    return _parse_int(name, raw, minimum=MIN_TOKEN_TTL_SECONDS, maximum=current.token_max_ttl_seconds)
+    return parse_int(name, raw, minimum=MIN_TOKEN_TTL_SECONDS, maximum=current.token_max_ttl_seconds)
 
 
+SYNCHRONOUS_MODES = ("FULL", "EXTRA", "NORMAL")
+
+
+@accepting(f"{listed(SYNCHRONOUS_MODES)}, in any case")
 def _synchronous(name: str, raw: str, _current: Settings) -> str:
     value = raw.strip().upper()
-    if value not in {"FULL", "NORMAL", "EXTRA"}:
+    if value not in SYNCHRONOUS_MODES:
         raise ConfigError(f"{name} must be FULL, EXTRA or NORMAL")
     return value
 
 
-def _networks(name: str, raw: str, _current: Settings) -> tuple[str, ...]:
-    entries = tuple(e.strip() for e in raw.split(",") if e.strip())
-    for entry in entries:
-        try:
-            ipaddress.ip_network(entry, strict=False)
-        except ValueError:
-            raise ConfigError(f"{name} takes addresses or CIDR ranges, not {entry!r}") from None
-    return entries
-
-
+@accepting(
+    f"`priority=days` pairs, comma-separated, for {listed([p for p, _ in Settings().retention_days], 'and')};"
+    f" days from 1 to {MAX_RETENTION_DAYS}; a priority not named keeps its default"
+)
 def _retention(_name: str, raw: str, current: Settings) -> tuple[tuple[str, int], ...]:
     return _parse_retention(raw, current.retention_days)
 
@@ -249,40 +202,213 @@ class EnvSetting:
     variable: str
     field: str
     parse: Parser
+    # What the variable is for, to an operator: docs/configuration.md is generated from it.
+    help: str = ""
+
+    @property
+    def accepts(self) -> str:
+        """What the variable's text may be, in words (empty for a parser that does not say)."""
+        return self.parse.accepts if isinstance(self.parse, Reader) else ""
+
+    @property
+    def default(self) -> Any:
+        return getattr(Settings(), self.field)
 
 
-# Every setting the environment may change: variable, `Settings` field, how its text is read.
+# Every setting the environment may change: variable, `Settings` field, how its text is read, and
+# what it is for. docs/configuration.md is generated from this table (`make docs`).
 ENV_SETTINGS: tuple[EnvSetting, ...] = (
-    EnvSetting("DIAGNOXIX_HOST", "host", _text),
-    EnvSetting("DIAGNOXIX_PORT", "port", _whole(0, 65535)),
-    EnvSetting("DIAGNOXIX_DB", "db_path", _path),
-    EnvSetting("DIAGNOXIX_DEV", "dev", _flag),
-    EnvSetting("DIAGNOXIX_SECRET_KEY", "secret_key", _secret),
-    EnvSetting("DIAGNOXIX_ALLOWED_ORIGINS", "allowed_origins", _origins),
-    EnvSetting("DIAGNOXIX_TRUSTED_PROXIES", "trusted_proxies", _networks),
-    EnvSetting("DIAGNOXIX_MAX_CONNECTIONS_PER_ADDRESS", "max_connections_per_address", _whole(1, 1_000_000)),
-    EnvSetting("DIAGNOXIX_HTTP_HEADER_TIMEOUT", "http_header_timeout_seconds", _seconds(1.0)),
-    EnvSetting("DIAGNOXIX_RATE_LIMIT", "http_requests_per_second_per_address", _whole(0, 1_000_000)),
-    EnvSetting("DIAGNOXIX_AUTH_FAILURE_LIMIT", "auth_failures_per_minute_per_address", _whole(0, 1_000_000)),
-    EnvSetting("DIAGNOXIX_API_KEY_RATE_LIMIT", "api_key_requests_per_second", _whole(0, 1_000_000)),
-    EnvSetting("DIAGNOXIX_TOKEN_TTL", "token_ttl_seconds", _token_ttl),
-    EnvSetting("DIAGNOXIX_WS_HEARTBEAT", "ws_heartbeat_seconds", _seconds(1.0)),
-    EnvSetting("DIAGNOXIX_WS_SEND_QUEUE", "ws_send_queue_limit", _whole(1, 1_000_000)),
-    EnvSetting("DIAGNOXIX_WS_SEND_QUEUE_BYTES", "ws_send_queue_bytes", _whole(64 * 1024, 1024**3)),
-    EnvSetting("DIAGNOXIX_WS_WRITE_TIMEOUT", "ws_write_timeout_seconds", _seconds(1.0)),
-    EnvSetting("DIAGNOXIX_SQLITE_SYNCHRONOUS", "sqlite_synchronous", _synchronous),
-    EnvSetting("DIAGNOXIX_RETENTION_DAYS", "retention_days", _retention),
+    EnvSetting(
+        "DIAGNOXIX_HOST",
+        "host",
+        text,
+        "the address to listen on (`0.0.0.0`: every interface, behind a proxy or load balancer)",
+    ),
+    EnvSetting("DIAGNOXIX_PORT", "port", whole(0, 65535), "the port to listen on"),
+    EnvSetting(
+        "DIAGNOXIX_DB",
+        "db_path",
+        path,
+        "the SQLite file (created with mode 0600 and migrated on start); the default is under the"
+        " install directory",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_DEV",
+        "dev",
+        flag,
+        "development mode: the seed's `?user_id=` connections, an open `POST /v1/ws/test-notification`"
+        " and localhost origins are accepted, and a warning is logged. Never for a clinic's patients",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_SECRET_KEY",
+        "secret_key",
+        _secret,
+        "signs connection tokens; when unset, a secret is generated on first start and kept in the"
+        " database (tokens survive restarts either way)",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_ALLOWED_ORIGINS",
+        "allowed_origins",
+        _origins,
+        "browser origins (your patient portal), besides the server's own, allowed to open a WebSocket,"
+        " to call `/v1/` and to load `/static/` across origins (CORS, with a user's token; never"
+        " cookies)",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_TRUSTED_PROXIES",
+        "trusted_proxies",
+        networks,
+        "your reverse proxies: only from them are `X-Forwarded-For` and `X-Forwarded-Proto` believed"
+        " (client addresses for limits, `https` for the Origin check); they are exempt from the"
+        " per-address connection limit",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_MAX_CONNECTIONS_PER_ADDRESS",
+        "max_connections_per_address",
+        whole(1, 1_000_000),
+        "open connections (sockets and HTTP) from one client address; one more is answered 429 and"
+        " closed. A whole ward may share one NAT address",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_HTTP_HEADER_TIMEOUT",
+        "http_header_timeout_seconds",
+        seconds(1.0),
+        "seconds a connection has to send a whole request (slow-header floods are let go); also how"
+        " long an idle keep-alive connection stays open",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_RATE_LIMIT",
+        "http_requests_per_second_per_address",
+        whole(0, 1_000_000),
+        "API requests (and socket handshakes) per second from one client address without an API key;"
+        " past it, 429 with `Retry-After` (`0`: no limit). Services with an API key are not limited"
+        " by address",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_AUTH_FAILURE_LIMIT",
+        "auth_failures_per_minute_per_address",
+        whole(0, 1_000_000),
+        "answers of 401 per minute to one client address; past it the address may present no"
+        " credentials until the minute has passed (429; `0`: no limit)",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_API_KEY_RATE_LIMIT",
+        "api_key_requests_per_second",
+        whole(0, 1_000_000),
+        "requests per second with one API key; past it, 429 with `Retry-After` (`0`: no limit)",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_TOKEN_TTL",
+        "token_ttl_seconds",
+        _token_ttl,
+        "seconds a minted connection token lives when the request names no `ttl`",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_WS_HEARTBEAT",
+        "ws_heartbeat_seconds",
+        seconds(1.0),
+        "seconds between WebSocket pings; a peer that misses a pong for half of it is closed",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_WS_SEND_QUEUE",
+        "ws_send_queue_limit",
+        whole(1, 1_000_000),
+        "frames a connection may have waiting before it is closed with 1013 (it resumes from the store)",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_WS_SEND_QUEUE_BYTES",
+        "ws_send_queue_bytes",
+        whole(64 * 1024, 1024**3),
+        "bytes a connection may have waiting (history replies included; one frame always fits) before"
+        " it is closed with 1013",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_WS_WRITE_TIMEOUT",
+        "ws_write_timeout_seconds",
+        seconds(1.0),
+        "seconds one frame may take to reach a client before the connection is dropped (it stopped reading)",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_SQLITE_SYNCHRONOUS",
+        "sqlite_synchronous",
+        _synchronous,
+        "`FULL` fsyncs each commit, so a notification acknowledged to its sender is on disk; `NORMAL`"
+        " trades the last commits on power loss for speed",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_RETENTION_DAYS",
+        "retention_days",
+        _retention,
+        "days notifications are kept, per priority; expired ones are never served and are purged"
+        " (overwritten on disk)",
+    ),
     EnvSetting(
         "DIAGNOXIX_BROADCAST_TTL",
         "broadcast_ttl_seconds",
-        _whole(BROADCAST_TTL_SECONDS.minimum, BROADCAST_TTL_SECONDS.maximum),
+        whole(BROADCAST_TTL_SECONDS.minimum, BROADCAST_TTL_SECONDS.maximum),
+        "seconds a broadcast still reaches users who connect later, when it names no `ttl`",
     ),
-    EnvSetting("DIAGNOXIX_PURGE_INTERVAL", "purge_interval_seconds", _seconds(1.0)),
-    EnvSetting("DIAGNOXIX_LOG_LEVEL", "log_level", _upper),
-    EnvSetting("DIAGNOXIX_LOG_JSON", "log_json", _flag),
-    EnvSetting("DIAGNOXIX_METRICS_ALLOW", "metrics_allowed_networks", _networks),
-    EnvSetting("DIAGNOXIX_METRICS_TOKEN", "metrics_token", _secret),
+    EnvSetting(
+        "DIAGNOXIX_PURGE_INTERVAL",
+        "purge_interval_seconds",
+        seconds(1.0),
+        "seconds between purges of what has expired: notifications, idempotency records and devices",
+    ),
+    EnvSetting("DIAGNOXIX_LOG_LEVEL", "log_level", _upper, "the least severe log events written"),
+    EnvSetting(
+        "DIAGNOXIX_LOG_JSON",
+        "log_json",
+        flag,
+        "logs as one JSON object a line (ids and types only, never content); off: plain text",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_METRICS_ALLOW",
+        "metrics_allowed_networks",
+        networks,
+        "client addresses that may scrape `/metrics` (a Prometheus on the same host, by default);"
+        " empty: none, only `DIAGNOXIX_METRICS_TOKEN` opens it",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_METRICS_TOKEN",
+        "metrics_token",
+        _secret,
+        "a secret that opens `/metrics` from anywhere as `Authorization: Bearer <token>`; unset: no"
+        " token is accepted",
+    ),
 )
+
+
+def env_setting(variable: str) -> EnvSetting:
+    """The entry of `ENV_SETTINGS` for `variable` (KeyError if the server reads no such variable)."""
+    for setting in ENV_SETTINGS:
+        if setting.variable == variable:
+            return setting
+    raise KeyError(variable)
+
+
+def shown(value: Any) -> str:
+    """A setting's value as an operator would write it in its variable ("none" when unset)."""
+    if value is None or value == ():
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, Path):
+        return value.relative_to(REPO_ROOT).as_posix() if value.is_relative_to(REPO_ROOT) else str(value)
+    if isinstance(value, tuple):
+        return ",".join(f"{item[0]}={item[1]}" if isinstance(item, tuple) else str(item) for item in value)
+    return str(value)
+
+
+def flag_help(what: str, variable: str) -> str:
+    """A command-line flag's help: what it does, then its default and the variable that also sets
+    it (the flag wins). The configuration reference recognises this ending."""
+    return f"{what}{flag_help_suffix(variable)}"
+
+
+def flag_help_suffix(variable: str) -> str:
+    return f" (default {shown(env_setting(variable).default)}; {variable})"
 
 
 def settings_from_env(env: Mapping[str, str], base: Settings | None = None) -> Settings:

@@ -21,7 +21,7 @@ def add_admin_parser(commands: Any, db_option: argparse.ArgumentParser) -> None:
     admin = commands.add_parser("admin", help="manage staff accounts for the dashboard")
     actions = admin.add_subparsers(dest="admin_command", metavar="ACTION", required=True)
     create = actions.add_parser("create", parents=[db_option], help="create a dashboard account (admin role)")
-    create.add_argument("username")
+    create.add_argument("username", help="the name staff sign in with")
     create.add_argument(
         "--password-stdin",
         action="store_true",
