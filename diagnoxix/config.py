@@ -352,7 +352,8 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
         "DIAGNOXIX_PURGE_INTERVAL",
         "purge_interval_seconds",
         seconds(1.0),
-        "seconds between purges of what has expired: notifications, idempotency records and devices",
+        "seconds between purges of what has expired or is of no more use: notifications, idempotency"
+        " records, devices, failed dashboard sign-ins the throttle no longer counts, ended staff sessions",
     ),
     EnvSetting("DIAGNOXIX_LOG_LEVEL", "log_level", _upper, "the least severe log events written"),
     EnvSetting(

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from diagnoxix.models import ApiKey, Device, IdempotencyRecord, Notification, NotificationDraft, StoreCounts
@@ -251,6 +251,14 @@ class StaffStore(Protocol):
     async def clear_login_failures(self, username: str) -> None: ...
 
     async def count_login_failures(self, username: str, since: datetime) -> int: ...
+
+    async def purge_login_failures(self, older_than: timedelta) -> int:
+        """Delete one slice of the failed sign-ins recorded `older_than` ago or earlier (by the
+        store's clock); returns how many (0: none left)."""
+
+    async def purge_staff_sessions(self, ended_more_than: timedelta) -> int:
+        """Delete one slice of the sessions that expired or were revoked `ended_more_than` ago or
+        earlier; returns how many (0: none left). A live session is never deleted."""
 
     async def list_notifications(
         self,

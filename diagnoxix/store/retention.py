@@ -1,17 +1,35 @@
-"""The purge job: expired notifications are deleted (and overwritten on disk) in the background.
+"""The purge job: what has expired is deleted (and overwritten on disk) in the background.
 
-Reads already skip expired rows, so purging is about not keeping health information longer than
-the clinic's retention policy says, not about correctness.
+Expired notifications first: reads already skip them, so purging is about not keeping health
+information longer than the clinic's retention policy says, not about correctness. Then the
+dashboard's bookkeeping, which would otherwise grow with every sign-in: failed sign-ins the
+throttle no longer counts, and staff sessions that ended. Each is deleted a slice at a time, so
+the single writer is never held for long.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
+from datetime import timedelta
 
-from diagnoxix.store.protocols import NotificationStore, StoreError
+from diagnoxix.store.protocols import NotificationStore, StaffStore, Store, StoreError
 
 log = logging.getLogger("diagnoxix.retention")
+
+# Failed sign-ins are only ever counted over the dashboard's throttle window (15 minutes,
+# `dashboard.accounts.LoginThrottle`); an hour leaves room, and a test holds the window below it.
+LOGIN_FAILURES_KEPT = timedelta(hours=1)
+# A session that expired (8 hours after sign-in) or was signed out authenticates nobody; sign-ins
+# and sign-outs are in the audit log. Kept a day for whoever looks at the database after an incident.
+STAFF_SESSIONS_KEPT = timedelta(days=1)
+
+
+@dataclass(frozen=True, slots=True)
+class StaffPurge:
+    login_failures: int
+    staff_sessions: int
 
 
 async def purge_once(store: NotificationStore) -> int:
@@ -22,7 +40,17 @@ async def purge_once(store: NotificationStore) -> int:
     return total
 
 
-async def purge_forever(store: NotificationStore, interval: float) -> None:
+async def purge_staff_records(store: StaffStore) -> StaffPurge:
+    """Delete, slice by slice, the failed sign-ins and staff sessions that are of no more use."""
+    failures = sessions = 0
+    while deleted := await store.purge_login_failures(LOGIN_FAILURES_KEPT):
+        failures += deleted
+    while deleted := await store.purge_staff_sessions(STAFF_SESSIONS_KEPT):
+        sessions += deleted
+    return StaffPurge(failures, sessions)
+
+
+async def purge_forever(store: Store, interval: float) -> None:
     """Purge, then sleep `interval` seconds, until cancelled; a failed purge is tried next time."""
     while True:
         try:
@@ -31,4 +59,13 @@ async def purge_forever(store: NotificationStore, interval: float) -> None:
                 log.info("retention.purged", extra={"count": deleted})
         except StoreError:
             log.warning("retention.purge_failed")
+        try:
+            staff = await purge_staff_records(store)
+            if staff.login_failures or staff.staff_sessions:
+                log.info(
+                    "retention.staff_purged",
+                    extra={"login_failures": staff.login_failures, "staff_sessions": staff.staff_sessions},
+                )
+        except StoreError:
+            log.warning("retention.staff_purge_failed")
         await asyncio.sleep(interval)

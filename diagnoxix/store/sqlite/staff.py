@@ -6,13 +6,16 @@ through the store's reader connection and single writer.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from diagnoxix.models import Notification, format_timestamp, parse_timestamp
 from diagnoxix.store.protocols import NOTIFICATION_STATUSES, StaffAccount, StaffSession
 from diagnoxix.store.sqlite.access import SqliteAccess
 from diagnoxix.store.sqlite.rows import LIVE, audit_entry, newest_first, row_to_notification
+
+# Housekeeping deletes at most this many rows per statement, so it never holds the writer long.
+STAFF_PURGE_SLICE = 1000
 
 
 class StaffQueries(SqliteAccess):
@@ -94,6 +97,22 @@ class StaffQueries(SqliteAccess):
             (username, format_timestamp(since)),
         )
         return int(rows[0][0])
+
+    async def purge_login_failures(self, older_than: timedelta) -> int:
+        cutoff = format_timestamp(self._clock.now() - older_than)
+        return await self._execute(
+            "DELETE FROM login_failures WHERE id IN"
+            " (SELECT id FROM login_failures WHERE at <= ? ORDER BY id LIMIT ?)",
+            [(cutoff, STAFF_PURGE_SLICE)],
+        )
+
+    async def purge_staff_sessions(self, ended_more_than: timedelta) -> int:
+        cutoff = format_timestamp(self._clock.now() - ended_more_than)
+        return await self._execute(
+            "DELETE FROM staff_sessions WHERE rowid IN (SELECT rowid FROM staff_sessions"
+            " WHERE expires_at <= ? OR revoked_at <= ? LIMIT ?)",
+            [(cutoff, cutoff, STAFF_PURGE_SLICE)],
+        )
 
     async def list_notifications(
         self,
