@@ -151,8 +151,11 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 @accepting(f"{listed(LOG_LEVELS)}, in any case")
-def _upper(_name: str, raw: str, _current: Settings) -> str:
-    return raw.strip().upper()
+def _upper(name: str, raw: str, _current: Settings) -> str:
+    level = raw.strip().upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"{name} must be one of {', '.join(LOG_LEVELS)}, not {raw!r}")
+    return level
 
 
 MIN_SECRET_CHARS = 32

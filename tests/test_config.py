@@ -48,6 +48,9 @@ def test_every_variable_reaches_its_setting() -> None:
         ("DIAGNOXIX_SQLITE_SYNCHRONOUS", "OFF", "FULL, EXTRA or NORMAL"),
         ("DIAGNOXIX_RETENTION_DAYS", "urgent=3", "priority=days"),
         ("DIAGNOXIX_WS_HEARTBEAT", "0.1", "at least 1.0"),
+        ("DIAGNOXIX_LOG_LEVEL", "bogus", "DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+        ("DIAGNOXIX_METRICS_ALLOW", "10.0.0.0/8,loopback", "addresses or CIDR ranges"),
+        ("DIAGNOXIX_METRICS_TOKEN", "short", "at least 32"),
     ],
 )
 def test_a_bad_value_names_the_variable_and_what_it_takes(variable: str, raw: str, says: str) -> None:
