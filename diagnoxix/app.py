@@ -24,7 +24,7 @@ from diagnoxix.delivery.broker import InProcessBroker
 from diagnoxix.delivery.hub import Hub
 from diagnoxix.delivery.revocations import RevokedTokens
 from diagnoxix.delivery.service import NotificationService
-from diagnoxix.edge.clients import Forwarding, parse_networks
+from diagnoxix.edge.clients import Forwarding, access_logger_class, parse_networks
 from diagnoxix.edge.headers import EdgeHeaders
 from diagnoxix.edge.limits import RequestLimits
 from diagnoxix.edge.server import ConnectionGuard
@@ -43,7 +43,6 @@ from diagnoxix.keys import (
     STORE,
     TOKENS,
 )
-from diagnoxix.logs import AccessLogger
 from diagnoxix.ops.metrics import setup_metrics
 from diagnoxix.ops.readiness import setup_readiness
 from diagnoxix.store.opening import open_store
@@ -129,10 +128,12 @@ SHUTDOWN_GRACE_SECONDS = 10.0
 def runner_options(settings: Settings) -> dict[str, Any]:
     """Options for `edge.server.GuardedAppRunner`, whatever runs it (the command line, the tests).
 
-    The access log goes through our logger, which never prints a query string (`?token=`).
+    The access log goes through our logger, which never prints a query string (`?token=`), and
+    names the client a trusted proxy forwarded rather than the proxy.
     """
+    forwarding = Forwarding(parse_networks(settings.trusted_proxies))
     return {
-        "access_log_class": AccessLogger,
+        "access_log_class": access_logger_class(forwarding),
         "access_log": logging.getLogger("diagnoxix.access"),
         "shutdown_timeout": SHUTDOWN_GRACE_SECONDS,
         "keepalive_timeout": settings.http_header_timeout_seconds,

@@ -22,7 +22,7 @@ from multidict import MultiDict, MultiDictProxy
 
 from diagnoxix.dashboard.security import csrf_matches, csrf_token, hash_session_id, same_origin
 from diagnoxix.dashboard.state import DASHBOARD
-from diagnoxix.keys import STORE
+from diagnoxix.keys import FORWARDING, STORE
 from diagnoxix.models import utc_now
 
 COOKIE_NAME = "dxn_dashboard"
@@ -33,7 +33,11 @@ _STAFF = web.RequestKey("diagnoxix.dashboard.staff", object)
 
 
 class DashboardCookieStorage(EncryptedCookieStorage):
-    """HttpOnly, SameSite=Strict, bounded lifetime; Secure whenever the request came over HTTPS."""
+    """HttpOnly, SameSite=Strict, bounded lifetime; Secure whenever the browser used HTTPS.
+
+    Behind a TLS-ending proxy the request reaches us over plain HTTP (`request.secure` is false):
+    the scheme the browser used is what a trusted proxy's `X-Forwarded-Proto` says.
+    """
 
     def __init__(self, key: bytes) -> None:
         super().__init__(
@@ -49,7 +53,8 @@ class DashboardCookieStorage(EncryptedCookieStorage):
         self, request: web.Request, response: web.StreamResponse, session: Session
     ) -> None:
         await super().save_session(request, response, session)
-        if request.secure and self.cookie_name in response.cookies:
+        browser_scheme = request.config_dict[FORWARDING].scheme(request)
+        if browser_scheme == "https" and self.cookie_name in response.cookies:
             response.cookies[self.cookie_name]["secure"] = True
 
 

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 
 from aiohttp import web
 
+from diagnoxix.logs import AccessLogger
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -52,3 +54,14 @@ class Forwarding:
             if proto in {"http", "https"}:
                 return proto
         return request.scheme
+
+
+def access_logger_class(forwarding: Forwarding) -> type[AccessLogger]:
+    """The access log's class (aiohttp makes its instance), naming each request's client as
+    `forwarding.address` does: behind nginx, the address nginx forwarded, not nginx's own."""
+
+    class ForwardedAccessLogger(AccessLogger):
+        def client(self, request: web.BaseRequest) -> str | None:
+            return forwarding.address(request)
+
+    return ForwardedAccessLogger
