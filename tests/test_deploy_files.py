@@ -52,6 +52,10 @@ def test_the_nginx_site_fits_the_service() -> None:
     # nginx lets an idle upstream connection go before the service does.
     (keepalive,) = _directives(site, "keepalive_timeout")
     assert _seconds(keepalive) < settings.http_header_timeout_seconds
+    # The proxy sets the forwarding headers, never appends to what a client sent.
+    headers = dict(h.split(None, 1) for h in _directives(site, "proxy_set_header"))
+    assert headers["X-Forwarded-For"] == "$remote_addr"
+    assert headers["X-Forwarded-Proto"] == "$scheme"
     # Oversized bodies reach the service, which answers in its JSON error shape.
     (body,) = _directives(site, "client_max_body_size")
     assert int(body.rstrip("m")) * 1024 * 1024 > settings.max_body_bytes
