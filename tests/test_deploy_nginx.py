@@ -367,7 +367,9 @@ async def test_client_addresses_come_from_the_proxy_alone(start_stack: StartStac
     assert {line.split()[0] for line in nginx_log if "/v1/ws/stats" in line} == {"127.0.0.2", "127.0.0.3"}
 
 
-async def test_plain_http_redirects_and_no_log_keeps_a_query_string(start_stack: StartStack) -> None:
+async def test_plain_http_redirects_metrics_stay_inside_and_no_log_keeps_a_query_string(
+    start_stack: StartStack,
+) -> None:
     stack = await start_stack()
     plain = f"http://127.0.0.1:{stack.nginx.http_port}"
     async with (
@@ -383,6 +385,13 @@ async def test_plain_http_redirects_and_no_log_keeps_a_query_string(start_stack:
     ):
         assert resp.status == 401
         assert resp.headers["Strict-Transport-Security"] == "max-age=63072000"
+    async with stack.client() as https, https.get(stack.url("/metrics")) as resp:
+        assert resp.status == 403  # the public site keeps the metrics to itself...
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{stack.server.port}/metrics") as resp,
+    ):
+        assert resp.status == 200  # ...which a scraper on the host reads from the service's port
     path = "/v1/users/patient-1/unread-count"
     await eventually(
         lambda: path in stack.nginx.log("diagnoxix.access.log") and path in stack.server.stderr()
