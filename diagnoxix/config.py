@@ -28,7 +28,7 @@ from diagnoxix.env_text import (
     text,
     whole,
 )
-from diagnoxix.rules import BROADCAST_TTL_SECONDS, MIN_TOKEN_TTL_SECONDS
+from diagnoxix.rules import BROADCAST_TTL_SECONDS, MIN_TOKEN_TTL_SECONDS, is_type_name
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DB_PATH = REPO_ROOT / "db" / "diagnoxix.sqlite3"
@@ -105,6 +105,8 @@ class Settings:
         ("high", 180),
         ("critical", 730),
     )
+    # Retention for particular notification types, in days: replaces the priority's for that type.
+    retention_days_by_type: tuple[tuple[str, int], ...] = ()
     broadcast_ttl_seconds: int = 7 * 24 * 3600
     purge_interval_seconds: float = 300.0
     # The server asks a client for a fresh token this long before its token expires, and closes
@@ -121,6 +123,9 @@ class Settings:
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+    def retention_seconds_by_type(self) -> dict[str, int]:
+        return {name: days * 24 * 3600 for name, days in self.retention_days_by_type}
 
     def retention_seconds(self, priority: str) -> int:
         for name, days in self.retention_days:
@@ -198,6 +203,22 @@ def _synchronous(name: str, raw: str, _current: Settings) -> str:
 )
 def _retention(_name: str, raw: str, current: Settings) -> tuple[tuple[str, int], ...]:
     return _parse_retention(raw, current.retention_days)
+
+
+@accepting(
+    f"`type=days` pairs, comma-separated (`appointment_reminder=30,lab_result_ready=3650`); days from 1 to"
+    f" {MAX_RETENTION_DAYS}"
+)
+def _retention_by_type(name: str, raw: str, _current: Settings) -> tuple[tuple[str, int], ...]:
+    days: dict[str, int] = {}
+    for part in raw.split(","):
+        if not part.strip():
+            continue
+        kind, sep, value = part.strip().partition("=")
+        if not sep or not is_type_name(kind.strip()):
+            raise ConfigError(f"{name} takes type=days pairs (a notification type each), not {part!r}")
+        days[kind.strip()] = parse_int(f"{name} {kind.strip()}", value, minimum=1, maximum=MAX_RETENTION_DAYS)
+    return tuple(days.items())
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,6 +365,13 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
         _retention,
         "days notifications are kept, per priority; expired ones are never served and are purged"
         " (overwritten on disk)",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_RETENTION_DAYS_BY_TYPE",
+        "retention_days_by_type",
+        _retention_by_type,
+        "days notifications of the named types are kept, in place of their priority's retention"
+        " (a sender's own `ttl_seconds` still wins)",
     ),
     EnvSetting(
         "DIAGNOXIX_BROADCAST_TTL",

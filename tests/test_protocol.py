@@ -433,3 +433,31 @@ async def test_retention_follows_priority_with_critical_kept_longest(service: Se
     lifetimes = {p: (n.expires_at - n.created_at).days for p, n in stored.items() if n.expires_at}
     assert lifetimes == dict(service.settings.retention_days)
     assert lifetimes["critical"] == max(lifetimes.values())
+
+
+async def test_retention_by_type_replaces_the_priority_s_and_is_purged_on_it(make_service: Any) -> None:
+    clock = ManualClock()
+    service: Service = await make_service(
+        clock=clock, retention_days_by_type=(("appointment_reminder", 2), ("lab_result_ready", 3650))
+    )
+    svc = service.app[SERVICE]
+
+    def draft(title: str, kind: str, priority: Any, ttl: int | None = None) -> NotificationDraft:
+        return NotificationDraft(
+            user_id="uma", type=kind, title=title, message="m", data={}, priority=priority, ttl_seconds=ttl
+        )
+
+    stored = await svc.send(
+        [
+            draft("Tomorrow 9:00", "appointment_reminder", "critical"),
+            draft("Result ready", "lab_result_ready", "low"),
+            draft("Hello", "appointment_confirmed", "low"),
+            draft("Own", "appointment_reminder", "normal", ttl=10 * 24 * 3600),
+        ]
+    )
+    days = {n.title: (n.expires_at - n.created_at).days for n in stored if n.expires_at}
+    assert days == {"Tomorrow 9:00": 2, "Result ready": 3650, "Hello": 30, "Own": 10}
+    clock.advance(3 * 24 * 3600)
+    assert await purge_once(service.app[STORE]) == 1
+    resp = await service.client.get("/v1/users/uma/notifications", headers=service.auth())
+    assert {n["title"] for n in (await resp.json())["notifications"]} == {"Result ready", "Hello", "Own"}

@@ -8,6 +8,7 @@ fans them out to the hub of every process.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Literal, get_args
 
 from diagnoxix.config import Settings
@@ -41,14 +42,25 @@ class NotificationService:
         # Retention by priority (and for broadcasts), applied by the store to drafts naming none.
         self._lifetimes: dict[str, int] = {p: settings.retention_seconds(p) for p in PRIORITIES}
         self._lifetimes[BROADCAST_RECIPIENT] = settings.broadcast_ttl_seconds
+        # ... and by type where configured, in place of the priority's (not for broadcasts).
+        self._lifetimes_by_type = settings.retention_seconds_by_type()
 
     async def send(
         self, drafts: Sequence[NotificationDraft], *, idempotency: IdempotencyClaim | None = None
     ) -> list[Notification]:
         """Store validated drafts in one transaction; they are delivered once committed.
 
-        Each gets its retention from its priority unless it names its own lifetime.
+        Each gets its retention from its type if one is configured for it, else from its
+        priority, unless it names its own lifetime.
         """
+        by_type = self._lifetimes_by_type
+        if by_type:
+            drafts = [
+                replace(d, ttl_seconds=by_type[d.type])
+                if d.ttl_seconds is None and d.type in by_type and d.user_id != BROADCAST_RECIPIENT
+                else d
+                for d in drafts
+            ]
         return await self._store.insert_notifications(drafts, idempotency, lifetimes=self._lifetimes)
 
     async def mark_read(self, user_id: str, notification_ids: Sequence[str]) -> tuple[list[str], int]:
