@@ -6,6 +6,8 @@ python run.py apikey list [--db PATH]
 python run.py apikey revoke KEY_ID [--db PATH]
 python run.py token USER_ID [--ttl SECONDS] [--db PATH]   # the token alone on the last line
 python run.py admin create USERNAME [--db PATH] [--password-stdin]   # a dashboard account
+python run.py admin password USERNAME [--db PATH] [--password-stdin] # a new password; its sessions end
+python run.py admin disable|enable USERNAME [--db PATH]   # someone left: refused, sessions end
 """
 
 from __future__ import annotations

@@ -13,20 +13,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CLI_TIMEOUT_SECONDS = 30.0
 
 
-async def _admin_create(db: Path, username: str, password_line: str) -> subprocess.CompletedProcess[str]:
+async def _admin(
+    action: str, db: Path, username: str, password_line: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    stdin = ["--password-stdin"] if password_line is not None else []
+
     def run() -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [
-                sys.executable,
-                str(REPO_ROOT / "run.py"),
-                "admin",
-                "create",
-                username,
-                "--db",
-                str(db),
-                "--password-stdin",
-            ],
-            input=password_line,
+            [sys.executable, str(REPO_ROOT / "run.py"), "admin", action, username, "--db", str(db), *stdin],
+            input=password_line or "",
             capture_output=True,
             text=True,
             timeout=CLI_TIMEOUT_SECONDS,
@@ -35,6 +30,10 @@ async def _admin_create(db: Path, username: str, password_line: str) -> subproce
         )
 
     return await asyncio.to_thread(run)
+
+
+async def _admin_create(db: Path, username: str, password_line: str) -> subprocess.CompletedProcess[str]:
+    return await _admin("create", db, username, password_line)
 
 
 async def test_admin_create_then_sign_in_and_refusals(tmp_path: Path) -> None:
@@ -63,4 +62,40 @@ async def test_admin_create_then_sign_in_and_refusals(tmp_path: Path) -> None:
     finally:
         await carol.close()
         await dave.close()
+        await server.close()
+
+
+async def test_a_password_change_or_a_disable_ends_the_account_s_sessions_at_once(tmp_path: Path) -> None:
+    """While the server runs: the operator's command takes effect on the signed-in page's next request."""
+    db = tmp_path / "dashboard.sqlite3"
+    assert (await _admin_create(db, "erin", "the first long password\n")).returncode == 0
+    server = await start_server(tmp_path, with_admin=False)
+    erin = StaffClient(server)
+    try:
+        assert (await erin.login("erin", "the first long password")).status == 303
+        assert (await erin.get("/dashboard/keys")).status == 200
+
+        changed = await _admin("password", db, "erin", "the second long password\n")
+        assert changed.returncode == 0, changed.stderr
+        assert "second long password" not in changed.stdout + changed.stderr
+        assert (await erin.get("/dashboard/keys")).status != 200  # signed out: the session ended
+        assert (await erin.login("erin", "the first long password")).status == 401
+        assert (await erin.login("erin", "the second long password")).status == 303
+        assert (await erin.get("/dashboard/keys")).status == 200
+
+        disabled = await _admin("disable", db, "erin")
+        assert disabled.returncode == 0, disabled.stderr
+        assert (await erin.get("/dashboard/keys")).status != 200
+        assert (await erin.login("erin", "the second long password")).status == 401
+
+        assert (await _admin("enable", db, "erin")).returncode == 0
+        assert (await erin.login("erin", "the second long password")).status == 303
+
+        nobody = await _admin("disable", db, "frank")
+        assert nobody.returncode == 1
+        assert "No staff account is named frank" in nobody.stderr
+        short = await _admin("password", db, "erin", "short\n")
+        assert short.returncode == 2
+    finally:
+        await erin.close()
         await server.close()

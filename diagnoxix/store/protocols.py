@@ -246,6 +246,12 @@ class StaffStore(Protocol):
     async def revoke_staff_session(self, id_hash: str) -> bool:
         """True when the session was live and is now revoked."""
 
+    async def set_staff_password(self, username: str, password_hash: str) -> bool:
+        """Replace the account's password hash and end all its sessions; False: no such account."""
+
+    async def set_staff_disabled(self, username: str, disabled: bool) -> bool:
+        """Disable (ending all its sessions) or enable an account; False: no such account."""
+
     async def record_login_failure(self, username: str) -> None: ...
 
     async def clear_login_failures(self, username: str) -> None: ...

@@ -82,6 +82,30 @@ class StaffQueries(SqliteAccess):
         )
         return changed > 0
 
+    async def set_staff_password(self, username: str, password_hash: str) -> bool:
+        now = self._now_stamp()
+        changed = await self._execute(
+            "UPDATE staff_accounts SET password_hash = ? WHERE username = ?", [(password_hash, username)]
+        )
+        await self._end_sessions_of(username, now)
+        return changed > 0
+
+    async def set_staff_disabled(self, username: str, disabled: bool) -> bool:
+        now = self._now_stamp()
+        changed = await self._execute(
+            "UPDATE staff_accounts SET disabled_at = ? WHERE username = ?",
+            [(now if disabled else None, username)],
+        )
+        if disabled:
+            await self._end_sessions_of(username, now)
+        return changed > 0
+
+    async def _end_sessions_of(self, username: str, now: str) -> None:
+        await self._execute(
+            "UPDATE staff_sessions SET revoked_at = ? WHERE username = ? AND revoked_at IS NULL",
+            [(now, username)],
+        )
+
     async def record_login_failure(self, username: str) -> None:
         await self._execute(
             "INSERT INTO login_failures (username, at) VALUES (?, ?)",
