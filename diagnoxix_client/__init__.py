@@ -2,7 +2,8 @@
 live notifications (v1 WebSocket: resume, ack, token refresh, reconnect).
 
     async with NotifyClient("http://127.0.0.1:7556", api_key) as notify:
-        await notify.send("user-123", "Lab Result Ready", "Your result is ready.", type="lab_result_ready")
+        await notify.send_lab_result("user-123", "Complete Blood Count", abnormal=False)  # never values
+        await notify.send("user-123", "Prescription Ready", "Pick it up at the front desk.")
 
     async with Subscriber("http://127.0.0.1:7556", token_provider) as sub:
         async for notification in sub:
@@ -21,6 +22,25 @@ from types import TracebackType
 from typing import Any
 
 import aiohttp
+
+from diagnoxix_client.items import (
+    AppointmentStatus,
+    Priority,
+    ai_analysis_item,
+    appointment_item,
+    lab_result_item,
+)
+
+__all__ = [
+    "AppointmentStatus",
+    "NotifyClient",
+    "NotifyError",
+    "Priority",
+    "Subscriber",
+    "ai_analysis_item",
+    "appointment_item",
+    "lab_result_item",
+]
 
 SUBPROTOCOL_V1 = "diagnoxix.v1"
 TokenProvider = Callable[[], Awaitable[str]]
@@ -94,7 +114,41 @@ class NotifyClient:
         priority: str | None = None,
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        item = _item(user_id, title, message, type, data, priority)
+        return await self._send_one(_item(user_id, title, message, type, data, priority), idempotency_key)
+
+    # Typed sends: the server words them as its own Python service does (see `items`).
+
+    async def send_appointment(
+        self,
+        user_id: str,
+        appointment_id: str,
+        status: AppointmentStatus,
+        message: str | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        item = appointment_item(user_id, appointment_id, status, message)
+        return await self._send_one(item, idempotency_key)
+
+    async def send_lab_result(
+        self, user_id: str, test_name: str, abnormal: bool, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Says the result is ready, never values; an abnormal result is high priority."""
+        return await self._send_one(lab_result_item(user_id, test_name, abnormal), idempotency_key)
+
+    async def send_ai_analysis(
+        self,
+        user_id: str,
+        analysis_type: str,
+        analysis_id: str,
+        *,
+        priority: Priority | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        item = ai_analysis_item(user_id, analysis_type, analysis_id, priority=priority)
+        return await self._send_one(item, idempotency_key)
+
+    async def _send_one(self, item: dict[str, Any], idempotency_key: str | None) -> dict[str, Any]:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         result = await self._call("POST", "/v1/notifications", item, headers)
         return dict(result["notification"])
@@ -102,6 +156,8 @@ class NotifyClient:
     async def send_batch(
         self, items: Sequence[dict[str, Any]], *, idempotency_key: str | None = None
     ) -> list[dict[str, Any]]:
+        """Up to 1,000 items in one transaction: in your own words (`{"user_id", "title", ...}`) or
+        typed (`appointment_item`, `lab_result_item`, `ai_analysis_item`)."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         result = await self._call("POST", "/v1/notifications", {"notifications": list(items)}, headers)
         return list(result["notifications"])

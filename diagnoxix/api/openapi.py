@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from diagnoxix.api.openapi_kinds import TYPED, kind_schemas
 from diagnoxix.api.openapi_parts import (
     API_KEY_ERRORS,
     BODY_ERRORS,
@@ -42,6 +43,7 @@ from diagnoxix.rules import (
     TOKEN_ID_REGEX,
     TYPE_REGEX,
 )
+from diagnoxix.rules.kinds import KIND_NAMES
 
 
 def openapi_document(settings: Settings) -> dict[str, Any]:
@@ -77,7 +79,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 ERROR_NAMES[status]: {"description": reason, **json_content(ref("Error"))}
                 for status, reason in error_reasons(settings).items()
             },
-            "schemas": input_schemas(settings) | output_schemas(),
+            "schemas": input_schemas(settings) | kind_schemas() | output_schemas(),
         },
     }
 
@@ -122,6 +124,12 @@ def _paths() -> dict[str, Any]:
         "/v1/notifications": {
             "post": {
                 "summary": f"Send one notification, or a batch of up to {BATCH_ITEMS.maximum:,}",
+                "description": (
+                    "Each item is a notification in your own words (`title`, `message`, ...), or typed:"
+                    f" `kind` ({', '.join(KIND_NAMES)}) and its facts, which the server words as the"
+                    " Python service's typed senders do and gives its priority. A lab result never"
+                    " carries values."
+                ),
                 "security": api_key,
                 "parameters": [
                     {
@@ -136,7 +144,7 @@ def _paths() -> dict[str, Any]:
                         },
                     }
                 ],
-                "requestBody": body({"oneOf": [ref("NotificationInput"), ref("BatchInput")]}),
+                "requestBody": body({"oneOf": [ref("NotificationInput"), ref(TYPED), ref("BatchInput")]}),
                 "responses": replayed(
                     responses(
                         201,

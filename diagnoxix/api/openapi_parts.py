@@ -173,7 +173,8 @@ def input_schemas(settings: Settings) -> dict[str, Schema]:
                     "type": "array",
                     "minItems": BATCH_ITEMS.minimum,
                     "maxItems": BATCH_ITEMS.maximum,
-                    "items": ref("NotificationInput"),
+                    # In its own words or typed: `api.openapi_kinds`.
+                    "items": ref("NotificationItem"),
                 }
             },
         },

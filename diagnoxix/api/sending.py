@@ -36,6 +36,7 @@ from diagnoxix.rules import (
     parse_broadcast,
     parse_draft,
 )
+from diagnoxix.rules.kinds import parse_item
 from diagnoxix.store.protocols import IdempotencyClaim, IdempotencyConflict, StoreError
 
 log = logging.getLogger("diagnoxix.api")
@@ -185,13 +186,9 @@ async def send_notifications(request: web.Request) -> web.Response:
         if replay is not None:
             return replay
     errors = FieldErrors()
+    # Each item in its own words, or typed (`kind`: the server words it, see `rules.kinds`).
     drafts = [
-        parse_draft(
-            item,
-            prefix=f"notifications[{i}]." if batch else "",
-            errors=errors,
-            default_type="notification",
-        )
+        parse_item(item, prefix=f"notifications[{i}]." if batch else "", errors=errors)
         for i, item in enumerate(items)
     ]
     if errors:

@@ -9,27 +9,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, Literal, get_args
+from typing import Any
 
 from diagnoxix.config import Settings
 from diagnoxix.delivery import frames
 from diagnoxix.delivery.broker import Broker
 from diagnoxix.models import BROADCAST_RECIPIENT, PRIORITIES, Notification, NotificationDraft, Priority
-from diagnoxix.rules import FieldErrors, check_reference, validated_draft
+from diagnoxix.rules import validated_draft
+from diagnoxix.rules.kinds import (
+    APPOINTMENT_STATUSES,
+    AppointmentStatus,
+    ai_analysis_draft,
+    appointment_draft,
+    lab_result_draft,
+)
 from diagnoxix.store.protocols import IdempotencyClaim, NotificationStore
 
-AppointmentStatus = Literal["created", "confirmed", "cancelled", "rescheduled", "reminder"]
-APPOINTMENT_STATUSES: tuple[str, ...] = get_args(AppointmentStatus)
-
-# Default wording says what happened and where to look, never clinical detail.
-_APPOINTMENT_TEXT: dict[str, tuple[str, str]] = {
-    "created": ("Appointment Scheduled", "Your appointment has been scheduled."),
-    "confirmed": ("Appointment Confirmed", "Your appointment has been confirmed."),
-    "cancelled": ("Appointment Cancelled", "Your appointment has been cancelled."),
-    "rescheduled": ("Appointment Rescheduled", "Your appointment has been rescheduled."),
-    "reminder": ("Appointment Reminder", "You have an upcoming appointment."),
-}
-# The input rules (`validated_draft`, references) live in `diagnoxix.rules` with every other one.
+# The dashboard's form lists the statuses; each kind's rules and wording are in `rules.kinds`, which
+# the HTTP API's typed items read too. The input rules (`validated_draft`, references) live in
+# `diagnoxix.rules` with every other one.
+__all__ = ["APPOINTMENT_STATUSES", "AppointmentStatus", "NotificationService"]
 
 
 class NotificationService:
@@ -97,59 +96,22 @@ class NotificationService:
         status: AppointmentStatus,
         message: str = "",
     ) -> Notification:
-        errors = FieldErrors()
-        check_reference(appointment_id, "appointment_id", errors)
-        if status not in APPOINTMENT_STATUSES:
-            errors.add("status", f"must be one of {', '.join(APPOINTMENT_STATUSES)}")
-        if errors:
-            raise errors
-        title, default_message = _APPOINTMENT_TEXT[status]
-        return await self.create_and_send_notification(
-            user_id,
-            f"appointment_{status}",
-            title,
-            message or default_message,
-            {"appointment_id": appointment_id, "type": "appointment", "status": status},
-            priority="high" if status == "cancelled" else "normal",
-        )
+        """Titled by the status, with our message unless given one; high priority when cancelled."""
+        (stored,) = await self.send([appointment_draft(user_id, appointment_id, status, message)])
+        return stored
 
     async def send_lab_result_notification(
         self, user_id: str, test_name: str, abnormal: bool
     ) -> Notification:
         """Says the result is ready; never carries values. An abnormal result is high priority."""
-        errors = FieldErrors()
-        check_reference(test_name, "test_name", errors)
-        if errors:
-            raise errors
-        if abnormal:
-            message = f"Your {test_name} result is ready. Please review it with your care team."
-        else:
-            message = f"Your {test_name} result is ready to view."
-        return await self.create_and_send_notification(
-            user_id,
-            "lab_result_ready",
-            "Lab Result Ready",
-            message,
-            {"type": "lab_result", "test_name": test_name},
-            priority="high" if abnormal else "normal",
-        )
+        (stored,) = await self.send([lab_result_draft(user_id, test_name, abnormal)])
+        return stored
 
     async def send_ai_analysis_notification(
-        self, user_id: str, analysis_type: str, analysis_id: str
+        self, user_id: str, analysis_type: str, analysis_id: str, *, priority: Priority = "normal"
     ) -> Notification:
-        errors = FieldErrors()
-        check_reference(analysis_type, "analysis_type", errors)
-        check_reference(analysis_id, "analysis_id", errors)
-        if errors:
-            raise errors
-        readable = analysis_type.replace("_", " ")
-        return await self.create_and_send_notification(
-            user_id,
-            "ai_analysis_complete",
-            "Analysis Ready",
-            f"Your {readable} is ready to view.",
-            {"type": "ai_analysis", "analysis_type": analysis_type, "analysis_id": analysis_id},
-        )
+        (stored,) = await self.send([ai_analysis_draft(user_id, analysis_type, analysis_id, priority)])
+        return stored
 
     async def broadcast_system_notification(
         self,

@@ -4,6 +4,7 @@ senders, the dashboard, the CLI and the OpenAPI document all read them from here
 - `rules.fields`: the shapes rules are written in (`FieldErrors`, `Bounds`);
 - `rules.notification`: what one notification may hold;
 - `rules.drafts`: payloads and typed senders' arguments into drafts;
+- `rules.kinds`: typed notifications (appointment, lab result, AI analysis): fields, wording, priority;
 - `rules.requests`: seqs, cursors, epochs, pages, id lists, request ids, idempotency keys, ttls.
 
 Each check reports the field it concerns, so an API error can point a clinic's IT person at the
@@ -41,7 +42,6 @@ from diagnoxix.rules.notification import (
     USER_ID_SHAPE,
     check_data,
     check_priority,
-    check_reference,
     check_title_message,
     check_type,
     check_user_id,
@@ -123,7 +123,6 @@ __all__ = [
     "FieldErrors",
     "check_data",
     "check_priority",
-    "check_reference",
     "check_title_message",
     "check_type",
     "check_user_id",

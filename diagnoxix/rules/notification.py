@@ -216,10 +216,3 @@ def check_priority(value: object, path: str, errors: FieldErrors) -> Priority:
         errors.add(path, problem)
         return "normal"
     return cast("Priority", value or "normal")
-
-
-def check_reference(value: object, path: str, errors: FieldErrors) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_REFERENCE_CHARS:
-        errors.add(path, f"must be a non-empty string of at most {MAX_REFERENCE_CHARS} characters")
-        return ""
-    return value
