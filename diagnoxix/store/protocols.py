@@ -114,6 +114,10 @@ class NotificationStore(Protocol):
         """The highest purged seq among the user's notifications and broadcasts: a resume cursor
         below it may have missed something."""
 
+    def undone_by_restore(self, seq: int) -> bool:
+        """Whether `seq` was handed out by a history that a restore from backup undid: a cursor
+        there names a notification this store never held, and no new one ever gets that seq."""
+
     async def notifications_for(
         self,
         user_id: str,
