@@ -73,12 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     backup = commands.add_parser(
         "backup", parents=[db_option], help="a verified copy of the database, taken while serving"
     )
-    backup.add_argument("path", type=Path, help="the backup file to write (owner-only)")
+    backup.add_argument("path", type=Path, metavar="PATH", help="the backup file to write (owner-only)")
     backup.add_argument("--force", action="store_true", help="replace PATH if it exists")
     restore = commands.add_parser(
         "restore", parents=[db_option], help="replace the database by a backup (stop the server first)"
     )
-    restore.add_argument("backup", type=Path, help="a file written by run.py backup")
+    restore.add_argument("backup", type=Path, metavar="BACKUP", help="a file written by run.py backup")
     return parser
 
 

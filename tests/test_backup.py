@@ -390,6 +390,21 @@ async def test_a_restore_without_the_replaced_database_starts_seqs_a_safe_distan
         assert new["seq"] == floor + 1
 
 
+async def test_a_backup_from_the_release_before_restores_is_migrated(tmp_path: Path) -> None:
+    db = tmp_path / "notify.sqlite3"
+    assert (await run_cli("token", "pat", "--db", str(db))).returncode == 0  # creates it
+    backup = tmp_path / "old-release.sqlite3"
+    _success(await run_cli("backup", str(backup), "--db", str(db)), "Backed up")
+    # As the release before this one left it: schema 5, no restores table.
+    old = sqlite3.connect(backup)
+    old.executescript("DROP TABLE restores; PRAGMA user_version = 5;")
+    old.close()
+    fresh = tmp_path / "restored.sqlite3"
+    _success(await run_cli("restore", str(backup), "--db", str(fresh)), "Restored")
+    assert _query(fresh, "PRAGMA user_version") == [(6,)]
+    assert _query(fresh, "SELECT after_seq, cursor_seq FROM restores") == [(0, UNKNOWN_HISTORY_SEQS + 1)]
+
+
 # -- refusals --------------------------------------------------------------------------------
 
 
