@@ -8,6 +8,8 @@ python run.py token USER_ID [--ttl SECONDS] [--db PATH]   # the token alone on t
 python run.py admin create USERNAME [--db PATH] [--password-stdin]   # a dashboard account
 python run.py admin password USERNAME [--db PATH] [--password-stdin] # a new password; its sessions end
 python run.py admin disable|enable USERNAME [--db PATH]   # someone left: refused, sessions end
+python run.py backup PATH [--db PATH] [--force]   # a verified copy, taken while serving
+python run.py restore BACKUP [--db PATH]          # the server stopped; the old database kept aside
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from diagnoxix.logs import configure_logging
 from diagnoxix.models import format_timestamp
 from diagnoxix.rules import MAX_API_KEY_NAME_CHARS, USER_ID_SHAPE, is_valid_user_id, token_ttl_seconds
 from diagnoxix.serving_tuning import tune_for_serving
-from diagnoxix.store.opening import open_store
-from diagnoxix.store.protocols import Store, StoreError
+from diagnoxix.store.opening import backup_store, open_store, restore_store
+from diagnoxix.store.protocols import BackupReport, RestoreReport, Store, StoreError
 
 log = logging.getLogger("diagnoxix")
 T = TypeVar("T")
@@ -69,6 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("user_id", help=f"the user the token is for: {USER_ID_SHAPE}")
     token.add_argument("--ttl", type=int, help=flag_help("lifetime in seconds", "DIAGNOXIX_TOKEN_TTL"))
     add_admin_parser(commands, db_option)
+
+    backup = commands.add_parser(
+        "backup", parents=[db_option], help="a verified copy of the database, taken while serving"
+    )
+    backup.add_argument("path", type=Path, metavar="PATH", help="the backup file to write (owner-only)")
+    backup.add_argument("--force", action="store_true", help="replace PATH if it exists")
+    restore = commands.add_parser(
+        "restore", parents=[db_option], help="replace the database by a backup (stop the server first)"
+    )
+    restore.add_argument("backup", type=Path, metavar="BACKUP", help="a file written by run.py backup")
     return parser
 
 
@@ -128,6 +140,29 @@ async def _token(store: Store, settings: Settings, user_id: str, ttl: int | None
     return minted.token
 
 
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+def _backed_up(db: Path, report: BackupReport) -> str:
+    return (
+        f"Backed up {db} to {report.path}: {_megabytes(report.size_bytes)}, {report.notifications:,}"
+        f" notifications, last seq {report.last_seq}, schema {report.schema_version}, integrity"
+        f" checked, in {report.seconds:.1f} s"
+    )
+
+
+def _restored(report: RestoreReport) -> str:
+    backup = report.backup
+    kept = f"kept as {report.kept_aside}" if report.kept_aside else "none"
+    unknown = "" if report.history_known else " (the replaced database could not tell which seqs clients saw)"
+    return (
+        f"Restored {report.db_path} from {backup.path} ({_megabytes(backup.size_bytes)},"
+        f" {backup.notifications:,} notifications, last seq {backup.last_seq}) in {backup.seconds:.1f} s;"
+        f" replaced database: {kept}; new seqs start after {report.first_cursor}{unknown}"
+    )
+
+
 def _fail(message: str) -> int:
     """An ordinary start-up problem: one line an operator can act on, no traceback."""
     print(f"run.py: {message}", file=sys.stderr)
@@ -183,6 +218,12 @@ def _main(argv: Sequence[str]) -> int:
         return _serve(settings)
     if args.command == "admin":
         return run_admin(args, settings)
+    if args.command == "backup":
+        print(_backed_up(settings.db_path, backup_store(settings, args.path, force=args.force)))
+        return 0
+    if args.command == "restore":
+        print(_restored(restore_store(settings, args.backup)))
+        return 0
     if args.command == "token":
         if not is_valid_user_id(args.user_id):
             parser.error(f"USER_ID must be {USER_ID_SHAPE}")

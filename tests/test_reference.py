@@ -74,18 +74,18 @@ def test_every_command_flag_and_variable_is_in_it() -> None:
 
 
 def test_a_new_subcommand_appears_by_itself() -> None:
-    """Another command added to the parser (as `backup` will be) needs nothing here."""
+    """Another command added to the parser (as `backup` and `restore` were) needs nothing here."""
     parser = build_parser()
     (choices,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    backup = choices.add_parser("backup", help="copy the database while serving")
-    backup.add_argument("target", help="where the copy goes")
-    backup.add_argument("--db", type=Path, help=flag_help("SQLite file", "DIAGNOXIX_DB"))
-    backup.add_argument("--verify", action="store_true", help="read the copy back")
+    export = choices.add_parser("export", help="copy the database while serving")
+    export.add_argument("target", help="where the copy goes")
+    export.add_argument("--db", type=Path, help=flag_help("SQLite file", "DIAGNOXIX_DB"))
+    export.add_argument("--verify", action="store_true", help="read the copy back")
 
     text = render(parser)
 
-    assert "### `run.py backup`\n\nCopy the database while serving.\n" in text
-    assert "run.py backup [--db DB] [--verify] target\n" in text
+    assert "### `run.py export`\n\nCopy the database while serving.\n" in text
+    assert "run.py export [--db DB] [--verify] target\n" in text
     assert "| `target` | where the copy goes | required |  |" in text
     assert "| `--db DB` | SQLite file | `db/diagnoxix.sqlite3` | `DIAGNOXIX_DB` |" in text
     assert "| `--verify` | read the copy back | `off` |  |" in text

@@ -33,6 +33,10 @@ async def plan_resume(
     if epoch is not None and epoch != store.epoch:
         # The database was replaced: the client's seqs mean nothing here any more.
         return ResumePlan(0, undelivered_only=True, recovered=False, reason="epoch_changed")
+    if store.undone_by_restore(since):
+        # The database was restored from a backup older than the cursor: its seq named a
+        # notification that is gone, and new ones never reuse it (store.sqlite.restores).
+        return ResumePlan(0, undelivered_only=True, recovered=False, reason="store_restored")
     if since > watermark:
         return ResumePlan(0, undelivered_only=True, recovered=False, reason="cursor_ahead")
     if since < await store.purged_through(user_id):

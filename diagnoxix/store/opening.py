@@ -1,13 +1,17 @@
-"""`open_store(settings)`: the one place a store is chosen and opened, for the server and the CLI."""
+"""`open_store(settings)`: the one place a store is chosen and opened, for the server and the CLI;
+and the CLI's backup and restore of it."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
-from diagnoxix.clock import Clock
+from diagnoxix.clock import Clock, SystemClock
 from diagnoxix.config import Settings
-from diagnoxix.store.protocols import Store
+from diagnoxix.store.protocols import BackupReport, RestoreReport, Store
+from diagnoxix.store.sqlite.backup import backup_database
+from diagnoxix.store.sqlite.restore import restore_database
 from diagnoxix.store.sqlite.store import SqliteStore
 
 
@@ -29,3 +33,15 @@ async def open_store(
         yield store
     finally:
         await store.close()
+
+
+def backup_store(settings: Settings, destination: Path, *, force: bool = False) -> BackupReport:
+    """A consistent, verified copy of the configured store at `destination`, taken while a server
+    may be serving from it; raises BackupError (a StoreError) saying why not."""
+    return backup_database(settings.db_path, destination, force=force)
+
+
+def restore_store(settings: Settings, backup: Path, *, clock: Clock | None = None) -> RestoreReport:
+    """Put a verified backup in place of the configured store, whose server must be stopped; the
+    replaced database is kept aside. Raises BackupError (a StoreError) saying why not."""
+    return restore_database(backup, settings.db_path, clock=clock or SystemClock())

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 from diagnoxix.models import ApiKey, Device, IdempotencyRecord, Notification, NotificationDraft, StoreCounts
@@ -47,6 +48,37 @@ class StoreClosed(StoreError):
 
 class IdempotencyConflict(StoreError):
     """Another request already claimed this Idempotency-Key; nothing new was stored."""
+
+
+class BackupError(StoreError):
+    """A backup or a restore could not be made; the message says why, in one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class BackupReport:
+    """A verified copy of a database (`run.py backup`, and a backup checked by `run.py restore`)."""
+
+    path: Path
+    size_bytes: int
+    schema_version: int
+    notifications: int
+    # The highest seq the copied database had handed out (a purged or restored one included).
+    last_seq: int
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreReport:
+    backup: BackupReport
+    db_path: Path
+    # Where the database the backup replaced was moved (with its -wal/-shm); None: there was none.
+    kept_aside: Path | None
+    # A seq past every one the replaced database could have handed out, given to nothing: the
+    # restored server's first cursor (a welcome's last_seq). New seqs start after it.
+    first_cursor: int
+    # False: the replaced database was missing, unreadable or another one, so the seqs its
+    # clients saw are unknown and the new ones start a safe distance beyond the backup's.
+    history_known: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +145,10 @@ class NotificationStore(Protocol):
     async def purged_through(self, user_id: str) -> int:
         """The highest purged seq among the user's notifications and broadcasts: a resume cursor
         below it may have missed something."""
+
+    def undone_by_restore(self, seq: int) -> bool:
+        """Whether `seq` was handed out by a history that a restore from backup undid: a cursor
+        there names a notification this store never held, and no new one ever gets that seq."""
 
     async def notifications_for(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -45,3 +46,38 @@ def take_serving_lock(path: Path) -> int:
 
 def release_serving_lock(fd: int) -> None:
     os.close(fd)  # closing the descriptor releases the flock
+
+
+def partial_path(beside: Path, purpose: str) -> Path:
+    """A name next to `beside` for a file being written, to be renamed over it when complete:
+    hidden, and this process's own (two commands never share one)."""
+    return beside.with_name(f".{beside.name}.{purpose}-{os.getpid()}.partial")
+
+
+def create_private_empty(path: Path) -> None:
+    """A new empty file, owner-only from the first moment (it will hold patient data)."""
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a rename or a new file in `directory` durable (POSIX: the entry lives in the directory)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_quietly(*paths: Path) -> None:
+    """Remove what a failed command left behind, whether or not it got that far."""
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,18 +41,32 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
 
 async def migrate(conn: aiosqlite.Connection, directory: Path = MIGRATIONS_DIR) -> int:
     """Apply every migration newer than the database, each in its own transaction."""
-    migrations = discover(directory)
     async with conn.execute("PRAGMA user_version") as cursor:
         row = await cursor.fetchone()
-    current = int(row[0]) if row else 0
+    migrations = discover(directory)
+    for migration in _pending(migrations, int(row[0]) if row else 0):
+        # executescript commits first; BEGIN/COMMIT around it makes the migration atomic.
+        await conn.executescript(_script(migration))
+    return len(migrations)
+
+
+def migrate_now(conn: sqlite3.Connection, directory: Path = MIGRATIONS_DIR) -> int:
+    """`migrate` on a plain connection, for a command that has no event loop (`run.py restore`)."""
+    (current,) = conn.execute("PRAGMA user_version").fetchone()
+    migrations = discover(directory)
+    for migration in _pending(migrations, int(current)):
+        conn.executescript(_script(migration))
+    return len(migrations)
+
+
+def _pending(migrations: list[Migration], current: int) -> list[Migration]:
     if current > len(migrations):
         raise MigrationError(
             f"database schema version {current} is newer than this release knows ({len(migrations)})"
         )
-    for migration in migrations[current:]:
-        script = migration.path.read_text(encoding="utf-8")
-        # executescript commits first; BEGIN/COMMIT around it makes the migration atomic.
-        await conn.executescript(
-            f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {migration.version};\nCOMMIT;"
-        )
-    return len(migrations)
+    return migrations[current:]
+
+
+def _script(migration: Migration) -> str:
+    script = migration.path.read_text(encoding="utf-8")
+    return f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {migration.version};\nCOMMIT;"

@@ -40,6 +40,7 @@ from diagnoxix.store.sqlite.files import create_private_file, release_serving_lo
 from diagnoxix.store.sqlite.keys import KeyQueries
 from diagnoxix.store.sqlite.migrations import migrate
 from diagnoxix.store.sqlite.reads import NotificationReads
+from diagnoxix.store.sqlite.restores import UNDONE_RANGES, UndoneSeqs, highest_seq_sql
 from diagnoxix.store.sqlite.rows import LIVE, SQLITE_NOW
 from diagnoxix.store.sqlite.seqs import SeqCounter
 from diagnoxix.store.sqlite.staff import StaffQueries
@@ -84,6 +85,7 @@ class SqliteStore(NotificationReads, KeyQueries, StaffQueries, DeviceQueries):
         # For point reads by key on the event loop itself (see `_read_now`).
         self._point_conn: sqlite3.Connection | None = None
         self._seqs = SeqCounter(1)
+        self._undone = UndoneSeqs()
         self._commit_listeners: list[CommitListener] = []
         self._mark_listeners: list[MarkListener] = []
         self._writer: GroupCommitWriter | None = None
@@ -161,17 +163,16 @@ class SqliteStore(NotificationReads, KeyQueries, StaffQueries, DeviceQueries):
             await conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
             await conn.execute("PRAGMA journal_mode=WAL")
             await migrate(conn)
-            (row,) = await conn.execute_fetchall(
-                "SELECT coalesce(max(seq), 0), count(*), count(delivered_at) FROM notifications"
-            )
-            (purged,) = await conn.execute_fetchall(
-                "SELECT coalesce(max(purged_through), 0) FROM purge_marks"
-            )
+            (row,) = await conn.execute_fetchall("SELECT count(*), count(delivered_at) FROM notifications")
+            (top,) = await conn.execute_fetchall(highest_seq_sql())
+            undone = await conn.execute_fetchall(UNDONE_RANGES)
         finally:
             await conn.close()
-        # Never hand out a seq again, even one whose row was purged: a client may hold it as cursor.
-        self._seqs.next_seq = max(int(row[0]), int(purged[0])) + 1
-        self._stored_at_open, self._delivered = int(row[1]), int(row[2])
+        # Never hand out a seq again, even one whose row was purged or a restore undid: a client
+        # may hold it as cursor.
+        self._seqs.next_seq = int(top[0]) + 1
+        self._undone = UndoneSeqs(tuple((int(r[0]), int(r[1])) for r in undone))
+        self._stored_at_open, self._delivered = int(row[0]), int(row[1])
 
     async def close(self) -> None:
         """Commit everything queued, stop the writer and close both connections.
@@ -214,6 +215,9 @@ class SqliteStore(NotificationReads, KeyQueries, StaffQueries, DeviceQueries):
     @property
     def epoch(self) -> str:
         return self._epoch
+
+    def undone_by_restore(self, seq: int) -> bool:
+        return seq in self._undone
 
     def _now_stamp(self) -> str:
         return format_timestamp(self._clock.now())
