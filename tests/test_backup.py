@@ -22,6 +22,7 @@ import pytest
 from playwright.async_api import Browser, async_playwright
 
 from diagnoxix.auth import TokenIssuer
+from diagnoxix.store.sqlite.migrations import discover
 from diagnoxix_client import Subscriber
 
 from .dashboard_support import CHROMIUM, CHROMIUM_ARGS
@@ -395,13 +396,13 @@ async def test_a_backup_from_the_release_before_restores_is_migrated(tmp_path: P
     assert (await run_cli("token", "pat", "--db", str(db))).returncode == 0  # creates it
     backup = tmp_path / "old-release.sqlite3"
     _success(await run_cli("backup", str(backup), "--db", str(db)), "Backed up")
-    # As the release before this one left it: schema 5, no restores table.
+    # As the release before restores left it: schema 5, without what migrations 6 and 7 add.
     old = sqlite3.connect(backup)
-    old.executescript("DROP TABLE restores; PRAGMA user_version = 5;")
+    old.executescript("DROP TABLE restores; DROP INDEX idempotency_keys_by_age; PRAGMA user_version = 5;")
     old.close()
     fresh = tmp_path / "restored.sqlite3"
     _success(await run_cli("restore", str(backup), "--db", str(fresh)), "Restored")
-    assert _query(fresh, "PRAGMA user_version") == [(6,)]
+    assert _query(fresh, "PRAGMA user_version") == [(len(discover()),)]
     assert _query(fresh, "SELECT after_seq, cursor_seq FROM restores") == [(0, UNKNOWN_HISTORY_SEQS + 1)]
 
 

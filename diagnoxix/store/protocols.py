@@ -202,6 +202,10 @@ class KeyStore(Protocol):
 
     async def audit_entries(self, *, limit: int = 100) -> list[dict[str, Any]]: ...
 
+    async def purge_idempotency_records(self, older_than: timedelta) -> int:
+        """Delete one slice of the Idempotency-Key records made `older_than` ago or earlier (by the
+        store's clock); returns how many (0: none left). A retry after that is a new request."""
+
 
 # A revoked token still alive: (token id, when the token expires). What every process keeps in
 # memory so that checking a token never waits for the database.

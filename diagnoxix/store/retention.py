@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from diagnoxix.store.protocols import NotificationStore, StaffStore, Store, StoreError
+from diagnoxix.store.protocols import NotificationStore, Store, StoreError
 
 log = logging.getLogger("diagnoxix.retention")
 
@@ -24,12 +24,15 @@ LOGIN_FAILURES_KEPT = timedelta(hours=1)
 # A session that expired (8 hours after sign-in) or was signed out authenticates nobody; sign-ins
 # and sign-outs are in the audit log. Kept a day for whoever looks at the database after an incident.
 STAFF_SESSIONS_KEPT = timedelta(days=1)
+# A retry with the same Idempotency-Key after a day is a new request (Stripe keeps 24 h too).
+IDEMPOTENCY_KEPT = timedelta(days=1)
 
 
 @dataclass(frozen=True, slots=True)
-class StaffPurge:
+class BookkeepingPurge:
     login_failures: int
     staff_sessions: int
+    idempotency_records: int = 0
 
 
 async def purge_once(store: NotificationStore) -> int:
@@ -40,14 +43,17 @@ async def purge_once(store: NotificationStore) -> int:
     return total
 
 
-async def purge_staff_records(store: StaffStore) -> StaffPurge:
-    """Delete, slice by slice, the failed sign-ins and staff sessions that are of no more use."""
-    failures = sessions = 0
+async def purge_bookkeeping(store: Store) -> BookkeepingPurge:
+    """Delete, slice by slice, the failed sign-ins and staff sessions that are of no more use,
+    and the Idempotency-Key records past their day."""
+    failures = sessions = records = 0
     while deleted := await store.purge_login_failures(LOGIN_FAILURES_KEPT):
         failures += deleted
     while deleted := await store.purge_staff_sessions(STAFF_SESSIONS_KEPT):
         sessions += deleted
-    return StaffPurge(failures, sessions)
+    while deleted := await store.purge_idempotency_records(IDEMPOTENCY_KEPT):
+        records += deleted
+    return BookkeepingPurge(failures, sessions, records)
 
 
 async def purge_forever(store: Store, interval: float) -> None:
@@ -60,12 +66,16 @@ async def purge_forever(store: Store, interval: float) -> None:
         except StoreError:
             log.warning("retention.purge_failed")
         try:
-            staff = await purge_staff_records(store)
-            if staff.login_failures or staff.staff_sessions:
+            staff = await purge_bookkeeping(store)
+            if staff.login_failures or staff.staff_sessions or staff.idempotency_records:
                 log.info(
-                    "retention.staff_purged",
-                    extra={"login_failures": staff.login_failures, "staff_sessions": staff.staff_sessions},
+                    "retention.bookkeeping_purged",
+                    extra={
+                        "login_failures": staff.login_failures,
+                        "staff_sessions": staff.staff_sessions,
+                        "idempotency_records": staff.idempotency_records,
+                    },
                 )
         except StoreError:
-            log.warning("retention.staff_purge_failed")
+            log.warning("retention.bookkeeping_purge_failed")
         await asyncio.sleep(interval)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import timedelta
 from typing import Any
 
 from diagnoxix.models import ApiKey, format_timestamp
@@ -15,6 +16,10 @@ from diagnoxix.store.sqlite.access import SqliteAccess
 from diagnoxix.store.sqlite.rows import audit_entry, row_to_api_key
 
 log = logging.getLogger("diagnoxix.store")
+
+
+# Idempotency records deleted per statement: the writer is never held long by a day's worth.
+IDEMPOTENCY_PURGE_SLICE = 1000
 
 
 class KeyQueries(SqliteAccess):
@@ -76,3 +81,11 @@ class KeyQueries(SqliteAccess):
             "SELECT id, at, actor, action, target, details FROM audit_log ORDER BY id DESC LIMIT ?", (limit,)
         )
         return [audit_entry(r) for r in rows]
+
+    async def purge_idempotency_records(self, older_than: timedelta) -> int:
+        # By the age index (migration 0007): reads only the rows it deletes.
+        return await self._execute(
+            "DELETE FROM idempotency_keys WHERE rowid IN (SELECT rowid FROM idempotency_keys"
+            " WHERE created_at <= ? ORDER BY created_at LIMIT ?)",
+            [(format_timestamp(self._clock.now() - older_than), IDEMPOTENCY_PURGE_SLICE)],
+        )

@@ -12,7 +12,6 @@ import sqlite3
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +54,6 @@ BUSY_TIMEOUT_MS = 5000
 # Purging deletes in slices so one purge never holds the write lock for long.
 PURGE_SLICE = 1000
 # How long an Idempotency-Key's record is kept: retries come within minutes, not days.
-IDEMPOTENCY_SECONDS = 24 * 3600
 
 
 class SqliteStore(NotificationReads, KeyQueries, StaffQueries, DeviceQueries):
@@ -409,11 +407,6 @@ class SqliteStore(NotificationReads, KeyQueries, StaffQueries, DeviceQueries):
                 "DELETE FROM broadcast_receipts WHERE notification_id IN"
                 f" (SELECT id FROM notifications WHERE user_id = ? AND {expired})",
                 [(BROADCAST_RECIPIENT, now, top)],
-            ),
-            # A retry after a day is a new request; the key's record goes (Stripe keeps 24 h too).
-            (
-                "DELETE FROM idempotency_keys WHERE created_at <= ?",
-                [(format_timestamp(self._clock.now() - timedelta(seconds=IDEMPOTENCY_SECONDS)),)],
             ),
             # A device whose token has expired can no longer connect, revoked or not.
             ("DELETE FROM devices WHERE expires_at <= ?", [(self._outlived(),)]),
