@@ -39,6 +39,10 @@ class SqliteAccess:
         """The highest seq committed, as this process knows it."""
         raise NotImplementedError
 
+    async def flush(self) -> None:
+        """Wait until every write submitted so far is committed."""
+        raise NotImplementedError
+
     def _now_stamp(self) -> str:
         """The store clock's now, as stored."""
         raise NotImplementedError
