@@ -17,6 +17,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from diagnoxix.keys import HUB, STORE
+
+from .conftest import Service
 from .processes import Launcher, create_api_key, last_line, run_cli
 
 MESSAGE = "x" * 900  # a lab report's worth of text: the WAL grows fast
@@ -63,9 +66,9 @@ async def test_a_full_disk_makes_the_server_unready_not_dead_and_loses_nothing(
 
         # Full: not ready, but alive; and a second send is refused just as cleanly.
         status, answer = await _status(session, f"{server.url}/readyz")
-        assert status == 503
+        assert status == 503, answer
         assert answer["error"]["code"] == "not_ready"
-        assert "cannot take a write" in answer["error"]["message"]
+        assert "could not commit a write" in answer["error"]["message"]
         assert await _status(session, f"{server.url}/healthz") == (200, {"status": "ok"})
         body = {"user_id": "patient-1", "title": "After", "message": MESSAGE}
         async with session.post(f"{server.url}/v1/notifications", json=body, headers=auth) as resp:
@@ -107,3 +110,34 @@ async def test_a_full_disk_makes_the_server_unready_not_dead_and_loses_nothing(
                 break
     assert set(stored) <= set(found)
     assert len(found) == len(stored)
+
+
+async def test_a_server_that_is_shutting_down_is_not_ready(service: Service) -> None:
+    resp = await service.client.get("/readyz")
+    assert resp.status == 200
+    # What shutdown does first (on_shutdown): every socket gets 1001 and no new one is taken.
+    await service.app[HUB].close_all()
+    resp = await service.client.get("/readyz")
+    assert resp.status == 503
+    body = await resp.json()
+    assert body["error"] == {"code": "not_ready", "message": "the server is shutting down", "details": {}}
+    assert resp.headers["Retry-After"] == "5"
+    assert (await service.client.get("/healthz")).status == 200  # alive until it exits
+
+
+async def _quiet_commits(service: Service) -> int:
+    """The store's commit count once start-up's own writes have settled."""
+    store = service.app[STORE]
+    while True:
+        before: int = (await store.counts()).commits
+        await asyncio.sleep(0.2)
+        if (await store.counts()).commits == before:
+            return before
+
+
+async def test_concurrent_probes_share_one_write(service: Service) -> None:
+    before = await _quiet_commits(service)
+    answers = await asyncio.gather(*(service.client.get("/readyz") for _ in range(50)))
+    assert {r.status for r in answers} == {200}
+    # One probe write, not fifty.
+    assert (await service.app[STORE].counts()).commits - before == 1

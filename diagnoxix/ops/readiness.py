@@ -6,8 +6,9 @@ while `/healthz` (the database answers a read) still says it is alive. A process
 down is unready too, so a load balancer stops sending it clients before its sockets close.
 
 Probes are coalesced: concurrent requests share one write, and an answer is reused for
-`PROBE_REUSE_SECONDS` unless a transaction has failed since, so polling `/readyz` cannot turn
-into a write load and a full disk is reported at once.
+`PROBE_REUSE_SECONDS`, so polling `/readyz` cannot turn into a write load. A transaction that
+failed (any write, a send's included) makes the process unready at once, for at least
+`FAILURE_HOLD_SECONDS`, then a probe decides again.
 """
 
 from __future__ import annotations
@@ -22,25 +23,34 @@ from diagnoxix.keys import HUB, STORE
 from diagnoxix.store.protocols import StoreError
 
 PROBE_REUSE_SECONDS = 1.0
+# After a transaction failed (a send got 503), the process stays unready this long even if a small
+# probe write gets through: on a nearly full disk the probe's one page may fit where a batch does
+# not, and a load balancer should not flap between the two.
+FAILURE_HOLD_SECONDS = 3.0
 
 
 class Readiness:
     def __init__(self) -> None:
         self._probe: asyncio.Task[str | None] | None = None
         self._answered_at = 0.0
-        # The store's count of failed transactions when the last probe was made.
+        # The store's count of failed transactions when last looked at, and when it last grew.
         self._failures_seen = 0
+        self._failed_at: float | None = None
 
     async def problem(self, app: web.Application) -> str | None:
         """None when ready; otherwise why not, in words an operator can act on."""
         if HUB in app and app[HUB].closed:
             return "the server is shutting down"
-        probe = self._probe
+        now = time.monotonic()
         failures = (await app[STORE].counts()).commit_failures
+        failed_since = failures != self._failures_seen
+        if failed_since:
+            self._failures_seen, self._failed_at = failures, now
+        if self._failed_at is not None and now - self._failed_at < FAILURE_HOLD_SECONDS:
+            return "the store could not commit a write a moment ago (disk full or failing?)"
+        probe = self._probe
         # A probe under way is shared; a finished one is reused while its answer is fresh.
-        stale = time.monotonic() - self._answered_at >= PROBE_REUSE_SECONDS or failures != self._failures_seen
-        if probe is None or (probe.done() and stale):
-            self._failures_seen = failures
+        if probe is None or (probe.done() and now - self._answered_at >= PROBE_REUSE_SECONDS):
             probe = self._probe = asyncio.create_task(self._write_probe(app))
         return await asyncio.shield(probe)
 
