@@ -9,8 +9,15 @@ import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from prometheus_client.parser import text_string_to_metric_families
+
+from diagnoxix.config import Settings
+from diagnoxix.edge.clients import Forwarding
+from diagnoxix.ops.metrics import ScrapeAccess
 
 from .conftest import Service
 
@@ -188,3 +195,18 @@ async def test_the_docs_and_the_grafana_dashboard_name_only_metrics_that_exist(s
         for name in re.findall(r"\b((?:diagnoxix|process)_[a-z_]+)", expr)
     }
     assert queried <= families, f"the dashboard queries metrics nobody serves: {sorted(queried - families)}"
+
+
+def test_an_ipv4_client_seen_through_a_dual_stack_listener_is_matched_as_ipv4() -> None:
+    access = ScrapeAccess(Settings(), Forwarding(()))
+
+    def from_peer(address: str) -> web.Request:
+        transport = mock.Mock()
+        transport.get_extra_info.side_effect = lambda name, default=None: (
+            (address, 40000) if name == "peername" else default
+        )
+        return make_mocked_request("GET", "/metrics", transport=transport)
+
+    assert access.address_allowed(from_peer("::ffff:127.0.0.1"))
+    assert access.address_allowed(from_peer("::1"))
+    assert not access.address_allowed(from_peer("::ffff:10.0.0.7"))

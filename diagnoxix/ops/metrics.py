@@ -70,6 +70,9 @@ class ScrapeAccess:
             address = ipaddress.ip_address(forwarding.address(request))
         except ValueError:
             return False
+        # A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d.
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
         return any(address in network for network in self._networks)
 
 
