@@ -108,6 +108,8 @@ def test_forwarded_headers_are_believed_only_from_a_trusted_proxy() -> None:
     chain = _request("10.1.2.3", **{"X-Forwarded-For": "203.0.113.9, 10.9.9.9"})
     assert forwarding.address(chain) == "203.0.113.9"
     assert Forwarding(()).address(via_proxy) == "10.1.2.3"
+    # The proxy's IPv4 address as a dual-stack listener sees it is still the trusted proxy.
+    assert forwarding.address(_request("::ffff:10.1.2.3", **spoofed)) == "203.0.113.9"
     with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 network"):
         parse_networks(["not-an-address"])
 

@@ -23,6 +23,18 @@ def parse_networks(entries: Iterable[str]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(entry.strip(), strict=False) for entry in entries if entry.strip())
 
 
+def parse_address(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address as an IP, an IPv4 client seen through a dual-stack listener (`::ffff:a.b.c.d`) as
+    IPv4; None for what is not an address."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
 class Forwarding:
     def __init__(self, trusted: tuple[Network, ...]) -> None:
         self._trusted = trusted
@@ -30,11 +42,8 @@ class Forwarding:
     def trusts(self, address: str | None) -> bool:
         if not self._trusted or address is None:
             return False
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in self._trusted)
+        ip = parse_address(address)
+        return ip is not None and any(ip in network for network in self._trusted)
 
     def address(self, request: web.BaseRequest) -> str:
         """The client's address as far as it can be known; the peer's unless a trusted proxy."""

@@ -14,7 +14,6 @@ every client would look like the proxy's loopback address.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -35,7 +34,7 @@ from diagnoxix import __version__
 from diagnoxix.config import Settings
 from diagnoxix.delivery.counters import DeliveryCounters
 from diagnoxix.delivery.hub import Hub
-from diagnoxix.edge.clients import Forwarding, parse_networks
+from diagnoxix.edge.clients import Forwarding, parse_address, parse_networks
 from diagnoxix.errors import ApiError
 from diagnoxix.keys import FORWARDING, HUB, LIMITS, SETTINGS, STORE
 from diagnoxix.models import StoreCounts
@@ -66,14 +65,8 @@ class ScrapeAccess:
         forwarding = self._forwarding
         if "X-Forwarded-For" in request.headers and not forwarding.trusts(request.remote):
             return False
-        try:
-            address = ipaddress.ip_address(forwarding.address(request))
-        except ValueError:
-            return False
-        # A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d.
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address in network for network in self._networks)
+        address = parse_address(forwarding.address(request))
+        return address is not None and any(address in network for network in self._networks)
 
 
 @dataclass(frozen=True, slots=True)
