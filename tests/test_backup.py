@@ -45,6 +45,8 @@ ISSUER = TokenIssuer(SECRET, default_ttl=3600, max_ttl=3600)
 # The send load around a backup: senders run this long before it starts and after it ends.
 LOAD_MARGIN_SECONDS = 1.0
 UNKNOWN_HISTORY_SEQS = 10**12
+# db/migrations/0006_restores.sql: the schema version that brought restores.
+RESTORES_MIGRATION = 6
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -391,19 +393,35 @@ async def test_a_restore_without_the_replaced_database_starts_seqs_a_safe_distan
         assert new["seq"] == floor + 1
 
 
-async def test_a_backup_from_the_release_before_restores_is_migrated(tmp_path: Path) -> None:
-    db = tmp_path / "notify.sqlite3"
-    assert (await run_cli("token", "pat", "--db", str(db))).returncode == 0  # creates it
+async def test_a_backup_from_before_restores_is_migrated_and_restores_add_up(tmp_path: Path) -> None:
+    # A backup as the release before db/migrations/0006_restores.sql left its database.
+    migrations = discover()
     backup = tmp_path / "old-release.sqlite3"
-    _success(await run_cli("backup", str(backup), "--db", str(db)), "Backed up")
-    # As the release before restores left it: schema 5, without what migrations 6 and 7 add.
     old = sqlite3.connect(backup)
-    old.executescript("DROP TABLE restores; DROP INDEX idempotency_keys_by_age; PRAGMA user_version = 5;")
+    for migration in migrations[: RESTORES_MIGRATION - 1]:
+        old.executescript(migration.path.read_text(encoding="utf-8"))
+    old.executescript(
+        "INSERT INTO meta (key, value) VALUES ('epoch', 'e0123');"
+        "INSERT INTO notifications (seq, id, user_id, type, title, message, priority, created_at)"
+        " VALUES (7, 'n7', 'pat', 'notification', 'kept', 'm', 'normal', '2026-11-26T10:30:00.000Z');"
+        f"PRAGMA user_version = {RESTORES_MIGRATION - 1};"
+    )
     old.close()
     fresh = tmp_path / "restored.sqlite3"
-    _success(await run_cli("restore", str(backup), "--db", str(fresh)), "Restored")
-    assert _query(fresh, "PRAGMA user_version") == [(len(discover()),)]
-    assert _query(fresh, "SELECT after_seq, cursor_seq FROM restores") == [(0, UNKNOWN_HISTORY_SEQS + 1)]
+    line = _success(await run_cli("restore", str(backup), "--db", str(fresh)), "Restored")
+    assert "last seq 7) in" in line
+    assert _query(fresh, "PRAGMA user_version") == [(len(migrations),)]
+    assert _query(fresh, "SELECT id, title FROM notifications") == [("n7", "kept")]
+    first = (7, 7 + UNKNOWN_HISTORY_SEQS + 1)
+    assert _query(fresh, "SELECT after_seq, cursor_seq FROM restores") == [first]
+
+    # A backup of the restored database carries that restore's range; restoring it adds its own.
+    again = tmp_path / "after-the-restore.sqlite3"
+    _success(await run_cli("backup", str(again), "--db", str(fresh)), "Backed up")
+    line = _success(await run_cli("restore", str(again), "--db", str(fresh)), "Restored")
+    second = (first[1], first[1] + 1)  # the backup's newest is the first cursor; nothing was lost since
+    assert f"new seqs start after {second[1]}" in line
+    assert _query(fresh, "SELECT after_seq, cursor_seq FROM restores ORDER BY id") == [first, second]
 
 
 # -- refusals --------------------------------------------------------------------------------
