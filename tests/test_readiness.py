@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import resource
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,12 @@ async def test_a_full_disk_makes_the_server_unready_not_dead_and_loses_nothing(
         assert await _status(session, f"{server.url}/readyz") == (200, {"status": "ready"})
         # From now on no file of the database may grow past 256 KiB beyond its largest today.
         limit = _file_sizes(db) + 256 * 1024
+        # And nothing can be freed: a reader holding its snapshot (as a backup in progress does)
+        # keeps the checkpointer from emptying the WAL into the database, so once the WAL reaches
+        # the limit it stays full (else the "full" disk could take writes again a moment later).
+        pin = sqlite3.connect(db, isolation_level=None)
+        pin.execute("BEGIN")
+        pin.execute("SELECT count(*) FROM notifications").fetchone()
         # The soft limit only: raising a hard one again takes a privilege the test may not have.
         resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
         refusal: dict[str, Any] | None = None
@@ -75,6 +82,8 @@ async def test_a_full_disk_makes_the_server_unready_not_dead_and_loses_nothing(
             assert resp.status == 503
 
         # Room again: ready without a restart, and sends are stored.
+        pin.rollback()
+        pin.close()
         unlimited = resource.RLIM_INFINITY
         resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, (unlimited, unlimited))
         deadline = time.monotonic() + 10
