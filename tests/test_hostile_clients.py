@@ -153,7 +153,9 @@ async def test_a_client_that_stops_reading_is_released_and_nobody_waits_for_it(
                 assert frame["title"] == f"h{i}"
                 latencies.append(time.monotonic() - started)
             p99 = statistics.quantiles(latencies, n=100)[98]
-            assert p99 < 0.05, f"p99 {p99 * 1000:.1f} ms"
+            # Waiting for the stalled client would take its write timeout (seconds); a busy shared
+            # machine alone can cost tens of milliseconds, so the bound is well between the two.
+            assert p99 < 0.25, f"p99 {p99 * 1000:.1f} ms"
             while (await _stats(http, server))["users_online"] > 1:
                 assert time.monotonic() - flooded < 10, "the stalled client was never released"
                 await asyncio.sleep(0.1)
