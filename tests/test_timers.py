@@ -41,15 +41,17 @@ async def store(tmp_path: Path, clock: ManualClock) -> AsyncIterator[SqliteStore
 
 
 def _job(clock: ManualClock, seconds: float, user: str = "ana", key: str | None = None) -> NewTimer:
-    return NewTimer(KIND, OWNER, clock.now() + timedelta(seconds=seconds), {"user_id": user}, key)
+    payload = {"user_id": user, "content": {"title": "Due"}}
+    return NewTimer(KIND, OWNER, clock.now() + timedelta(seconds=seconds), payload, key)
 
 
 def _sender(store: SqliteStore) -> Handler:
     """A handler as a real one is written: the job's notification, stored with its claim."""
 
     async def send(job: Timer) -> None:
+        title = job.payload["content"]["title"]
         draft = NotificationDraft(
-            user_id=job.payload["user_id"], type="reminder", title="Due", message="", data={}
+            user_id=job.payload["user_id"], type="reminder", title=title, message="", data={}
         )
         await store.insert_notifications([draft], timer_claim(job.id))
 
@@ -103,13 +105,13 @@ async def test_a_job_stored_with_its_claim_is_done_in_that_transaction_and_never
 ) -> None:
     (job,) = await store.add_timers([_job(clock, 60)])
     assert job.state == "pending"
-    assert job.payload == {"user_id": "ana"}
+    assert job.payload["content"] == {"title": "Due"}
     clock.advance(60)
     (due,) = await store.due_timers(limit=10)
     await _sender(store)(due)
     (done,) = await store.get_timers(OWNER, [job.id])
     assert done.state == "done"
-    assert done.payload == {}
+    assert done.payload == {"user_id": "ana"}  # no content kept once run
     (note,) = await store.get_notifications(list(done.result))
     assert note.user_id == "ana"
     with pytest.raises(IdempotencyConflict):  # a second attempt (a restart, a race) stores nothing
@@ -126,7 +128,7 @@ async def test_a_cancelled_job_never_runs(store: SqliteStore, clock: ManualClock
     assert not await store.cancel_timer(OWNER, job.id)
     (cancelled,) = await store.get_timers(OWNER, [job.id])
     assert cancelled.state == "cancelled"
-    assert cancelled.payload == {}
+    assert cancelled.payload == {"user_id": "ana"}
     with pytest.raises(IdempotencyConflict):  # a run read the job before the cancel committed
         await _sender(store)(job)
     assert _count(store, "SELECT count(*) FROM notifications") == 0
@@ -258,6 +260,7 @@ async def test_a_failing_job_is_retried_later_then_failed_never_dropped_silently
         assert await scheduler.run_due() == 1
     (failed,) = await store.get_timers(OWNER, [job.id])
     assert failed.state == "failed"
+    assert "content" not in failed.payload
     assert failed.attempts == MAX_ATTEMPTS
     assert any(r.message == "timers.failed" for r in caplog.records)
     clock.advance(3600)

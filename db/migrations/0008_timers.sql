@@ -12,7 +12,8 @@ CREATE TABLE timers (
     owner       TEXT NOT NULL,
     key         TEXT,
     due_at      TEXT NOT NULL,
-    -- What the job needs to run; emptied once it has run or was cancelled (no content kept).
+    -- A JSON object: what the job needs to run. Its `content` member (a notification's words) is
+    -- removed once the job has run, was cancelled or failed; the rest (who, what type) is kept.
     payload     TEXT NOT NULL DEFAULT '{}',
     state       TEXT NOT NULL DEFAULT 'pending'
                 CHECK (state IN ('pending', 'done', 'cancelled', 'failed')),
@@ -38,6 +39,6 @@ CREATE TRIGGER timers_done_with_their_effect AFTER INSERT ON idempotency_keys
 WHEN NEW.api_key_id = 'timer' AND NEW.status = 201
 BEGIN
     UPDATE timers SET state = 'done', finished_at = NEW.created_at, result = NEW.notification_ids,
-        payload = '{}'
+        payload = json_remove(payload, '$.content')
     WHERE id = NEW.key AND state = 'pending';
 END;

@@ -1,13 +1,13 @@
 """Scheduled sends: a validated send stored as a durable timer, sent when it is due.
 
 The drafts are validated (and typed ones worded) when the send is scheduled, so a due send never
-fails validation. The job's payload holds the drafts as validated; once sent or cancelled the
-store empties it, and the sent notifications are ordinary ones from then on.
+fails validation. One job per notification: its payload holds the draft as validated (`content`,
+which the store removes once it is sent, cancelled or failed) and, kept for listing, its
+recipient and type. A sent notification is an ordinary one from then on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -20,15 +20,17 @@ from diagnoxix.store.timer_records import NewTimer, Timer
 SCHEDULED_SEND = "scheduled_send"
 
 
-def scheduled_send(
-    owner: str, drafts: Sequence[NotificationDraft], due_at: datetime, key: str | None
-) -> NewTimer:
-    """The job that sends these validated drafts at `due_at` (`owner`: who may see and cancel it)."""
+def scheduled_send(owner: str, draft: NotificationDraft, due_at: datetime, key: str | None) -> NewTimer:
+    """The job that sends this validated draft at `due_at` (`owner`: who may see and cancel it)."""
     return NewTimer(
         kind=SCHEDULED_SEND,
         owner=owner,
         due_at=due_at,
-        payload={"notifications": [_encode(d) for d in drafts]},
+        payload={
+            "user_id": draft.user_id,
+            "type": draft.type,
+            "content": {"notifications": [_encode(draft)]},
+        },
         key=key,
     )
 
@@ -58,7 +60,7 @@ def _decode(item: dict[str, Any]) -> NotificationDraft:
 
 
 def scheduled_drafts(job: Timer) -> list[NotificationDraft]:
-    return [_decode(item) for item in job.payload["notifications"]]
+    return [_decode(item) for item in job.payload["content"]["notifications"]]
 
 
 class ScheduledSends:

@@ -17,7 +17,8 @@ class NewTimer:
     kind: str
     owner: str
     due_at: datetime
-    # JSON-encodable; handed back to the job's handler when it is due.
+    # A JSON object handed back to the job's handler when it is due. Its `content` member (what
+    # a notification says) is removed once the job has run, was cancelled or failed.
     payload: dict[str, Any]
     key: str | None = None
 

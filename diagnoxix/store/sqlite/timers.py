@@ -25,6 +25,8 @@ _PENDING_KEYS = (
     "SELECT t.key FROM timers AS t JOIN json_each(?) AS k ON t.owner = k.value->>0"
     " AND t.kind = k.value->>1 AND t.key = k.value->>2 WHERE t.state = 'pending'"
 )
+# A job that has run, was cancelled or failed keeps no content (see migration 0008).
+_WITHOUT_CONTENT = "json_remove(payload, '$.content')"
 _CLAIM = (
     "INSERT INTO idempotency_keys (api_key_id, key, request_hash, notification_ids, status,"
     " created_at) VALUES (?,?,?,?,?,?)"
@@ -157,8 +159,8 @@ class TimerQueries(SqliteAccess):
                     [(stamp, timer_id, owner)],
                 ),
                 (
-                    "UPDATE timers SET state = 'cancelled', finished_at = ?, payload = '{}'"
-                    f" WHERE {pending}",
+                    "UPDATE timers SET state = 'cancelled', finished_at = ?,"
+                    f" payload = {_WITHOUT_CONTENT} WHERE {pending}",
                     [(stamp, timer_id, owner)],
                 ),
             ]
@@ -169,7 +171,7 @@ class TimerQueries(SqliteAccess):
         if due_at is None:
             await self._execute(
                 "UPDATE timers SET attempts = attempts + 1, state = 'failed', finished_at = ?,"
-                " payload = '{}' WHERE id = ? AND state = 'pending'",
+                f" payload = {_WITHOUT_CONTENT} WHERE id = ? AND state = 'pending'",
                 [(self._now_stamp(), timer_id)],
             )
             return
