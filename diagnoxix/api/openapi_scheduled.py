@@ -27,9 +27,9 @@ SCHEDULING = (
 
 def scheduled_202() -> Schema:
     """The 202 of `POST /v1/notifications` when its items name `deliver_at`."""
-    return responses(202, "Scheduled", {"oneOf": [ref("ScheduledResult"), ref("ScheduledBatchResult")]})[
-        "202"
-    ]
+    results = {"oneOf": [ref("ScheduledResult"), ref("ScheduledBatchResult")]}
+    answer: Schema = responses(202, "Scheduled", results)["202"]
+    return answer
 
 
 def scheduled_paths() -> dict[str, Schema]:
