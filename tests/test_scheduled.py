@@ -253,6 +253,8 @@ async def test_cancel_by_id_and_by_key_and_too_late_is_a_409(make_service: MakeS
     late = await _delete(svc, "/v1/scheduled?key=appointment-789-reminder", status=409)
     assert late["error"]["code"] == "schedule_already_sent"
     await _delete(svc, "/v1/scheduled?key=never-used", status=404)
+    assert (await _delete(svc, "/v1/scheduled", status=400))["error"]["code"] == "invalid_key"
+    assert (await _delete(svc, "/v1/scheduled?key=no%20spaces", status=400))["error"]["code"] == "invalid_key"
 
     clock.advance(3600)
     await asyncio.sleep(0.2)

@@ -191,8 +191,10 @@ async def cancel_scheduled(request: web.Request) -> web.Response:
 async def cancel_scheduled_by_key(request: web.Request) -> web.Response:
     api_key = await require_api_key(request)
     key = request.query.get("key")
-    if key is None or (problem := schedule_key_problem(key)) is not None:
-        raise ApiError(400, "invalid_key", f"key: {problem or 'is required'}")
+    if key is None:
+        raise ApiError(400, "invalid_key", "key is required: the schedule_key of the send to cancel")
+    if (problem := schedule_key_problem(key)) is not None:
+        raise ApiError(400, "invalid_key", f"key {problem}")
     job = await request.app[STORE].find_timer_by_key(owner_of(api_key), SCHEDULED_SEND, key)
     if job is None:
         raise ApiError(404, "schedule_not_found", "this API key has no scheduled send with that key")
