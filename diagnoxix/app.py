@@ -1,7 +1,8 @@
 """`create_app(settings)`: builds the whole service. Importing this module starts nothing.
 
 One cleanup context per resource, in the order a notification flows: the store, the purge job,
-then delivery (broker, hub, service). The dashboard adds its own after these.
+then delivery (broker, hub, service), then the durable timers that send through it. The
+dashboard adds its own after these.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from diagnoxix.dashboard.setup import setup_dashboard
 from diagnoxix.delivery.broker import InProcessBroker
 from diagnoxix.delivery.hub import Hub
 from diagnoxix.delivery.revocations import RevokedTokens
+from diagnoxix.delivery.scheduled import SCHEDULED_SEND, ScheduledSends
 from diagnoxix.delivery.service import NotificationService
+from diagnoxix.delivery.timers import Handler, TimerScheduler
 from diagnoxix.edge.clients import Forwarding, access_logger_class, parse_networks
 from diagnoxix.edge.headers import EdgeHeaders
 from diagnoxix.edge.limits import RequestLimits
@@ -37,6 +40,7 @@ from diagnoxix.keys import (
     HUB,
     LIMITS,
     REVOKED,
+    SCHEDULER,
     SERVICE,
     SETTINGS,
     STARTED_AT,
@@ -113,6 +117,20 @@ async def _delivery_context(app: web.Application) -> AsyncIterator[None]:
     await hub.close_all()
 
 
+async def _timers_context(app: web.Application) -> AsyncIterator[None]:
+    """Durable timers (scheduled sends), run by the service: due jobs, those that came due while
+    the server was down first, each exactly once (`delivery.timers`)."""
+    store = app[STORE]
+    handlers: dict[str, Handler] = {SCHEDULED_SEND: ScheduledSends(app[SERVICE], store)}
+    scheduler = TimerScheduler(store, app[CLOCK], handlers)
+    app[SCHEDULER] = scheduler
+    task = asyncio.create_task(scheduler.run(), name="diagnoxix-timers")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def _close_sockets(app: web.Application) -> None:
     # on_shutdown runs before cleanup: sockets get 1001 while the store can still record delivery.
     if HUB in app:
@@ -161,6 +179,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.cleanup_ctx.append(_store_context)
     app.cleanup_ctx.append(_retention_context)
     app.cleanup_ctx.append(_delivery_context)
+    app.cleanup_ctx.append(_timers_context)
     app.on_shutdown.append(_close_sockets)
     app.router.add_get("/v1/ws/notifications", websocket_handler)
     # The browser SDK and other static assets (served locally: clinics may run offline).

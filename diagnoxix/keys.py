@@ -11,6 +11,7 @@ from diagnoxix.delivery.broker import Broker
 from diagnoxix.delivery.hub import Hub
 from diagnoxix.delivery.revocations import RevokedTokens
 from diagnoxix.delivery.service import NotificationService
+from diagnoxix.delivery.timers import TimerScheduler
 from diagnoxix.edge.clients import Forwarding
 from diagnoxix.edge.limits import RequestLimits
 from diagnoxix.store.protocols import Store
@@ -29,3 +30,5 @@ CLOCK = web.AppKey("diagnoxix.clock", Clock)
 # Who a request comes from (the peer, or what a trusted proxy forwarded).
 FORWARDING = web.AppKey("diagnoxix.forwarding", Forwarding)
 LIMITS = web.AppKey("diagnoxix.limits", RequestLimits)
+# Durable timers (scheduled sends): woken when a job is added.
+SCHEDULER = web.AppKey("diagnoxix.scheduler", TimerScheduler)

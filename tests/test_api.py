@@ -374,12 +374,16 @@ async def test_a_store_that_cannot_answer_is_a_documented_503_on_every_route_wit
         for method, operation in operations.items():
             if {"apiKey": []} not in operation.get("security", []):
                 continue
-            url = path.replace("{user_id}", "u1").replace("{token_id}", "0123456789abcdef")
+            url = (
+                path.replace("{user_id}", "u1")
+                .replace("{token_id}", "0123456789abcdef")
+                .replace("{schedule_id}", "s1")
+            )
             resp = await service.client.request(method, url, json=_BODIES.get(path), headers=service.auth())
             await _error(resp, 503, "shutting_down")
             assert "503" in operation["responses"], (method, path)
             checked += 1
-    assert checked == 13
+    assert checked == 17  # 13, and the four of /v1/scheduled
 
 
 async def test_the_document_states_the_servers_own_token_ceiling(make_service: Any) -> None:

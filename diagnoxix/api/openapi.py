@@ -28,6 +28,7 @@ from diagnoxix.api.openapi_parts import (
     responses,
     user_id_schema,
 )
+from diagnoxix.api.openapi_scheduled import SCHEDULING, scheduled_202, scheduled_paths, scheduled_schemas
 from diagnoxix.config import Settings
 from diagnoxix.rules import (
     BATCH_ITEMS,
@@ -79,7 +80,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 ERROR_NAMES[status]: {"description": reason, **json_content(ref("Error"))}
                 for status, reason in error_reasons(settings).items()
             },
-            "schemas": input_schemas(settings) | kind_schemas() | output_schemas(),
+            "schemas": input_schemas(settings) | kind_schemas() | output_schemas() | scheduled_schemas(),
         },
     }
 
@@ -128,7 +129,7 @@ def _paths() -> dict[str, Any]:
                     "Each item is a notification in your own words (`title`, `message`, ...), or typed:"
                     f" `kind` ({', '.join(KIND_NAMES)}) and its facts, which the server words as the"
                     " Python service's typed senders do and gives its priority. A lab result never"
-                    " carries values."
+                    " carries values." + SCHEDULING
                 ),
                 "security": api_key,
                 "parameters": [
@@ -155,9 +156,11 @@ def _paths() -> dict[str, Any]:
                         409,
                         410,
                     )
-                ),
+                )
+                | {"202": scheduled_202()},
             }
         },
+        **scheduled_paths(),
         "/v1/broadcasts": {
             "post": {
                 "summary": "Send a system notification to everyone connected, and to later arrivals",

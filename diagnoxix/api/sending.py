@@ -23,9 +23,15 @@ from diagnoxix.api.common import (
 )
 from diagnoxix.api.devices import setup_device_routes
 from diagnoxix.api.openapi import openapi_document
+from diagnoxix.api.scheduled import (
+    replayed_schedules,
+    schedule_sends,
+    setup_scheduled_routes,
+    split_schedules,
+)
 from diagnoxix.api.users import setup_user_routes
 from diagnoxix.errors import ApiError
-from diagnoxix.keys import HUB, SERVICE, SETTINGS, STARTED_AT, STORE
+from diagnoxix.keys import CLOCK, HUB, SERVICE, SETTINGS, STARTED_AT, STORE
 from diagnoxix.models import ApiKey, Notification
 from diagnoxix.process_stats import current_rss_bytes, peak_rss_bytes
 from diagnoxix.rules import (
@@ -144,6 +150,8 @@ async def _replayed_response(
         raise ApiError(
             422, "idempotency_key_reused", "this Idempotency-Key was used with a different request body"
         )
+    if record.status == 202:  # it scheduled sends (`deliver_at`): answer with their schedules
+        return await replayed_schedules(request, api_key, record.notification_ids, batch)
     notes = await request.app[STORE].get_notifications(record.notification_ids)
     if len(notes) != len(record.notification_ids):
         raise ApiError(
@@ -186,16 +194,22 @@ async def send_notifications(request: web.Request) -> web.Response:
         if replay is not None:
             return replay
     errors = FieldErrors()
+    # Items with `deliver_at` are scheduled instead (`api.scheduled`), once validated as a send.
+    schedules = split_schedules(items, batch, request.app[CLOCK].now(), errors)
     # Each item in its own words, or typed (`kind`: the server words it, see `rules.kinds`).
     drafts = [
         parse_item(item, prefix=f"notifications[{i}]." if batch else "", errors=errors)
-        for i, item in enumerate(items)
+        for i, item in enumerate(schedules.items)
     ]
     if errors:
         raise invalid(errors)
-    claim = IdempotencyClaim(api_key.id, key, request_hash, 201) if key is not None else None
+    status = 201 if schedules.times is None else 202
+    claim = IdempotencyClaim(api_key.id, key, request_hash, status) if key is not None else None
+    valid = [d for d in drafts if d is not None]
     try:
-        notes = await request.app[SERVICE].send([d for d in drafts if d is not None], idempotency=claim)
+        if schedules.times is not None:
+            return await schedule_sends(request, api_key, valid, schedules, batch, claim)
+        notes = await request.app[SERVICE].send(valid, idempotency=claim)
     except IdempotencyConflict:
         # A concurrent retry with the same key won the race; answer with what it stored.
         assert key is not None
@@ -250,5 +264,6 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/v1/broadcasts", store_errors_as_503(send_broadcast))
     setup_user_routes(app)
     setup_device_routes(app)
+    setup_scheduled_routes(app)
     app.router.add_get("/healthz", health)
     app.router.add_get("/v1/openapi.json", openapi)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from diagnoxix.models import ApiKey, Device, IdempotencyRecord, Notification, NotificationDraft, StoreCounts
+from diagnoxix.store.timer_records import TIMER_CLAIMS, NewTimer, Timer
 
 # Called synchronously, in seq order, right after notifications are committed (and before any
 # sender hears that they were stored).
@@ -323,7 +324,59 @@ class StaffStore(Protocol):
         """Newest first, entries with id < before_id."""
 
 
-class Store(NotificationStore, KeyStore, StaffStore, DeviceStore, Protocol):
+# Timers: jobs due at a time (see `TimerStore`). A job's effect stores its notifications with
+# `timer_claim(job id)` as their idempotency claim: the store marks the job done in that same
+# transaction, and a second run (after a crash) or a cancellation finds the claim taken.
+
+
+def timer_claim(timer_id: str) -> IdempotencyClaim:
+    """The claim a job's notifications are stored with: its effect and its completion commit
+    together, once (a second attempt gets IdempotencyConflict)."""
+    return IdempotencyClaim(TIMER_CLAIMS, timer_id, "", 201)
+
+
+class TimerKeyTaken(StoreError):
+    """The owner already has a pending job of this kind under this key; nothing was stored."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"a pending job already has the key {key!r}")
+        self.key = key
+
+
+class TimerStore(Protocol):
+    """Durable timers: jobs of a `kind`, due at a time, run once by `delivery.timers`."""
+
+    async def add_timers(
+        self, timers: Sequence[NewTimer], idempotency: IdempotencyClaim | None = None
+    ) -> list[Timer]:
+        """Store pending jobs in one transaction (with the request's idempotency claim, whose
+        record then lists the jobs' ids); returns them once durable. Raises TimerKeyTaken, or
+        IdempotencyConflict when the claim is taken."""
+
+    async def due_timers(self, *, limit: int) -> list[Timer]:
+        """Pending jobs whose time has come (by the store's clock), soonest first."""
+
+    async def next_due_at(self) -> datetime | None:
+        """When the soonest pending job is due; None: there is none."""
+
+    async def get_timers(self, owner: str, timer_ids: Sequence[str]) -> list[Timer]:
+        """The owner's jobs among these ids (another owner's are not found), in the ids' order."""
+
+    async def pending_timers(self, owner: str, kind: str, *, after_id: str | None, limit: int) -> list[Timer]:
+        """The owner's pending jobs of `kind`, soonest first, after the job `after_id` (a page)."""
+
+    async def find_timer_by_key(self, owner: str, kind: str, key: str) -> Timer | None:
+        """The owner's pending job with this key, else the latest one that had it."""
+
+    async def cancel_timer(self, owner: str, timer_id: str) -> bool:
+        """Cancel the owner's pending job; True when this call cancelled it (False: it had run,
+        was cancelled already, or is not the owner's). Once True, the job never runs."""
+
+    async def retry_timer(self, timer_id: str, due_at: datetime | None) -> None:
+        """Count a failed attempt: run it again at `due_at`, or (None) give up: `failed`."""
+
+
+class Store(NotificationStore, KeyStore, StaffStore, DeviceStore, TimerStore, Protocol):
     """One database behind every concern, with its lifecycle (`store.open_store` makes one)."""
 
     async def get_or_create_meta(self, key: str, default: Callable[[], str]) -> str:

@@ -1,4 +1,4 @@
-"""What the store's query mixins (reads, keys, staff, devices) use of `SqliteStore`, declared once.
+"""What the store's query mixins (reads, keys, staff, devices, timers) use of `SqliteStore`, declared once.
 
 Each mixin holds one concern's SQL; `SqliteStore` inherits them all and implements these.
 """
@@ -26,6 +26,10 @@ class SqliteAccess:
 
     async def _execute(self, sql: str, params: list[tuple[Any, ...]]) -> int:
         """A write in the next batch, awaited; the rows the statement changed."""
+        raise NotImplementedError
+
+    async def _execute_all(self, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> int:
+        """Several statements in the next batch, all or nothing, awaited; the rows the last changed."""
         raise NotImplementedError
 
     def _execute_nowait(

@@ -40,6 +40,7 @@ from diagnoxix.store.sqlite.migrations import migrate
 from diagnoxix.store.sqlite.restores import UNDONE_RANGES, UndoneSeqs, highest_seq_sql
 from diagnoxix.store.sqlite.seqs import SeqCounter
 from diagnoxix.store.sqlite.staff import StaffQueries
+from diagnoxix.store.sqlite.timers import TimerQueries
 from diagnoxix.store.sqlite.writer import GroupCommitWriter
 
 log = logging.getLogger("diagnoxix.store")
@@ -50,10 +51,9 @@ PAGE_SIZE = 16384
 BUSY_TIMEOUT_MS = 5000
 # Purging deletes in slices so one purge never holds the write lock for long.
 PURGE_SLICE = 1000
-# How long an Idempotency-Key's record is kept: retries come within minutes, not days.
 
 
-class SqliteStore(DeliveryMarks, KeyQueries, StaffQueries, DeviceQueries):
+class SqliteStore(DeliveryMarks, KeyQueries, StaffQueries, DeviceQueries, TimerQueries):
     """`Store` on one SQLite file. Use `open()`/`close()` (the app does it in a cleanup context)."""
 
     def __init__(
@@ -267,6 +267,9 @@ class SqliteStore(DeliveryMarks, KeyQueries, StaffQueries, DeviceQueries):
 
     async def _execute(self, sql: str, params: list[tuple[Any, ...]]) -> int:
         return await self._w.execute((sql, params))
+
+    async def _execute_all(self, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> int:
+        return await self._w.execute(*statements)
 
     def _execute_nowait(
         self, sql: str, rows: Sequence[Sequence[Any]], on_rows: Callable[[int], None] | None = None
