@@ -33,7 +33,9 @@ from diagnoxix.store.protocols import (
     StoreClosed,
     StoreError,
 )
+from diagnoxix.store.sqlite.batch import Statement
 from diagnoxix.store.sqlite.checkpoint import CHECKPOINT_DELAY_SECONDS, WAL_LIMIT_PAGES, Checkpointer
+from diagnoxix.store.sqlite.corrections import CorrectionQueries
 from diagnoxix.store.sqlite.devices import DeviceQueries
 from diagnoxix.store.sqlite.files import create_private_file, release_serving_lock, take_serving_lock
 from diagnoxix.store.sqlite.keys import KeyQueries
@@ -56,7 +58,7 @@ PURGE_SLICE = 1000
 # How long an Idempotency-Key's record is kept: retries come within minutes, not days.
 
 
-class SqliteStore(NotificationReads, KeyQueries, StaffQueries, DeviceQueries):
+class SqliteStore(NotificationReads, KeyQueries, StaffQueries, DeviceQueries, CorrectionQueries):
     """`Store` on one SQLite file. Use `open()`/`close()` (the app does it in a cleanup context)."""
 
     def __init__(
@@ -270,6 +272,15 @@ class SqliteStore(NotificationReads, KeyQueries, StaffQueries, DeviceQueries):
 
     async def _execute(self, sql: str, params: list[tuple[Any, ...]]) -> int:
         return await self._w.execute((sql, params))
+
+    async def _execute_statements(self, *statements: Statement) -> int:
+        return await self._w.execute(*statements)
+
+    def _corrected(self, seq: int, deleted: int) -> None:
+        """A correction took `seq` (a seq like a notification's: the next one comes after it) and
+        deleted `deleted` notifications (a retraction)."""
+        self._seqs.next_seq = max(self._seqs.next_seq, seq + 1)
+        self._stored_at_open -= deleted
 
     def _execute_nowait(
         self, sql: str, rows: Sequence[Sequence[Any]], on_rows: Callable[[int], None] | None = None
