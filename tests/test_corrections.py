@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from diagnoxix.keys import STORE
+from diagnoxix_client import NotifyClient, NotifyError, Subscriber
 
 from .conftest import Service
 from .processes import Launcher, create_api_key
@@ -339,3 +341,47 @@ async def test_a_retraction_survives_kill_9_before_the_client_reconnects(
         ) as r:
             assert (await r.json())["notification"]["seq"] > fix["seq"]
     await asyncio.sleep(0)
+
+
+async def test_the_python_client_drops_a_retracted_one_and_hands_over_new_words(service: Service) -> None:
+    base = str(service.client.make_url("/")).rstrip("/")
+    heard: list[tuple[str, str]] = []
+
+    async def token() -> str:
+        return service.token("patient-13")
+
+    async def on_retracted(frame: dict[str, Any]) -> None:
+        heard.append(("retracted", frame["id"]))
+
+    def on_updated(frame: dict[str, Any]) -> None:
+        heard.append(("updated", frame["id"]))
+
+    async with (
+        NotifyClient(base, service.api_key) as notify,
+        Subscriber(base, token, since=0, on_retracted=on_retracted, on_updated=on_updated) as sub,
+    ):
+        for _ in range(100):  # until it is live
+            if sub.welcomes:
+                break
+            await asyncio.sleep(0.02)
+        wrong = await notify.send("patient-13", "Wrong patient")
+        moved = await notify.send("patient-13", "Appointment", "at 2:00 PM")
+        # The application has taken neither yet when both are corrected.
+        assert (await notify.retract(wrong["id"], "wrong patient"))["changed"] is True
+        assert (await notify.update(moved["id"], message="at 3:00 PM", reason="moved"))[
+            "message"
+        ] == "at 3:00 PM"
+        for _ in range(100):
+            if len(heard) == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert heard == [("retracted", wrong["id"]), ("updated", moved["id"])]
+        got = await sub.next(wait_seconds=2)
+        assert (got["id"], got["message"]) == (moved["id"], "at 3:00 PM")
+        with pytest.raises(TimeoutError):
+            await sub.next(wait_seconds=0.3)
+        assert sub.last_seq is not None
+        assert sub.last_seq > moved["seq"]
+        with pytest.raises(NotifyError) as refused:
+            await notify.update(wrong["id"], title="Again", reason="x")
+        assert (refused.value.status, refused.value.code) == (409, "notification_retracted")
