@@ -14,10 +14,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from diagnoxix.keys import STORE
+from diagnoxix.keys import SERVICE, STORE
 from diagnoxix_client import NotifyClient, NotifyError, Subscriber
 
 from .conftest import Service
+from .dashboard_support import StaffClient, start_server
 from .processes import Launcher, create_api_key
 
 FRAME_TIMEOUT = 5.0
@@ -385,3 +386,58 @@ async def test_the_python_client_drops_a_retracted_one_and_hands_over_new_words(
         with pytest.raises(NotifyError) as refused:
             await notify.update(wrong["id"], title="Again", reason="x")
         assert (refused.value.status, refused.value.code) == (409, "notification_retracted")
+
+
+# -- the dashboard ---------------------------------------------------------------------------
+
+
+async def test_the_dashboard_retracts_with_a_reason_and_the_form_token_only(tmp_path: Path) -> None:
+    server = await start_server(tmp_path)
+    staff = StaffClient(server)
+    try:
+        assert (await staff.login()).status == 303
+        async with aiohttp.ClientSession() as http:
+            phone = await http.ws_connect(
+                f"{server.ws_url}?since=0&token={server.token('patient-14')}", protocols=("diagnoxix.v1",)
+            )
+            assert (await frame_of(phone))["type"] == "welcome"
+            note = await server.app[SERVICE].create_and_send_notification(
+                "patient-14", "lab_result_ready", "Wrong patient", "Private"
+            )
+            assert (await frame_of(phone))["id"] == note.id
+            page = await (await staff.get("/dashboard/users/patient-14")).text()
+            path = f"/dashboard/notifications/{note.id}/retract"
+            assert f'action="{path}"' in page
+            form = await staff.csrf("/dashboard/users/patient-14")
+            # Forged (no token, another site's Origin) or without a reason: nothing happens.
+            assert (await staff.post(path, {"csrf_token": "0" * 64, "reason": "x"})).status == 403
+            forged = {"csrf_token": form, "reason": "x"}
+            assert (await staff.post(path, forged, origin="https://evil.example")).status == 403
+            assert (await staff.post(path, {"csrf_token": form, "reason": " "})).status == 400
+            await silent(phone)
+            resp = await staff.post(
+                path, {"csrf_token": form, "reason": "sent to the wrong patient", "back": "user"}
+            )
+            assert resp.status == 303
+            assert resp.headers["Location"].startswith("/dashboard/users/patient-14?retracted=")
+            frame = await frame_of(phone)
+            assert (frame["type"], frame["id"]) == ("retracted", note.id)
+            page = await (await staff.get(resp.headers["Location"])).text()
+            assert "Retracted notification" in page
+            assert "Wrong patient" not in page
+            listing = await (await staff.get("/dashboard/notifications")).text()
+            assert note.id not in listing.replace(f"retracted={note.id}", "")
+            await phone.close()
+        store = server.app[STORE]
+        await store.flush()
+        (entry,) = [
+            e
+            for e in await store.audit_page(before_id=None, limit=50)
+            if e["action"] == "notification.retract"
+        ]
+        assert entry["actor"].startswith("staff:")
+        assert entry["target"] == "patient-14"
+        assert entry["details"]["reason"] == "sent to the wrong patient"
+    finally:
+        await staff.close()
+        await server.close()

@@ -13,14 +13,17 @@ from typing import Any
 
 from diagnoxix.rules.fields import FieldErrors
 from diagnoxix.rules.notification import MAX_MESSAGE_CHARS, MAX_TITLE_CHARS, text_problem
-from diagnoxix.rules.requests import ID_REGEX
+from diagnoxix.rules.requests import MAX_ID_CHARS
 
 # Why a notification was corrected, in a sentence ("sent to the wrong patient"): an audit entry,
 # not a document.
 MAX_REASON_CHARS = 500
 RETRACT_FIELDS = frozenset({"reason"})
 UPDATE_FIELDS = frozenset({"title", "message", "reason"})
-_ID = re.compile(ID_REGEX)
+# A notification id in a path: every id we make (a UUID) fits, and nothing that a URL would
+# have to escape.
+PATH_ID_REGEX = f"^[A-Za-z0-9._:-]{{1,{MAX_ID_CHARS}}}$"
+_ID = re.compile(PATH_ID_REGEX)
 
 
 @dataclass(frozen=True, slots=True)
