@@ -441,3 +441,22 @@ async def test_the_dashboard_retracts_with_a_reason_and_the_form_token_only(tmp_
     finally:
         await staff.close()
         await server.close()
+
+
+async def test_a_correction_that_is_the_newest_event_is_replayed_and_counted_in_last_seq(
+    service: Service,
+) -> None:
+    note = await service.send("patient-15", "Only one")
+    body = await (await retract(service, note["id"])).json()
+    ws = await service.connect("patient-15", v1=True, since=note["seq"])
+    first, welcome = await until(ws, "welcome")
+    assert (first["type"], first["seq"]) == ("retracted", body["seq"])
+    # The watermark covers the correction: the cursor the client now holds is not "ahead".
+    assert welcome["last_seq"] == body["seq"]
+    assert welcome["recovered"] is True
+    await ws.close()
+    ws = await service.connect("patient-15", v1=True, since=body["seq"])
+    (welcome,) = await until(ws, "welcome")
+    assert welcome["recovered"] is True
+    assert welcome["replayed"] == 0
+    await ws.close()
