@@ -396,9 +396,12 @@ async def test_a_backup_from_the_release_before_restores_is_migrated(tmp_path: P
     assert (await run_cli("token", "pat", "--db", str(db))).returncode == 0  # creates it
     backup = tmp_path / "old-release.sqlite3"
     _success(await run_cli("backup", str(backup), "--db", str(db)), "Backed up")
-    # As the release before restores left it: schema 5, without what migrations 6 and 7 add.
+    # As the release before restores left it: schema 5, without what migrations 6 and later add.
     old = sqlite3.connect(backup)
-    old.executescript("DROP TABLE restores; DROP INDEX idempotency_keys_by_age; PRAGMA user_version = 5;")
+    old.executescript(
+        "DROP TABLE restores; DROP INDEX idempotency_keys_by_age; DROP TABLE corrections;"
+        " PRAGMA user_version = 5;"
+    )
     old.close()
     fresh = tmp_path / "restored.sqlite3"
     _success(await run_cli("restore", str(backup), "--db", str(fresh)), "Restored")
