@@ -20,6 +20,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -44,6 +45,8 @@ __all__ = [
 
 SUBPROTOCOL_V1 = "diagnoxix.v1"
 TokenProvider = Callable[[], Awaitable[str]]
+# Told of a correction (the `retracted` or `updated` frame); may be a coroutine function.
+CorrectionCallback = Callable[[dict[str, Any]], Awaitable[None] | None]
 # Ids remembered to drop redelivered duplicates: far more than one connection's backlog page.
 SEEN_IDS = 10_000
 # Acks are grouped: one frame per this many ids or this many seconds, whichever comes first.
@@ -196,6 +199,25 @@ class NotifyClient:
     async def unread_count(self, user_id: str) -> int:
         return int((await self._call("GET", f"/v1/users/{user_id}/unread-count"))["unread"])
 
+    # Corrections: a notification sent in error, or with the wrong words. The reason is audited.
+
+    async def retract(self, notification_id: str, reason: str) -> dict[str, Any]:
+        """Take it back: gone from history, unread counts and every device. Retracting twice is
+        fine (`"changed": false`)."""
+        path = f"/v1/notifications/{quote(notification_id, safe='')}/retract"
+        return dict(await self._call("POST", path, {"reason": reason}))
+
+    async def update(
+        self, notification_id: str, *, reason: str, title: str | None = None, message: str | None = None
+    ) -> dict[str, Any]:
+        """New words (title and/or message) on every device; a retracted one is a 409."""
+        body: dict[str, Any] = {"reason": reason}
+        if title is not None:
+            body["title"] = title
+        if message is not None:
+            body["message"] = message
+        return dict(await self._call("PATCH", f"/v1/notifications/{quote(notification_id, safe='')}", body))
+
 
 def _item(
     user_id: str,
@@ -218,6 +240,11 @@ class Subscriber:
     Keeps the last seq and epoch it saw and resumes from them; acknowledges each notification once
     the application has taken it; drops redelivered duplicates by id; answers token refresh
     requests from `token_provider`; reconnects with exponential backoff and full jitter.
+
+    A notification retracted before the application took it is never handed over; one updated is
+    handed over with its new words. `on_retracted` and `on_updated` hear of every correction (the
+    frame: `id`, `seq`, and an update's `title` and `message`), so the application can take a
+    notification it already showed back, or redraw it.
     """
 
     def __init__(
@@ -230,6 +257,8 @@ class Subscriber:
         session: aiohttp.ClientSession | None = None,
         max_backoff: float = 10.0,
         queue_size: int = 1000,
+        on_retracted: CorrectionCallback | None = None,
+        on_updated: CorrectionCallback | None = None,
     ) -> None:
         self._url = base_url.rstrip("/").replace("http", "ws", 1) + "/v1/ws/notifications"
         self._tokens = token_provider
@@ -242,6 +271,13 @@ class Subscriber:
         self._own_session = session is None
         self._max_backoff = max_backoff
         self._seen: OrderedDict[str, None] = OrderedDict()
+        self._on_retracted = on_retracted
+        self._on_updated = on_updated
+        # Ids in the inbox (not handed over yet), and corrections of those: retracted ones, and
+        # new words by id. Bounded by the inbox.
+        self._queued: set[str] = set()
+        self._retracted: set[str] = set()
+        self._rewords: dict[str, tuple[str, str]] = {}
         self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(queue_size)
         self._acks: list[str] = []
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -295,7 +331,14 @@ class Subscriber:
             if not get.done():
                 get.cancel()
         note = get.result()
-        self._acks.append(note["id"])
+        nid = note["id"]
+        self._acks.append(nid)
+        self._queued.discard(nid)
+        if nid in self._retracted:
+            self._retracted.discard(nid)
+            return await self.next(wait_seconds)
+        if (words := self._rewords.pop(nid, None)) is not None:
+            note["title"], note["message"] = words
         return note
 
     async def _run(self) -> None:
@@ -348,7 +391,9 @@ class Subscriber:
 
     async def _on_frame(self, ws: aiohttp.ClientWebSocketResponse, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
-        if "seq" in frame and "id" in frame and kind not in {"welcome", "history"}:
+        if kind in {"retracted", "updated"}:
+            await self._correct(frame)
+        elif "seq" in frame and "id" in frame and kind not in {"welcome", "history"}:
             if frame["id"] in self._seen:
                 self._acks.append(frame["id"])  # seen before: ack again so it stops coming
                 return
@@ -357,6 +402,7 @@ class Subscriber:
                 self._seen.popitem(last=False)
             if self.last_seq is None or frame["seq"] > self.last_seq:
                 self.last_seq = frame["seq"]
+            self._queued.add(frame["id"])
             await self._inbox.put(frame)
         elif kind == "welcome":
             self.epoch = frame["epoch"]
@@ -373,6 +419,36 @@ class Subscriber:
             self.unread = frame["count"]
         elif kind == "refresh":
             await ws.send_json({"type": "token", "token": await self._tokens()})
+
+    def _remember(self, key: str) -> bool:
+        if key in self._seen:
+            return False
+        self._seen[key] = None
+        if len(self._seen) > SEEN_IDS:
+            self._seen.popitem(last=False)
+        return True
+
+    async def _correct(self, frame: dict[str, Any]) -> None:
+        """A correction: an event with its own seq in the stream (docs/protocol.md)."""
+        kind, nid, seq = frame["type"], frame["id"], frame["seq"]
+        if not self._remember(f"{kind}:{seq}"):
+            return
+        if self.last_seq is None or seq > self.last_seq:
+            self.last_seq = seq
+        if kind == "retracted":
+            self._remember(nid)  # a late copy of it is not handed over either
+            if nid in self._queued:
+                self._retracted.add(nid)
+                self._rewords.pop(nid, None)
+            callback = self._on_retracted
+        else:
+            if nid in self._queued:
+                self._rewords[nid] = (frame["title"], frame["message"])
+            callback = self._on_updated
+        if callback is not None:
+            result = callback(frame)
+            if result is not None:
+                await result
 
     async def _flush_acks(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         while True:

@@ -361,6 +361,8 @@ _BODIES: dict[str, dict[str, Any]] = {
     "/v1/broadcasts": {"title": "t"},
     "/v1/users/{user_id}/notifications/read": {"ids": ["n1"]},
     "/v1/tokens": {"user_id": "u1"},
+    "/v1/notifications/{notification_id}/retract": {"reason": "r"},
+    "/v1/notifications/{notification_id}": {"title": "t", "reason": "r"},
 }
 
 
@@ -378,12 +380,13 @@ async def test_a_store_that_cannot_answer_is_a_documented_503_on_every_route_wit
                 path.replace("{user_id}", "u1")
                 .replace("{token_id}", "0123456789abcdef")
                 .replace("{schedule_id}", "s1")
+                .replace("{notification_id}", "n1")
             )
             resp = await service.client.request(method, url, json=_BODIES.get(path), headers=service.auth())
             await _error(resp, 503, "shutting_down")
             assert "503" in operation["responses"], (method, path)
             checked += 1
-    assert checked == 17  # 13, and the four of /v1/scheduled
+    assert checked == 19  # 13, the four of /v1/scheduled and the two corrections
 
 
 async def test_the_document_states_the_servers_own_token_ceiling(make_service: Any) -> None:

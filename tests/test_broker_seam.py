@@ -28,7 +28,7 @@ class OtherProcess:
     def publish(self, notifications: Sequence[Notification]) -> None:
         self.seqs.extend(n.seq for n in notifications)
 
-    def send_control(self, user_id: str, text: str) -> None:
+    def send_control(self, user_id: str, text: str, seq: int | None = None) -> None:
         self.controls.append((user_id, text))
 
     def disconnect(self, user_id: str, code: int, reason: str) -> None:

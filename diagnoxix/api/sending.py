@@ -21,6 +21,7 @@ from diagnoxix.api.common import (
     require_api_key,
     store_errors_as_503,
 )
+from diagnoxix.api.corrections import setup_correction_routes
 from diagnoxix.api.devices import setup_device_routes
 from diagnoxix.api.openapi import openapi_document
 from diagnoxix.api.scheduled import (
@@ -265,5 +266,6 @@ def setup_routes(app: web.Application) -> None:
     setup_user_routes(app)
     setup_device_routes(app)
     setup_scheduled_routes(app)
+    setup_correction_routes(app)
     app.router.add_get("/healthz", health)
     app.router.add_get("/v1/openapi.json", openapi)

@@ -59,6 +59,7 @@ async def notifications_page(request: web.Request) -> web.StreamResponse:
         "filter_query": filter_query,
         "next_query": next_query,
         "first_page": cursor(query.get("before")) is None,
+        "retracted": query.get("retracted"),
     }
     return await render(request, "notifications.html", context, staff=staff)
 

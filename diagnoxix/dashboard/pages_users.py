@@ -72,6 +72,7 @@ async def user_page(request: web.Request) -> web.StreamResponse:
         "first_page": before is None,
         "disconnected": request.query.get("disconnected"),
         "revoked": request.query.get("revoked"),
+        "retracted": request.query.get("retracted"),
     }
     return await render(request, "user.html", context, staff=staff)
 

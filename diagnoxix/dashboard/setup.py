@@ -22,6 +22,7 @@ from diagnoxix.config import REPO_ROOT, run_command
 from diagnoxix.dashboard import (
     live,
     pages_auth,
+    pages_corrections,
     pages_devices,
     pages_keys,
     pages_records,
@@ -109,6 +110,7 @@ def setup_dashboard(app: web.Application) -> None:
     router.add_get("/send", pages_send.send_page)
     router.add_post("/send", pages_send.send)
     router.add_get("/notifications", pages_records.notifications_page)
+    router.add_post("/notifications/{notification_id}/retract", pages_corrections.retract_notification)
     router.add_get("/audit", pages_records.audit_page)
     router.add_get("/users", pages_users.users_page)
     router.add_get("/users/{user_id}", pages_users.user_page)

@@ -33,8 +33,9 @@ class BrokerSubscriber(Protocol):
     def publish(self, notifications: Sequence[Notification]) -> None:
         """Committed notifications, in seq order."""
 
-    def send_control(self, user_id: str, text: str) -> None:
-        """A control frame for every v1 connection of the user."""
+    def send_control(self, user_id: str, text: str, seq: int | None = None) -> None:
+        """A control frame for every v1 connection of the user (of everyone for '*'). With a seq
+        (a correction's), it is an event of the user's stream, fanned out in seq order."""
 
     def disconnect(self, user_id: str, code: int, reason: str) -> None:
         """Close every connection of the user."""
@@ -49,8 +50,9 @@ class Broker(Protocol):
     def publish(self, notifications: Sequence[Notification]) -> None:
         """Hand committed notifications to every subscriber, in seq order, without awaiting."""
 
-    def send_control(self, user_id: str, text: str) -> None:
-        """A control frame (`delivery.frames`) for the user's v1 connections, in every process."""
+    def send_control(self, user_id: str, text: str, seq: int | None = None) -> None:
+        """A control frame (`delivery.frames`) for the user's v1 connections, in every process;
+        a correction's comes with its seq, right after it committed."""
 
     def disconnect(self, user_id: str, code: int, reason: str) -> None:
         """Close the user's connections in every process."""
@@ -72,9 +74,9 @@ class InProcessBroker:
         for subscriber in self._subscribers:
             subscriber.publish(notifications)
 
-    def send_control(self, user_id: str, text: str) -> None:
+    def send_control(self, user_id: str, text: str, seq: int | None = None) -> None:
         for subscriber in self._subscribers:
-            subscriber.send_control(user_id, text)
+            subscriber.send_control(user_id, text, seq)
 
     def disconnect(self, user_id: str, code: int, reason: str) -> None:
         for subscriber in self._subscribers:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+from diagnoxix.models import format_timestamp
+from diagnoxix.store.protocols import Correction
+
 
 def control(kind: str, **fields: object) -> str:
     return json.dumps({"type": kind, **fields}, ensure_ascii=False, separators=(",", ":"))
@@ -15,3 +18,19 @@ def error(code: str, message: str, **fields: object) -> str:
 
 def unread(count: int) -> str:
     return control("unread", count=count)
+
+
+def correction(fix: Correction) -> str | None:
+    """A `retracted` or `updated` frame (docs/protocol.md), or None for an update whose
+    notification is gone since (retracted or expired): nothing of it may be served."""
+    common: dict[str, object] = {
+        "id": fix.notification_id,
+        "user_id": fix.user_id,
+        "seq": fix.seq,
+        "corrected_at": format_timestamp(fix.at),
+    }
+    if fix.kind == "retracted":
+        return control("retracted", **common)
+    if fix.title is None:
+        return None
+    return control("updated", **common, title=fix.title, message=fix.message or "")

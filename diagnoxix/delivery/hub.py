@@ -26,7 +26,7 @@ from diagnoxix.delivery.connection import (
 from diagnoxix.delivery.counters import DeliveryCounters
 from diagnoxix.delivery.revocations import RevokedTokens
 from diagnoxix.delivery.wire import text_frame
-from diagnoxix.models import Notification
+from diagnoxix.models import BROADCAST_RECIPIENT, Notification
 from diagnoxix.store.protocols import Delivered
 
 log = logging.getLogger("diagnoxix.hub")
@@ -168,11 +168,25 @@ class Hub:
         rows = [(user, len(conns), self._online_since[user]) for user, conns in self._by_user.items()]
         return sorted(rows, key=lambda row: (row[2], row[0]))
 
-    def send_control(self, user_id: str, text: str) -> None:
-        """A control frame (e.g. a new unread count) to every v1 connection of one user here."""
-        for conn in self._by_user.get(user_id, ()):
+    def send_control(self, user_id: str, text: str, seq: int | None = None) -> None:
+        """A control frame (e.g. a new unread count) to every v1 connection of one user here, or
+        of everyone for '*' (a broadcast's correction).
+
+        A correction's frame has a seq of the stream: like a notification's, it raises the
+        watermark as it is fanned out, so a connection registered from now on gets it live and
+        one registered before replays it (`delivery.resume`), never both, never neither.
+        """
+        if seq is not None and seq > self.high_seq:
+            self.high_seq = seq
+        if user_id == BROADCAST_RECIPIENT:
+            recipients: Iterator[Connection] | tuple[Connection, ...] = self.iter_connections()
+        else:
+            recipients = self._by_user.get(user_id, ())
+        frame = None
+        for conn in recipients:
             if conn.v1:
-                conn.offer(text_frame(text))
+                frame = frame or text_frame(text)
+                conn.offer(frame)
 
     def disconnect(self, user_id: str, code: int, reason: str) -> None:
         """Close every connection of one user here, without awaiting any client."""

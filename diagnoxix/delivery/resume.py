@@ -7,12 +7,18 @@ watermark: everything after it arrives live. So the switch has neither gap nor d
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
+from diagnoxix.delivery import frames
 from diagnoxix.delivery.connection import Connection
-from diagnoxix.store.protocols import NotificationStore
+from diagnoxix.store.protocols import CorrectionStore, NotificationStore
 
 # Replay reads the backlog in pages so a long absence never builds one huge query or frame.
 REPLAY_PAGE = 200
+
+
+class Store(NotificationStore, CorrectionStore, Protocol):
+    """What a replay reads: notifications and their corrections."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,13 +51,16 @@ async def plan_resume(
     return ResumePlan(since, undelivered_only=False, recovered=True)
 
 
-async def replay(conn: Connection, store: NotificationStore, plan: ResumePlan, watermark: int) -> int:
+async def replay(conn: Connection, store: Store, plan: ResumePlan, watermark: int) -> int:
     """Send the backlog in seq order up to the watermark; returns how many frames were sent.
 
     A plain client cannot acknowledge, so what is written to it counts as delivered; a v1
-    client's notifications stay undelivered until it acks them.
+    client's notifications stay undelivered until it acks them. A v1 client with a cursor also
+    gets the corrections after it (`retracted`, `updated`), in seq order among the notifications:
+    they are events of its stream. Without a cursor it holds nothing to correct.
     """
     after = plan.after_seq
+    corrections = conn.v1 and not plan.undelivered_only
     sent = 0
     while True:
         page = await store.notifications_for(
@@ -61,15 +70,29 @@ async def replay(conn: Connection, store: NotificationStore, plan: ResumePlan, w
             limit=REPLAY_PAGE,
             undelivered_only=plan.undelivered_only,
         )
-        for note in page:
-            await conn.send_direct(note.encode_frame())
+        # Up to where this page (and the corrections' page) covers the stream.
+        upto = page[-1].seq if len(page) == REPLAY_PAGE else watermark
+        fixes = (
+            await store.corrections_for(conn.user_id, after_seq=after, upto_seq=upto, limit=REPLAY_PAGE)
+            if corrections
+            else []
+        )
+        if len(fixes) == REPLAY_PAGE:
+            upto = fixes[-1].seq
+        events = sorted(
+            [(n.seq, n.encode_frame()) for n in page if n.seq <= upto]
+            + [(f.seq, frame) for f in fixes if (frame := frames.correction(f)) is not None],
+            key=lambda event: event[0],
+        )
+        for _, text in events:
+            await conn.send_direct(text)
         if not conn.v1:
             user_id = conn.user_id
             store.record_deliveries(
                 [(note.id, user_id) for note in page if not note.is_broadcast],
                 [(note.id, user_id) for note in page if note.is_broadcast],
             )
-        sent += len(page)
-        if len(page) < REPLAY_PAGE:
+        sent += len(events)
+        if upto >= watermark:
             return sent
-        after = page[-1].seq
+        after = upto

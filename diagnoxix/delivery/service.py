@@ -23,7 +23,7 @@ from diagnoxix.rules.kinds import (
     appointment_draft,
     lab_result_draft,
 )
-from diagnoxix.store.protocols import IdempotencyClaim, NotificationStore
+from diagnoxix.store.protocols import CorrectionResult, CorrectionStore, IdempotencyClaim, NotificationStore
 
 # The dashboard's form lists the statuses; each kind's rules and wording are in `rules.kinds`, which
 # the HTTP API's typed items read too. The input rules (`validated_draft`, references) live in
@@ -70,6 +70,36 @@ class NotificationService:
     async def mark_all_read(self, user_id: str) -> tuple[int, int]:
         changed = await self._store.mark_all_read(user_id)
         return changed, await self._push_unread(user_id)
+
+    async def retract(self, store: CorrectionStore, notification_id: str) -> CorrectionResult:
+        """Retract a notification sent in error: it leaves history, unread counts and replay, and
+        every v1 connection of its user (of everyone, for a broadcast) gets a `retracted` frame,
+        then a new unread count if it was unread. Retracting it again changes nothing."""
+        result = await store.retract_notification(notification_id)
+        if result.outcome == "done":
+            await self._fan_out(result)
+        return result
+
+    async def update(
+        self, store: CorrectionStore, notification_id: str, *, title: str | None, message: str | None
+    ) -> CorrectionResult:
+        """New words for a notification (None keeps one); every v1 connection of its user gets an
+        `updated` frame. A retracted notification stays retracted (`already`)."""
+        result = await store.update_notification(notification_id, title=title, message=message)
+        if result.outcome == "done":
+            await self._fan_out(result)
+        return result
+
+    async def _fan_out(self, result: CorrectionResult) -> None:
+        fix = result.correction
+        assert fix is not None
+        # Right after the commit, before anything else is awaited: no later commit can be fanned
+        # out first, so clients get the stream in seq order (see `Hub.send_control`).
+        frame = frames.correction(fix)
+        if frame is not None:
+            self._broker.send_control(fix.user_id, frame, fix.seq)
+        if result.was_unread:
+            await self._push_unread(fix.user_id)
 
     async def _push_unread(self, user_id: str) -> int:
         count = await self._store.unread_count(user_id)

@@ -50,6 +50,8 @@ RESERVED_TYPES = frozenset(
         "refreshed",
         "token",
         "presence",
+        "retracted",
+        "updated",
     }
 )
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from diagnoxix.models import ApiKey, Device, IdempotencyRecord, Notification, NotificationDraft, StoreCounts
 from diagnoxix.store.timer_records import TIMER_CLAIMS, NewTimer, Timer
@@ -179,6 +179,58 @@ class NotificationStore(Protocol):
     async def get_notifications(self, notification_ids: Sequence[str]) -> list[Notification]: ...
 
     async def get_idempotency(self, api_key_id: str, key: str) -> IdempotencyRecord | None: ...
+
+
+CorrectionKind = Literal["retracted", "updated"]
+
+
+@dataclass(frozen=True, slots=True)
+class Correction:
+    """A notification retracted or updated: an event with its own seq in its recipient's stream
+    (`user_id`, '*' for a broadcast), after every seq handed out before it. Never the reason (that
+    is the audit log's); an update carries the notification's words as they are now."""
+
+    seq: int
+    id: str
+    notification_id: str
+    user_id: str
+    kind: CorrectionKind
+    at: datetime
+    title: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CorrectionResult:
+    """What a retraction or an update did. `done`: this call made `correction`; `already`: the
+    notification was retracted before (`correction` is that retraction: retracting again changes
+    nothing, updating is refused); `not_found`: no such notification, or it expired."""
+
+    outcome: Literal["done", "already", "not_found"]
+    correction: Correction | None = None
+    # A retraction took away one of its user's unread notifications: their count changed.
+    was_unread: bool = False
+
+
+class CorrectionStore(Protocol):
+    """Corrections: retract a notification (its row goes, overwritten on disk) or update its words.
+
+    Each correction commits with a seq of its own, past every seq handed out so far, and the
+    process's `last_seq` includes it once the call returns.
+    """
+
+    async def retract_notification(self, notification_id: str) -> CorrectionResult: ...
+
+    async def update_notification(
+        self, notification_id: str, *, title: str | None, message: str | None
+    ) -> CorrectionResult: ...
+
+    async def corrections_for(
+        self, user_id: str, *, after_seq: int, upto_seq: int, limit: int
+    ) -> list[Correction]:
+        """Oldest first: corrections of the user's notifications and of broadcasts in
+        (after_seq, upto_seq]. An update whose notification is gone since (retracted, expired)
+        comes without words (`title` None)."""
 
 
 class KeyStore(Protocol):
@@ -376,7 +428,7 @@ class TimerStore(Protocol):
         """Count a failed attempt: run it again at `due_at`, or (None) give up: `failed`."""
 
 
-class Store(NotificationStore, KeyStore, StaffStore, DeviceStore, TimerStore, Protocol):
+class Store(NotificationStore, KeyStore, StaffStore, DeviceStore, TimerStore, CorrectionStore, Protocol):
     """One database behind every concern, with its lifecycle (`store.open_store` makes one)."""
 
     async def get_or_create_meta(self, key: str, default: Callable[[], str]) -> str:

@@ -11,11 +11,14 @@
  *   });
  *   notify.on("notification", (n) => show(n));       // each notification once, in seq order
  *   notify.on("unread", (count) => setBadge(count));  // follows read state across devices
+ *   notify.on("retracted", (c) => render(notify.notifications()));  // sent in error: gone
+ *   notify.on("updated", (n) => render(notify.notifications()));    // new title/message
  *   notify.on("state", (state) => setOnline(state === "open"));
  *
  * The SDK resumes from the last seq it saw (kept in localStorage), acknowledges what it delivered
  * to the application, drops duplicates by id, answers token refresh requests, and reconnects with
- * exponential backoff and full jitter.
+ * exponential backoff and full jitter. It holds the notifications it delivered (newest first,
+ * `notifications()`), removes a retracted one and replaces an updated one's words.
  */
 (function (root, factory) {
   "use strict";
@@ -31,6 +34,8 @@
   var SUBPROTOCOL = "diagnoxix.v1";
   // Ids remembered to drop redelivered duplicates (at-least-once delivery from the server).
   var SEEN_LIMIT = 5000;
+  // Notifications held for `notifications()`, newest first; older ones drop off the end.
+  var HOLD_LIMIT = 500;
   // Acks are grouped into one frame per short interval.
   var ACK_DELAY_MS = 50;
   var ACK_BATCH = 100;
@@ -86,6 +91,7 @@
     this.connections = 0;
     this._listeners = {};
     this._seen = new Set();
+    this._held = [];
     this._seenOrder = [];
     this._acks = [];
     this._ackTimer = null;
@@ -284,6 +290,10 @@
       self._emit("error", frame.error);
       return;
     }
+    if (type === "retracted" || type === "updated") {
+      self._correct(frame);
+      return;
+    }
     if (typeof frame.seq === "number" && typeof frame.id === "string") {
       var fresh = self._remember(frame.id);
       if (self.autoAck) self._ack(frame.id);
@@ -292,6 +302,7 @@
         self.lastSeq = frame.seq;
         self._saveCursor();
       }
+      self._hold(frame);
       self._emit("notification", frame);
       // A new unread notification of the user's own raises the badge at once; the server's
       // count (welcome, unread frames) stays the reference whenever read state changes.
@@ -300,6 +311,53 @@
         self._emit("unread", self.unreadCount);
       }
     }
+  };
+
+  Connection.prototype._hold = function (note) {
+    var held = this._held;
+    var at = 0;
+    while (at < held.length && held[at].seq > note.seq) at++;
+    held.splice(at, 0, note);
+    if (held.length > HOLD_LIMIT) held.pop();
+  };
+
+  Connection.prototype._find = function (id) {
+    for (var i = 0; i < this._held.length; i++) if (this._held[i].id === id) return i;
+    return -1;
+  };
+
+  /**
+   * A correction (docs/protocol.md): an event with its own seq in the user's stream. `retracted`:
+   * the notification was sent in error; it is dropped from what we hold (and never shown again,
+   * even if redelivered). `updated`: its title and message are replaced. Either way the app hears
+   * of it ("retracted" with { id, seq, notification } where notification is what we held or null;
+   * "updated" with the updated notification, or the frame when we held none).
+   */
+  Connection.prototype._correct = function (frame) {
+    if (typeof frame.seq !== "number" || typeof frame.id !== "string") return;
+    if (!this._remember(frame.type + ":" + frame.seq)) return;
+    if (this.lastSeq === null || frame.seq > this.lastSeq) {
+      this.lastSeq = frame.seq;
+      this._saveCursor();
+    }
+    var at = this._find(frame.id);
+    if (frame.type === "retracted") {
+      this._remember(frame.id); // a late copy of it is not shown
+      var gone = at >= 0 ? this._held.splice(at, 1)[0] : null;
+      this._emit("retracted", { id: frame.id, seq: frame.seq, notification: gone });
+      return;
+    }
+    var note = at >= 0 ? this._held[at] : null;
+    if (note) {
+      note.title = frame.title;
+      note.message = frame.message;
+    }
+    this._emit("updated", note || frame);
+  };
+
+  /** The notifications delivered so far, newest first (a copy; at most 500). */
+  Connection.prototype.notifications = function () {
+    return this._held.slice();
   };
 
   Connection.prototype._refresh = function (ws) {

@@ -41,7 +41,11 @@ _INSERT_CLAIM = (
     "INSERT INTO idempotency_keys (api_key_id, key, request_hash, notification_ids, status,"
     " created_at) VALUES (?,?,?,?,?,?)"
 )
-_MAX_SEQ = "SELECT coalesce(max(seq), 0) FROM notifications"
+# Corrections take seqs from the same counter (store.sqlite.corrections).
+_MAX_SEQ = (
+    "SELECT max(coalesce((SELECT max(seq) FROM notifications), 0),"
+    " coalesce((SELECT max(seq) FROM corrections), 0))"
+)
 
 Statement = tuple[str, list[tuple[Any, ...]]]
 

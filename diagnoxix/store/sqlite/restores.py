@@ -16,12 +16,14 @@ import sqlite3
 from dataclasses import dataclass
 
 # Every seq a database has handed out is at most this: its newest notification, a purged one
-# (`purge_marks`), or one a restore undid. The writer starts after it; `run.py restore` reads it
-# from the database it replaces.
+# (`purge_marks`), one a restore undid, or a correction's (a retracted notification's is below
+# it). The writer starts after it; `run.py restore` reads it from the database it replaces.
 _HANDED_OUT = {
     "notifications": "SELECT coalesce(max(seq), 0) FROM notifications",
     "purge_marks": "SELECT coalesce(max(purged_through), 0) FROM purge_marks",
     "restores": "SELECT coalesce(max(cursor_seq), 0) FROM restores",
+    # A correction's own seq (db/migrations/0009_corrections.sql), past its notification's.
+    "corrections": "SELECT coalesce(max(seq), 0) FROM corrections",
 }
 UNDONE_RANGES = "SELECT after_seq, cursor_seq FROM restores"
 

@@ -31,7 +31,9 @@ from diagnoxix.store.protocols import (
     StoreClosed,
     StoreError,
 )
+from diagnoxix.store.sqlite.batch import Statement
 from diagnoxix.store.sqlite.checkpoint import CHECKPOINT_DELAY_SECONDS, WAL_LIMIT_PAGES, Checkpointer
+from diagnoxix.store.sqlite.corrections import CorrectionQueries
 from diagnoxix.store.sqlite.devices import DeviceQueries
 from diagnoxix.store.sqlite.files import create_private_file, release_serving_lock, take_serving_lock
 from diagnoxix.store.sqlite.keys import KeyQueries
@@ -53,7 +55,7 @@ BUSY_TIMEOUT_MS = 5000
 PURGE_SLICE = 1000
 
 
-class SqliteStore(DeliveryMarks, KeyQueries, StaffQueries, DeviceQueries, TimerQueries):
+class SqliteStore(DeliveryMarks, KeyQueries, StaffQueries, DeviceQueries, TimerQueries, CorrectionQueries):
     """`Store` on one SQLite file. Use `open()`/`close()` (the app does it in a cleanup context)."""
 
     def __init__(
@@ -268,8 +270,14 @@ class SqliteStore(DeliveryMarks, KeyQueries, StaffQueries, DeviceQueries, TimerQ
     async def _execute(self, sql: str, params: list[tuple[Any, ...]]) -> int:
         return await self._w.execute((sql, params))
 
-    async def _execute_all(self, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> int:
+    async def _execute_all(self, statements: list[Statement]) -> int:
         return await self._w.execute(*statements)
+
+    def _corrected(self, seq: int, deleted: int) -> None:
+        """A correction took `seq` (a seq like a notification's: the next one comes after it) and
+        deleted `deleted` notifications (a retraction)."""
+        self._seqs.next_seq = max(self._seqs.next_seq, seq + 1)
+        self._stored_at_open -= deleted
 
     def _execute_nowait(
         self, sql: str, rows: Sequence[Sequence[Any]], on_rows: Callable[[int], None] | None = None
