@@ -23,10 +23,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from diagnoxix.models import ApiKey, Device, IdempotencyRecord, Notification, NotificationDraft, StoreCounts
+from diagnoxix.store.backup_records import BackupReport as BackupReport
+from diagnoxix.store.backup_records import RestoreReport as RestoreReport
+from diagnoxix.store.correction_records import Correction as Correction
+from diagnoxix.store.correction_records import CorrectionKind as CorrectionKind
+from diagnoxix.store.correction_records import CorrectionResult as CorrectionResult
 from diagnoxix.store.timer_records import TIMER_CLAIMS, NewTimer, Timer
 
 # Called synchronously, in seq order, right after notifications are committed (and before any
@@ -53,33 +57,6 @@ class IdempotencyConflict(StoreError):
 
 class BackupError(StoreError):
     """A backup or a restore could not be made; the message says why, in one line."""
-
-
-@dataclass(frozen=True, slots=True)
-class BackupReport:
-    """A verified copy of a database (`run.py backup`, and a backup checked by `run.py restore`)."""
-
-    path: Path
-    size_bytes: int
-    schema_version: int
-    notifications: int
-    # The highest seq the copied database had handed out (a purged or restored one included).
-    last_seq: int
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class RestoreReport:
-    backup: BackupReport
-    db_path: Path
-    # Where the database the backup replaced was moved (with its -wal/-shm); None: there was none.
-    kept_aside: Path | None
-    # A seq past every one the replaced database could have handed out, given to nothing: the
-    # restored server's first cursor (a welcome's last_seq). New seqs start after it.
-    first_cursor: int
-    # False: the replaced database was missing, unreadable or another one, so the seqs its
-    # clients saw are unknown and the new ones start a safe distance beyond the backup's.
-    history_known: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,37 +156,6 @@ class NotificationStore(Protocol):
     async def get_notifications(self, notification_ids: Sequence[str]) -> list[Notification]: ...
 
     async def get_idempotency(self, api_key_id: str, key: str) -> IdempotencyRecord | None: ...
-
-
-CorrectionKind = Literal["retracted", "updated"]
-
-
-@dataclass(frozen=True, slots=True)
-class Correction:
-    """A notification retracted or updated: an event with its own seq in its recipient's stream
-    (`user_id`, '*' for a broadcast), after every seq handed out before it. Never the reason (that
-    is the audit log's); an update carries the notification's words as they are now."""
-
-    seq: int
-    id: str
-    notification_id: str
-    user_id: str
-    kind: CorrectionKind
-    at: datetime
-    title: str | None = None
-    message: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CorrectionResult:
-    """What a retraction or an update did. `done`: this call made `correction`; `already`: the
-    notification was retracted before (`correction` is that retraction: retracting again changes
-    nothing, updating is refused); `not_found`: no such notification, or it expired."""
-
-    outcome: Literal["done", "already", "not_found"]
-    correction: Correction | None = None
-    # A retraction took away one of its user's unread notifications: their count changed.
-    was_unread: bool = False
 
 
 class CorrectionStore(Protocol):
