@@ -20,6 +20,7 @@ from diagnoxix.clock import ManualClock, SystemClock
 from diagnoxix.delivery.timers import MAX_ATTEMPTS, Handler, TimerScheduler
 from diagnoxix.models import NotificationDraft
 from diagnoxix.store.protocols import IdempotencyConflict, TimerKeyTaken, timer_claim
+from diagnoxix.store.retention import FINISHED_TIMERS_KEPT, purge_bookkeeping
 from diagnoxix.store.sqlite.store import SqliteStore
 from diagnoxix.store.timer_records import NewTimer, Timer
 
@@ -265,3 +266,33 @@ async def test_a_failing_job_is_retried_later_then_failed_never_dropped_silently
     assert any(r.message == "timers.failed" for r in caplog.records)
     clock.advance(3600)
     assert await scheduler.run_due() == 0
+
+
+async def test_finished_jobs_are_purged_a_month_later_in_slices_and_pending_ones_never(
+    store: SqliteStore, clock: ManualClock
+) -> None:
+    (sent,) = await store.add_timers([_job(clock, 1)])
+    (cancelled,) = await store.add_timers([_job(clock, 1, key="appointment-9-reminder")])
+    (pending,) = await store.add_timers([_job(clock, FINISHED_TIMERS_KEPT.total_seconds() * 3)])
+    await _sender(store)(sent)
+    assert await store.cancel_timer(OWNER, cancelled.id)
+    clock.advance(FINISHED_TIMERS_KEPT.total_seconds() - 60)
+    assert await store.purge_finished_timers(FINISHED_TIMERS_KEPT) == 0  # a month not yet over
+    clock.advance(120)
+    purged = await purge_bookkeeping(store)
+    assert purged.finished_timers == 2
+    assert _count(store, "SELECT count(*) FROM timers") == 1
+    assert [t.id for t in await store.get_timers(OWNER, [pending.id])] == [pending.id]
+
+
+async def test_the_finished_jobs_purge_reads_by_its_index(store: SqliteStore) -> None:
+    with sqlite3.connect(store.path) as conn:
+        plan = " ".join(
+            str(row[-1])
+            for row in conn.execute(
+                "EXPLAIN QUERY PLAN SELECT rowid FROM timers WHERE state != 'pending'"
+                " AND finished_at <= ? ORDER BY finished_at LIMIT 1000",
+                ("2026-01-01T00:00:00.000Z",),
+            )
+        )
+    assert "timers_finished" in plan

@@ -373,6 +373,10 @@ class TimerStore(Protocol):
     async def retry_timer(self, timer_id: str, due_at: datetime | None) -> None:
         """Count a failed attempt: run it again at `due_at`, or (None) give up: `failed`."""
 
+    async def purge_finished_timers(self, older_than: timedelta) -> int:
+        """Delete one slice of the jobs that finished (sent, cancelled, failed) `older_than` ago or
+        earlier; returns how many (0: none left). A pending job is never deleted."""
+
 
 class Store(NotificationStore, KeyStore, StaffStore, DeviceStore, TimerStore, CorrectionStore, Protocol):
     """One database behind every concern, with its lifecycle (`store.open_store` makes one)."""

@@ -26,6 +26,9 @@ LOGIN_FAILURES_KEPT = timedelta(hours=1)
 STAFF_SESSIONS_KEPT = timedelta(days=1)
 # A retry with the same Idempotency-Key after a day is a new request (Stripe keeps 24 h too).
 IDEMPOTENCY_KEPT = timedelta(days=1)
+# A scheduled send that went out (or was cancelled, or failed) stays listable this long; the audit
+# log keeps that it happened.
+FINISHED_TIMERS_KEPT = timedelta(days=30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +36,7 @@ class BookkeepingPurge:
     login_failures: int
     staff_sessions: int
     idempotency_records: int = 0
+    finished_timers: int = 0
 
 
 async def purge_once(store: NotificationStore) -> int:
@@ -45,15 +49,17 @@ async def purge_once(store: NotificationStore) -> int:
 
 async def purge_bookkeeping(store: Store) -> BookkeepingPurge:
     """Delete, slice by slice, the failed sign-ins and staff sessions that are of no more use,
-    and the Idempotency-Key records past their day."""
-    failures = sessions = records = 0
+    the Idempotency-Key records past their day, and jobs that finished a month ago."""
+    failures = sessions = records = timers = 0
     while deleted := await store.purge_login_failures(LOGIN_FAILURES_KEPT):
         failures += deleted
     while deleted := await store.purge_staff_sessions(STAFF_SESSIONS_KEPT):
         sessions += deleted
     while deleted := await store.purge_idempotency_records(IDEMPOTENCY_KEPT):
         records += deleted
-    return BookkeepingPurge(failures, sessions, records)
+    while deleted := await store.purge_finished_timers(FINISHED_TIMERS_KEPT):
+        timers += deleted
+    return BookkeepingPurge(failures, sessions, records, timers)
 
 
 async def purge_forever(store: Store, interval: float) -> None:
@@ -67,13 +73,16 @@ async def purge_forever(store: Store, interval: float) -> None:
             log.warning("retention.purge_failed")
         try:
             staff = await purge_bookkeeping(store)
-            if staff.login_failures or staff.staff_sessions or staff.idempotency_records:
+            if any(
+                (staff.login_failures, staff.staff_sessions, staff.idempotency_records, staff.finished_timers)
+            ):
                 log.info(
                     "retention.bookkeeping_purged",
                     extra={
                         "login_failures": staff.login_failures,
                         "staff_sessions": staff.staff_sessions,
                         "idempotency_records": staff.idempotency_records,
+                        "finished_timers": staff.finished_timers,
                     },
                 )
         except StoreError:
