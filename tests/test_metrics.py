@@ -7,6 +7,7 @@ import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -15,8 +16,10 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from prometheus_client.parser import text_string_to_metric_families
 
+from diagnoxix.clock import ManualClock
 from diagnoxix.config import Settings
 from diagnoxix.edge.clients import Forwarding
+from diagnoxix.models import format_timestamp
 from diagnoxix.ops.metrics import ScrapeAccess
 
 from .conftest import Service
@@ -210,3 +213,29 @@ def test_an_ipv4_client_seen_through_a_dual_stack_listener_is_matched_as_ipv4() 
     assert access.address_allowed(from_peer("::ffff:127.0.0.1"))
     assert access.address_allowed(from_peer("::1"))
     assert not access.address_allowed(from_peer("::ffff:10.0.0.7"))
+
+
+async def test_scheduled_sends_are_counted_by_outcome(
+    make_service: Callable[..., Awaitable[Service]],
+) -> None:
+    clock = ManualClock()
+    service = await make_service(clock=clock)
+    item = {
+        "user_id": "patient-7",
+        "title": "Appointment tomorrow",
+        "message": "9:00, ward B",
+        "deliver_at": format_timestamp(clock.now() + timedelta(seconds=60)),
+    }
+    resp = await service.client.post("/v1/notifications", json=item, headers=service.auth())
+    assert resp.status == 202, await resp.text()
+    assert (
+        value(await scrape(service), "diagnoxix_timer_jobs_total", kind="scheduled_send", outcome="ran") == 0
+    )
+    clock.advance(61)
+    for _ in range(200):
+        after = await scrape(service)
+        if value(after, "diagnoxix_timer_jobs_total", kind="scheduled_send", outcome="ran") == 1:
+            break
+        await asyncio.sleep(0.02)
+    assert value(after, "diagnoxix_timer_jobs_total", kind="scheduled_send", outcome="ran") == 1
+    assert value(after, "diagnoxix_notifications_stored_total", type="notification", priority="normal") == 1

@@ -50,6 +50,9 @@ class TimerScheduler:
         self._wakeup = asyncio.Event()
         # Jobs this process ran to completion (a claim taken already or a failure not counted).
         self.ran = 0
+        # (kind, outcome) -> jobs: ran, already_claimed, retried, failed (for `/metrics`). Kinds are
+        # the handlers' own few names, so the labels are bounded.
+        self.outcomes: dict[tuple[str, str], int] = {}
 
     def wake(self) -> None:
         """A job was added: look again at when the next one is due."""
@@ -103,6 +106,7 @@ class TimerScheduler:
         except IdempotencyConflict:
             # Run already (its completion committed with it) or cancelled meanwhile: nothing to do.
             log.info("timers.already_claimed", extra={"timer": job.id, "kind": job.kind})
+            self._count(job, "already_claimed")
             return
         except StoreClosed:
             raise
@@ -110,7 +114,12 @@ class TimerScheduler:
             await self._retry(job, exc)
             return
         self.ran += 1
+        self._count(job, "ran")
         log.info("timers.ran", extra={"timer": job.id, "kind": job.kind})
+
+    def _count(self, job: Timer, outcome: str) -> None:
+        kind = job.kind if job.kind in self._handlers else "unknown"
+        self.outcomes[kind, outcome] = self.outcomes.get((kind, outcome), 0) + 1
 
     async def _retry(self, job: Timer, exc: Exception) -> None:
         attempts = job.attempts + 1
@@ -120,7 +129,9 @@ class TimerScheduler:
                 extra={"timer": job.id, "kind": job.kind, "attempts": attempts, "error": type(exc).__name__},
             )
             await self._store.retry_timer(job.id, None)
+            self._count(job, "failed")
             return
+        self._count(job, "retried")
         delay = min(2**attempts, RETRY_CAP_SECONDS)
         log.warning(
             "timers.retry",

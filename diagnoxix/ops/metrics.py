@@ -36,7 +36,7 @@ from diagnoxix.delivery.counters import DeliveryCounters
 from diagnoxix.delivery.hub import Hub
 from diagnoxix.edge.clients import Forwarding, parse_address, parse_networks
 from diagnoxix.errors import ApiError
-from diagnoxix.keys import FORWARDING, HUB, LIMITS, SETTINGS, STORE
+from diagnoxix.keys import FORWARDING, HUB, LIMITS, SCHEDULER, SETTINGS, STORE
 from diagnoxix.models import StoreCounts
 from diagnoxix.tally import BucketsSnapshot, LabelCounts
 
@@ -79,6 +79,8 @@ class Snapshot:
     last_seq: int
     store: StoreCounts
     counters: DeliveryCounters
+    # Durable timers' jobs (scheduled sends) by (kind, outcome); empty without a scheduler.
+    timer_outcomes: dict[tuple[str, str], int]
 
 
 def _labelled(
@@ -190,6 +192,14 @@ class _ScrapeCollector(Collector):
             "Seconds from a transaction's first statement to its commit.",
             s.store.commit_seconds,
         )
+        jobs = CounterMetricFamily(
+            "diagnoxix_timer_jobs",
+            "Durable timers' jobs (scheduled sends) run by this process, by kind and outcome.",
+            labels=("kind", "outcome"),
+        )
+        for (kind, outcome), count in sorted(s.timer_outcomes.items()):
+            jobs.add_metric([kind, outcome], count)
+        yield jobs
         info = GaugeMetricFamily("diagnoxix_build_info", "The running version.", labels=("version",))
         info.add_metric([__version__], 1)
         yield info
@@ -227,6 +237,7 @@ async def _snapshot(app: web.Application) -> Snapshot:
         last_seq=await store.last_seq(),
         store=await store.counts(),
         counters=hub.counters,
+        timer_outcomes=dict(app[SCHEDULER].outcomes) if SCHEDULER in app else {},
     )
 
 
