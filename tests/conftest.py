@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from playwright.async_api import Browser, async_playwright
 
 from diagnoxix.clock import Clock
 from diagnoxix.config import Settings
 from diagnoxix.keys import API_KEYS, TOKENS
 
+from .dashboard_support import CHROMIUM, launch_chromium
 from .processes import Launcher
 from .servers import start_app
 
@@ -101,3 +103,16 @@ def launcher(tmp_path: Path) -> Iterator[Launcher]:
         yield launch
     finally:
         launch.cleanup()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's headless Chromium, one per test (skipped where it is not installed)."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed")
+    async with async_playwright() as playwright:
+        chromium = await launch_chromium(playwright)
+        try:
+            yield chromium
+        finally:
+            await chromium.close()

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -165,8 +166,11 @@ def last_line(text: str) -> str:
     return lines[-1]
 
 
-async def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """`python run.py ARGS` to completion (off the event loop), with its output captured."""
+async def run_cli(
+    *args: str, preexec_fn: Callable[[], None] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python run.py ARGS` to completion (off the event loop), with its output captured;
+    `preexec_fn` runs in the child before it starts (e.g. to set a resource limit)."""
     return await asyncio.to_thread(
         subprocess.run,
         [sys.executable, str(RUN_PY), *args],
@@ -176,6 +180,7 @@ async def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=CLI_TIMEOUT_SECONDS,
         check=False,
+        preexec_fn=preexec_fn,
     )
 
 

@@ -10,26 +10,21 @@ import resource
 import sqlite3
 import stat
 import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 
 from diagnoxix.auth import TokenIssuer
 from diagnoxix.store.sqlite.migrations import discover
 from diagnoxix_client import Subscriber
 
-from .dashboard_support import CHROMIUM, CHROMIUM_ARGS
 from .processes import (
-    CLI_TIMEOUT_SECONDS,
-    REPO_ROOT,
-    RUN_PY,
     Launcher,
     Server,
     child_env,
@@ -509,35 +504,14 @@ async def test_a_disk_that_fills_up_during_the_backup_is_one_line_and_leaves_not
         # Writes past `limit` bytes fail (EFBIG; Python ignores SIGXFSZ), as on a full disk.
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, str(RUN_PY), "backup", str(backups / "b.sqlite3"), "--db", str(db)],
-        cwd=REPO_ROOT,
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_SECONDS,
-        check=False,
-        preexec_fn=small_disk,  # only sets a limit: nothing a forked child could deadlock on
-    )
+    # `small_disk` only sets a limit: nothing a forked child could deadlock on.
+    done = await run_cli("backup", str(backups / "b.sqlite3"), "--db", str(db), preexec_fn=small_disk)
     line = _one_line(done)
     assert f"run.py: cannot copy the database {db} to {backups}: " in line
     assert list(backups.iterdir()) == []
 
 
 # -- the browser SDK -------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed")
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
 
 
 async def test_the_browser_sdk_adopts_the_restored_servers_cursor_without_showing_anything_twice(

@@ -15,9 +15,7 @@ from aiohttp import web
 from playwright.async_api import Browser, Page
 
 from .processes import Launcher, Server, child_env, create_api_key, free_port
-from .test_browser_sdk import CHROMIUM, SECRET, Portal, _send, browser
-
-__all__ = ["browser"]  # the fixture, shared with the SDK's other browser tests
+from .test_browser_sdk import CHROMIUM, SECRET, Portal, _send
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
 

@@ -17,12 +17,11 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
 from diagnoxix.auth import TokenIssuer
 
 from .dashboard_support import CHROMIUM as CHROMIUM_PATH
-from .dashboard_support import CHROMIUM_ARGS
 from .processes import Launcher, Server, child_env, create_api_key, free_port
 
 # Debian's chromium with the flags this machine needs (shared with the dashboard's browser tests).
@@ -62,16 +61,6 @@ PORTAL_PAGE = """<!doctype html>
 </script>
 </body></html>
 """
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
 
 
 class Portal:

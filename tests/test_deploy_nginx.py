@@ -27,9 +27,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, expect
 
-from .dashboard_support import ADMIN, ADMIN_PASSWORD, CHROMIUM, CHROMIUM_ARGS
+from .dashboard_support import ADMIN, ADMIN_PASSWORD
 from .processes import REPO_ROOT, RUN_PY, Launcher, Server, child_env, create_api_key, free_port
 
 NGINX = Path("/usr/sbin/nginx")
@@ -249,16 +249,6 @@ async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> Non
         if time.monotonic() > deadline:
             pytest.fail(f"not true after {timeout} s: {condition.__name__}")
         await asyncio.sleep(0.05)
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
 
 
 async def test_browser_sdk_over_wss_receives_a_notification_sent_over_https(
