@@ -112,7 +112,10 @@ async def _delivery_context(app: web.Application) -> AsyncIterator[None]:
     store.add_mark_listener(hub.counters.marked)
     app[HUB] = hub
     app[BROKER] = broker
-    app[SERVICE] = NotificationService(store, broker, settings)
+    service = NotificationService(store, broker, settings)
+    # Corrections reach clients from their commit, in seq order with the notifications.
+    store.add_correction_listener(service.publish_correction)
+    app[SERVICE] = service
     yield
     await hub.close_all()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import aiohttp
 import pytest
 
 from diagnoxix.keys import SERVICE, STORE
+from diagnoxix.rules import validated_draft
 from diagnoxix_client import NotifyClient, NotifyError, Subscriber
 
 from .conftest import Service
@@ -459,4 +461,40 @@ async def test_a_correction_that_is_the_newest_event_is_replayed_and_counted_in_
     (welcome,) = await until(ws, "welcome")
     assert welcome["recovered"] is True
     assert welcome["replayed"] == 0
+    await ws.close()
+
+
+async def test_corrections_and_notifications_reach_a_live_client_in_seq_order(service: Service) -> None:
+    """Retractions committed while other sends commit around them: the live client gets every
+    frame of its stream in strictly increasing seq order. A correction fanned out after a later
+    notification would be lost on that device for good: its cursor would already be past it."""
+    user, rounds = "patient-16", 80
+    svc, store = service.app[SERVICE], service.app[STORE]
+    targets = await svc.send(
+        [validated_draft(user, "t", f"old {i}", "m", None, "normal") for i in range(rounds)]
+    )
+    ws, _ = await live(service, user, since=targets[-1].seq)
+    # A busy event loop (here: a slow listener after each commit) lets the writer thread commit
+    # the next batch before the loop has answered the writers of this one.
+    store.add_commit_listener(lambda notes: time.sleep(0.003))
+
+    async def retract_all() -> None:
+        for note in targets:
+            assert (await svc.retract(store, note.id)).outcome == "done"
+
+    async def send_some(stream: int) -> None:
+        for i in range(rounds // 4):
+            await svc.send([validated_draft(user, "t", f"new {stream}.{i}", "m", None, "normal")])
+
+    # Four streams of sends around one of retractions: each commit has writes queued behind it.
+    await asyncio.gather(retract_all(), *(send_some(stream) for stream in range(4)))
+    seqs: list[int] = []
+    kinds = {"retracted": 0, "t": 0}
+    while sum(kinds.values()) < 2 * rounds:
+        frame = await frame_of(ws)
+        if frame["type"] in kinds:
+            kinds[frame["type"]] += 1
+            seqs.append(frame["seq"])
+    assert kinds == {"retracted": rounds, "t": rounds}
+    assert seqs == sorted(set(seqs)), "frames out of seq order, or twice"
     await ws.close()

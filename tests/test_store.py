@@ -389,3 +389,34 @@ def test_the_stores_fast_constructor_sets_every_field_as_the_constructor_does() 
     built = Notification(**values)
     for field in dataclasses.fields(Notification):
         assert getattr(fast, field.name) == getattr(built, field.name), field.name
+
+
+async def test_corrections_are_heard_in_commit_order_with_the_notifications(store: SqliteStore) -> None:
+    """What the broker publishes, in the order it hears it: every notification and correction of
+    the stream in strictly increasing seq order, however the writes share and follow transactions
+    (a correction heard after a later notification would be lost on a device already past it)."""
+    heard: list[tuple[str, int]] = []
+    store.add_commit_listener(lambda notes: heard.extend(("note", n.seq) for n in notes))
+    store.add_correction_listener(lambda fix: heard.append((fix.kind, fix.seq)))
+    targets = await store.insert_notifications([_draft(title=f"old {i}") for i in range(60)])
+
+    async def correct_all() -> None:
+        for i, note in enumerate(targets):
+            if i % 2:
+                assert (await store.retract_notification(note.id)).outcome == "done"
+            else:
+                result = await store.update_notification(note.id, title=f"fixed {i}", message=None)
+                assert result.outcome == "done"
+
+    async def send_some(stream: int) -> None:
+        for i in range(15):
+            await store.insert_notifications([_draft(title=f"new {stream}.{i}")])
+
+    await asyncio.gather(correct_all(), *(send_some(stream) for stream in range(4)))
+    later = heard[60:]
+    assert sorted(kind for kind, _ in later) == ["note"] * 60 + ["retracted"] * 30 + ["updated"] * 30
+    seqs = [seq for _, seq in heard]
+    assert seqs == sorted(set(seqs))
+    # Nothing is heard twice: a correction that found nothing to correct is not published.
+    assert (await store.retract_notification(targets[1].id)).outcome == "already"
+    assert len(heard) == 180

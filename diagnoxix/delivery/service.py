@@ -23,7 +23,13 @@ from diagnoxix.rules.kinds import (
     appointment_draft,
     lab_result_draft,
 )
-from diagnoxix.store.protocols import CorrectionResult, CorrectionStore, IdempotencyClaim, NotificationStore
+from diagnoxix.store.protocols import (
+    Correction,
+    CorrectionResult,
+    CorrectionStore,
+    IdempotencyClaim,
+    NotificationStore,
+)
 
 # The dashboard's form lists the statuses; each kind's rules and wording are in `rules.kinds`, which
 # the HTTP API's typed items read too. The input rules (`validated_draft`, references) live in
@@ -91,15 +97,18 @@ class NotificationService:
         return result
 
     async def _fan_out(self, result: CorrectionResult) -> None:
+        # The correction's own frame went out from the commit (`publish_correction`).
         fix = result.correction
-        assert fix is not None
-        # Right after the commit, before anything else is awaited: no later commit can be fanned
-        # out first, so clients get the stream in seq order (see `Hub.send_control`).
+        if fix is not None and result.was_unread:
+            await self._push_unread(fix.user_id)
+
+    def publish_correction(self, fix: Correction) -> None:
+        """A committed correction's frame to the user's v1 connections in every process. The store
+        calls it from the commit itself, in seq order with the notifications, so no client can get
+        a later notification first (its resume cursor would then skip the correction)."""
         frame = frames.correction(fix)
         if frame is not None:
             self._broker.send_control(fix.user_id, frame, fix.seq)
-        if result.was_unread:
-            await self._push_unread(fix.user_id)
 
     async def _push_unread(self, user_id: str) -> int:
         count = await self._store.unread_count(user_id)

@@ -36,6 +36,9 @@ from diagnoxix.store.timer_records import TIMER_CLAIMS, NewTimer, Timer
 # Called synchronously, in seq order, right after notifications are committed (and before any
 # sender hears that they were stored).
 CommitListener = Callable[[Sequence[Notification]], None]
+# Called synchronously with each committed correction, in seq order with the notifications (after
+# those committed before it, before any committed after it) and before its caller hears of it.
+CorrectionListener = Callable[[Correction], None]
 # Called after a user acknowledged or read notifications: ("acknowledged" | "read", how many
 # changed state per (type, priority)). What the metrics count; nothing else depends on it.
 MarkListener = Callable[[str, Mapping[tuple[str, str], int]], None]
@@ -164,6 +167,9 @@ class CorrectionStore(Protocol):
     Each correction commits with a seq of its own, past every seq handed out so far, and the
     process's `last_seq` includes it once the call returns.
     """
+
+    def add_correction_listener(self, listener: CorrectionListener) -> None:
+        """`listener` hears of every correction committed from now on (see CorrectionListener)."""
 
     async def retract_notification(self, notification_id: str) -> CorrectionResult: ...
 

@@ -28,8 +28,18 @@ class SqliteAccess:
         """A write in the next batch, awaited; the rows the statement changed."""
         raise NotImplementedError
 
-    async def _execute_all(self, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> int:
-        """Several statements in the next batch, all or nothing, awaited; the rows the last changed."""
+    async def _execute_all(
+        self,
+        statements: list[tuple[str, list[tuple[Any, ...]]]],
+        *,
+        query: tuple[str, tuple[Any, ...]] | None = None,
+        on_commit: Callable[[list[tuple[Any, ...]]], None] | None = None,
+    ) -> int:
+        """Several statements in the next batch, all or nothing, awaited; the rows the last changed.
+
+        `on_commit` hears what `query` read inside the transaction, right after the commit and in
+        commit order with every other write (`store.sqlite.ops.Execute`).
+        """
         raise NotImplementedError
 
     def _execute_nowait(

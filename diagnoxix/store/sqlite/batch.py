@@ -48,6 +48,8 @@ _MAX_SEQ = (
 )
 
 Statement = tuple[str, list[tuple[Any, ...]]]
+# A read inside the transaction, after a write's statements: (sql, parameters).
+Query = tuple[str, tuple[Any, ...]]
 
 
 @dataclass(slots=True)
@@ -66,11 +68,12 @@ class BatchDone:
     """Per insert (in order): its first seq, None when its Idempotency-Key was taken already, or
     the error that refused it alone.
     Per bulk statement: rows changed (None: refused). Per execute: rows changed by its last
-    statement, or the error."""
+    statement, or the error, and the rows its query read (empty without one, or on an error)."""
 
     first_seqs: list[int | Exception | None] = field(default_factory=list)
     bulk_rows: list[int | None] = field(default_factory=list)
     executed: list[int | sqlite3.Error] = field(default_factory=list)
+    queried: list[list[tuple[Any, ...]]] = field(default_factory=list)
     last_seq: int = 0
 
 
@@ -163,8 +166,11 @@ class Transaction:
             api_key_id, key, request_hash, status = insert.claim
             self._claims.append((api_key_id, key, request_hash, insert.ids_json, status, self._created_at))
 
-    def finish(self, bulk: list[tuple[str, str]], executes: list[list[Statement]]) -> BatchDone:
-        """Bookkeeping (SQL taking one JSON array, that array), awaited writes, COMMIT."""
+    def finish(
+        self, bulk: list[tuple[str, str]], executes: list[tuple[list[Statement], Query | None]]
+    ) -> BatchDone:
+        """Bookkeeping (SQL taking one JSON array, that array), awaited writes (each with what
+        its query reads back), COMMIT."""
         conn, done = self._conn, self.done
         try:
             if self._failed is not None:
@@ -179,18 +185,21 @@ class Transaction:
                     # Nobody waits for these; a refused one must not take the batch's notifications.
                     log.error("store.bookkeeping_failed", extra={"error": type(exc).__name__})
                     done.bulk_rows.append(None)
-            for statements in executes:
+            for statements, query in executes:
                 try:
                     # Several statements, or one with several rows: all or nothing.
                     with _savepoint(conn, len(statements) > 1 or len(statements[0][1]) > 1):
                         rowcount = 0
                         for sql, params in statements:
                             rowcount = conn.executemany(sql, params).rowcount
+                        rows = conn.execute(*query).fetchall() if query is not None else []
                 except sqlite3.Error as exc:
                     _still_in_transaction(conn)
                     done.executed.append(exc)
+                    done.queried.append([])
                     continue
                 done.executed.append(rowcount)
+                done.queried.append([tuple(row) for row in rows])
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

@@ -13,6 +13,7 @@ overwrites its words on disk. Its seq stays handed out: the correction's row kee
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from diagnoxix.models import BROADCAST_RECIPIENT, parse_timestamp
@@ -48,18 +49,35 @@ def _correction(row: tuple[Any, ...], title: str | None = None, message: str | N
 class CorrectionQueries(SqliteAccess):
     """`CorrectionStore` on the store's primitives."""
 
-    def _corrected(self, seq: int, deleted: int) -> None:
-        """A correction committed with `seq`, deleting `deleted` notifications (`SqliteStore`)."""
+    def _corrected(self, correction: Correction) -> None:
+        """A correction committed: its listeners hear of it, in commit order (`SqliteStore`)."""
+        raise NotImplementedError
+
+    def _forget(self, deleted: int) -> None:
+        """`deleted` notifications left the store (`SqliteStore`)."""
         raise NotImplementedError
 
     async def _retraction(self, notification_id: str) -> Correction | None:
-        # On the loop itself (`_read_now`): the caller fans the correction out right after this,
-        # before any later commit can be published (the order clients see it in).
         rows = await self._read_now(
             f"SELECT {_COLUMNS} FROM corrections AS c WHERE notification_id = ? AND kind = 'retracted'",
             (notification_id,),
         )
         return _correction(rows[0]) if rows else None
+
+    def _on_correction(self, made: list[Correction], words: bool) -> Callable[[list[tuple[Any, ...]]], None]:
+        """What the writer calls with the correction read back inside its transaction, right after
+        the commit: it is published there, in its seq's place among the notifications (never
+        after a later one), then kept in `made` for the caller."""
+
+        def committed(rows: list[tuple[Any, ...]]) -> None:
+            if not rows:  # nothing to correct: gone meanwhile (expired, retracted concurrently)
+                return
+            row = rows[0]
+            fix = _correction(row, str(row[6]), str(row[7])) if words else _correction(row)
+            made.append(fix)
+            self._corrected(fix)
+
+        return committed
 
     async def retract_notification(self, notification_id: str) -> CorrectionResult:
         if not notification_id.isascii():
@@ -73,6 +91,7 @@ class CorrectionQueries(SqliteAccess):
             earlier = await self._retraction(notification_id)
             return CorrectionResult("already", earlier) if earlier else CorrectionResult("not_found")
         cid = uuid.uuid4().hex
+        made: list[Correction] = []
         deleted = await self._execute_all(
             [
                 (_INSERT, [(cid, "retracted", now, notification_id)]),
@@ -81,16 +100,16 @@ class CorrectionQueries(SqliteAccess):
                     [(notification_id, cid)],
                 ),
                 ("DELETE FROM notifications WHERE id = ? AND " + _MADE, [(notification_id, cid)]),
-            ]
+            ],
+            query=(f"SELECT {_COLUMNS} FROM corrections AS c WHERE c.id = ?", (cid,)),
+            on_commit=self._on_correction(made, words=False),
         )
-        found = await self._retraction(notification_id)
-        if found is None:  # expired in between
-            return CorrectionResult("not_found")
-        self._corrected(found.seq, deleted)
-        if found.id != cid:  # retracted by a concurrent call
-            return CorrectionResult("already", found)
+        if not made:  # expired, or retracted by a concurrent call, in between
+            earlier = await self._retraction(notification_id)
+            return CorrectionResult("already", earlier) if earlier else CorrectionResult("not_found")
+        self._forget(deleted)
         user_id, unread = before[0]
-        return CorrectionResult("done", found, was_unread=bool(unread) and user_id != BROADCAST_RECIPIENT)
+        return CorrectionResult("done", made[0], was_unread=bool(unread) and user_id != BROADCAST_RECIPIENT)
 
     async def update_notification(
         self, notification_id: str, *, title: str | None, message: str | None
@@ -99,6 +118,7 @@ class CorrectionQueries(SqliteAccess):
             return CorrectionResult("not_found")
         now = self._now_stamp()
         cid = uuid.uuid4().hex
+        made: list[Correction] = []
         await self._execute_all(
             [
                 (_INSERT, [(cid, "updated", now, notification_id)]),
@@ -107,17 +127,16 @@ class CorrectionQueries(SqliteAccess):
                     " WHERE id = ? AND " + _MADE,
                     [(title, message, notification_id, cid)],
                 ),
-            ]
+            ],
+            query=(
+                f"SELECT {_COLUMNS}, n.title, n.message FROM corrections AS c"
+                " JOIN notifications AS n ON n.id = c.notification_id WHERE c.id = ?",
+                (cid,),
+            ),
+            on_commit=self._on_correction(made, words=True),
         )
-        rows = await self._read_now(
-            f"SELECT {_COLUMNS}, n.title, n.message FROM corrections AS c"
-            " JOIN notifications AS n ON n.id = c.notification_id WHERE c.id = ?",
-            (cid,),
-        )
-        if rows:
-            found = _correction(rows[0], str(rows[0][6]), str(rows[0][7]))
-            self._corrected(found.seq, 0)
-            return CorrectionResult("done", found)
+        if made:
+            return CorrectionResult("done", made[0])
         earlier = await self._retraction(notification_id)
         return CorrectionResult("already", earlier) if earlier else CorrectionResult("not_found")
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from diagnoxix.models import Notification, NotificationDraft
 from diagnoxix.store.protocols import IdempotencyClaim, StoreError
-from diagnoxix.store.sqlite.batch import Statement
+from diagnoxix.store.sqlite.batch import Query, Statement
 from diagnoxix.store.sqlite.staging import Lifetimes
 
 log = logging.getLogger("diagnoxix.store")
@@ -31,10 +31,17 @@ class Execute:
     """Statements run in order inside the batch's transaction, each once per parameter tuple.
 
     They commit or roll back together. The result is the rows changed by the last statement.
+
+    `query`, if given, is read inside the same transaction after the statements (what they wrote,
+    seqs included), and `on_commit` hears its rows once the transaction has committed: in commit
+    order with every other write, after the batch's notifications are published and before any
+    later batch's are (a correction's frame must reach clients in its seq's place).
     """
 
     statements: list[Statement]
     future: asyncio.Future[int]
+    query: Query | None = None
+    on_commit: Callable[[list[tuple[Any, ...]]], None] | None = None
 
 
 @dataclass(slots=True)

@@ -26,12 +26,14 @@ from diagnoxix.models import (
 )
 from diagnoxix.store.protocols import (
     CommitListener,
+    Correction,
+    CorrectionListener,
     IdempotencyClaim,
     MarkListener,
     StoreClosed,
     StoreError,
 )
-from diagnoxix.store.sqlite.batch import Statement
+from diagnoxix.store.sqlite.batch import Query, Statement
 from diagnoxix.store.sqlite.checkpoint import CHECKPOINT_DELAY_SECONDS, WAL_LIMIT_PAGES, Checkpointer
 from diagnoxix.store.sqlite.corrections import CorrectionQueries
 from diagnoxix.store.sqlite.devices import DeviceQueries
@@ -85,6 +87,7 @@ class SqliteStore(DeliveryMarks, KeyQueries, StaffQueries, DeviceQueries, TimerQ
         self._undone = UndoneSeqs()
         self._commit_listeners: list[CommitListener] = []
         self._mark_listeners: list[MarkListener] = []
+        self._correction_listeners: list[CorrectionListener] = []
         self._writer: GroupCommitWriter | None = None
         self._checkpointer: Checkpointer | None = None
         self._delivered = 0
@@ -270,13 +273,30 @@ class SqliteStore(DeliveryMarks, KeyQueries, StaffQueries, DeviceQueries, TimerQ
     async def _execute(self, sql: str, params: list[tuple[Any, ...]]) -> int:
         return await self._w.execute((sql, params))
 
-    async def _execute_all(self, statements: list[Statement]) -> int:
-        return await self._w.execute(*statements)
+    async def _execute_all(
+        self,
+        statements: list[Statement],
+        *,
+        query: Query | None = None,
+        on_commit: Callable[[list[tuple[Any, ...]]], None] | None = None,
+    ) -> int:
+        return await self._w.execute(*statements, query=query, on_commit=on_commit)
 
-    def _corrected(self, seq: int, deleted: int) -> None:
-        """A correction took `seq` (a seq like a notification's: the next one comes after it) and
-        deleted `deleted` notifications (a retraction)."""
-        self._seqs.next_seq = max(self._seqs.next_seq, seq + 1)
+    def add_correction_listener(self, listener: CorrectionListener) -> None:
+        self._correction_listeners.append(listener)
+
+    def _corrected(self, correction: Correction) -> None:
+        """A correction committed (called in commit order): it took a seq like a notification's,
+        so the next one comes after it; every listener hears of it."""
+        self._seqs.next_seq = max(self._seqs.next_seq, correction.seq + 1)
+        for listener in self._correction_listeners:
+            try:
+                listener(correction)
+            except Exception:
+                log.exception("store.listener_failed")
+
+    def _forget(self, deleted: int) -> None:
+        """`deleted` notifications left the store (a retraction)."""
         self._stored_at_open -= deleted
 
     def _execute_nowait(

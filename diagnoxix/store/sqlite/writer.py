@@ -35,7 +35,7 @@ from diagnoxix.clock import Clock
 from diagnoxix.json_encoding import encode_rows
 from diagnoxix.models import Notification, NotificationDraft, format_timestamp
 from diagnoxix.store.protocols import IdempotencyClaim, IdempotencyConflict, StoreClosed, StoreError
-from diagnoxix.store.sqlite.batch import BatchDone, InsertRows, Statement, Transaction
+from diagnoxix.store.sqlite.batch import BatchDone, InsertRows, Query, Statement, Transaction
 from diagnoxix.store.sqlite.ops import Bulk, Execute, Flush, Insert, Op, fail, fail_all, resolve, translate
 from diagnoxix.store.sqlite.seqs import SeqCounter
 from diagnoxix.store.sqlite.staging import Lifetimes, Staged, Stager, committed_notes
@@ -152,13 +152,19 @@ class GroupCommitWriter:
         self.submit(Insert(drafts, idempotency, future, lifetimes))
         return await future
 
-    async def execute(self, *statements: Statement) -> int:
+    async def execute(
+        self,
+        *statements: Statement,
+        query: Query | None = None,
+        on_commit: Callable[[list[tuple[Any, ...]]], None] | None = None,
+    ) -> int:
         """Run statements atomically in the next batch and wait for the commit.
 
-        Returns the rows changed by the last statement.
+        Returns the rows changed by the last statement. `on_commit` hears what `query` read in the
+        transaction, in commit order (see `Execute`).
         """
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self.submit(Execute(list(statements), future))
+        self.submit(Execute(list(statements), future, query, on_commit))
         return await future
 
     def execute_nowait(
@@ -236,7 +242,7 @@ class GroupCommitWriter:
         tx = self._executor.submit(self._open_transaction, self.seqs.next_seq, stamp).result
         staged: list[Staged] = []
         bulk: dict[tuple[str, Callable[[int], None] | None], list[Sequence[Any]]] = {}
-        executes: list[list[Statement]] = []
+        executes: list[tuple[list[Statement], Query | None]] = []
         kept: list[Op] = []
         try:
             stager = Stager(now, stamp, sum(len(op.drafts) for op in ops if isinstance(op, Insert)))
@@ -261,7 +267,7 @@ class GroupCommitWriter:
                 elif isinstance(op, Bulk):
                     bulk.setdefault((op.sql, op.on_rows), []).extend(op.rows)
                 elif isinstance(op, Execute):
-                    executes.append(op.statements)
+                    executes.append((op.statements, op.query))
                 kept.append(op)
             if chunk:
                 self._executor.submit(self._insert, tx, chunk)
@@ -317,6 +323,15 @@ class GroupCommitWriter:
         if committed:
             self.stats.stored += len(committed)
             self._on_notifications(committed)
+        # Then what the batch's other writes committed, in their order: their seqs come after its
+        # notifications', and before any later batch is published.
+        executes = (op for op in batch.ops if isinstance(op, Execute))
+        for op, outcome, read in zip(executes, done.executed, done.queried, strict=True):
+            if op.on_commit is not None and not isinstance(outcome, sqlite3.Error):
+                try:
+                    op.on_commit(read)
+                except Exception:
+                    log.exception("store.commit_listener_failed")
         resolve(batch.ops, stored, done.executed)
 
     # -- the writer thread's side ------------------------------------------------------------
@@ -350,7 +365,10 @@ class GroupCommitWriter:
         tx().insert(inserts)
 
     def _commit(
-        self, tx: Callable[[], Transaction], bulk: list[tuple[str, str]], executes: list[list[Statement]]
+        self,
+        tx: Callable[[], Transaction],
+        bulk: list[tuple[str, str]],
+        executes: list[tuple[list[Statement], Query | None]],
     ) -> BatchDone:
         done = tx().finish(bulk, executes)
         self.seqs.thread_committed(done.last_seq)
