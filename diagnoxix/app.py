@@ -45,10 +45,12 @@ from diagnoxix.keys import (
     SETTINGS,
     STARTED_AT,
     STORE,
+    TIME_ZONES,
     TOKENS,
 )
 from diagnoxix.ops.metrics import setup_metrics
 from diagnoxix.ops.readiness import setup_readiness
+from diagnoxix.rules.preferences import TimeZones
 from diagnoxix.store.opening import open_store
 from diagnoxix.store.retention import purge_forever
 from diagnoxix.ws.handler import websocket_handler
@@ -176,6 +178,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.on_cleanup.append(lambda _: limits.close())
     app[SETTINGS] = settings
     app[CLOCK] = clock or SystemClock()
+    app[TIME_ZONES] = TimeZones()
     app[FORWARDING] = forwarding
     app[LIMITS] = limits
     app[STARTED_AT] = time.time()

@@ -108,6 +108,9 @@ class Settings:
     # Retention for particular notification types, in days: replaces the priority's for that type.
     retention_days_by_type: tuple[tuple[str, int], ...] = ()
     broadcast_ttl_seconds: int = 7 * 24 * 3600
+    # Notification types that go on every channel at any hour, whatever a user chose (as priority
+    # `critical` does): `rules.preferences`.
+    critical_categories: tuple[str, ...] = ()
     purge_interval_seconds: float = 300.0
     # The server asks a client for a fresh token this long before its token expires, and closes
     # the connection (1008) this long after expiry if none came.
@@ -219,6 +222,15 @@ def _retention_by_type(name: str, raw: str, _current: Settings) -> tuple[tuple[s
             raise ConfigError(f"{name} takes type=days pairs (a notification type each), not {part!r}")
         days[kind.strip()] = parse_int(f"{name} {kind.strip()}", value, minimum=1, maximum=MAX_RETENTION_DAYS)
     return tuple(days.items())
+
+
+@accepting("notification types, comma-separated (`lab_result_critical,ai_finding_urgent`)")
+def _types(name: str, raw: str, _current: Settings) -> tuple[str, ...]:
+    names = [part.strip() for part in raw.split(",") if part.strip()]
+    for kind in names:
+        if not is_type_name(kind):
+            raise ConfigError(f"{name} takes notification types, comma-separated, not {kind!r}")
+    return tuple(dict.fromkeys(names))
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,6 +384,13 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
         _retention_by_type,
         "days notifications of the named types are kept, in place of their priority's retention"
         " (a sender's own `ttl_seconds` still wins)",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_CRITICAL_CATEGORIES",
+        "critical_categories",
+        _types,
+        "notification types a user cannot switch off or quiet: they go on every channel at any hour,"
+        " as priority `critical` does",
     ),
     EnvSetting(
         "DIAGNOXIX_BROADCAST_TTL",

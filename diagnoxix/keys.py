@@ -14,6 +14,7 @@ from diagnoxix.delivery.service import NotificationService
 from diagnoxix.delivery.timers import TimerScheduler
 from diagnoxix.edge.clients import Forwarding
 from diagnoxix.edge.limits import RequestLimits
+from diagnoxix.rules.preferences import TimeZones
 from diagnoxix.store.protocols import Store
 
 SETTINGS = web.AppKey("diagnoxix.settings", Settings)
@@ -27,6 +28,8 @@ API_KEYS = web.AppKey("diagnoxix.api_keys", ApiKeys)
 REVOKED = web.AppKey("diagnoxix.revoked", RevokedTokens)
 STARTED_AT = web.AppKey("diagnoxix.started_at", float)
 CLOCK = web.AppKey("diagnoxix.clock", Clock)
+# The IANA time zone names users may choose (read on first use).
+TIME_ZONES = web.AppKey("diagnoxix.time_zones", TimeZones)
 # Who a request comes from (the peer, or what a trusted proxy forwarded).
 FORWARDING = web.AppKey("diagnoxix.forwarding", Forwarding)
 LIMITS = web.AppKey("diagnoxix.limits", RequestLimits)

@@ -160,6 +160,32 @@ class NotifyClient:
     async def unread_count(self, user_id: str) -> int:
         return int((await self._call("GET", f"/v1/users/{user_id}/unread-count"))["unread"])
 
+    # A user's channel preferences: which channels beyond the socket per category, quiet hours.
+
+    async def preferences(self, user_id: str) -> dict[str, Any]:
+        return dict(await self._call("GET", f"/v1/users/{quote(user_id, safe='')}/preferences"))
+
+    async def set_preferences(
+        self,
+        user_id: str,
+        *,
+        time_zone: str = "UTC",
+        quiet_hours: tuple[str, str] | None = None,
+        channels: dict[str, dict[str, bool]] | None = None,
+    ) -> dict[str, Any]:
+        """Replace them whole: `quiet_hours` as ("22:00", "07:00") on the user's clock in
+        `time_zone`; `channels` as {"appointment_reminder": {"push": False}, "*": {...}}."""
+        body: dict[str, Any] = {
+            "time_zone": time_zone,
+            "quiet_hours": None if quiet_hours is None else {"start": quiet_hours[0], "end": quiet_hours[1]},
+            "channels": channels or {},
+        }
+        return dict(await self._call("PUT", f"/v1/users/{quote(user_id, safe='')}/preferences", body))
+
+    async def reset_preferences(self, user_id: str) -> dict[str, Any]:
+        """Back to the defaults: every channel, no quiet hours."""
+        return dict(await self._call("DELETE", f"/v1/users/{quote(user_id, safe='')}/preferences"))
+
     # Corrections: a notification sent in error, or with the wrong words. The reason is audited.
 
     async def retract(self, notification_id: str, reason: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ routes, and a contract test sends it generated requests, valid and not, against 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from diagnoxix.api.openapi_corrections import correction_paths, correction_schemas
@@ -29,6 +30,7 @@ from diagnoxix.api.openapi_parts import (
     responses,
     user_id_schema,
 )
+from diagnoxix.api.openapi_preferences import preference_paths, preference_schemas
 from diagnoxix.api.openapi_scheduled import SCHEDULING, scheduled_202, scheduled_paths, scheduled_schemas
 from diagnoxix.config import Settings
 from diagnoxix.rules import (
@@ -46,11 +48,13 @@ from diagnoxix.rules import (
     TYPE_REGEX,
 )
 from diagnoxix.rules.kinds import KIND_NAMES
+from diagnoxix.rules.preferences import TimeZones
 
 
-def openapi_document(settings: Settings) -> dict[str, Any]:
+def openapi_document(settings: Settings, time_zones: Collection[str] | None = None) -> dict[str, Any]:
     """The document for a server with these settings (the token ttl ceiling and the body size
-    limit are settings)."""
+    limit are settings) and the time zone names it knows (read here if not given)."""
+    zones = TimeZones().names if time_zones is None else time_zones
     return {
         "openapi": "3.1.0",
         "info": {
@@ -61,7 +65,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 ' `{"error": {"code", "message", "details"}}` with a stable `code`.'
             ),
         },
-        "paths": _paths() | correction_paths(),
+        "paths": _paths() | correction_paths() | preference_paths(),
         "components": {
             "securitySchemes": {
                 "apiKey": {"type": "http", "scheme": "bearer", "description": "A service's dxn_… API key"},
@@ -85,7 +89,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             | kind_schemas()
             | output_schemas()
             | scheduled_schemas()
-            | correction_schemas(),
+            | correction_schemas()
+            | preference_schemas(zones, settings.critical_categories),
         },
     }
 

@@ -24,6 +24,7 @@ from diagnoxix.api.common import (
 from diagnoxix.api.corrections import setup_correction_routes
 from diagnoxix.api.devices import setup_device_routes
 from diagnoxix.api.openapi import openapi_document
+from diagnoxix.api.preferences import setup_preference_routes
 from diagnoxix.api.scheduled import (
     replayed_schedules,
     schedule_sends,
@@ -32,7 +33,7 @@ from diagnoxix.api.scheduled import (
 )
 from diagnoxix.api.users import setup_user_routes
 from diagnoxix.errors import ApiError
-from diagnoxix.keys import CLOCK, HUB, SERVICE, SETTINGS, STARTED_AT, STORE
+from diagnoxix.keys import CLOCK, HUB, SERVICE, SETTINGS, STARTED_AT, STORE, TIME_ZONES
 from diagnoxix.models import ApiKey, Notification
 from diagnoxix.process_stats import current_rss_bytes, peak_rss_bytes
 from diagnoxix.rules import (
@@ -255,7 +256,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document(request.app[SETTINGS]))
+    return web.json_response(openapi_document(request.app[SETTINGS], request.app[TIME_ZONES].names))
 
 
 def setup_routes(app: web.Application) -> None:
@@ -267,5 +268,6 @@ def setup_routes(app: web.Application) -> None:
     setup_device_routes(app)
     setup_scheduled_routes(app)
     setup_correction_routes(app)
+    setup_preference_routes(app)
     app.router.add_get("/healthz", health)
     app.router.add_get("/v1/openapi.json", openapi)

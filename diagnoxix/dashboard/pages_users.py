@@ -13,8 +13,9 @@ from diagnoxix.dashboard.render import render
 from diagnoxix.dashboard.sessions import checked_form, require_admin, require_staff
 from diagnoxix.delivery.connection import CLOSE_POLICY_VIOLATION
 from diagnoxix.delivery.hub import Hub
-from diagnoxix.keys import BROKER, HUB, STORE
+from diagnoxix.keys import BROKER, HUB, SETTINGS, STORE
 from diagnoxix.rules import MAX_DEVICES_LISTED, is_valid_user_id, next_cursor
+from diagnoxix.rules.preferences import to_api
 
 log = logging.getLogger("diagnoxix.dashboard")
 
@@ -62,12 +63,16 @@ async def user_page(request: web.Request) -> web.StreamResponse:
         (c for c in hub.iter_connections() if c.user_id == user_id), key=lambda c: c.connected_at
     )
     online = bool(connections)
+    prefs = await store.get_preferences(user_id)
+    critical = request.config_dict[SETTINGS].critical_categories
     context = {
         "user_id": user_id,
         "history": [(note, delivery_state(note, online)) for note in history],
         "unread": await store.unread_count(user_id),
         "connections": connections,
         "devices": await store.list_devices(user_id, limit=MAX_DEVICES_LISTED),
+        "preferences": None if prefs is None else to_api(prefs, critical),
+        "preferences_critical": critical,
         "next_before": next_cursor(history, PAGE_SIZE),
         "first_page": before is None,
         "disconnected": request.query.get("disconnected"),

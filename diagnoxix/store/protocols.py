@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from diagnoxix.models import ApiKey, Device, IdempotencyRecord, Notification, NotificationDraft, StoreCounts
+from diagnoxix.rules.preferences import Preferences
 from diagnoxix.store.backup_records import BackupReport as BackupReport
 from diagnoxix.store.backup_records import RestoreReport as RestoreReport
 from diagnoxix.store.correction_records import Correction as Correction
@@ -384,7 +385,28 @@ class TimerStore(Protocol):
         earlier; returns how many (0: none left). A pending job is never deleted."""
 
 
-class Store(NotificationStore, KeyStore, StaffStore, DeviceStore, TimerStore, CorrectionStore, Protocol):
+class PreferenceStore(Protocol):
+    """Each user's channel preferences (`rules.preferences`): none stored means the defaults."""
+
+    async def get_preferences(self, user_id: str) -> Preferences | None: ...
+
+    async def put_preferences(self, user_id: str, prefs: Preferences) -> None:
+        """Replace the user's preferences with `prefs`."""
+
+    async def delete_preferences(self, user_id: str) -> bool:
+        """Back to the defaults; False when there was nothing stored."""
+
+
+class Store(
+    NotificationStore,
+    KeyStore,
+    StaffStore,
+    DeviceStore,
+    TimerStore,
+    CorrectionStore,
+    PreferenceStore,
+    Protocol,
+):
     """One database behind every concern, with its lifecycle (`store.open_store` makes one)."""
 
     async def get_or_create_meta(self, key: str, default: Callable[[], str]) -> str:
