@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
 
 import pytest
 
@@ -57,6 +58,7 @@ def test_json_formatter_emits_one_parseable_line_with_fields() -> None:
 def test_debug_level_never_turns_on_library_statement_logging() -> None:
     root = logging.getLogger()
     saved = (root.handlers[:], root.level, {n: logging.getLogger(n).level for n in CONTENT_LOGGERS})
+    lookups = {name: getattr(logging, name) for name in LOOKUPS}
     try:
         configure_logging("DEBUG", as_json=True)
         assert logging.getLogger("aiosqlite").getEffectiveLevel() == logging.WARNING
@@ -65,3 +67,25 @@ def test_debug_level_never_turns_on_library_statement_logging() -> None:
         root.handlers[:], root.level = saved[0], saved[1]
         for name, level in saved[2].items():
             logging.getLogger(name).setLevel(level)
+        for name, value in lookups.items():
+            setattr(logging, name, value)
+
+
+# What `configure_logging` stops looking up for every record (no formatter of ours prints them).
+LOOKUPS = ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing")
+
+
+def test_a_line_is_one_json_object_whatever_its_fields_hold() -> None:
+    record = logging.makeLogRecord(
+        {"name": "diagnoxix.ws", "msg": "ws.close", "levelno": 20, "levelname": "INFO"}
+    )
+    record.code = 1000
+    record.at = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)  # not JSON: written as its str()
+    record.reason = "bye \ud800"  # a lone surrogate: orjson refuses it, the standard library escapes it
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["code"] == 1000
+    assert entry["at"] == "2026-01-05 12:00:00+00:00"
+    assert entry["reason"] == "bye \ud800"
+    record.reason = "bye"
+    entry = json.loads(JsonFormatter().format(record))
+    assert (entry["event"], entry["level"], entry["logger"]) == ("ws.close", "info", "diagnoxix.ws")

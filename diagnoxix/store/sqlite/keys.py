@@ -6,11 +6,11 @@ reads on the event loop (`_read_now`): every API request makes one.
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import timedelta
 from typing import Any
 
+from diagnoxix.json_encoding import encode_json
 from diagnoxix.models import ApiKey, format_timestamp
 from diagnoxix.store.sqlite.access import SqliteAccess
 from diagnoxix.store.sqlite.rows import audit_entry, row_to_api_key
@@ -58,7 +58,7 @@ class KeyQueries(SqliteAccess):
         self._execute_nowait(
             "INSERT INTO audit_log (at, actor, action, target, details)"
             " SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM json_each(?)",
-            [[self._now_stamp(), actor, action, target, json.dumps(details or {})]],
+            [[self._now_stamp(), actor, action, target, encode_json(details or {})]],
         )
 
     async def find_api_key(self, key_id: str) -> tuple[ApiKey, str] | None:
