@@ -43,6 +43,7 @@ from diagnoxix.store.sqlite.restores import UNDONE_RANGES, UndoneSeqs, highest_s
 from diagnoxix.store.sqlite.seqs import SeqCounter
 from diagnoxix.store.sqlite.staff import StaffQueries
 from diagnoxix.store.sqlite.timers import TimerQueries
+from diagnoxix.store.sqlite.webhooks import WebhookQueries
 from diagnoxix.store.sqlite.writer import GroupCommitWriter
 
 log = logging.getLogger("diagnoxix.store")
@@ -55,7 +56,9 @@ BUSY_TIMEOUT_MS = 5000
 PURGE_SLICE = 1000
 
 
-class SqliteStore(DeliveryMarks, KeyQueries, StaffQueries, DeviceQueries, TimerQueries, CorrectionQueries):
+class SqliteStore(
+    DeliveryMarks, KeyQueries, StaffQueries, DeviceQueries, TimerQueries, CorrectionQueries, WebhookQueries
+):
     """`Store` on one SQLite file. Use `open()`/`close()` (the app does it in a cleanup context)."""
 
     def __init__(
