@@ -21,6 +21,7 @@ from diagnoxix.config import ConfigError, Settings, settings_from_env
 from diagnoxix.delivery.webhook_triggers import UNACKNOWLEDGED_CHECK
 from diagnoxix.delivery.webhooks import new_webhook_secret
 from diagnoxix.keys import STORE, WEBHOOKS
+from diagnoxix.models import NotificationDraft
 from diagnoxix.rules.webhooks import (
     NOTIFICATION_CREATED,
     NOTIFICATION_UNACKNOWLEDGED,
@@ -28,6 +29,7 @@ from diagnoxix.rules.webhooks import (
     check_webhook_url,
     shown_url,
 )
+from diagnoxix.store.opening import open_store
 from diagnoxix.store.timer_records import Timer
 from diagnoxix.store.webhook_records import WEBHOOKS_OWNER, WebhookEndpoint
 
@@ -426,6 +428,38 @@ async def test_an_unacknowledged_rule_sends_only_what_nobody_acknowledged_in_tim
         return not pending
 
     await _until(checks_done)
+
+
+async def test_notifications_committed_but_not_yet_applied_at_a_crash_are_found_at_start(
+    make_settings: Callable[..., Settings], receivers: list[Receiver]
+) -> None:
+    """What a kill -9 between a commit and the rules' write leaves: notifications past the rules'
+    cursor. The next start applies the rules to them, once; what was applied before is not."""
+    receiver = await _receiver(receivers)
+    settings = make_settings(
+        webhook_allow_http_loopback=True, webhook_rules=(WebhookRule(types=("lab_note",)),)
+    )
+    drafts = [
+        NotificationDraft(user_id=f"u{i}", type="lab_note", title="Lab note", message="", data={})
+        for i in range(3)
+    ]
+    async with open_store(settings) as store:
+        await store.create_webhook_endpoint(receiver.url, receiver.secret, EVENTS, "", "t")
+        await store.insert_notifications(drafts[:1])
+        await store.enqueue_webhooks([], through_seq=await store.last_seq())
+        missed = await store.insert_notifications(drafts[1:])
+    server = await start_app(settings)
+    try:
+        got = await receiver.wait_for(2)
+        await _quiet(receiver, 2)
+        assert {r.body["data"]["notification_id"] for r in got if r.body} == {n.id for n in missed}
+    finally:
+        await server.close()
+    server = await start_app(settings)
+    try:
+        await _quiet(receiver, 2)
+    finally:
+        await server.close()
 
 
 # -- configuration and hygiene -----------------------------------------------------------------
