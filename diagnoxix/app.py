@@ -27,6 +27,7 @@ from diagnoxix.delivery.revocations import RevokedTokens
 from diagnoxix.delivery.scheduled import SCHEDULED_SEND, ScheduledSends
 from diagnoxix.delivery.service import NotificationService
 from diagnoxix.delivery.timers import Handler, TimerScheduler
+from diagnoxix.delivery.webhook_channel import WebhookChannel
 from diagnoxix.edge.clients import Forwarding, access_logger_class, parse_networks
 from diagnoxix.edge.headers import EdgeHeaders
 from diagnoxix.edge.limits import RequestLimits
@@ -47,6 +48,8 @@ from diagnoxix.keys import (
     STORE,
     TIME_ZONES,
     TOKENS,
+    WEBHOOK_CHANNEL,
+    WEBHOOKS,
 )
 from diagnoxix.ops.metrics import setup_metrics
 from diagnoxix.ops.readiness import setup_readiness
@@ -123,17 +126,24 @@ async def _delivery_context(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _timers_context(app: web.Application) -> AsyncIterator[None]:
-    """Durable timers (scheduled sends), run by the service: due jobs, those that came due while
-    the server was down first, each exactly once (`delivery.timers`)."""
+    """Durable timers (scheduled sends, webhook deliveries and the webhook rules' checks), run by
+    the service: due jobs, those that came due while the server was down first, each exactly once
+    (`delivery.timers`). The webhook channel starts first: its rules hear every commit."""
     store = app[STORE]
-    handlers: dict[str, Handler] = {SCHEDULED_SEND: ScheduledSends(app[SERVICE], store)}
+    channel = WebhookChannel(store, app[CLOCK], app[SETTINGS])
+    handlers: dict[str, Handler] = {SCHEDULED_SEND: ScheduledSends(app[SERVICE], store), **channel.handlers}
     scheduler = TimerScheduler(store, app[CLOCK], handlers)
+    channel.webhooks.wake = scheduler.wake
+    await channel.start()
     app[SCHEDULER] = scheduler
+    app[WEBHOOKS] = channel.webhooks
+    app[WEBHOOK_CHANNEL] = channel
     task = asyncio.create_task(scheduler.run(), name="diagnoxix-timers")
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+    await channel.close()
 
 
 async def _close_sockets(app: web.Application) -> None:

@@ -29,6 +29,7 @@ from diagnoxix.env_text import (
     whole,
 )
 from diagnoxix.rules import BROADCAST_TTL_SECONDS, MIN_TOKEN_TTL_SECONDS, is_type_name
+from diagnoxix.rules.webhooks import WebhookRule, parse_webhook_rules
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DB_PATH = REPO_ROOT / "db" / "diagnoxix.sqlite3"
@@ -123,6 +124,13 @@ class Settings:
     metrics_allowed_networks: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
     # ... or anyone presenting `Authorization: Bearer <this>` (unset: no token is accepted).
     metrics_token: str | None = None
+    # Outgoing webhooks (docs/webhooks.md): which notifications leave by webhook (none by default),
+    # how long one attempt may take, how long a delivery is retried before it is dead, and whether
+    # plain http to a loopback address is allowed (development and tests only).
+    webhook_rules: tuple[WebhookRule, ...] = ()
+    webhook_timeout_seconds: float = 10.0
+    webhook_retry_for_seconds: int = 24 * 3600
+    webhook_allow_http_loopback: bool = False
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -231,6 +239,18 @@ def _types(name: str, raw: str, _current: Settings) -> tuple[str, ...]:
         if not is_type_name(kind):
             raise ConfigError(f"{name} takes notification types, comma-separated, not {kind!r}")
     return tuple(dict.fromkeys(names))
+
+
+@accepting("the path of a TOML file of `[[rule]]` tables (docs/webhooks.md)")
+def _webhook_rules(name: str, raw: str, _current: Settings) -> tuple[WebhookRule, ...]:
+    try:
+        text = Path(raw).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{name}: cannot read {raw}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        return parse_webhook_rules(text)
+    except ValueError as exc:
+        raise ConfigError(f"{name} ({raw}): {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,6 +445,34 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
         _secret,
         "a secret that opens `/metrics` from anywhere as `Authorization: Bearer <token>`; unset: no"
         " token is accepted",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_WEBHOOK_RULES",
+        "webhook_rules",
+        _webhook_rules,
+        "which notifications leave by signed webhook to the endpoints staff configure, and when (at"
+        " commit, or not acknowledged within a time); unset: none",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_WEBHOOK_TIMEOUT",
+        "webhook_timeout_seconds",
+        seconds(1.0),
+        "seconds one webhook delivery attempt may take (connect, send, the answer's status) before it"
+        " counts as failed and is retried",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_WEBHOOK_RETRY_FOR",
+        "webhook_retry_for_seconds",
+        whole(60, 7 * 24 * 3600),
+        "seconds a webhook delivery is retried (with exponential backoff) before it is dead and waits"
+        " in the dashboard's dead letters",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_WEBHOOK_ALLOW_HTTP_LOOPBACK",
+        "webhook_allow_http_loopback",
+        flag,
+        "also allow webhook endpoints at plain `http://` on a loopback address (development and"
+        " tests); otherwise only `https://`",
     ),
 )
 

@@ -12,6 +12,8 @@ from diagnoxix.delivery.hub import Hub
 from diagnoxix.delivery.revocations import RevokedTokens
 from diagnoxix.delivery.service import NotificationService
 from diagnoxix.delivery.timers import TimerScheduler
+from diagnoxix.delivery.webhook_channel import WebhookChannel
+from diagnoxix.delivery.webhooks import Webhooks
 from diagnoxix.edge.clients import Forwarding
 from diagnoxix.edge.limits import RequestLimits
 from diagnoxix.rules.preferences import TimeZones
@@ -35,3 +37,7 @@ FORWARDING = web.AppKey("diagnoxix.forwarding", Forwarding)
 LIMITS = web.AppKey("diagnoxix.limits", RequestLimits)
 # Durable timers (scheduled sends): woken when a job is added.
 SCHEDULER = web.AppKey("diagnoxix.scheduler", TimerScheduler)
+# Outgoing webhooks: `app[WEBHOOKS].enqueue(event_type, data)` from any feature; the channel
+# (sender, rules) for the dashboard and `/metrics`.
+WEBHOOKS = web.AppKey("diagnoxix.webhooks", Webhooks)
+WEBHOOK_CHANNEL = web.AppKey("diagnoxix.webhook_channel", WebhookChannel)

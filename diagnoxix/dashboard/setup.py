@@ -29,6 +29,7 @@ from diagnoxix.dashboard import (
     pages_send,
     pages_tools,
     pages_users,
+    pages_webhooks,
 )
 from diagnoxix.dashboard.accounts import Passwords
 from diagnoxix.dashboard.render import FILTERS, html_errors
@@ -120,6 +121,12 @@ def setup_dashboard(app: web.Application) -> None:
     router.add_get("/keys", pages_keys.keys_page)
     router.add_post("/keys", pages_keys.create_key)
     router.add_post("/keys/{key_id}/revoke", pages_keys.revoke_key)
+    router.add_get("/webhooks", pages_webhooks.webhooks_page)
+    router.add_post("/webhooks", pages_webhooks.create_endpoint)
+    router.add_post("/webhooks/{endpoint_id}/enable", pages_webhooks.enable_endpoint)
+    router.add_post("/webhooks/{endpoint_id}/disable", pages_webhooks.disable_endpoint)
+    router.add_post("/webhooks/{endpoint_id}/delete", pages_webhooks.delete_endpoint)
+    router.add_post("/webhooks/dead/{webhook_id}/retry", pages_webhooks.retry_dead_letter)
     router.add_get("/test-client", pages_tools.test_client_page)
     router.add_post("/test-client", pages_tools.test_client_connect)
     router.add_static("/static/", STATIC_DIR)

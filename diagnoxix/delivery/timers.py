@@ -40,6 +40,15 @@ RETRY_CAP_SECONDS = 300
 STORE_RETRY_SECONDS = 1.0
 
 
+class Deferred(Exception):
+    """Raised by a handler that rescheduled its job itself (`outcome` "retried") or gave up on it
+    ("failed"), with its own policy (an outgoing webhook retries for up to a day)."""
+
+    def __init__(self, outcome: str) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
+
+
 class TimerScheduler:
     """Runs due jobs with the handler registered for their kind. `run()` is the loop's task."""
 
@@ -107,6 +116,9 @@ class TimerScheduler:
             # Run already (its completion committed with it) or cancelled meanwhile: nothing to do.
             log.info("timers.already_claimed", extra={"timer": job.id, "kind": job.kind})
             self._count(job, "already_claimed")
+            return
+        except Deferred as deferred:
+            self._count(job, deferred.outcome)
             return
         except StoreClosed:
             raise

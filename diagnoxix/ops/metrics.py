@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -36,7 +36,7 @@ from diagnoxix.delivery.counters import DeliveryCounters
 from diagnoxix.delivery.hub import Hub
 from diagnoxix.edge.clients import Forwarding, parse_address, parse_networks
 from diagnoxix.errors import ApiError
-from diagnoxix.keys import FORWARDING, HUB, LIMITS, SCHEDULER, SETTINGS, STORE
+from diagnoxix.keys import FORWARDING, HUB, LIMITS, SCHEDULER, SETTINGS, STORE, WEBHOOK_CHANNEL
 from diagnoxix.models import StoreCounts
 from diagnoxix.tally import BucketsSnapshot, LabelCounts
 
@@ -81,6 +81,9 @@ class Snapshot:
     counters: DeliveryCounters
     # Durable timers' jobs (scheduled sends) by (kind, outcome); empty without a scheduler.
     timer_outcomes: dict[tuple[str, str], int]
+    # Webhook delivery attempts by outcome (this process), and dead letters waiting (the store).
+    webhook_outcomes: dict[str, int] = field(default_factory=dict)
+    webhook_dead_letters: int = 0
 
 
 def _labelled(
@@ -200,6 +203,19 @@ class _ScrapeCollector(Collector):
         for (kind, outcome), count in sorted(s.timer_outcomes.items()):
             jobs.add_metric([kind, outcome], count)
         yield jobs
+        webhooks = CounterMetricFamily(
+            "diagnoxix_webhook_attempts",
+            "Webhook delivery attempts by this process, by outcome (delivered, retried, dead, dropped).",
+            labels=("outcome",),
+        )
+        for outcome in ("delivered", "retried", "dead", "dropped"):
+            webhooks.add_metric([outcome], s.webhook_outcomes.get(outcome, 0))
+        yield webhooks
+        yield GaugeMetricFamily(
+            "diagnoxix_webhook_dead_letters",
+            "Webhook deliveries that gave up and wait in the dashboard's dead letters.",
+            value=s.webhook_dead_letters,
+        )
         info = GaugeMetricFamily("diagnoxix_build_info", "The running version.", labels=("version",))
         info.add_metric([__version__], 1)
         yield info
@@ -238,6 +254,8 @@ async def _snapshot(app: web.Application) -> Snapshot:
         store=await store.counts(),
         counters=hub.counters,
         timer_outcomes=dict(app[SCHEDULER].outcomes) if SCHEDULER in app else {},
+        webhook_outcomes=dict(app[WEBHOOK_CHANNEL].sender.outcomes) if WEBHOOK_CHANNEL in app else {},
+        webhook_dead_letters=await store.count_dead_webhooks(),
     )
 
 

@@ -33,6 +33,7 @@ from diagnoxix.store.correction_records import Correction as Correction
 from diagnoxix.store.correction_records import CorrectionKind as CorrectionKind
 from diagnoxix.store.correction_records import CorrectionResult as CorrectionResult
 from diagnoxix.store.timer_records import TIMER_CLAIMS, NewTimer, Timer
+from diagnoxix.store.webhook_records import WebhookStore as WebhookStore
 
 # Called synchronously, in seq order, right after notifications are committed (and before any
 # sender hears that they were stored).
@@ -380,6 +381,10 @@ class TimerStore(Protocol):
     async def retry_timer(self, timer_id: str, due_at: datetime | None) -> None:
         """Count a failed attempt: run it again at `due_at`, or (None) give up: `failed`."""
 
+    async def finish_timer(self, timer_id: str) -> bool:
+        """Mark a pending job done whose effect left the server (an outgoing HTTP call) rather than
+        being stored; True when this call finished it."""
+
     async def purge_finished_timers(self, older_than: timedelta) -> int:
         """Delete one slice of the jobs that finished (sent, cancelled, failed) `older_than` ago or
         earlier; returns how many (0: none left). A pending job is never deleted."""
@@ -405,6 +410,7 @@ class Store(
     TimerStore,
     CorrectionStore,
     PreferenceStore,
+    WebhookStore,
     Protocol,
 ):
     """One database behind every concern, with its lifecycle (`store.open_store` makes one)."""

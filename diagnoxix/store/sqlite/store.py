@@ -46,6 +46,7 @@ from diagnoxix.store.sqlite.restores import UNDONE_RANGES, UndoneSeqs, highest_s
 from diagnoxix.store.sqlite.seqs import SeqCounter
 from diagnoxix.store.sqlite.staff import StaffQueries
 from diagnoxix.store.sqlite.timers import TimerQueries
+from diagnoxix.store.sqlite.webhooks import WebhookQueries
 from diagnoxix.store.sqlite.writer import GroupCommitWriter
 
 log = logging.getLogger("diagnoxix.store")
@@ -66,6 +67,7 @@ class SqliteStore(
     TimerQueries,
     CorrectionQueries,
     PreferenceQueries,
+    WebhookQueries,
 ):
     """`Store` on one SQLite file. Use `open()`/`close()` (the app does it in a cleanup context)."""
 

@@ -37,7 +37,27 @@ _CLAIM = (
 TIMER_PURGE_SLICE = 1000
 
 
-def _timer(row: tuple[Any, ...]) -> Timer:
+def timer_rows(timers: Sequence[NewTimer], now: datetime) -> tuple[list[str], list[list[Any]]]:
+    """New ids for `timers` and their rows for `insert_timers`."""
+    stamp = format_timestamp(now)
+    ids = new_ids(len(timers), int(now.timestamp() * 1000))
+    rows = [
+        [tid, t.kind, t.owner, t.key, format_timestamp(t.due_at), encode_json(t.payload), stamp]
+        for tid, t in zip(ids, timers, strict=True)
+    ]
+    return ids, rows
+
+
+def insert_timers(rows: list[list[Any]]) -> tuple[str, list[tuple[Any, ...]]]:
+    """The statement that inserts jobs' rows (from `timer_rows`) in one go."""
+    return (
+        "INSERT INTO timers (id, kind, owner, key, due_at, payload, created_at) SELECT value->>0,"
+        " value->>1, value->>2, value->>3, value->>4, value->>5, value->>6 FROM json_each(?)",
+        [(encode_rows(rows),)],
+    )
+
+
+def timer_row(row: tuple[Any, ...]) -> Timer:
     tid, kind, owner, key, due, payload, state, attempts, created, finished, result = row
     return Timer(
         id=tid,
@@ -62,12 +82,8 @@ class TimerQueries(SqliteAccess):
     ) -> list[Timer]:
         now = self._clock.now()
         stamp = format_timestamp(now)
-        ids = new_ids(len(timers), int(now.timestamp() * 1000))
+        ids, rows = timer_rows(timers, now)
         await self._refuse_taken_keys(timers)
-        rows = [
-            [tid, t.kind, t.owner, t.key, format_timestamp(t.due_at), encode_json(t.payload), stamp]
-            for tid, t in zip(ids, timers, strict=True)
-        ]
         statements: list[tuple[str, list[tuple[Any, ...]]]] = []
         if idempotency is not None:
             claim = idempotency
@@ -77,13 +93,7 @@ class TimerQueries(SqliteAccess):
                     [(claim.api_key_id, claim.key, claim.request_hash, json.dumps(ids), claim.status, stamp)],
                 )
             )
-        statements.append(
-            (
-                "INSERT INTO timers (id, kind, owner, key, due_at, payload, created_at) SELECT value->>0,"
-                " value->>1, value->>2, value->>3, value->>4, value->>5, value->>6 FROM json_each(?)",
-                [(encode_rows(rows),)],
-            )
-        )
+        statements.append(insert_timers(rows))
         try:
             await self._execute_all(statements)
         except StoreError:
@@ -114,7 +124,7 @@ class TimerQueries(SqliteAccess):
         if owner is not None:
             sql += " AND owner = ?"
             params += (owner,)
-        found = {row[0]: _timer(row) for row in await self._read(sql, params)}
+        found = {row[0]: timer_row(row) for row in await self._read(sql, params)}
         return [found[tid] for tid in ids if tid in found]
 
     async def due_timers(self, *, limit: int) -> list[Timer]:
@@ -123,7 +133,7 @@ class TimerQueries(SqliteAccess):
             " ORDER BY due_at, id LIMIT ?",
             (self._now_stamp(), limit),
         )
-        return [_timer(row) for row in rows]
+        return [timer_row(row) for row in rows]
 
     async def next_due_at(self) -> datetime | None:
         rows = await self._read("SELECT min(due_at) FROM timers WHERE state = 'pending'", ())
@@ -139,7 +149,7 @@ class TimerQueries(SqliteAccess):
             sql += " AND (due_at, id) > (SELECT due_at, id FROM timers WHERE id = ? AND owner = ?)"
             params += (after_id, owner)
         rows = await self._read(f"{sql} ORDER BY due_at, id LIMIT ?", (*params, limit))
-        return [_timer(row) for row in rows]
+        return [timer_row(row) for row in rows]
 
     async def find_timer_by_key(self, owner: str, kind: str, key: str) -> Timer | None:
         rows = await self._read(
@@ -147,7 +157,7 @@ class TimerQueries(SqliteAccess):
             " ORDER BY state = 'pending' DESC, created_at DESC, id DESC LIMIT 1",
             (owner, kind, key),
         )
-        return _timer(rows[0]) if rows else None
+        return timer_row(rows[0]) if rows else None
 
     async def cancel_timer(self, owner: str, timer_id: str) -> bool:
         stamp = self._now_stamp()
@@ -183,6 +193,14 @@ class TimerQueries(SqliteAccess):
             "UPDATE timers SET attempts = attempts + 1, due_at = ? WHERE id = ? AND state = 'pending'",
             [(format_timestamp(due_at), timer_id)],
         )
+
+    async def finish_timer(self, timer_id: str) -> bool:
+        changed = await self._execute(
+            "UPDATE timers SET state = 'done', finished_at = ?,"
+            f" payload = {_WITHOUT_CONTENT} WHERE id = ? AND state = 'pending'",
+            [(self._now_stamp(), timer_id)],
+        )
+        return changed > 0
 
     async def purge_finished_timers(self, older_than: timedelta) -> int:
         # By the finished jobs' index (migration 0010): reads only the rows it deletes.
