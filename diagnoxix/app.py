@@ -22,6 +22,7 @@ from diagnoxix.clock import Clock, SystemClock
 from diagnoxix.config import REPO_ROOT, Settings
 from diagnoxix.dashboard.setup import setup_dashboard
 from diagnoxix.delivery.broker import InProcessBroker
+from diagnoxix.delivery.critical import CRITICAL_SEND, CriticalService
 from diagnoxix.delivery.hub import Hub
 from diagnoxix.delivery.revocations import RevokedTokens
 from diagnoxix.delivery.scheduled import SCHEDULED_SEND, ScheduledSends
@@ -36,6 +37,7 @@ from diagnoxix.keys import (
     API_KEYS,
     BROKER,
     CLOCK,
+    CRITICAL,
     FORWARDING,
     HUB,
     LIMITS,
@@ -121,8 +123,19 @@ async def _timers_context(app: web.Application) -> AsyncIterator[None]:
     """Durable timers (scheduled sends), run by the service: due jobs, those that came due while
     the server was down first, each exactly once (`delivery.timers`)."""
     store = app[STORE]
-    handlers: dict[str, Handler] = {SCHEDULED_SEND: ScheduledSends(app[SERVICE], store)}
+    # Critical results: their sends and escalation steps are jobs too. Outside channels (push,
+    # webhook) and the sender's "acknowledged" webhook plug in here: `critical.register_channel`,
+    # `critical.add_acknowledged_listener`.
+    critical = CriticalService(
+        store, app[SERVICE], app[BROKER], app[CLOCK], app[SETTINGS].escalation_policies
+    )
+    app[CRITICAL] = critical
+    handlers: dict[str, Handler] = {
+        SCHEDULED_SEND: ScheduledSends(app[SERVICE], store),
+        CRITICAL_SEND: critical,
+    }
     scheduler = TimerScheduler(store, app[CLOCK], handlers)
+    critical.wake = scheduler.wake
     app[SCHEDULER] = scheduler
     task = asyncio.create_task(scheduler.run(), name="diagnoxix-timers")
     yield

@@ -29,6 +29,7 @@ from diagnoxix.env_text import (
     whole,
 )
 from diagnoxix.rules import BROADCAST_TTL_SECONDS, MIN_TOKEN_TTL_SECONDS, is_type_name
+from diagnoxix.rules.escalation import Policy, PolicyError, load_policies
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DB_PATH = REPO_ROOT / "db" / "diagnoxix.sqlite3"
@@ -120,6 +121,8 @@ class Settings:
     metrics_allowed_networks: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
     # ... or anyone presenting `Authorization: Bearer <this>` (unset: no token is accepted).
     metrics_token: str | None = None
+    # Escalation policies of critical items (docs/critical.md), read from a file at start.
+    escalation_policies: tuple[Policy, ...] = ()
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -219,6 +222,14 @@ def _retention_by_type(name: str, raw: str, _current: Settings) -> tuple[tuple[s
             raise ConfigError(f"{name} takes type=days pairs (a notification type each), not {part!r}")
         days[kind.strip()] = parse_int(f"{name} {kind.strip()}", value, minimum=1, maximum=MAX_RETENTION_DAYS)
     return tuple(days.items())
+
+
+@accepting("the path of a TOML file of escalation policies (docs/critical.md), read and checked at start")
+def _policies(name: str, raw: str, _current: Settings) -> tuple[Policy, ...]:
+    try:
+        return load_policies(Path(raw))
+    except PolicyError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,6 +417,13 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
         _secret,
         "a secret that opens `/metrics` from anywhere as `Authorization: Bearer <token>`; unset: no"
         " token is accepted",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_ESCALATION_POLICIES",
+        "escalation_policies",
+        _policies,
+        "escalation policies of critical items (who is told next, and how, while nobody has"
+        " acknowledged one); unset: critical items wait for an acknowledgement without escalating",
     ),
 )
 

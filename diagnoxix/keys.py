@@ -8,6 +8,7 @@ from diagnoxix.auth import ApiKeys, TokenIssuer
 from diagnoxix.clock import Clock
 from diagnoxix.config import Settings
 from diagnoxix.delivery.broker import Broker
+from diagnoxix.delivery.critical import CriticalService
 from diagnoxix.delivery.hub import Hub
 from diagnoxix.delivery.revocations import RevokedTokens
 from diagnoxix.delivery.service import NotificationService
@@ -32,3 +33,5 @@ FORWARDING = web.AppKey("diagnoxix.forwarding", Forwarding)
 LIMITS = web.AppKey("diagnoxix.limits", RequestLimits)
 # Durable timers (scheduled sends): woken when a job is added.
 SCHEDULER = web.AppKey("diagnoxix.scheduler", TimerScheduler)
+# Critical results: items acknowledged by a person, escalated while nobody has.
+CRITICAL = web.AppKey("diagnoxix.critical", CriticalService)
