@@ -193,7 +193,8 @@ async def test_kill_9_in_the_middle_of_a_chain_loses_no_step_and_doubles_none(
     per_step = _rows(
         db,
         "SELECT step, event, channel, count(*), count(DISTINCT item_id) FROM critical_events"
-        " WHERE event IN ('escalated', 'channel_not_configured') GROUP BY step, event, channel ORDER BY step, event",
+        " WHERE event IN ('escalated', 'channel_not_configured')"
+        " GROUP BY step, event, channel ORDER BY step, event",
     )
     assert per_step == [
         (1, "escalated", "socket", 90, 90),

@@ -292,8 +292,11 @@ async def send_to_group(request: web.Request) -> web.Response:
         )
     payload = await read_json_object(request)
     errors = FieldErrors()
-    if "user_id" in payload:
-        errors.add("user_id", "is not a field of a group send: each member on duty gets a copy")
+    for field in ("user_id", "kind"):
+        if field in payload:
+            errors.add(
+                field, "is not a field of a group send (in your own words; each member on duty gets a copy)"
+            )
     item, requires_ack = take_requires_ack(payload, "", errors)
     assert isinstance(item, dict)
     draft = parse_item({**item, "user_id": _MEMBER}, errors=errors)

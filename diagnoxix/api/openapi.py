@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from diagnoxix.api.openapi_corrections import correction_paths, correction_schemas
+from diagnoxix.api.openapi_critical import critical_paths, critical_schemas
 from diagnoxix.api.openapi_kinds import TYPED, kind_schemas
 from diagnoxix.api.openapi_parts import (
     API_KEY_ERRORS,
@@ -61,7 +62,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 ' `{"error": {"code", "message", "details"}}` with a stable `code`.'
             ),
         },
-        "paths": _paths() | correction_paths(),
+        "paths": _paths() | correction_paths() | critical_paths(),
         "components": {
             "securitySchemes": {
                 "apiKey": {"type": "http", "scheme": "bearer", "description": "A service's dxn_… API key"},
@@ -85,7 +86,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             | kind_schemas()
             | output_schemas()
             | scheduled_schemas()
-            | correction_schemas(),
+            | correction_schemas()
+            | critical_schemas(),
         },
     }
 
@@ -134,7 +136,9 @@ def _paths() -> dict[str, Any]:
                     "Each item is a notification in your own words (`title`, `message`, ...), or typed:"
                     f" `kind` ({', '.join(KIND_NAMES)}) and its facts, which the server words as the"
                     " Python service's typed senders do and gives its priority. A lab result never"
-                    " carries values." + SCHEDULING
+                    " carries values. A critical item (or one with `requires_ack: true`) stays open until"
+                    " a person acknowledges it (`/v1/notifications/{notification_id}/acknowledgement`)"
+                    " and escalates by its policy meanwhile (docs/critical.md)." + SCHEDULING
                 ),
                 "security": api_key,
                 "parameters": [
