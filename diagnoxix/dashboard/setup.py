@@ -23,6 +23,7 @@ from diagnoxix.dashboard import (
     live,
     pages_auth,
     pages_corrections,
+    pages_critical,
     pages_devices,
     pages_keys,
     pages_records,
@@ -120,6 +121,7 @@ def setup_dashboard(app: web.Application) -> None:
     router.add_get("/keys", pages_keys.keys_page)
     router.add_post("/keys", pages_keys.create_key)
     router.add_post("/keys/{key_id}/revoke", pages_keys.revoke_key)
+    pages_critical.setup_critical_pages(router)
     router.add_get("/test-client", pages_tools.test_client_page)
     router.add_post("/test-client", pages_tools.test_client_connect)
     router.add_static("/static/", STATIC_DIR)
