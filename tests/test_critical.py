@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from diagnoxix.keys import STORE
+from diagnoxix_client import NotifyClient, Subscriber
 
 from .conftest import Service
 
@@ -208,3 +209,26 @@ async def test_an_idempotent_retry_of_a_critical_send_opens_nothing_twice(servic
     assert _rows(service, "SELECT count(*) FROM critical_items") == [(1,)]
     other = await service.client.post("/v1/notifications", json=body | {"title": "K 7.0"}, headers=headers)
     assert other.status == 422
+
+
+async def test_the_python_client_sends_to_a_group_and_a_subscriber_acknowledges(service: Service) -> None:
+    base = str(service.client.make_url("")).rstrip("/")
+    heard: list[dict[str, Any]] = []
+    async with NotifyClient(base, service.api_key) as notify:
+        await notify.set_group_member("role:on-call-lab", "lab-1")
+
+        async def token() -> str:
+            return service.token("lab-1")
+
+        async with Subscriber(base, token, since=0, on_acknowledged=heard.append) as lab:
+            await asyncio.sleep(0.3)  # connected
+            sent = await notify.send_to_group("role:on-call-lab", "Critical INR", priority="critical")
+            note = await lab.next(3)
+            assert note["id"] == sent["notifications"][0]["id"]
+            await lab.acknowledge(note["id"])
+            async with asyncio.timeout(3):
+                while not heard:
+                    await asyncio.sleep(0.02)
+        assert heard[0]["id"] == note["id"]
+        status = await notify.acknowledgement(note["id"])
+        assert (status["state"], status["acknowledged_by"]) == ("acknowledged", "lab-1")

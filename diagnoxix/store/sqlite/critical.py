@@ -1,10 +1,11 @@
 """Critical results in the embedded store (`CriticalStore`): groups, items, copies, timeline.
 
-A mixin of `SqliteStore`. An item's sends are timers (migration 0011's trigger records the copies
-a send stored, with one event each, in that send's transaction). Acknowledging is one transaction:
-the item is closed (once: the first acknowledgement wins), its pending steps are cancelled (their
-claims taken, as `cancel_timer` does), the event is appended, and each live copy gets an
-`acknowledged` correction whose seq comes after every seq handed out before it.
+A mixin of `SqliteStore`. An item's sends are timers (a trigger of the critical results'
+migration records the copies a send stored, with one event each, in that send's transaction).
+Acknowledging is one transaction: the item is closed (once: the first acknowledgement wins), its
+pending steps are cancelled (their claims taken, as `cancel_timer` does), the event is appended,
+and each live copy gets an `acknowledged` correction whose seq comes after every seq handed out
+before it.
 """
 
 from __future__ import annotations
