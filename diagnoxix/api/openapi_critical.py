@@ -136,15 +136,13 @@ def critical_paths() -> dict[str, Any]:
                 "summary": "Acknowledge: the recipient (their token), or on behalf with a reason (API key)",
                 "description": (
                     "Closes the item for every recipient (each gets an `acknowledged` frame) and cancels"
-                    " the rest of its escalation. An API key must give `reason`; a recipient's token"
-                    " sends no body. Acknowledging again answers `changed: false`."
+                    " the rest of its escalation. An API key must give `reason` (on behalf); with a"
+                    " recipient's own token the body is not read. Acknowledging again answers"
+                    " `changed: false`."
                 ),
                 "security": recipient,
                 "parameters": [notification],
-                "requestBody": {
-                    "required": False,
-                    "content": {"application/json": {"schema": ref("OnBehalfInput")}},
-                },
+                "requestBody": body(ref("OnBehalfInput")),
                 "responses": responses(
                     200, "Acknowledged", ref("Acknowledged"), *BODY_ERRORS, 403, 404, 409, *API_KEY_ERRORS
                 ),
@@ -340,6 +338,7 @@ def critical_schemas() -> dict[str, Schema]:
         },
         "OnBehalfInput": {
             "type": "object",
+            "required": ["reason"],
             "additionalProperties": False,
             "properties": {"reason": correction_schemas()["RetractInput"]["properties"]["reason"]},
         },
