@@ -22,6 +22,8 @@ from diagnoxix.clock import Clock, SystemClock
 from diagnoxix.config import REPO_ROOT, Settings
 from diagnoxix.dashboard.setup import setup_dashboard
 from diagnoxix.delivery.broker import InProcessBroker
+from diagnoxix.delivery.critical import CRITICAL_SEND, CriticalService
+from diagnoxix.delivery.critical_webhooks import CriticalWebhooks
 from diagnoxix.delivery.hub import Hub
 from diagnoxix.delivery.revocations import RevokedTokens
 from diagnoxix.delivery.scheduled import SCHEDULED_SEND, ScheduledSends
@@ -37,6 +39,7 @@ from diagnoxix.keys import (
     API_KEYS,
     BROKER,
     CLOCK,
+    CRITICAL,
     FORWARDING,
     HUB,
     LIMITS,
@@ -131,9 +134,21 @@ async def _timers_context(app: web.Application) -> AsyncIterator[None]:
     (`delivery.timers`). The webhook channel starts first: its rules hear every commit."""
     store = app[STORE]
     channel = WebhookChannel(store, app[CLOCK], app[SETTINGS])
-    handlers: dict[str, Handler] = {SCHEDULED_SEND: ScheduledSends(app[SERVICE], store), **channel.handlers}
+    # Critical results: their sends and escalation steps are jobs too; their outside channel and
+    # the sender's "acknowledged" event go through the webhook outbox (`delivery.critical_webhooks`).
+    critical = CriticalService(
+        store, app[SERVICE], app[BROKER], app[CLOCK], app[SETTINGS].escalation_policies
+    )
+    app[CRITICAL] = critical
+    CriticalWebhooks(channel.webhooks).attach(critical)
+    handlers: dict[str, Handler] = {
+        SCHEDULED_SEND: ScheduledSends(app[SERVICE], store),
+        CRITICAL_SEND: critical,
+        **channel.handlers,
+    }
     scheduler = TimerScheduler(store, app[CLOCK], handlers)
     channel.webhooks.wake = scheduler.wake
+    critical.wake = scheduler.wake
     await channel.start()
     app[SCHEDULER] = scheduler
     app[WEBHOOKS] = channel.webhooks

@@ -29,6 +29,7 @@ from diagnoxix.env_text import (
     whole,
 )
 from diagnoxix.rules import BROADCAST_TTL_SECONDS, MIN_TOKEN_TTL_SECONDS, is_type_name
+from diagnoxix.rules.escalation import Policy, PolicyError, load_policies
 from diagnoxix.rules.webhooks import WebhookRule, parse_webhook_rules
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -131,6 +132,8 @@ class Settings:
     webhook_timeout_seconds: float = 10.0
     webhook_retry_for_seconds: int = 24 * 3600
     webhook_allow_http_loopback: bool = False
+    # Escalation policies of critical items (docs/critical.md), read from a file at start.
+    escalation_policies: tuple[Policy, ...] = ()
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -251,6 +254,14 @@ def _webhook_rules(name: str, raw: str, _current: Settings) -> tuple[WebhookRule
         return parse_webhook_rules(text)
     except ValueError as exc:
         raise ConfigError(f"{name} ({raw}): {exc}") from None
+
+
+@accepting("the path of a TOML file of escalation policies (docs/critical.md), read and checked at start")
+def _policies(name: str, raw: str, _current: Settings) -> tuple[Policy, ...]:
+    try:
+        return load_policies(Path(raw))
+    except PolicyError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,6 +484,13 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
         flag,
         "also allow webhook endpoints at plain `http://` on a loopback address (development and"
         " tests); otherwise only `https://`",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_ESCALATION_POLICIES",
+        "escalation_policies",
+        _policies,
+        "escalation policies of critical items (who is told next, and how, while nobody has"
+        " acknowledged one); unset: critical items wait for an acknowledgement without escalating",
     ),
 )
 

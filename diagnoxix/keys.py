@@ -8,6 +8,7 @@ from diagnoxix.auth import ApiKeys, TokenIssuer
 from diagnoxix.clock import Clock
 from diagnoxix.config import Settings
 from diagnoxix.delivery.broker import Broker
+from diagnoxix.delivery.critical import CriticalService
 from diagnoxix.delivery.hub import Hub
 from diagnoxix.delivery.revocations import RevokedTokens
 from diagnoxix.delivery.service import NotificationService
@@ -41,3 +42,5 @@ SCHEDULER = web.AppKey("diagnoxix.scheduler", TimerScheduler)
 # (sender, rules) for the dashboard and `/metrics`.
 WEBHOOKS = web.AppKey("diagnoxix.webhooks", Webhooks)
 WEBHOOK_CHANNEL = web.AppKey("diagnoxix.webhook_channel", WebhookChannel)
+# Critical results: items acknowledged by a person, escalated while nobody has.
+CRITICAL = web.AppKey("diagnoxix.critical", CriticalService)

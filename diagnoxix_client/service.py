@@ -205,6 +205,32 @@ class NotifyClient:
             body["message"] = message
         return dict(await self._call("PATCH", f"/v1/notifications/{quote(notification_id, safe='')}", body))
 
+    # Critical results (docs/critical.md): groups, group sends, acknowledgements.
+
+    async def set_group_member(self, group: str, user_id: str, *, on_duty: bool = True) -> dict[str, Any]:
+        """Add a member to a group (created if need be), or switch them on or off duty."""
+        path = f"/v1/groups/{quote(group, safe=':@')}"
+        await self._call("PUT", path)
+        return dict(
+            await self._call("PUT", f"{path}/members/{quote(user_id, safe=':@')}", {"on_duty": on_duty})
+        )
+
+    async def send_to_group(self, group: str, title: str, message: str = "", **fields: Any) -> dict[str, Any]:
+        """Each member on duty gets their own copy; `{"critical", "notifications"}`."""
+        body = {"title": title, "message": message, **fields}
+        return dict(await self._call("POST", f"/v1/groups/{quote(group, safe=':@')}/notifications", body))
+
+    async def acknowledgement(self, notification_id: str) -> dict[str, Any]:
+        """The status of the critical item this notification is a copy of: open or acknowledged
+        (by whom, when, how), its recipients and when its next escalation step is due."""
+        path = f"/v1/notifications/{quote(notification_id, safe='')}/acknowledgement"
+        return dict(await self._call("GET", path))
+
+    async def acknowledge_on_behalf(self, notification_id: str, reason: str) -> dict[str, Any]:
+        """Close the critical item for every recipient (the reason is audited)."""
+        path = f"/v1/notifications/{quote(notification_id, safe='')}/acknowledgement"
+        return dict(await self._call("POST", path, {"reason": reason}))
+
 
 def _item(
     user_id: str,

@@ -55,6 +55,7 @@ class Subscriber:
         queue_size: int = 1000,
         on_retracted: CorrectionCallback | None = None,
         on_updated: CorrectionCallback | None = None,
+        on_acknowledged: CorrectionCallback | None = None,
     ) -> None:
         self._url = base_url.rstrip("/").replace("http", "ws", 1) + "/v1/ws/notifications"
         self._tokens = token_provider
@@ -69,6 +70,8 @@ class Subscriber:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._on_retracted = on_retracted
         self._on_updated = on_updated
+        # A critical item was acknowledged (by this user or another recipient): the frame.
+        self._on_acknowledged = on_acknowledged
         # Ids in the inbox (not handed over yet), and corrections of those: retracted ones, and
         # new words by id. Bounded by the inbox.
         self._queued: set[str] = set()
@@ -187,7 +190,7 @@ class Subscriber:
 
     async def _on_frame(self, ws: aiohttp.ClientWebSocketResponse, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
-        if kind in {"retracted", "updated"}:
+        if kind in {"retracted", "updated", "acknowledged"}:
             await self._correct(frame)
         elif "seq" in frame and "id" in frame and kind not in {"welcome", "history"}:
             if frame["id"] in self._seen:
@@ -231,7 +234,9 @@ class Subscriber:
             return
         if self.last_seq is None or seq > self.last_seq:
             self.last_seq = seq
-        if kind == "retracted":
+        if kind == "acknowledged":
+            callback = self._on_acknowledged
+        elif kind == "retracted":
             self._remember(nid)  # a late copy of it is not handed over either
             if nid in self._queued:
                 self._retracted.add(nid)
@@ -245,6 +250,13 @@ class Subscriber:
             result = callback(frame)
             if result is not None:
                 await result
+
+    async def acknowledge(self, notification_id: str) -> None:
+        """This person acknowledges the critical item `notification_id` is a copy of: it closes for
+        every recipient (each gets an `acknowledged` frame; `on_acknowledged` hears of it)."""
+        if self._ws is None:
+            raise ConnectionError("not connected")
+        await self._ws.send_json({"type": "acknowledge", "id": notification_id})
 
     async def _flush_acks(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         while True:

@@ -363,6 +363,9 @@ _BODIES: dict[str, dict[str, Any]] = {
     "/v1/tokens": {"user_id": "u1"},
     "/v1/notifications/{notification_id}/retract": {"reason": "r"},
     "/v1/notifications/{notification_id}": {"title": "t", "reason": "r"},
+    "/v1/groups/{group}/members/{user_id}": {"on_duty": True},
+    "/v1/groups/{group}/notifications": {"title": "t"},
+    "/v1/notifications/{notification_id}/acknowledgement": {"reason": "r"},
 }
 
 
@@ -381,12 +384,16 @@ async def test_a_store_that_cannot_answer_is_a_documented_503_on_every_route_wit
                 .replace("{token_id}", "0123456789abcdef")
                 .replace("{schedule_id}", "s1")
                 .replace("{notification_id}", "n1")
+                .replace("{group}", "ward:b-nurses")
+                .replace("{critical_id}", "c1")
             )
             resp = await service.client.request(method, url, json=_BODIES.get(path), headers=service.auth())
             await _error(resp, 503, "shutting_down")
             assert "503" in operation["responses"], (method, path)
             checked += 1
-    assert checked == 22  # 13, the four of /v1/scheduled, the two corrections, the three of preferences
+    # 13, the four of /v1/scheduled, the two corrections, the three of preferences and the eleven
+    # of critical results
+    assert checked == 33
 
 
 async def test_the_document_states_the_servers_own_token_ceiling(make_service: Any) -> None:

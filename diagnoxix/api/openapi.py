@@ -12,6 +12,7 @@ from collections.abc import Collection
 from typing import Any
 
 from diagnoxix.api.openapi_corrections import correction_paths, correction_schemas
+from diagnoxix.api.openapi_critical import critical_paths, critical_schemas
 from diagnoxix.api.openapi_kinds import TYPED, kind_schemas
 from diagnoxix.api.openapi_parts import (
     API_KEY_ERRORS,
@@ -65,7 +66,7 @@ def openapi_document(settings: Settings, time_zones: Collection[str] | None = No
                 ' `{"error": {"code", "message", "details"}}` with a stable `code`.'
             ),
         },
-        "paths": _paths() | correction_paths() | preference_paths(),
+        "paths": _paths() | correction_paths() | preference_paths() | critical_paths(),
         "components": {
             "securitySchemes": {
                 "apiKey": {"type": "http", "scheme": "bearer", "description": "A service's dxn_… API key"},
@@ -90,7 +91,8 @@ def openapi_document(settings: Settings, time_zones: Collection[str] | None = No
             | output_schemas()
             | scheduled_schemas()
             | correction_schemas()
-            | preference_schemas(zones, settings.critical_categories),
+            | preference_schemas(zones, settings.critical_categories)
+            | critical_schemas(),
         },
     }
 
@@ -139,7 +141,9 @@ def _paths() -> dict[str, Any]:
                     "Each item is a notification in your own words (`title`, `message`, ...), or typed:"
                     f" `kind` ({', '.join(KIND_NAMES)}) and its facts, which the server words as the"
                     " Python service's typed senders do and gives its priority. A lab result never"
-                    " carries values." + SCHEDULING
+                    " carries values. A critical item (or one with `requires_ack: true`) stays open until"
+                    " a person acknowledges it (`/v1/notifications/{notification_id}/acknowledgement`)"
+                    " and escalates by its policy meanwhile (docs/critical.md)." + SCHEDULING
                 ),
                 "security": api_key,
                 "parameters": [

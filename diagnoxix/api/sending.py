@@ -22,6 +22,7 @@ from diagnoxix.api.common import (
     store_errors_as_503,
 )
 from diagnoxix.api.corrections import setup_correction_routes
+from diagnoxix.api.critical import is_tracked, send_tracked, setup_critical_routes
 from diagnoxix.api.devices import setup_device_routes
 from diagnoxix.api.openapi import openapi_document
 from diagnoxix.api.preferences import setup_preference_routes
@@ -44,6 +45,7 @@ from diagnoxix.rules import (
     parse_broadcast,
     parse_draft,
 )
+from diagnoxix.rules.critical import REQUIRES_ACK, take_requires_ack
 from diagnoxix.rules.kinds import parse_item
 from diagnoxix.store.protocols import IdempotencyClaim, IdempotencyConflict, StoreError
 
@@ -198,20 +200,31 @@ async def send_notifications(request: web.Request) -> web.Response:
     errors = FieldErrors()
     # Items with `deliver_at` are scheduled instead (`api.scheduled`), once validated as a send.
     schedules = split_schedules(items, batch, request.app[CLOCK].now(), errors)
+    # `requires_ack`: kept open until a person acknowledges it, like a critical one (`api.critical`).
+    acks = [
+        take_requires_ack(item, f"notifications[{i}]." if batch else "", errors)
+        for i, item in enumerate(schedules.items)
+    ]
+    if schedules.times is not None and any(required for _, required in acks):
+        errors.add(REQUIRES_ACK, "is not for a scheduled send")
     # Each item in its own words, or typed (`kind`: the server words it, see `rules.kinds`).
     drafts = [
         parse_item(item, prefix=f"notifications[{i}]." if batch else "", errors=errors)
-        for i, item in enumerate(schedules.items)
+        for i, (item, _) in enumerate(acks)
     ]
     if errors:
         raise invalid(errors)
     status = 201 if schedules.times is None else 202
     claim = IdempotencyClaim(api_key.id, key, request_hash, status) if key is not None else None
     valid = [d for d in drafts if d is not None]
+    tracked = [is_tracked(d, required) for d, (_, required) in zip(valid, acks, strict=True)]
     try:
         if schedules.times is not None:
             return await schedule_sends(request, api_key, valid, schedules, batch, claim)
-        notes = await request.app[SERVICE].send(valid, idempotency=claim)
+        if any(tracked):
+            notes = await send_tracked(request, api_key, valid, tracked, key, request_hash, claim)
+        else:
+            notes = await request.app[SERVICE].send(valid, idempotency=claim)
     except IdempotencyConflict:
         # A concurrent retry with the same key won the race; answer with what it stored.
         assert key is not None
@@ -269,5 +282,6 @@ def setup_routes(app: web.Application) -> None:
     setup_scheduled_routes(app)
     setup_correction_routes(app)
     setup_preference_routes(app)
+    setup_critical_routes(app)
     app.router.add_get("/healthz", health)
     app.router.add_get("/v1/openapi.json", openapi)

@@ -21,6 +21,8 @@ NAV = (
     ("/dashboard/", "Overview"),
     ("/dashboard/send", "Send"),
     ("/dashboard/notifications", "Notifications"),
+    ("/dashboard/critical", "Critical"),
+    ("/dashboard/groups", "Groups"),
     ("/dashboard/users", "Users online"),
     ("/dashboard/keys", "API keys"),
     ("/dashboard/webhooks", "Webhooks"),

@@ -23,6 +23,7 @@ from diagnoxix.dashboard import (
     live,
     pages_auth,
     pages_corrections,
+    pages_critical,
     pages_devices,
     pages_keys,
     pages_records,
@@ -127,6 +128,7 @@ def setup_dashboard(app: web.Application) -> None:
     router.add_post("/webhooks/{endpoint_id}/disable", pages_webhooks.disable_endpoint)
     router.add_post("/webhooks/{endpoint_id}/delete", pages_webhooks.delete_endpoint)
     router.add_post("/webhooks/dead/{webhook_id}/retry", pages_webhooks.retry_dead_letter)
+    pages_critical.setup_critical_pages(router)
     router.add_get("/test-client", pages_tools.test_client_page)
     router.add_post("/test-client", pages_tools.test_client_connect)
     router.add_static("/static/", STATIC_DIR)

@@ -21,7 +21,7 @@ def unread(count: int) -> str:
 
 
 def correction(fix: Correction) -> str | None:
-    """A `retracted` or `updated` frame (docs/protocol.md), or None for an update whose
+    """A `retracted`, `updated` or `acknowledged` frame (docs/protocol.md), or None for an update whose
     notification is gone since (retracted or expired): nothing of it may be served."""
     common: dict[str, object] = {
         "id": fix.notification_id,
@@ -31,6 +31,10 @@ def correction(fix: Correction) -> str | None:
     }
     if fix.kind == "retracted":
         return control("retracted", **common)
+    if fix.kind == "acknowledged":
+        # A critical item was acknowledged (docs/critical.md): this copy is closed.
+        del common["corrected_at"]
+        return control("acknowledged", **common, acknowledged_at=format_timestamp(fix.at), **fix.details)
     if fix.title is None:
         return None
     return control("updated", **common, title=fix.title, message=fix.message or "")

@@ -25,7 +25,16 @@ from diagnoxix.rules.notification import PRIORITIES, is_type_name
 # The events this server sends; endpoints subscribe to some of them. Other features add theirs.
 NOTIFICATION_CREATED = "notification.created"
 NOTIFICATION_UNACKNOWLEDGED = "notification.unacknowledged"
-EVENT_TYPES: tuple[str, ...] = (NOTIFICATION_CREATED, NOTIFICATION_UNACKNOWLEDGED)
+# Critical results (docs/critical.md): an escalation step on the webhook channel, and a person's
+# acknowledgement (the sender's webhook).
+CRITICAL_ESCALATED = "critical.escalated"
+CRITICAL_ACKNOWLEDGED = "critical.acknowledged"
+EVENT_TYPES: tuple[str, ...] = (
+    NOTIFICATION_CREATED,
+    NOTIFICATION_UNACKNOWLEDGED,
+    CRITICAL_ESCALATED,
+    CRITICAL_ACKNOWLEDGED,
+)
 EVENT_TYPE_REGEX = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 MAX_EVENT_TYPE_CHARS = 64
 MAX_URL_CHARS = 2000

@@ -3,18 +3,19 @@ a call to make one did."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-CorrectionKind = Literal["retracted", "updated"]
+CorrectionKind = Literal["retracted", "updated", "acknowledged"]
 
 
 @dataclass(frozen=True, slots=True)
 class Correction:
-    """A notification retracted or updated: an event with its own seq in its recipient's stream
-    (`user_id`, '*' for a broadcast), after every seq handed out before it. Never the reason (that
-    is the audit log's); an update carries the notification's words as they are now."""
+    """A notification retracted, updated or acknowledged (its critical item closed): an event
+    with its own seq in its recipient's stream (`user_id`, '*' for a broadcast), after every seq
+    handed out before it. Never the reason (that is the audit log's); an update carries the
+    notification's words as they are now."""
 
     seq: int
     id: str
@@ -24,6 +25,8 @@ class Correction:
     at: datetime
     title: str | None = None
     message: str | None = None
+    # An `acknowledged` one's: the critical item's id, who acknowledged, whether on behalf.
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

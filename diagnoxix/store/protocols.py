@@ -32,6 +32,7 @@ from diagnoxix.store.backup_records import RestoreReport as RestoreReport
 from diagnoxix.store.correction_records import Correction as Correction
 from diagnoxix.store.correction_records import CorrectionKind as CorrectionKind
 from diagnoxix.store.correction_records import CorrectionResult as CorrectionResult
+from diagnoxix.store.critical_records import CriticalStore
 from diagnoxix.store.timer_records import TIMER_CLAIMS, NewTimer, Timer
 from diagnoxix.store.webhook_records import WebhookStore as WebhookStore
 
@@ -411,6 +412,7 @@ class Store(
     CorrectionStore,
     PreferenceStore,
     WebhookStore,
+    CriticalStore,
     Protocol,
 ):
     """One database behind every concern, with its lifecycle (`store.open_store` makes one)."""

@@ -28,7 +28,7 @@ from diagnoxix.delivery.connection import (
 )
 from diagnoxix.delivery.resume import plan_resume, replay
 from diagnoxix.errors import ApiError, answers_own_errors, response_for
-from diagnoxix.keys import FORWARDING, HUB, LIMITS, SERVICE, SETTINGS, STORE, TOKENS
+from diagnoxix.keys import CRITICAL, FORWARDING, HUB, LIMITS, SERVICE, SETTINGS, STORE, TOKENS
 from diagnoxix.models import format_timestamp, utc_now
 from diagnoxix.rules import SINCE_SEQ, USER_ID_SHAPE, is_valid_epoch, is_valid_user_id
 from diagnoxix.store.protocols import StoreError
@@ -214,7 +214,9 @@ def _new_session(request: web.Request, ws: web.WebSocketResponse, shake: _Handsh
         write_side=request.protocol,
         token_id=shake.device.token_id if shake.device else None,
     )
-    return Session(conn, store, app[SERVICE], app[TOKENS], settings, FrameGuard(), shake.expires_at)
+    return Session(
+        conn, store, app[SERVICE], app[TOKENS], settings, FrameGuard(), shake.expires_at, app[CRITICAL]
+    )
 
 
 async def _catch_up(

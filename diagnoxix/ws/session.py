@@ -1,7 +1,7 @@
 """What a connected client may say, and what the server answers (docs/protocol.md).
 
-Client frames: `ping`, `ack`, `read`, `read_all`, `history`, `token` (and `hello` before the
-welcome). Replies and errors go only to v1 clients; a plain client's frames still take effect.
+Client frames: `ping`, `ack`, `read`, `read_all`, `history`, `token`, `acknowledge` (and `hello`
+before the welcome). Replies and errors go only to v1 clients; a plain client's frames still take effect.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from diagnoxix.delivery.connection import (
     CLOSE_TOKEN_EXPIRED,
     Connection,
 )
+from diagnoxix.delivery.critical import CriticalService
 from diagnoxix.delivery.service import NotificationService
 from diagnoxix.delivery.wire import text_frame
 from diagnoxix.json_encoding import decode_json
@@ -39,6 +40,7 @@ from diagnoxix.rules import (
     next_cursor,
     request_id,
 )
+from diagnoxix.store.critical_records import Acknowledgement
 from diagnoxix.store.protocols import Store, StoreError
 
 log = logging.getLogger("diagnoxix.ws")
@@ -118,6 +120,8 @@ class Session:
     settings: Settings
     guard: FrameGuard
     token_expires_at: datetime | None
+    # Critical results: a person acknowledges a critical item (`acknowledge`).
+    critical: CriticalService | None = None
 
     def reply(self, text: str) -> None:
         if self.conn.v1:
@@ -152,6 +156,8 @@ class Session:
                 await self._history(frame)
             elif kind == "token":
                 self._refresh_token(frame)
+            elif kind == "acknowledge":
+                await self._acknowledge(frame)
             elif kind == "hello":
                 raise FrameError("already_started", "hello is only valid as the first frame")
             else:
@@ -190,6 +196,30 @@ class Session:
                 "history",
                 notifications=[n.to_wire() for n in notes],
                 next_cursor=next_cursor(notes, limit),
+                **_request_id(frame),
+            )
+        )
+
+    async def _acknowledge(self, frame: dict[str, Any]) -> None:
+        """A person acknowledges a critical item by one of their copies (docs/critical.md)."""
+        (notification_id,) = _ids({"ids": [frame.get("id")]})
+        item = await self.critical.item_of_copy(notification_id, self.conn.user_id) if self.critical else None
+        if item is None:
+            raise FrameError("not_critical", "no critical item of yours has a copy with that id")
+        if not item.requires_ack:
+            raise FrameError("acknowledgement_not_required", "this group send needs no acknowledgement")
+        assert self.critical is not None
+        ack = Acknowledgement(self.conn.user_id, "socket", self.conn.token_id)
+        result = await self.critical.acknowledge(item, ack)
+        closed = result.item or item
+        self.reply(
+            frames.control(
+                "acknowledge",
+                id=notification_id,
+                critical_id=item.id,
+                changed=result.outcome == "done",
+                acknowledged_by=closed.acknowledged_by,
+                acknowledged_at=format_timestamp(closed.acknowledged_at) if closed.acknowledged_at else None,
                 **_request_id(frame),
             )
         )

@@ -13,7 +13,9 @@
  *   notify.on("unread", (count) => setBadge(count));  // follows read state across devices
  *   notify.on("retracted", (c) => render(notify.notifications()));  // sent in error: gone
  *   notify.on("updated", (n) => render(notify.notifications()));    // new title/message
+ *   notify.on("acknowledged", (a) => render(notify.notifications()));  // a critical item closed
  *   notify.on("state", (state) => setOnline(state === "open"));
+ *   notify.acknowledge(id);  // a person acknowledges a critical item (docs/critical.md)
  *
  * The SDK resumes from the last seq it saw (kept in localStorage), acknowledges what it delivered
  * to the application, drops duplicates by id, answers token refresh requests, and reconnects with
@@ -290,7 +292,7 @@
       self._emit("error", frame.error);
       return;
     }
-    if (type === "retracted" || type === "updated") {
+    if (type === "retracted" || type === "updated" || type === "acknowledged") {
       self._correct(frame);
       return;
     }
@@ -341,6 +343,15 @@
       this._saveCursor();
     }
     var at = this._find(frame.id);
+    if (frame.type === "acknowledged") {
+      // A critical item was acknowledged (by this person or another): this copy is closed.
+      var held = at >= 0 ? this._held[at] : null;
+      var closed = { by: frame.by, at: frame.acknowledged_at, critical_id: frame.critical_id, on_behalf: frame.on_behalf };
+      if (held) held.acknowledged = closed;
+      this._emit("acknowledged", { id: frame.id, seq: frame.seq, critical_id: frame.critical_id,
+        by: frame.by, on_behalf: frame.on_behalf, acknowledged_at: frame.acknowledged_at, notification: held });
+      return;
+    }
     if (frame.type === "retracted") {
       this._remember(frame.id); // a late copy of it is not shown
       var gone = at >= 0 ? this._held.splice(at, 1)[0] : null;
@@ -418,6 +429,14 @@
   /** Mark notifications read; every connection of the user gets the new unread count. */
   Connection.prototype.markRead = function (ids) {
     return this._request({ type: "read", ids: ids });
+  };
+
+  /**
+   * A person acknowledges a critical item by one of their copies (docs/critical.md): it closes for
+   * every recipient (each gets an "acknowledged" event). Resolves with { critical_id, changed, ... }.
+   */
+  Connection.prototype.acknowledge = function (id) {
+    return this._request({ type: "acknowledge", id: id });
   };
 
   Connection.prototype.markAllRead = function () {

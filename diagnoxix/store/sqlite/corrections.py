@@ -12,6 +12,7 @@ overwrites its words on disk. Its seq stays handed out: the correction's row kee
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -32,17 +33,20 @@ _INSERT = (
 _MADE = "EXISTS (SELECT 1 FROM corrections WHERE id = ?)"
 
 
-def _correction(row: tuple[Any, ...], title: str | None = None, message: str | None = None) -> Correction:
+def _correction(
+    row: tuple[Any, ...], title: str | None = None, message: str | None = None, details: str | None = None
+) -> Correction:
     seq, cid, nid, user_id, kind, at = row[:6]
     return Correction(
         seq=int(seq),
         id=str(cid),
         notification_id=str(nid),
         user_id=str(user_id),
-        kind="retracted" if kind == "retracted" else "updated",
+        kind=kind if kind in ("retracted", "acknowledged") else "updated",
         at=parse_timestamp(str(at)),
         title=title,
         message=message,
+        details=json.loads(details) if details else {},
     )
 
 
@@ -144,13 +148,13 @@ class CorrectionQueries(SqliteAccess):
         self, user_id: str, *, after_seq: int, upto_seq: int, limit: int
     ) -> list[Correction]:
         rows = await self._read(
-            f"SELECT {_COLUMNS}, n.title, n.message FROM corrections AS c"
+            f"SELECT {_COLUMNS}, n.title, n.message, c.details FROM corrections AS c"
             " LEFT JOIN notifications AS n ON c.kind = 'updated' AND n.id = c.notification_id"
             " AND (n.expires_at IS NULL OR n.expires_at > ?)"
             " WHERE c.user_id IN (?, ?) AND c.seq > ? AND c.seq <= ? ORDER BY c.seq LIMIT ?",
             (self._now_stamp(), user_id, BROADCAST_RECIPIENT, after_seq, upto_seq, limit),
         )
         return [
-            _correction(r, None if r[6] is None else str(r[6]), None if r[7] is None else str(r[7]))
+            _correction(r, None if r[6] is None else str(r[6]), None if r[7] is None else str(r[7]), r[8])
             for r in rows
         ]

@@ -36,6 +36,7 @@ from diagnoxix.store.protocols import (
 from diagnoxix.store.sqlite.batch import Query, Statement
 from diagnoxix.store.sqlite.checkpoint import CHECKPOINT_DELAY_SECONDS, WAL_LIMIT_PAGES, Checkpointer
 from diagnoxix.store.sqlite.corrections import CorrectionQueries
+from diagnoxix.store.sqlite.critical import CriticalQueries
 from diagnoxix.store.sqlite.devices import DeviceQueries
 from diagnoxix.store.sqlite.files import create_private_file, release_serving_lock, take_serving_lock
 from diagnoxix.store.sqlite.keys import KeyQueries
@@ -68,6 +69,7 @@ class SqliteStore(
     CorrectionQueries,
     PreferenceQueries,
     WebhookQueries,
+    CriticalQueries,
 ):
     """`Store` on one SQLite file. Use `open()`/`close()` (the app does it in a cleanup context)."""
 
