@@ -10,16 +10,20 @@ import contextlib
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import aiohttp
 import pytest
 
+from diagnoxix.auth import TokenIssuer
 from diagnoxix.keys import HUB, STORE, TOKENS
 
 from .conftest import Service
+from .processes import Launcher, child_env
 from .sse_client import SseReader
 
 PATH = "/v1/sse/notifications"
+SECRET = "sse-test-secret-" + "s" * 40
 
 
 @contextlib.asynccontextmanager
@@ -289,3 +293,23 @@ async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached"
         await asyncio.sleep(0.05)
+
+
+async def test_a_client_that_leaves_is_let_go_before_the_next_heartbeat(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    # A real run.py: aiohttp's test server cancels a handler whose client left, the real one does not.
+    server = await launcher.start(tmp_path / "gone.sqlite3", env=child_env(DIAGNOXIX_SECRET_KEY=SECRET))
+    token = TokenIssuer(SECRET, default_ttl=600, max_ttl=600).mint("noor").token
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        resp = await http.get(f"{server.url}{PATH}?token={token}")
+        assert resp.status == 200
+        await SseReader(resp).frames_until("welcome")
+        assert (await (await http.get(f"{server.url}/v1/ws/stats")).json())["connections"] == 1
+        resp.close()
+        left = time.monotonic()
+        while (await (await http.get(f"{server.url}/v1/ws/stats")).json())["connections"]:
+            assert time.monotonic() - left < 5, "the stream outlived its client"
+            await asyncio.sleep(0.1)
+    # The heartbeat (15 s by default) would have found out much later.
+    assert time.monotonic() - left < 3

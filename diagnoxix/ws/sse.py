@@ -52,6 +52,8 @@ log = logging.getLogger("diagnoxix.sse")
 
 SSE_PATH = "/v1/sse/notifications"
 LAST_EVENT_ID = "Last-Event-ID"
+# How often a live stream checks that its client is still there (see `_until_gone`).
+GONE_POLL_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +147,7 @@ async def sse_handler(request: web.Request) -> web.StreamResponse:
     try:
         if await _catch_up(request, conn, opening):
             del opening
-            await response.wait()  # until the client leaves or the connection is closed
+            await _until_gone(request, response)
     except ConnectionError:
         pass  # the client left mid-replay; it resumes with its cursor next time
     except StoreError:
@@ -165,6 +167,22 @@ async def sse_handler(request: web.Request) -> web.StreamResponse:
             extra={"user_id": conn.user_id, "conn_id": conn.id, "close_code": conn.closed_with},
         )
     return response
+
+
+async def _until_gone(request: web.Request, response: EventSourceResponse) -> None:
+    """Until the stream ends: closed by the server, a heartbeat that could not be written, or the
+    client gone. aiohttp does not cancel a handler whose client left, and nothing is read from
+    the stream, so the transport is looked at every `GONE_POLL_SECONDS`: a page that moved back
+    to its WebSocket leaves the hub (presence, the per-user cap) at once, not at the next write."""
+    ended = asyncio.ensure_future(response.wait())
+    try:
+        while not ended.done():
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                return
+            await asyncio.wait((ended,), timeout=GONE_POLL_SECONDS)
+    finally:
+        ended.cancel()
 
 
 async def _catch_up(request: web.Request, conn: Connection, opening: _Opening) -> bool:
