@@ -50,6 +50,7 @@ async def test_the_stream_carries_the_websockets_frames_with_seqs_as_event_ids(s
         resp = sse.response
         assert resp.headers["Content-Type"].startswith("text/event-stream")
         assert resp.headers["X-Accel-Buffering"] == "no"  # nginx passes each event at once
+        assert resp.headers["Cache-Control"] == "no-store"
         (welcome,) = await sse.frames_until("welcome")
         hello = welcome.frame()
         assert hello["user_id"] == "alice"

@@ -133,6 +133,8 @@ async def sse_handler(request: web.Request) -> web.StreamResponse:
     response = EventSourceResponse(
         ping_interval=settings.sse_heartbeat_seconds, send_timeout=settings.ws_write_timeout_seconds
     )
+    # Patient data: never stored by a cache (aiohttp-sse says only `no-cache`).
+    response.headers["Cache-Control"] = "no-store"
     await response.prepare(request)
     conn = Connection(
         uuid.uuid4().hex,
