@@ -60,6 +60,7 @@ from diagnoxix.rules.preferences import TimeZones
 from diagnoxix.store.opening import open_store
 from diagnoxix.store.retention import purge_forever
 from diagnoxix.ws.handler import websocket_handler
+from diagnoxix.ws.sse import SSE_PATH, sse_handler
 
 
 async def _store_context(app: web.Application) -> AsyncIterator[None]:
@@ -213,6 +214,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.cleanup_ctx.append(_timers_context)
     app.on_shutdown.append(_close_sockets)
     app.router.add_get("/v1/ws/notifications", websocket_handler)
+    # The same stream as server-sent events, where a proxy strips the WebSocket upgrade.
+    app.router.add_get(SSE_PATH, sse_handler, allow_head=False)
     # The browser SDK and other static assets (served locally: clinics may run offline).
     app.router.add_static("/static/", REPO_ROOT / "static", name="static")
     setup_routes(app)

@@ -97,6 +97,9 @@ class Settings:
     # permessage-deflate costs several times the memory per idle socket, for frames of a few
     # hundred bytes that barely compress.
     ws_compress: bool = False
+    # Comment lines on an idle SSE stream (the WebSocket fallback): proxies cut a response that
+    # sends nothing for their read timeout (nginx: 60 s by default).
+    sse_heartbeat_seconds: float = 15.0
     sqlite_synchronous: str = "FULL"
     # Largest HTTP request body: a batch of 1,000 notifications with modest data fits.
     max_body_bytes: int = 4 * 1024 * 1024
@@ -394,6 +397,12 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
         "ws_write_timeout_seconds",
         seconds(1.0),
         "seconds one frame may take to reach a client before the connection is dropped (it stopped reading)",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_SSE_HEARTBEAT",
+        "sse_heartbeat_seconds",
+        seconds(1.0),
+        "seconds between comment lines on an idle SSE stream, below every proxy's read timeout",
     ),
     EnvSetting(
         "DIAGNOXIX_SQLITE_SYNCHRONOUS",

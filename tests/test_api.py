@@ -391,9 +391,9 @@ async def test_a_store_that_cannot_answer_is_a_documented_503_on_every_route_wit
             await _error(resp, 503, "shutting_down")
             assert "503" in operation["responses"], (method, path)
             checked += 1
-    # 13, the four of /v1/scheduled, the two corrections, the three of preferences and the eleven
-    # of critical results
-    assert checked == 33
+    # 13, the four of /v1/scheduled, the two corrections, the three of preferences, the eleven
+    # of critical results and the HTTP ack
+    assert checked == 34
 
 
 async def test_the_document_states_the_servers_own_token_ceiling(make_service: Any) -> None:

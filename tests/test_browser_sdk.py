@@ -214,3 +214,28 @@ async def test_a_revoked_page_stops_instead_of_retrying_with_its_dead_token(
     assert [e["code"] for e in await page.evaluate("window.errors")] == [4003]
     await asyncio.sleep(0.5)
     assert await page.evaluate("window.notify.state") == "closed"
+
+
+async def test_a_portal_page_sets_the_users_channel_preferences_across_origins(
+    browser: Browser, setup: tuple[Server, Portal, str, aiohttp.ClientSession]
+) -> None:
+    server, portal, key, http = setup
+    page = await _open(browser, portal, "patient-4")
+    chosen = await page.evaluate(
+        "window.notify.setPreferences({time_zone: 'Europe/Berlin',"
+        " quiet_hours: {start: '22:00', end: '07:00'}, channels: {appointment_reminder: {push: false}}})"
+    )
+    assert chosen["quiet_hours"] == {"start": "22:00", "end": "07:00"}
+    async with http.get(
+        f"http://127.0.0.1:{server.port}/v1/users/patient-4/preferences",
+        headers={"Authorization": f"Bearer {key}"},
+    ) as resp:
+        assert (await resp.json())["channels"] == {"appointment_reminder": {"push": False}}
+    # A refusal comes back as the API's error, naming the field.
+    error = await page.evaluate(
+        "window.notify.setPreferences({time_zone: 'Mars/Base'}).then(() => null, (e) => e)"
+    )
+    assert error["code"] == "validation_failed"
+    assert "time_zone" in error["details"]
+    assert (await page.evaluate("window.notify.resetPreferences()"))["quiet_hours"] is None
+    assert (await page.evaluate("window.notify.getPreferences()"))["time_zone"] == "UTC"

@@ -12,6 +12,7 @@ which Linux routes to loopback without any setup.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pwd
@@ -31,6 +32,7 @@ from playwright.async_api import Browser, expect
 
 from .dashboard_support import ADMIN, ADMIN_PASSWORD
 from .processes import REPO_ROOT, RUN_PY, Launcher, Server, child_env, create_api_key, free_port
+from .sse_client import SseReader
 
 NGINX = Path("/usr/sbin/nginx")
 SITE = REPO_ROOT / "deploy" / "nginx" / "diagnoxix.conf"
@@ -389,3 +391,31 @@ async def test_plain_http_redirects_metrics_stay_inside_and_no_log_keeps_a_query
     logs = stack.nginx.log("diagnoxix.access.log")
     for text in (logs, stack.nginx.log("diagnoxix.error.log"), stack.server.stderr()):
         assert secret not in text
+
+
+async def test_the_sse_fallback_through_nginx_passes_each_event_at_once_and_no_log_keeps_its_token(
+    start_stack: StartStack,
+) -> None:
+    stack = await start_stack(DIAGNOXIX_SSE_HEARTBEAT="1")
+    _, key = await create_api_key(stack.server.db)
+    auth = {"Authorization": f"Bearer {key}"}
+    async with stack.client() as http:
+        async with http.post(stack.url("/v1/tokens"), json={"user_id": "patient-9"}, headers=auth) as resp:
+            assert resp.status == 201, await resp.text()
+            token = (await resp.json())["token"]
+        async with http.get(stack.url(f"/v1/sse/notifications?token={token}")) as stream:
+            assert stream.status == 200
+            sse = SseReader(stream)
+            # A buffering proxy would hold these small events back until its buffer filled.
+            await sse.frames_until("welcome", timeout=5)
+            body = {"user_id": "patient-9", "title": "Lab Result Ready", "message": "Please check."}
+            async with http.post(stack.url("/v1/notifications"), json=body, headers=auth) as resp:
+                assert resp.status == 201, await resp.text()
+                sent = (await resp.json())["notification"]
+            (event,) = await sse.notifications(1, timeout=3)
+            assert (event.id, event.frame()["id"]) == (str(sent["seq"]), sent["id"])
+            with contextlib.suppress(TimeoutError):
+                await sse.next_event(timeout=2.5)
+            assert sse.comments, "no heartbeat came through nginx"
+    await eventually(lambda: "/v1/sse/notifications" in stack.nginx.log("diagnoxix.access.log"))
+    assert token not in stack.nginx.log("diagnoxix.access.log") + stack.server.stderr()

@@ -33,6 +33,7 @@ from diagnoxix.api.openapi_parts import (
 )
 from diagnoxix.api.openapi_preferences import preference_paths, preference_schemas
 from diagnoxix.api.openapi_scheduled import SCHEDULING, scheduled_202, scheduled_paths, scheduled_schemas
+from diagnoxix.api.openapi_sse import sse_paths, sse_schemas
 from diagnoxix.config import Settings
 from diagnoxix.rules import (
     BATCH_ITEMS,
@@ -66,7 +67,7 @@ def openapi_document(settings: Settings, time_zones: Collection[str] | None = No
                 ' `{"error": {"code", "message", "details"}}` with a stable `code`.'
             ),
         },
-        "paths": _paths() | correction_paths() | preference_paths() | critical_paths(),
+        "paths": _paths() | correction_paths() | preference_paths() | critical_paths() | sse_paths(),
         "components": {
             "securitySchemes": {
                 "apiKey": {"type": "http", "scheme": "bearer", "description": "A service's dxn_… API key"},
@@ -92,7 +93,8 @@ def openapi_document(settings: Settings, time_zones: Collection[str] | None = No
             | scheduled_schemas()
             | correction_schemas()
             | preference_schemas(zones, settings.critical_categories)
-            | critical_schemas(),
+            | critical_schemas()
+            | sse_schemas(),
         },
     }
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from diagnoxix.api.acks import setup_ack_routes
 from diagnoxix.api.common import (
     invalid,
     read_json,
@@ -279,6 +280,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/v1/broadcasts", store_errors_as_503(send_broadcast))
     setup_user_routes(app)
     setup_device_routes(app)
+    setup_ack_routes(app)
     setup_scheduled_routes(app)
     setup_correction_routes(app)
     setup_preference_routes(app)

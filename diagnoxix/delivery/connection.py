@@ -14,7 +14,7 @@ import time
 from collections import deque
 from typing import Protocol
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMsgType
 
 from diagnoxix.delivery.wire import payload_of
 
@@ -52,6 +52,23 @@ class WriteSide(Protocol):
 
     @property
     def transport(self) -> asyncio.Transport | None: ...
+
+
+class Socket(Protocol):
+    """What a connection writes through: aiohttp's `WebSocketResponse`, or the SSE fallback's
+    stream (`ws.sse_stream.SseSocket`), which writes the same frames as server-sent events."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def compress(self) -> int | bool: ...
+
+    async def send_str(self, data: str, compress: int | None = None) -> None: ...
+
+    async def send_frame(self, message: bytes, opcode: WSMsgType, compress: int | None = None) -> None: ...
+
+    async def close(self, *, code: int = ..., message: bytes = ...) -> bool: ...
 
 
 class Dispatcher(Protocol):
@@ -99,7 +116,7 @@ class Connection:
         self,
         conn_id: str,
         user_id: str,
-        ws: web.WebSocketResponse,
+        ws: Socket,
         *,
         v1: bool,
         queue_limit: int,

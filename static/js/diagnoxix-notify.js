@@ -21,6 +21,11 @@
  * to the application, drops duplicates by id, answers token refresh requests, and reconnects with
  * exponential backoff and full jitter. It holds the notifications it delivered (newest first,
  * `notifications()`), removes a retracted one and replaces an updated one's words.
+ *
+ * Where a proxy strips the WebSocket upgrade (the socket fails before it opens, `sseAfterFailures`
+ * times in a row), it receives the same frames over server-sent events (`/v1/sse/notifications`),
+ * acknowledges and marks read over HTTP, tries the WebSocket again every `wsRetryMs` and goes back
+ * to it once one opens: the cursor (seq) carries over, and duplicates are dropped by id.
  */
 (function (root, factory) {
   "use strict";
@@ -49,6 +54,9 @@
   var TOKEN_REVOKED = 4003;
   // A failed token refresh is tried again after this long (the server allows a grace period).
   var REFRESH_RETRY_MS = 5000;
+  var WEBSOCKET = "websocket";
+  var SSE = "sse";
+  var EVENTSOURCE_CLOSED = 2;
 
   function tokenSubject(token) {
     // Only to namespace the stored cursor per user; the server verifies the token.
@@ -66,6 +74,11 @@
     return (loc.protocol === "https:" ? "wss://" : "ws://") + loc.host + "/v1/ws/notifications";
   }
 
+  // The SSE endpoint beside a WebSocket endpoint: same host, http(s) for ws(s).
+  function sseUrlFor(wsUrl) {
+    return wsUrl.replace(/^ws(s?):/, "http$1:").replace("/v1/ws/notifications", "/v1/sse/notifications");
+  }
+
   function memoryStorage() {
     var data = {};
     return {
@@ -81,6 +94,12 @@
     }
     this.options = options;
     this.url = options.url || defaultUrl();
+    this.sseUrl = options.sseUrl || sseUrlFor(this.url);
+    // The HTTP API (acks, read marks, history while on SSE): the SSE endpoint's origin.
+    this._apiBase = this.sseUrl.replace(/\/v1\/sse\/notifications.*$/, "");
+    this.sseAfterFailures = options.sseAfterFailures || 2;
+    this.wsRetryMs = options.wsRetryMs || 60000;
+    this.transport = WEBSOCKET;
     this.autoAck = options.autoAck !== false;
     this.baseBackoffMs = options.baseBackoffMs || 500;
     this.maxBackoffMs = options.maxBackoffMs || 30000;
@@ -104,6 +123,15 @@
     this._retryTimer = null;
     this._closed = false;
     this._storageKey = null;
+    // The SSE fallback: its EventSource, WebSocket attempts that failed before opening (in a
+    // row), and the WebSocket tried again while on SSE (with its timer).
+    this._es = null;
+    this._wsFailures = 0;
+    this._probe = null;
+    this._probeTimer = null;
+    this._probeSoon = false;
+    // The token of the current connection, for HTTP calls while on SSE.
+    this._currentToken = null;
   }
 
   Connection.prototype.on = function (event, callback) {
@@ -171,34 +199,58 @@
     if (self._closed) return self;
     self._setState(self.connections ? "reconnecting" : "connecting");
     self._token().then(
-      function (token) { self._dial(token); },
+      function (token) {
+        self._currentToken = token || null;
+        self._dial(token);
+      },
       function () { self._scheduleRetry(); }
     );
     return self;
   };
 
   Connection.prototype._dial = function (token) {
-    var self = this;
-    if (self._closed) return;
-    self._loadCursor(token ? tokenSubject(token) : self.options.userId);
+    // Closed, or already connected by the other way (a retry that lost a race with the WebSocket
+    // tried while on SSE taking over).
+    if (this._closed || (this.transport === SSE ? this._es : this._ws)) return;
+    this._loadCursor(token ? tokenSubject(token) : this.options.userId);
+    if (this.transport === SSE) this._dialSse(token);
+    else this._dialWs(token, false);
+  };
+
+  // The query both transports take: credentials (SSE only: a WebSocket sends its token as a
+  // subprotocol) and the cursor.
+  Connection.prototype._query = function (base, token, withToken) {
     var query = [];
-    if (!token && self.options.userId) query.push("user_id=" + encodeURIComponent(self.options.userId));
-    if (self.lastSeq !== null) {
-      query.push("since=" + self.lastSeq);
-      if (self.epoch) query.push("epoch=" + encodeURIComponent(self.epoch));
+    if (token && withToken) query.push("token=" + encodeURIComponent(token));
+    if (!token && this.options.userId) query.push("user_id=" + encodeURIComponent(this.options.userId));
+    if (this.lastSeq !== null) {
+      query.push("since=" + this.lastSeq);
+      if (this.epoch) query.push("epoch=" + encodeURIComponent(this.epoch));
     }
-    var url = self.url + (query.length ? (self.url.indexOf("?") >= 0 ? "&" : "?") + query.join("&") : "");
+    return base + (query.length ? (base.indexOf("?") >= 0 ? "&" : "?") + query.join("&") : "");
+  };
+
+  /**
+   * A WebSocket: the connection itself, or (`probe`) one tried while on SSE, which takes over
+   * once its welcome arrives (and, failing, leaves the SSE stream as it is).
+   */
+  Connection.prototype._dialWs = function (token, probe) {
+    var self = this;
     var protocols = token ? [SUBPROTOCOL, "bearer." + token] : [SUBPROTOCOL];
+    var opened = false;
     var ws;
     try {
-      ws = new WebSocket(url, protocols);
+      ws = new WebSocket(self._query(self.url, token, false), protocols);
     } catch (e) {
-      self._scheduleRetry();
+      if (probe) self._scheduleProbe();
+      else self._wsFailed();
       return;
     }
-    self._ws = ws;
+    if (probe) self._probe = ws;
+    else self._ws = ws;
     ws.onopen = function () {
-      self.connections += 1;
+      opened = true;
+      if (!probe) self.connections += 1;
       if (self.lastSeq === null) ws.send(JSON.stringify({ type: "hello" }));
     };
     ws.onmessage = function (event) {
@@ -208,23 +260,131 @@
       } catch (e) {
         return;
       }
+      if (self._probe === ws && frame.type === "welcome") self._leaveSse(ws);
       self._onFrame(ws, frame);
     };
     ws.onclose = function (event) {
-      if (self._ws === ws) self._ws = null;
+      if (self._probe === ws) {
+        // The WebSocket still cannot be established: stay on SSE, try again later.
+        self._probe = null;
+        self._scheduleProbe();
+        return;
+      }
+      if (self._ws !== ws) return;
+      self._ws = null;
       self._failPending("connection closed");
-      if (self._closed) {
-        self._setState("closed");
+      if (!opened && !self._closed) {
+        self._wsFailed();
         return;
       }
-      var tokenGone = event.code === TOKEN_EXPIRED || event.code === TOKEN_REVOKED;
-      if (FATAL_CODES[event.code] || (tokenGone && !self.options.getToken)) {
-        self._setState("closed");
-        self._emit("error", { code: event.code, reason: event.reason });
-        return;
-      }
-      self._scheduleRetry();
+      self._lost(event.code, event.reason);
     };
+  };
+
+  // A connection ended (`code`: the close code, or null when it was refused or dropped).
+  Connection.prototype._lost = function (code, reason) {
+    if (this._closed) {
+      this._setState("closed");
+      return;
+    }
+    var tokenGone = code === TOKEN_EXPIRED || code === TOKEN_REVOKED;
+    if (FATAL_CODES[code] || (tokenGone && !this.options.getToken)) {
+      this._setState("closed");
+      this._emit("error", { code: code, reason: reason });
+      return;
+    }
+    this._scheduleRetry();
+  };
+
+  // The WebSocket failed before it opened (refused, or a proxy stripped its upgrade).
+  Connection.prototype._wsFailed = function () {
+    this._wsFailures += 1;
+    if (this._wsFailures >= this.sseAfterFailures && typeof EventSource !== "undefined") {
+      this.transport = SSE;
+      // The socket may have failed only because the server was restarting: once the stream is
+      // up, the WebSocket is tried again at once (then every wsRetryMs).
+      this._probeSoon = true;
+      this._emit("transport", SSE);
+    }
+    this._scheduleRetry();
+  };
+
+  /** The same stream over server-sent events; the browser resumes it by itself with Last-Event-ID. */
+  Connection.prototype._dialSse = function (token) {
+    var self = this;
+    var es;
+    try {
+      es = new EventSource(self._query(self.sseUrl, token, true));
+    } catch (e) {
+      self._scheduleRetry();
+      return;
+    }
+    self._es = es;
+    es.onmessage = function (event) {
+      if (self._es !== es) return;
+      var frame;
+      try {
+        frame = JSON.parse(event.data);
+      } catch (e) {
+        return;
+      }
+      if (frame.type === "close") {
+        // What a WebSocket's close code says (1001, 1013, 4001, 4003, ...).
+        self._closeSse(es);
+        self._lost(frame.code, frame.reason);
+        return;
+      }
+      if (frame.type === "welcome") {
+        self.connections += 1;
+        self._scheduleProbe(self._probeSoon ? 0 : self.wsRetryMs);
+        self._probeSoon = false;
+      }
+      self._onFrame(null, frame);
+    };
+    es.onerror = function () {
+      if (self._es !== es) return;
+      if (es.readyState === EVENTSOURCE_CLOSED) {
+        // Refused (401, a proxy's 502, ...): the browser gave up; reconnect with a fresh token.
+        self._closeSse(es);
+        self._lost(null, null);
+      } else {
+        self._setState("reconnecting"); // the browser reconnects by itself, with Last-Event-ID
+      }
+    };
+  };
+
+  Connection.prototype._closeSse = function (es) {
+    es.close();
+    if (this._es === es) this._es = null;
+  };
+
+  Connection.prototype._scheduleProbe = function (delayMs) {
+    var self = this;
+    if (self._probeTimer || self._probe || self._closed || self.transport !== SSE) return;
+    self._probeTimer = setTimeout(function () {
+      self._probeTimer = null;
+      if (self._closed || self.transport !== SSE) return;
+      self._token().then(
+        function (token) {
+          if (!self._closed && self.transport === SSE && !self._probe) self._dialWs(token, true);
+        },
+        function () { self._scheduleProbe(); }
+      );
+    }, delayMs === undefined ? self.wsRetryMs : delayMs);
+  };
+
+  // The probe's welcome: the WebSocket takes over, from the cursor the probe was opened with
+  // (what the stream delivered meanwhile comes again and is dropped by id).
+  Connection.prototype._leaveSse = function (ws) {
+    if (this._retryTimer) clearTimeout(this._retryTimer);
+    this._retryTimer = null;
+    this._probe = null;
+    this._ws = ws;
+    this._wsFailures = 0;
+    this.transport = WEBSOCKET;
+    this.connections += 1;
+    if (this._es) this._closeSse(this._es);
+    this._emit("transport", WEBSOCKET);
   };
 
   Connection.prototype._scheduleRetry = function () {
@@ -253,6 +413,7 @@
     var type = frame.type;
     if (type === "welcome") {
       self._attempt = 0;
+      if (self.transport === WEBSOCKET) self._wsFailures = 0;
       self.welcome = frame;
       self.epoch = frame.epoch;
       if (frame.recovered === false && frame.reason !== "expired") {
@@ -373,9 +534,10 @@
 
   Connection.prototype._refresh = function (ws) {
     var self = this;
-    if (!self.options.getToken) return; // a fixed token cannot be renewed; it expires with 4001
+    if (!self.options.getToken || !ws) return; // a fixed token cannot be renewed; it expires with 4001
     self._token().then(
       function (token) {
+        if (token) self._currentToken = token;
         if (token && ws.readyState === 1) ws.send(JSON.stringify({ type: "token", token: token }));
       },
       function () {
@@ -397,10 +559,54 @@
   };
 
   Connection.prototype._flushAcks = function () {
-    var ws = this._ws;
-    while (this._acks.length && ws && ws.readyState === 1) {
-      ws.send(JSON.stringify({ type: "ack", ids: this._acks.splice(0, ACK_BATCH) }));
+    var self = this;
+    var ws = self._ws;
+    while (self._acks.length && ws && ws.readyState === 1) {
+      ws.send(JSON.stringify({ type: "ack", ids: self._acks.splice(0, ACK_BATCH) }));
     }
+    // On SSE: over HTTP with the user's token (a --dev userId has none: nothing is acknowledged,
+    // and the cursor alone keeps what was shown from coming again).
+    while (self._acks.length && self.transport === SSE && self._es && self.welcome && self._currentToken) {
+      self._httpAck(self._acks.splice(0, ACK_BATCH));
+    }
+  };
+
+  // An ack lost to the network or a server restart is sent again with the next flush (at the
+  // latest after the next welcome); one the server refused (4xx) is not.
+  Connection.prototype._httpAck = function (ids) {
+    var self = this;
+    self._http("POST", "/notifications/ack", { ids: ids }).catch(function (error) {
+      if (!error || !error.status || error.status >= 500 || error.status === 429) {
+        self._acks = ids.concat(self._acks);
+      }
+    });
+  };
+
+  /** An HTTP call on the user's own path (`/v1/users/{user_id}...`) with their token. */
+  Connection.prototype._http = function (method, path, body) {
+    if (!this.welcome) return Promise.reject(new Error("not connected"));
+    return this._fetch(method, "/v1/users/" + encodeURIComponent(this.welcome.user_id) + path, body);
+  };
+
+  /** An HTTP call to `/v1/...` with the user's token (the server checks it is theirs). */
+  Connection.prototype._fetch = function (method, path, body) {
+    var token = this._currentToken;
+    if (!token || !this.welcome) return Promise.reject(new Error("not connected"));
+    var init = { method: method, headers: { Authorization: "Bearer " + token } };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    return fetch(this._apiBase + path, init).then(function (response) {
+      return response.json().then(function (data) {
+        if (!response.ok) {
+          var error = (data && data.error) || { message: "HTTP " + response.status };
+          error.status = response.status;
+          throw error;
+        }
+        return data;
+      });
+    });
   };
 
   Connection.prototype.ack = function (ids) {
@@ -428,6 +634,7 @@
 
   /** Mark notifications read; every connection of the user gets the new unread count. */
   Connection.prototype.markRead = function (ids) {
+    if (this.transport === SSE) return this._http("POST", "/notifications/read", { ids: ids });
     return this._request({ type: "read", ids: ids });
   };
 
@@ -436,10 +643,31 @@
    * every recipient (each gets an "acknowledged" event). Resolves with { critical_id, changed, ... }.
    */
   Connection.prototype.acknowledge = function (id) {
+    if (this.transport === SSE) {
+      return this._fetch("POST", "/v1/notifications/" + encodeURIComponent(id) + "/acknowledgement", {});
+    }
     return this._request({ type: "acknowledge", id: id });
   };
 
+  /**
+   * The user's channel preferences (docs/preferences.md), over HTTP with their token:
+   * { time_zone, quiet_hours: {start, end} | null, channels: { "<type>" | "*": { push?, webhook? } },
+   * critical_categories }. setPreferences replaces them whole; resetPreferences restores the defaults.
+   */
+  Connection.prototype.getPreferences = function () {
+    return this._http("GET", "/preferences");
+  };
+
+  Connection.prototype.setPreferences = function (preferences) {
+    return this._http("PUT", "/preferences", preferences);
+  };
+
+  Connection.prototype.resetPreferences = function () {
+    return this._http("DELETE", "/preferences");
+  };
+
   Connection.prototype.markAllRead = function () {
+    if (this.transport === SSE) return this._http("POST", "/notifications/read-all");
     return this._request({ type: "read_all" });
   };
 
@@ -454,12 +682,23 @@
     if (q.limit) frame.limit = q.limit;
     if (q.unread) frame.unread = true;
     if (q.type) frame.filter_type = q.type;
+    if (this.transport === SSE) {
+      var query = [];
+      if (frame.limit) query.push("limit=" + frame.limit);
+      if (frame.before !== undefined) query.push("before=" + frame.before);
+      if (frame.unread) query.push("unread=true");
+      if (frame.filter_type) query.push("type=" + encodeURIComponent(frame.filter_type));
+      return this._http("GET", "/notifications" + (query.length ? "?" + query.join("&") : ""));
+    }
     return this._request(frame);
   };
 
   Connection.prototype.close = function () {
     this._closed = true;
     if (this._retryTimer) clearTimeout(this._retryTimer);
+    if (this._probeTimer) clearTimeout(this._probeTimer);
+    if (this._probe) this._probe.close(1000);
+    if (this._es) this._closeSse(this._es);
     if (this._ws) this._ws.close(1000);
     else this._setState("closed");
   };
