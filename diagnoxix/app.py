@@ -21,18 +21,21 @@ from diagnoxix.auth import ApiKeys, TokenIssuer, generate_secret
 from diagnoxix.clock import Clock, SystemClock
 from diagnoxix.config import REPO_ROOT, Settings
 from diagnoxix.dashboard.setup import setup_dashboard
+from diagnoxix.delivery.actions import ActionAnswers
 from diagnoxix.delivery.broker import InProcessBroker
 from diagnoxix.delivery.hub import Hub
 from diagnoxix.delivery.revocations import RevokedTokens
 from diagnoxix.delivery.scheduled import SCHEDULED_SEND, ScheduledSends
 from diagnoxix.delivery.service import NotificationService
 from diagnoxix.delivery.timers import Handler, TimerScheduler
+from diagnoxix.delivery.wording import TemplateBook
 from diagnoxix.edge.clients import Forwarding, access_logger_class, parse_networks
 from diagnoxix.edge.headers import EdgeHeaders
 from diagnoxix.edge.limits import RequestLimits
 from diagnoxix.edge.server import ConnectionGuard
 from diagnoxix.errors import error_middleware
 from diagnoxix.keys import (
+    ACTIONS,
     API_KEYS,
     BROKER,
     CLOCK,
@@ -45,6 +48,7 @@ from diagnoxix.keys import (
     SETTINGS,
     STARTED_AT,
     STORE,
+    TEMPLATES,
     TOKENS,
 )
 from diagnoxix.ops.metrics import setup_metrics
@@ -112,7 +116,14 @@ async def _delivery_context(app: web.Application) -> AsyncIterator[None]:
     store.add_mark_listener(hub.counters.marked)
     app[HUB] = hub
     app[BROKER] = broker
-    app[SERVICE] = NotificationService(store, broker, settings)
+    # Typed notifications are worded from templates (built-in, and staff's from the store).
+    templates = TemplateBook(store, settings.default_locale)
+    await templates.load()
+    app[TEMPLATES] = templates
+    app[SERVICE] = NotificationService(store, broker, settings, templates=templates)
+    # Answers to notifications' actions: listeners registered here hear of each first answer (the
+    # sender's webhook is one).
+    app[ACTIONS] = ActionAnswers(store)
     yield
     await hub.close_all()
 

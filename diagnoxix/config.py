@@ -29,6 +29,8 @@ from diagnoxix.env_text import (
     whole,
 )
 from diagnoxix.rules import BROADCAST_TTL_SECONDS, MIN_TOKEN_TTL_SECONDS, is_type_name
+from diagnoxix.rules.links import is_host
+from diagnoxix.rules.locales import BUILT_IN_LOCALES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DB_PATH = REPO_ROOT / "db" / "diagnoxix.sqlite3"
@@ -120,6 +122,11 @@ class Settings:
     metrics_allowed_networks: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
     # ... or anyone presenting `Authorization: Bearer <this>` (unset: no token is accepted).
     metrics_token: str | None = None
+    # Hosts a notification's `url` and actions may link to, over https (none: no links at all; a
+    # link in a notification is a phishing vector, so only the clinic's own portal is allowed).
+    link_hosts: tuple[str, ...] = ()
+    # The language typed notifications are worded in for a user who has no locale of their own.
+    default_locale: str = "en"
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -219,6 +226,22 @@ def _retention_by_type(name: str, raw: str, _current: Settings) -> tuple[tuple[s
             raise ConfigError(f"{name} takes type=days pairs (a notification type each), not {part!r}")
         days[kind.strip()] = parse_int(f"{name} {kind.strip()}", value, minimum=1, maximum=MAX_RETENTION_DAYS)
     return tuple(days.items())
+
+
+@accepting("host names (`portal.example.org`), comma-separated, lowercase")
+def _hosts(name: str, raw: str, _current: Settings) -> tuple[str, ...]:
+    hosts = tuple(h.strip() for h in raw.split(",") if h.strip())
+    for host in hosts:
+        if not is_host(host):
+            raise ConfigError(f"{name} takes lowercase host names, comma-separated, not {host!r}")
+    return hosts
+
+
+@accepting(listed(BUILT_IN_LOCALES))
+def _locale(name: str, raw: str, _current: Settings) -> str:
+    if raw.strip() not in BUILT_IN_LOCALES:
+        raise ConfigError(f"{name} must be one of {', '.join(BUILT_IN_LOCALES)}, not {raw!r}")
+    return raw.strip()
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,6 +429,20 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
         _secret,
         "a secret that opens `/metrics` from anywhere as `Authorization: Bearer <token>`; unset: no"
         " token is accepted",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_LINK_HOSTS",
+        "link_hosts",
+        _hosts,
+        "hosts (your patient portal) a notification's `url` and actions may link to, over https only;"
+        " none: notifications carry no links (in --dev, localhost is allowed too)",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_DEFAULT_LOCALE",
+        "default_locale",
+        _locale,
+        "the language typed notifications are worded in for a user with no locale of their own (a"
+        " send may name one)",
     ),
 )
 

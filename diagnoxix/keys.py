@@ -7,11 +7,13 @@ from aiohttp import web
 from diagnoxix.auth import ApiKeys, TokenIssuer
 from diagnoxix.clock import Clock
 from diagnoxix.config import Settings
+from diagnoxix.delivery.actions import ActionAnswers
 from diagnoxix.delivery.broker import Broker
 from diagnoxix.delivery.hub import Hub
 from diagnoxix.delivery.revocations import RevokedTokens
 from diagnoxix.delivery.service import NotificationService
 from diagnoxix.delivery.timers import TimerScheduler
+from diagnoxix.delivery.wording import TemplateBook
 from diagnoxix.edge.clients import Forwarding
 from diagnoxix.edge.limits import RequestLimits
 from diagnoxix.store.protocols import Store
@@ -32,3 +34,7 @@ FORWARDING = web.AppKey("diagnoxix.forwarding", Forwarding)
 LIMITS = web.AppKey("diagnoxix.limits", RequestLimits)
 # Durable timers (scheduled sends): woken when a job is added.
 SCHEDULER = web.AppKey("diagnoxix.scheduler", TimerScheduler)
+# Templates of the standard texts (built-in and staff's), by type and locale.
+TEMPLATES = web.AppKey("diagnoxix.templates", TemplateBook)
+# Users' answers to notifications' actions, and the listeners that hear of them (the sender's webhook).
+ACTIONS = web.AppKey("diagnoxix.actions", ActionAnswers)

@@ -386,7 +386,7 @@ async def test_a_store_that_cannot_answer_is_a_documented_503_on_every_route_wit
             await _error(resp, 503, "shutting_down")
             assert "503" in operation["responses"], (method, path)
             checked += 1
-    assert checked == 19  # 13, the four of /v1/scheduled and the two corrections
+    assert checked == 21  # 13, the four of /v1/scheduled, the two corrections and a user's locale
 
 
 async def test_the_document_states_the_servers_own_token_ceiling(make_service: Any) -> None:

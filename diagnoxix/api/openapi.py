@@ -12,6 +12,7 @@ from typing import Any
 
 from diagnoxix.api.openapi_corrections import correction_paths, correction_schemas
 from diagnoxix.api.openapi_kinds import TYPED, kind_schemas
+from diagnoxix.api.openapi_messaging import add_links, messaging_paths, messaging_schemas
 from diagnoxix.api.openapi_parts import (
     API_KEY_ERRORS,
     BODY_ERRORS,
@@ -61,7 +62,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 ' `{"error": {"code", "message", "details"}}` with a stable `code`.'
             ),
         },
-        "paths": _paths() | correction_paths(),
+        "paths": _paths() | correction_paths() | messaging_paths(),
         "components": {
             "securitySchemes": {
                 "apiKey": {"type": "http", "scheme": "bearer", "description": "A service's dxn_… API key"},
@@ -81,11 +82,15 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 ERROR_NAMES[status]: {"description": reason, **json_content(ref("Error"))}
                 for status, reason in error_reasons(settings).items()
             },
-            "schemas": input_schemas(settings)
-            | kind_schemas()
-            | output_schemas()
-            | scheduled_schemas()
-            | correction_schemas(),
+            "schemas": add_links(
+                input_schemas(settings)
+                | kind_schemas()
+                | output_schemas()
+                | scheduled_schemas()
+                | correction_schemas()
+                | messaging_schemas(),
+                settings,
+            ),
         },
     }
 

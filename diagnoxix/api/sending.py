@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -23,6 +24,7 @@ from diagnoxix.api.common import (
 )
 from diagnoxix.api.corrections import setup_correction_routes
 from diagnoxix.api.devices import setup_device_routes
+from diagnoxix.api.messaging import setup_messaging_routes
 from diagnoxix.api.openapi import openapi_document
 from diagnoxix.api.scheduled import (
     replayed_schedules,
@@ -197,9 +199,11 @@ async def send_notifications(request: web.Request) -> web.Response:
     errors = FieldErrors()
     # Items with `deliver_at` are scheduled instead (`api.scheduled`), once validated as a send.
     schedules = split_schedules(items, batch, request.app[CLOCK].now(), errors)
-    # Each item in its own words, or typed (`kind`: the server words it, see `rules.kinds`).
+    # Each item in its own words, or typed (`kind`: the server words it, see `rules.kinds`), with
+    # an optional portal link and actions (`rules.links`).
+    links = request.app[SERVICE].links
     drafts = [
-        parse_item(item, prefix=f"notifications[{i}]." if batch else "", errors=errors)
+        parse_item(item, prefix=f"notifications[{i}]." if batch else "", errors=errors, links=links)
         for i, item in enumerate(schedules.items)
     ]
     if errors:
@@ -207,8 +211,14 @@ async def send_notifications(request: web.Request) -> web.Response:
     status = 201 if schedules.times is None else 202
     claim = IdempotencyClaim(api_key.id, key, request_hash, status) if key is not None else None
     valid = [d for d in drafts if d is not None]
+    # An answer to an action goes back to the key that sent the notification.
+    for draft in valid:
+        if draft.links is not None:
+            draft.links = replace(draft.links, sent_by=api_key.id)
     try:
         if schedules.times is not None:
+            # Worded now, in the locale the user has now (a due send is never worded again).
+            await request.app[SERVICE].word(valid)
             return await schedule_sends(request, api_key, valid, schedules, batch, claim)
         notes = await request.app[SERVICE].send(valid, idempotency=claim)
     except IdempotencyConflict:
@@ -267,5 +277,6 @@ def setup_routes(app: web.Application) -> None:
     setup_device_routes(app)
     setup_scheduled_routes(app)
     setup_correction_routes(app)
+    setup_messaging_routes(app)
     app.router.add_get("/healthz", health)
     app.router.add_get("/v1/openapi.json", openapi)

@@ -38,6 +38,7 @@ from diagnoxix.store.sqlite.devices import DeviceQueries
 from diagnoxix.store.sqlite.files import create_private_file, release_serving_lock, take_serving_lock
 from diagnoxix.store.sqlite.keys import KeyQueries
 from diagnoxix.store.sqlite.marks import DeliveryMarks
+from diagnoxix.store.sqlite.messaging import MessagingQueries
 from diagnoxix.store.sqlite.migrations import migrate
 from diagnoxix.store.sqlite.restores import UNDONE_RANGES, UndoneSeqs, highest_seq_sql
 from diagnoxix.store.sqlite.seqs import SeqCounter
@@ -55,7 +56,15 @@ BUSY_TIMEOUT_MS = 5000
 PURGE_SLICE = 1000
 
 
-class SqliteStore(DeliveryMarks, KeyQueries, StaffQueries, DeviceQueries, TimerQueries, CorrectionQueries):
+class SqliteStore(
+    DeliveryMarks,
+    KeyQueries,
+    StaffQueries,
+    DeviceQueries,
+    TimerQueries,
+    CorrectionQueries,
+    MessagingQueries,
+):
     """`Store` on one SQLite file. Use `open()`/`close()` (the app does it in a cleanup context)."""
 
     def __init__(
