@@ -239,6 +239,7 @@ async def test_an_answer_is_recorded_once_and_reaches_the_listeners_with_the_sen
     assert len(heard) == 1
 
     # Audited: who answered which notification with what; never its words.
+    await service.app[STORE].flush()
     entries = await service.app[STORE].audit_entries(limit=20)
     answered = [e for e in entries if e["action"] == "notification.action"]
     assert [(e["actor"], e["details"]) for e in answered] == [

@@ -23,6 +23,7 @@ NAV = (
     ("/dashboard/notifications", "Notifications"),
     ("/dashboard/users", "Users online"),
     ("/dashboard/keys", "API keys"),
+    ("/dashboard/templates", "Templates"),
     ("/dashboard/audit", "Audit log"),
     ("/dashboard/test-client", "Test client"),
 )
