@@ -62,7 +62,7 @@ async def test_an_allowed_portal_may_call_the_api_with_a_users_token(make_servic
         },
     )
     assert preflight.status == 204
-    assert preflight.headers["Access-Control-Allow-Methods"] == "GET, POST"
+    assert preflight.headers["Access-Control-Allow-Methods"] == "GET, POST, PUT"
     assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
     assert "Access-Control-Allow-Credentials" not in preflight.headers
     resp = await service.client.get(

@@ -14,11 +14,18 @@
  *   notify.on("retracted", (c) => render(notify.notifications()));  // sent in error: gone
  *   notify.on("updated", (n) => render(notify.notifications()));    // new title/message
  *   notify.on("state", (state) => setOnline(state === "open"));
+ *   li.onclick = () => notify.openLink(n);            // opens `n.url` (if any) in a new tab
+ *   button.onclick = () => notify.answer(n.id, "confirm");  // one of `n.actions`, as this user
+ *   DiagnoxixNotify.showNotification(n);              // a system notification; a click opens `n.url`
  *
  * The SDK resumes from the last seq it saw (kept in localStorage), acknowledges what it delivered
  * to the application, drops duplicates by id, answers token refresh requests, and reconnects with
  * exponential backoff and full jitter. It holds the notifications it delivered (newest first,
  * `notifications()`), removes a retracted one and replaces an updated one's words.
+ *
+ * A notification may carry a portal `url` and up to three `actions` (`{label, url}` or
+ * `{label, action}`); the server only lets through https links to the clinic's own hosts. The
+ * SDK never renders HTML: show `title`, `message` and labels as text.
  */
 (function (root, factory) {
   "use strict";
@@ -62,6 +69,31 @@
     var loc = typeof location !== "undefined" ? location : null;
     if (!loc) throw new Error("DiagnoxixNotify: pass options.url");
     return (loc.protocol === "https:" ? "wss://" : "ws://") + loc.host + "/v1/ws/notifications";
+  }
+
+  // Only web links are ever opened (the server allows https to the clinic's hosts; a dev server
+  // also http to localhost): a `javascript:` or `data:` value is never followed.
+  var WEB_LINK = /^https?:\/\/[^\s]+$/i;
+
+  /** Open a notification's `url` (or an action's, or a link given as a string) in a new tab,
+   * without giving it this page (`noopener`). Returns false when there is no link to open. */
+  function openLink(target) {
+    var url = typeof target === "string" ? target : target && target.url;
+    if (typeof url !== "string" || !WEB_LINK.test(url) || typeof window === "undefined") return false;
+    window.open(url, "_blank", "noopener,noreferrer");
+    return true;
+  }
+
+  /** A system notification (the Notifications API, once the user allowed it) whose click opens
+   * the notification's `url`. Returns it, or null where notifications are unavailable. */
+  function showNotification(note) {
+    if (typeof Notification === "undefined" || Notification.permission !== "granted") return null;
+    var shown = new Notification(note.title || "", { body: note.message || "", tag: note.id });
+    shown.onclick = function () {
+      openLink(note);
+      shown.close();
+    };
+    return shown;
   }
 
   function memoryStorage() {
@@ -438,6 +470,29 @@
     return this._request(frame);
   };
 
+  /** Open a notification's `url` (see `openLink`). */
+  Connection.prototype.openLink = function (note) {
+    return openLink(note);
+  };
+
+  /** Answer one of a notification's actions (`{label, action}`) as this user, over HTTP with the
+   * connection's token: resolves to `{id, user_id, action, answered_at, recorded}` (`recorded`
+   * false: answered so before); rejects with the server's error (404: no such action; 409:
+   * answered already, with another action). */
+  Connection.prototype.answer = function (id, action) {
+    var base = this.url.replace(/^ws/, "http").replace(/\/v1\/ws\/notifications.*$/, "");
+    var path = "/v1/notifications/" + encodeURIComponent(id) + "/actions/" + encodeURIComponent(action);
+    return this._token().then(function (token) {
+      if (!token) throw new Error("DiagnoxixNotify: answering needs a token");
+      return fetch(base + path, { method: "POST", headers: { Authorization: "Bearer " + token } });
+    }).then(function (resp) {
+      return resp.json().then(function (body) {
+        if (!resp.ok) throw body.error || new Error("HTTP " + resp.status);
+        return body;
+      });
+    });
+  };
+
   Connection.prototype.close = function () {
     this._closed = true;
     if (this._retryTimer) clearTimeout(this._retryTimer);
@@ -449,5 +504,11 @@
     return new Connection(options).open();
   }
 
-  return { connect: connect, Connection: Connection, SUBPROTOCOL: SUBPROTOCOL };
+  return {
+    connect: connect,
+    Connection: Connection,
+    SUBPROTOCOL: SUBPROTOCOL,
+    openLink: openLink,
+    showNotification: showNotification,
+  };
 });
