@@ -204,6 +204,11 @@ class Notification:
     def is_broadcast(self) -> bool:
         return self.user_id == BROADCAST_RECIPIENT
 
+    @property
+    def url(self) -> str | None:
+        """The portal link to open when the user clicks the notification (any channel's)."""
+        return self.links.url if self.links is not None else None
+
     def delivery_state(self, recipient_online: bool) -> str:
         """Delivered, a broadcast, on its way to an open connection, or waiting for the user."""
         if self.delivered_at is not None:
