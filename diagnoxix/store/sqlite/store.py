@@ -336,6 +336,12 @@ class SqliteStore(
                 f" (SELECT id FROM notifications WHERE user_id = ? AND {expired})",
                 [(BROADCAST_RECIPIENT, now, top)],
             ),
+            # An answer to an action goes with its notification.
+            (
+                "DELETE FROM action_answers WHERE notification_id IN"
+                f" (SELECT id FROM notifications WHERE {expired})",
+                [(now, top)],
+            ),
             # A device whose token has expired can no longer connect, revoked or not.
             ("DELETE FROM devices WHERE expires_at <= ?", [(self._outlived(),)]),
             # Last: the count returned is this statement's.
