@@ -21,21 +21,24 @@ from diagnoxix.auth import ApiKeys, TokenIssuer, generate_secret
 from diagnoxix.clock import Clock, SystemClock
 from diagnoxix.config import REPO_ROOT, Settings
 from diagnoxix.dashboard.setup import setup_dashboard
+from diagnoxix.delivery.actions import ActionAnswers
 from diagnoxix.delivery.broker import InProcessBroker
 from diagnoxix.delivery.critical import CRITICAL_SEND, CriticalService
-from diagnoxix.delivery.critical_webhooks import CriticalWebhooks
 from diagnoxix.delivery.hub import Hub
 from diagnoxix.delivery.revocations import RevokedTokens
 from diagnoxix.delivery.scheduled import SCHEDULED_SEND, ScheduledSends
 from diagnoxix.delivery.service import NotificationService
 from diagnoxix.delivery.timers import Handler, TimerScheduler
 from diagnoxix.delivery.webhook_channel import WebhookChannel
+from diagnoxix.delivery.webhook_events import ActionWebhooks, CriticalWebhooks
+from diagnoxix.delivery.wording import TemplateBook
 from diagnoxix.edge.clients import Forwarding, access_logger_class, parse_networks
 from diagnoxix.edge.headers import EdgeHeaders
 from diagnoxix.edge.limits import RequestLimits
 from diagnoxix.edge.server import ConnectionGuard
 from diagnoxix.errors import error_middleware
 from diagnoxix.keys import (
+    ACTIONS,
     API_KEYS,
     BROKER,
     CLOCK,
@@ -49,6 +52,7 @@ from diagnoxix.keys import (
     SETTINGS,
     STARTED_AT,
     STORE,
+    TEMPLATES,
     TIME_ZONES,
     TOKENS,
     WEBHOOK_CHANNEL,
@@ -121,10 +125,17 @@ async def _delivery_context(app: web.Application) -> AsyncIterator[None]:
     store.add_mark_listener(hub.counters.marked)
     app[HUB] = hub
     app[BROKER] = broker
-    service = NotificationService(store, broker, settings)
+    # Typed notifications are worded from templates (built-in, and staff's from the store).
+    templates = TemplateBook(store, settings.default_locale)
+    await templates.load()
+    app[TEMPLATES] = templates
+    service = NotificationService(store, broker, settings, templates=templates)
     # Corrections reach clients from their commit, in seq order with the notifications.
     store.add_correction_listener(service.publish_correction)
     app[SERVICE] = service
+    # Answers to notifications' actions: listeners registered here hear of each first answer (the
+    # sender's webhook is one).
+    app[ACTIONS] = ActionAnswers(store)
     yield
     await hub.close_all()
 
@@ -136,12 +147,13 @@ async def _timers_context(app: web.Application) -> AsyncIterator[None]:
     store = app[STORE]
     channel = WebhookChannel(store, app[CLOCK], app[SETTINGS])
     # Critical results: their sends and escalation steps are jobs too; their outside channel and
-    # the sender's "acknowledged" event go through the webhook outbox (`delivery.critical_webhooks`).
+    # the sender's "acknowledged" event go through the webhook outbox (`delivery.webhook_events`).
     critical = CriticalService(
         store, app[SERVICE], app[BROKER], app[CLOCK], app[SETTINGS].escalation_policies
     )
     app[CRITICAL] = critical
     CriticalWebhooks(channel.webhooks).attach(critical)
+    ActionWebhooks(channel.webhooks).attach(app[ACTIONS])
     handlers: dict[str, Handler] = {
         SCHEDULED_SEND: ScheduledSends(app[SERVICE], store),
         CRITICAL_SEND: critical,

@@ -30,6 +30,8 @@ from diagnoxix.env_text import (
 )
 from diagnoxix.rules import BROADCAST_TTL_SECONDS, MIN_TOKEN_TTL_SECONDS, is_type_name
 from diagnoxix.rules.escalation import Policy, PolicyError, load_policies
+from diagnoxix.rules.links import is_host
+from diagnoxix.rules.locales import BUILT_IN_LOCALES
 from diagnoxix.rules.webhooks import WebhookRule, parse_webhook_rules
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -137,6 +139,11 @@ class Settings:
     webhook_allow_http_loopback: bool = False
     # Escalation policies of critical items (docs/critical.md), read from a file at start.
     escalation_policies: tuple[Policy, ...] = ()
+    # Hosts a notification's `url` and actions may link to, over https (none: no links at all; a
+    # link in a notification is a phishing vector, so only the clinic's own portal is allowed).
+    link_hosts: tuple[str, ...] = ()
+    # The language typed notifications are worded in for a user who has no locale of their own.
+    default_locale: str = "en"
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -265,6 +272,22 @@ def _policies(name: str, raw: str, _current: Settings) -> tuple[Policy, ...]:
         return load_policies(Path(raw))
     except PolicyError as exc:
         raise ConfigError(f"{name}: {exc}") from None
+
+
+@accepting("host names (`portal.example.org`), comma-separated, lowercase")
+def _hosts(name: str, raw: str, _current: Settings) -> tuple[str, ...]:
+    hosts = tuple(h.strip() for h in raw.split(",") if h.strip())
+    for host in hosts:
+        if not is_host(host):
+            raise ConfigError(f"{name} takes lowercase host names, comma-separated, not {host!r}")
+    return hosts
+
+
+@accepting(listed(BUILT_IN_LOCALES))
+def _locale(name: str, raw: str, _current: Settings) -> str:
+    if raw.strip() not in BUILT_IN_LOCALES:
+        raise ConfigError(f"{name} must be one of {', '.join(BUILT_IN_LOCALES)}, not {raw!r}")
+    return raw.strip()
 
 
 @dataclass(frozen=True, slots=True)
@@ -500,6 +523,20 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
         _policies,
         "escalation policies of critical items (who is told next, and how, while nobody has"
         " acknowledged one); unset: critical items wait for an acknowledgement without escalating",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_LINK_HOSTS",
+        "link_hosts",
+        _hosts,
+        "hosts (your patient portal) a notification's `url` and actions may link to, over https only;"
+        " none: notifications carry no links (in --dev, localhost is allowed too)",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_DEFAULT_LOCALE",
+        "default_locale",
+        _locale,
+        "the language typed notifications are worded in for a user with no locale of their own (a"
+        " send may name one)",
     ),
 )
 

@@ -7,6 +7,7 @@ from aiohttp import web
 from diagnoxix.auth import ApiKeys, TokenIssuer
 from diagnoxix.clock import Clock
 from diagnoxix.config import Settings
+from diagnoxix.delivery.actions import ActionAnswers
 from diagnoxix.delivery.broker import Broker
 from diagnoxix.delivery.critical import CriticalService
 from diagnoxix.delivery.hub import Hub
@@ -15,6 +16,7 @@ from diagnoxix.delivery.service import NotificationService
 from diagnoxix.delivery.timers import TimerScheduler
 from diagnoxix.delivery.webhook_channel import WebhookChannel
 from diagnoxix.delivery.webhooks import Webhooks
+from diagnoxix.delivery.wording import TemplateBook
 from diagnoxix.edge.clients import Forwarding
 from diagnoxix.edge.limits import RequestLimits
 from diagnoxix.rules.preferences import TimeZones
@@ -44,3 +46,7 @@ WEBHOOKS = web.AppKey("diagnoxix.webhooks", Webhooks)
 WEBHOOK_CHANNEL = web.AppKey("diagnoxix.webhook_channel", WebhookChannel)
 # Critical results: items acknowledged by a person, escalated while nobody has.
 CRITICAL = web.AppKey("diagnoxix.critical", CriticalService)
+# Templates of the standard texts (built-in and staff's), by type and locale.
+TEMPLATES = web.AppKey("diagnoxix.templates", TemplateBook)
+# Users' answers to notifications' actions, and the listeners that hear of them (the sender's webhook).
+ACTIONS = web.AppKey("diagnoxix.actions", ActionAnswers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,9 +33,80 @@ def frame_head(
     )
 
 
-def frame_tail(priority: str, read: bool) -> str:
-    """What follows `"seq":N` in a frame."""
-    return f',"priority":"{priority}","read":{"true" if read else "false"}}}'
+def frame_tail(priority: str, read: bool, links: Links | None = None) -> str:
+    """What follows `"seq":N` in a frame (a notification's `url` and `actions` last, when it has them)."""
+    tail = f',"priority":"{priority}","read":{"true" if read else "false"}'
+    return f"{tail}{links.frame_json()}}}" if links is not None else f"{tail}}}"
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One button of a notification: a `label` and either a portal `url` to open or an `action`
+    name (confirm, decline...) the user answers with, which goes back to the sender."""
+
+    label: str
+    url: str | None = None
+    action: str | None = None
+
+    def to_wire(self) -> dict[str, str]:
+        if self.url is not None:
+            return {"label": self.label, "url": self.url}
+        return {"label": self.label, "action": self.action or ""}
+
+
+@dataclass(frozen=True, slots=True)
+class Links:
+    """What a notification links to: a portal `url` opened on a click, up to three actions, and
+    (stored, never sent to a client) the API key that sent it, to route an action's answer back."""
+
+    url: str | None = None
+    actions: tuple[Action, ...] = ()
+    sent_by: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The frame's fields: `url` and `actions`, each only when there is one."""
+        wire: dict[str, Any] = {}
+        if self.url is not None:
+            wire["url"] = self.url
+        if self.actions:
+            wire["actions"] = [a.to_wire() for a in self.actions]
+        return wire
+
+    def frame_json(self) -> str:
+        """The frame's fields as they follow `"read"` in a frame: `,"url":...,"actions":[...]`."""
+        wire = self.to_wire()
+        return "," + encode_json(wire)[1:-1] if wire else ""
+
+    def stored_json(self) -> str:
+        stored = self.to_wire()
+        if self.sent_by is not None:
+            stored["sent_by"] = self.sent_by
+        return encode_json(stored)
+
+    def action_names(self) -> tuple[str, ...]:
+        return tuple(a.action for a in self.actions if a.action is not None)
+
+    @classmethod
+    def from_stored(cls, text: str | None) -> Links | None:
+        if not text:
+            return None
+        stored = json.loads(text)
+        actions = tuple(
+            Action(label=str(a["label"]), url=a.get("url"), action=a.get("action"))
+            for a in stored.get("actions", ())
+        )
+        return cls(url=stored.get("url"), actions=actions, sent_by=stored.get("sent_by"))
+
+
+@dataclass(frozen=True, slots=True)
+class Wording:
+    """How a typed notification may be worded again from a template: its facts as template
+    variables, the locale the send named (None: the user's, else the server's default), and
+    whether the sender gave its own message (kept then; only the title is templated)."""
+
+    variables: dict[str, Any]
+    locale: str | None = None
+    own_message: bool = False
 
 
 def utc_now() -> datetime:
@@ -74,6 +146,11 @@ class NotificationDraft:
     ttl_seconds: int | None = None
     # `data` as validation encoded it (to measure it), so the store need not encode it again.
     data_json: str | None = field(default=None, compare=False, repr=False)
+    # A portal link and actions (validated against the link hosts), stored with the notification.
+    links: Links | None = None
+    # A typed notification's facts, for its wording from a template (`delivery.wording`); None once
+    # worded, and for a notification in the sender's own words.
+    wording: Wording | None = field(default=None, compare=False, repr=False)
 
 
 def new_ids(count: int, unix_ms: int) -> list[str]:
@@ -114,6 +191,7 @@ class Notification:
     delivered_at: datetime | None = None
     read_at: datetime | None = None
     expires_at: datetime | None = None
+    links: Links | None = None
     # `data`, `created_at` and `expires_at` as the store wrote them, kept so sending does not
     # encode them again; and the frame, once encoded (nothing changes a Notification once built;
     # a copy made with `dataclasses.replace` must pass `frame=None`).
@@ -125,6 +203,11 @@ class Notification:
     @property
     def is_broadcast(self) -> bool:
         return self.user_id == BROADCAST_RECIPIENT
+
+    @property
+    def url(self) -> str | None:
+        """The portal link to open when the user clicks the notification (any channel's)."""
+        return self.links.url if self.links is not None else None
 
     def delivery_state(self, recipient_online: bool) -> str:
         """Delivered, a broadcast, on its way to an open connection, or waiting for the user."""
@@ -147,6 +230,7 @@ class Notification:
             "seq": self.seq,
             "priority": self.priority,
             "read": self.read_at is not None,
+            **(self.links.to_wire() if self.links is not None else {}),
         }
 
     def to_api(self) -> dict[str, Any]:
@@ -176,7 +260,8 @@ class Notification:
             self.created_text or format_timestamp(self.created_at),
             self.id,
         )
-        self.frame = f'{head},"seq":{self.seq}{frame_tail(self.priority, self.read_at is not None)}'
+        tail = frame_tail(self.priority, self.read_at is not None, self.links)
+        self.frame = f'{head},"seq":{self.seq}{tail}'
         return self.frame
 
     def encode_api(self, delivery: str) -> str:
@@ -212,6 +297,7 @@ def assemble_notification(
     created_text: str,
     expires_text: str | None,
     frame: str,
+    links: Links | None = None,
 ) -> Notification:
     """A just-committed notification (never delivered or read yet), for the store's hot path.
 
@@ -236,6 +322,7 @@ def assemble_notification(
     note.created_text = created_text
     note.expires_text = expires_text
     note.frame = frame
+    note.links = links
     return note
 
 

@@ -18,6 +18,7 @@ from diagnoxix_client.items import (
     ai_analysis_item,
     appointment_item,
     lab_result_item,
+    with_links,
 )
 from diagnoxix_client.service import NotifyClient, NotifyError
 from diagnoxix_client.subscriber import Subscriber
@@ -31,4 +32,5 @@ __all__ = [
     "ai_analysis_item",
     "appointment_item",
     "lab_result_item",
+    "with_links",
 ]

@@ -15,6 +15,7 @@ from diagnoxix_client.items import (
     ai_analysis_item,
     appointment_item,
     lab_result_item,
+    with_links,
 )
 
 
@@ -76,9 +77,14 @@ class NotifyClient:
         type: str | None = None,
         data: dict[str, Any] | None = None,
         priority: str | None = None,
+        url: str | None = None,
+        actions: Sequence[dict[str, str]] | None = None,
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        return await self._send_one(_item(user_id, title, message, type, data, priority), idempotency_key)
+        """`url` is opened when the user clicks it; `actions` (up to three) are buttons:
+        `{"label", "url"}` or `{"label", "action"}` (an answer that comes back to you)."""
+        item = with_links(_item(user_id, title, message, type, data, priority), url=url, actions=actions)
+        return await self._send_one(item, idempotency_key)
 
     # Typed sends: the server words them as its own Python service does (see `items`).
 
@@ -90,15 +96,23 @@ class NotifyClient:
         message: str | None = None,
         *,
         idempotency_key: str | None = None,
+        **links: Any,
     ) -> dict[str, Any]:
-        item = appointment_item(user_id, appointment_id, status, message)
+        """`links`: `locale`, `url`, `actions` (see `items.with_links`)."""
+        item = appointment_item(user_id, appointment_id, status, message, **links)
         return await self._send_one(item, idempotency_key)
 
     async def send_lab_result(
-        self, user_id: str, test_name: str, abnormal: bool, *, idempotency_key: str | None = None
+        self,
+        user_id: str,
+        test_name: str,
+        abnormal: bool,
+        *,
+        idempotency_key: str | None = None,
+        **links: Any,
     ) -> dict[str, Any]:
         """Says the result is ready, never values; an abnormal result is high priority."""
-        return await self._send_one(lab_result_item(user_id, test_name, abnormal), idempotency_key)
+        return await self._send_one(lab_result_item(user_id, test_name, abnormal, **links), idempotency_key)
 
     async def send_ai_analysis(
         self,
@@ -108,8 +122,9 @@ class NotifyClient:
         *,
         priority: Priority | None = None,
         idempotency_key: str | None = None,
+        **links: Any,
     ) -> dict[str, Any]:
-        item = ai_analysis_item(user_id, analysis_type, analysis_id, priority=priority)
+        item = ai_analysis_item(user_id, analysis_type, analysis_id, priority=priority, **links)
         return await self._send_one(item, idempotency_key)
 
     async def _send_one(self, item: dict[str, Any], idempotency_key: str | None) -> dict[str, Any]:
@@ -156,6 +171,10 @@ class NotifyClient:
 
     async def mark_read(self, user_id: str, ids: Sequence[str]) -> dict[str, Any]:
         return dict(await self._call("POST", f"/v1/users/{user_id}/notifications/read", {"ids": list(ids)}))
+
+    async def set_locale(self, user_id: str, locale: str | None) -> dict[str, Any]:
+        """The language the user's typed notifications are worded in (None: the server's default)."""
+        return dict(await self._call("PUT", f"/v1/users/{user_id}/locale", {"locale": locale}))
 
     async def unread_count(self, user_id: str) -> int:
         return int((await self._call("GET", f"/v1/users/{user_id}/unread-count"))["unread"])

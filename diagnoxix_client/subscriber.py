@@ -11,6 +11,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -108,6 +109,23 @@ class Subscriber:
                 await self._task
         if self._own_session and self._session is not None:
             await self._session.close()
+
+    async def answer(self, notification_id: str, action: str) -> dict[str, Any]:
+        """Answer one of a notification's actions (`{"label", "action"}`) as this user: recorded
+        once and passed on to its sender. Raises NotifyError (404: no such action; 409: answered
+        already, with another action)."""
+        assert self._session is not None, "start the subscriber first"
+        base = self._url.replace("ws", "http", 1).removesuffix("/v1/ws/notifications")
+        path = f"/v1/notifications/{quote(notification_id, safe='')}/actions/{quote(action, safe='')}"
+        headers = {"Authorization": f"Bearer {await self._tokens()}"}
+        async with self._session.post(base + path, headers=headers) as resp:
+            payload = await resp.json(content_type=None)
+            if resp.status >= 400:
+                error = (payload or {}).get("error", {})
+                raise NotifyError(
+                    resp.status, error.get("code", "error"), error.get("message", ""), error.get("details")
+                )
+            return dict(payload)
 
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         return self._iterate()

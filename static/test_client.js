@@ -19,6 +19,16 @@
     return el;
   }
 
+  // Only web links become links (the server allows nothing else; a `javascript:` one never does).
+  function link(url, label, cls) {
+    if (!/^https?:\/\//i.test(url)) { return text('span', cls, label); }
+    var a = text('a', cls, label);
+    a.href = url;
+    a.target = '_blank';
+    a.rel = 'noopener noreferrer';
+    return a;
+  }
+
   ws.onopen = function () {
     state.textContent = 'connected';
     state.setAttribute('data-state', 'connected');
@@ -30,6 +40,18 @@
     item.appendChild(text('span', 'n-title', note.title || ''));
     item.appendChild(text('span', 'n-message', note.message || ''));
     item.appendChild(text('span', 'meta', (note.type || '') + ' · ' + (note.priority || '') + ' · ' + (note.timestamp || '')));
+    // Its portal link and actions, as the patient would see them: links open in a new tab; an
+    // answer (confirm, decline...) is only shown here, never sent on the patient's behalf.
+    if (typeof note.url === 'string') { item.appendChild(link(note.url, 'Open', 'n-url')); }
+    (Array.isArray(note.actions) ? note.actions : []).forEach(function (action) {
+      if (typeof action.url === 'string') {
+        item.appendChild(link(action.url, action.label || '', 'n-action'));
+      } else {
+        var shown = text('span', 'n-action badge', (action.label || '') + ' (answer: ' + (action.action || '') + ')');
+        shown.setAttribute('data-action', action.action || '');
+        item.appendChild(shown);
+      }
+    });
     inbox.prepend(item);
   };
   ws.onclose = function (event) {

@@ -392,8 +392,8 @@ async def test_a_store_that_cannot_answer_is_a_documented_503_on_every_route_wit
             assert "503" in operation["responses"], (method, path)
             checked += 1
     # 13, the four of /v1/scheduled, the two corrections, the three of preferences, the eleven
-    # of critical results and the HTTP ack
-    assert checked == 34
+    # of critical results, the HTTP ack and the two of a user's locale
+    assert checked == 36
 
 
 async def test_the_document_states_the_servers_own_token_ceiling(make_service: Any) -> None:

@@ -24,8 +24,12 @@ def test_every_variable_reaches_its_setting() -> None:
             "DIAGNOXIX_SQLITE_SYNCHRONOUS": "normal",
             "DIAGNOXIX_RETENTION_DAYS": "low=7",
             "DIAGNOXIX_WS_HEARTBEAT": "12.5",
+            "DIAGNOXIX_LINK_HOSTS": "portal.example.org, xn--klinik-mnchen-5ob.example",
+            "DIAGNOXIX_DEFAULT_LOCALE": "de",
         }
     )
+    assert settings.link_hosts == ("portal.example.org", "xn--klinik-mnchen-5ob.example")
+    assert settings.default_locale == "de"
     assert settings.port == 8123
     assert settings.dev is True
     assert settings.allowed_origins == ("https://portal.example.org", "https://staff.example.org")
@@ -51,6 +55,8 @@ def test_every_variable_reaches_its_setting() -> None:
         ("DIAGNOXIX_LOG_LEVEL", "bogus", "DEBUG, INFO, WARNING, ERROR, CRITICAL"),
         ("DIAGNOXIX_METRICS_ALLOW", "10.0.0.0/8,loopback", "addresses or CIDR ranges"),
         ("DIAGNOXIX_METRICS_TOKEN", "short", "at least 32"),
+        ("DIAGNOXIX_LINK_HOSTS", "portal.example.org,https://evil.example", "lowercase host names"),
+        ("DIAGNOXIX_DEFAULT_LOCALE", "fr", "en, de, es"),
     ],
 )
 def test_a_bad_value_names_the_variable_and_what_it_takes(variable: str, raw: str, says: str) -> None:

@@ -85,7 +85,8 @@ EXAMPLES = _examples()
 
 
 def _document() -> dict[str, Any]:
-    return openapi_document(Settings())
+    # The examples' links go to the portal host the docs name (the document states the hosts).
+    return openapi_document(Settings(link_hosts=("portal.example.org",)))
 
 
 def _operation(doc: dict[str, Any], method: str, path: str) -> tuple[str, dict[str, Any]]:

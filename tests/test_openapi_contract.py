@@ -66,6 +66,8 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
             DIAGNOXIX_RATE_LIMIT="0",
             DIAGNOXIX_AUTH_FAILURE_LIMIT="0",
             DIAGNOXIX_API_KEY_RATE_LIMIT="0",
+            # Links are checked against the hosts the document states as the pattern.
+            DIAGNOXIX_LINK_HOSTS="portal.example.org,clinic.example",
         )
         server = asyncio.run(launcher.start(db, env=env))
         yield server.url, key

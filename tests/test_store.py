@@ -16,7 +16,14 @@ import pytest
 
 from diagnoxix.json_encoding import encode_json
 from diagnoxix.keys import TOKENS
-from diagnoxix.models import Notification, NotificationDraft, assemble_notification, new_ids
+from diagnoxix.models import (
+    Action,
+    Links,
+    Notification,
+    NotificationDraft,
+    assemble_notification,
+    new_ids,
+)
 from diagnoxix.store.protocols import IdempotencyClaim, IdempotencyConflict, StoreError
 from diagnoxix.store.sqlite.migrations import MigrationError, discover
 from diagnoxix.store.sqlite.store import SqliteStore
@@ -384,6 +391,7 @@ def test_the_stores_fast_constructor_sets_every_field_as_the_constructor_does() 
         "created_text": "2026-01-02T00:00:00.000Z",
         "expires_text": "2026-02-02T00:00:00.000Z",
         "frame": "{}",
+        "links": Links(url="https://portal.example/x", actions=(Action("Confirm", action="confirm"),)),
     }
     fast = assemble_notification(*values.values())
     built = Notification(**values)

@@ -14,6 +14,7 @@ from typing import Any
 from diagnoxix.api.openapi_corrections import correction_paths, correction_schemas
 from diagnoxix.api.openapi_critical import critical_paths, critical_schemas
 from diagnoxix.api.openapi_kinds import TYPED, kind_schemas
+from diagnoxix.api.openapi_messaging import add_links, messaging_paths, messaging_schemas
 from diagnoxix.api.openapi_parts import (
     API_KEY_ERRORS,
     BODY_ERRORS,
@@ -67,7 +68,12 @@ def openapi_document(settings: Settings, time_zones: Collection[str] | None = No
                 ' `{"error": {"code", "message", "details"}}` with a stable `code`.'
             ),
         },
-        "paths": _paths() | correction_paths() | preference_paths() | critical_paths() | sse_paths(),
+        "paths": _paths()
+        | correction_paths()
+        | preference_paths()
+        | critical_paths()
+        | sse_paths()
+        | messaging_paths(),
         "components": {
             "securitySchemes": {
                 "apiKey": {"type": "http", "scheme": "bearer", "description": "A service's dxn_… API key"},
@@ -87,14 +93,18 @@ def openapi_document(settings: Settings, time_zones: Collection[str] | None = No
                 ERROR_NAMES[status]: {"description": reason, **json_content(ref("Error"))}
                 for status, reason in error_reasons(settings).items()
             },
-            "schemas": input_schemas(settings)
-            | kind_schemas()
-            | output_schemas()
-            | scheduled_schemas()
-            | correction_schemas()
-            | preference_schemas(zones, settings.critical_categories)
-            | critical_schemas()
-            | sse_schemas(),
+            "schemas": add_links(
+                input_schemas(settings)
+                | kind_schemas()
+                | output_schemas()
+                | scheduled_schemas()
+                | correction_schemas()
+                | preference_schemas(zones, settings.critical_categories)
+                | critical_schemas()
+                | sse_schemas()
+                | messaging_schemas(),
+                settings,
+            ),
         },
     }
 

@@ -14,6 +14,7 @@ from diagnoxix.rules.kinds import (
     FieldShape,
     Kind,
 )
+from diagnoxix.rules.locales import LOCALE_REGEX, MAX_LOCALE_CHARS
 
 # An item of `POST /v1/notifications`: in its own words (`NotificationInput`) or typed.
 ITEM = "NotificationItem"
@@ -39,6 +40,8 @@ def _shape(shape: FieldShape) -> Schema:
         return {"type": "boolean"}
     if shape == "message":
         return {"type": ["string", "null"], "maxLength": MAX_MESSAGE_CHARS, "pattern": MESSAGE_REGEX}
+    if shape == "locale":
+        return {"type": ["string", "null"], "maxLength": MAX_LOCALE_CHARS, "pattern": LOCALE_REGEX}
     return {"enum": [*PRIORITIES, None]}
 
 

@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -25,6 +26,7 @@ from diagnoxix.api.common import (
 from diagnoxix.api.corrections import setup_correction_routes
 from diagnoxix.api.critical import is_tracked, send_tracked, setup_critical_routes
 from diagnoxix.api.devices import setup_device_routes
+from diagnoxix.api.messaging import setup_messaging_routes
 from diagnoxix.api.openapi import openapi_document
 from diagnoxix.api.preferences import setup_preference_routes
 from diagnoxix.api.scheduled import (
@@ -208,9 +210,11 @@ async def send_notifications(request: web.Request) -> web.Response:
     ]
     if schedules.times is not None and any(required for _, required in acks):
         errors.add(REQUIRES_ACK, "is not for a scheduled send")
-    # Each item in its own words, or typed (`kind`: the server words it, see `rules.kinds`).
+    # Each item in its own words, or typed (`kind`: the server words it, see `rules.kinds`), with
+    # an optional portal link and actions (`rules.links`).
+    links = request.app[SERVICE].links
     drafts = [
-        parse_item(item, prefix=f"notifications[{i}]." if batch else "", errors=errors)
+        parse_item(item, prefix=f"notifications[{i}]." if batch else "", errors=errors, links=links)
         for i, (item, _) in enumerate(acks)
     ]
     if errors:
@@ -219,8 +223,14 @@ async def send_notifications(request: web.Request) -> web.Response:
     claim = IdempotencyClaim(api_key.id, key, request_hash, status) if key is not None else None
     valid = [d for d in drafts if d is not None]
     tracked = [is_tracked(d, required) for d, (_, required) in zip(valid, acks, strict=True)]
+    # An answer to an action goes back to the key that sent the notification.
+    for draft in valid:
+        if draft.links is not None:
+            draft.links = replace(draft.links, sent_by=api_key.id)
     try:
         if schedules.times is not None:
+            # Worded now, in the locale the user has now (a due send is never worded again).
+            await request.app[SERVICE].word(valid)
             return await schedule_sends(request, api_key, valid, schedules, batch, claim)
         if any(tracked):
             notes = await send_tracked(request, api_key, valid, tracked, key, request_hash, claim)
@@ -285,5 +295,6 @@ def setup_routes(app: web.Application) -> None:
     setup_correction_routes(app)
     setup_preference_routes(app)
     setup_critical_routes(app)
+    setup_messaging_routes(app)
     app.router.add_get("/healthz", health)
     app.router.add_get("/v1/openapi.json", openapi)

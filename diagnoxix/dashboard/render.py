@@ -26,6 +26,7 @@ NAV = (
     ("/dashboard/users", "Users online"),
     ("/dashboard/keys", "API keys"),
     ("/dashboard/webhooks", "Webhooks"),
+    ("/dashboard/templates", "Templates"),
     ("/dashboard/audit", "Audit log"),
     ("/dashboard/test-client", "Test client"),
 )

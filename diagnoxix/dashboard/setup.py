@@ -28,6 +28,7 @@ from diagnoxix.dashboard import (
     pages_keys,
     pages_records,
     pages_send,
+    pages_templates,
     pages_tools,
     pages_users,
     pages_webhooks,
@@ -114,6 +115,9 @@ def setup_dashboard(app: web.Application) -> None:
     router.add_get("/notifications", pages_records.notifications_page)
     router.add_post("/notifications/{notification_id}/retract", pages_corrections.retract_notification)
     router.add_get("/audit", pages_records.audit_page)
+    router.add_get("/templates", pages_templates.templates_page)
+    router.add_post("/templates", pages_templates.save_template)
+    router.add_post("/templates/remove", pages_templates.remove_template)
     router.add_get("/users", pages_users.users_page)
     router.add_get("/users/{user_id}", pages_users.user_page)
     router.add_post("/users/{user_id}/disconnect", pages_users.disconnect_user)

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from diagnoxix.delivery.service import NotificationService
-from diagnoxix.models import NotificationDraft, Priority
+from diagnoxix.models import Links, NotificationDraft, Priority
 from diagnoxix.store.protocols import KeyStore, timer_claim
 from diagnoxix.store.timer_records import NewTimer, Timer
 
@@ -44,6 +44,7 @@ def _encode(draft: NotificationDraft) -> dict[str, Any]:
         "data": draft.data,
         "priority": draft.priority,
         "ttl_seconds": draft.ttl_seconds,
+        "links": draft.links.stored_json() if draft.links is not None else None,
     }
 
 
@@ -56,6 +57,7 @@ def _decode(item: dict[str, Any]) -> NotificationDraft:
         data=dict(item["data"]),
         priority=cast(Priority, item["priority"]),
         ttl_seconds=item.get("ttl_seconds"),
+        links=Links.from_stored(item.get("links")),
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from diagnoxix.config import Settings
 from diagnoxix.delivery import frames
 from diagnoxix.delivery.broker import Broker
+from diagnoxix.delivery.wording import TemplateBook
 from diagnoxix.models import BROADCAST_RECIPIENT, PRIORITIES, Notification, NotificationDraft, Priority
 from diagnoxix.rules import validated_draft
 from diagnoxix.rules.kinds import (
@@ -23,6 +24,7 @@ from diagnoxix.rules.kinds import (
     appointment_draft,
     lab_result_draft,
 )
+from diagnoxix.rules.links import LinkPolicy, checked_links
 from diagnoxix.store.protocols import (
     Correction,
     CorrectionResult,
@@ -38,8 +40,19 @@ __all__ = ["APPOINTMENT_STATUSES", "AppointmentStatus", "NotificationService"]
 
 
 class NotificationService:
-    def __init__(self, store: NotificationStore, broker: Broker, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: NotificationStore,
+        broker: Broker,
+        settings: Settings,
+        *,
+        templates: TemplateBook | None = None,
+    ) -> None:
         self._store = store
+        # Typed notifications are worded from templates in their user's locale (None: in English).
+        self._templates = templates
+        # Where a notification's `url` and actions may point.
+        self.links = LinkPolicy(settings.link_hosts, settings.dev)
         # Control frames (unread counts) go where notifications go: through the broker, to the
         # user's connections in every process.
         self._broker = broker
@@ -56,8 +69,9 @@ class NotificationService:
         """Store validated drafts in one transaction; they are delivered once committed.
 
         Each gets its retention from its type if one is configured for it, else from its
-        priority, unless it names its own lifetime.
+        priority, unless it names its own lifetime. Typed ones are worded first (`word`).
         """
+        await self.word(drafts)
         by_type = self._lifetimes_by_type
         if by_type:
             drafts = [
@@ -67,6 +81,19 @@ class NotificationService:
                 for d in drafts
             ]
         return await self._store.insert_notifications(drafts, idempotency, lifetimes=self._lifetimes)
+
+    async def word(self, drafts: Sequence[NotificationDraft]) -> None:
+        """Word typed drafts from their templates, in place (a scheduled send is worded when it is
+        scheduled); the others are left as they are."""
+        if self._templates is not None:
+            await self._templates.word(drafts)
+
+    def _linked(
+        self, draft: NotificationDraft, url: str | None, actions: list[dict[str, Any]] | None
+    ) -> NotificationDraft:
+        if url is not None or actions:
+            draft.links = checked_links(url, actions, self.links)
+        return draft
 
     async def mark_read(self, user_id: str, notification_ids: Sequence[str]) -> tuple[list[str], int]:
         """Mark read, then tell every v1 connection of the user the new unread count at once."""
@@ -124,8 +151,12 @@ class NotificationService:
         data: dict[str, Any] | None = None,
         *,
         priority: Priority = "normal",
+        url: str | None = None,
+        actions: list[dict[str, Any]] | None = None,
     ) -> Notification:
-        (stored,) = await self.send([validated_draft(user_id, type, title, message, data, priority)])
+        """`url` (opened on a click) and `actions` (up to three) are checked against the link hosts."""
+        draft = validated_draft(user_id, type, title, message, data, priority)
+        (stored,) = await self.send([self._linked(draft, url, actions)])
         return stored
 
     async def send_appointment_notification(
@@ -134,22 +165,45 @@ class NotificationService:
         appointment_id: str,
         status: AppointmentStatus,
         message: str = "",
+        *,
+        locale: str | None = None,
+        url: str | None = None,
+        actions: list[dict[str, Any]] | None = None,
     ) -> Notification:
-        """Titled by the status, with our message unless given one; high priority when cancelled."""
-        (stored,) = await self.send([appointment_draft(user_id, appointment_id, status, message)])
+        """Titled by the status, with our message unless given one; high priority when cancelled.
+        Worded in `locale` (None: the user's, else the default)."""
+        draft = appointment_draft(user_id, appointment_id, status, message, locale=locale)
+        (stored,) = await self.send([self._linked(draft, url, actions)])
         return stored
 
     async def send_lab_result_notification(
-        self, user_id: str, test_name: str, abnormal: bool
+        self,
+        user_id: str,
+        test_name: str,
+        abnormal: bool,
+        *,
+        locale: str | None = None,
+        url: str | None = None,
+        actions: list[dict[str, Any]] | None = None,
     ) -> Notification:
         """Says the result is ready; never carries values. An abnormal result is high priority."""
-        (stored,) = await self.send([lab_result_draft(user_id, test_name, abnormal)])
+        draft = lab_result_draft(user_id, test_name, abnormal, locale=locale)
+        (stored,) = await self.send([self._linked(draft, url, actions)])
         return stored
 
     async def send_ai_analysis_notification(
-        self, user_id: str, analysis_type: str, analysis_id: str, *, priority: Priority = "normal"
+        self,
+        user_id: str,
+        analysis_type: str,
+        analysis_id: str,
+        *,
+        priority: Priority = "normal",
+        locale: str | None = None,
+        url: str | None = None,
+        actions: list[dict[str, Any]] | None = None,
     ) -> Notification:
-        (stored,) = await self.send([ai_analysis_draft(user_id, analysis_type, analysis_id, priority)])
+        draft = ai_analysis_draft(user_id, analysis_type, analysis_id, priority, locale=locale)
+        (stored,) = await self.send([self._linked(draft, url, actions)])
         return stored
 
     async def broadcast_system_notification(

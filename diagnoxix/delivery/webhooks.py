@@ -15,7 +15,9 @@ delivery's id) never does, so a receiver drops a repeat it has seen.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import logging
 import secrets
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -24,9 +26,11 @@ from typing import Any
 from diagnoxix.clock import Clock
 from diagnoxix.json_encoding import encode_json
 from diagnoxix.models import format_timestamp, parse_timestamp
-from diagnoxix.store.protocols import Store
+from diagnoxix.store.protocols import Store, StoreError
 from diagnoxix.store.timer_records import NewTimer, Timer
 from diagnoxix.store.webhook_records import WEBHOOK_DELIVERY, WEBHOOKS_OWNER
+
+log = logging.getLogger("diagnoxix.webhooks")
 
 # The delay before attempt n+1 (n failed so far): FIRST_RETRY_SECONDS * 2**(n-1), at most
 # MAX_RETRY_SECONDS; no attempt is made once the retry window is over.
@@ -60,6 +64,20 @@ class Webhooks:
         self._store = store
         self._clock = clock
         self.wake: Callable[[], None] = lambda: None
+        self._soon: set[asyncio.Task[None]] = set()
+
+    def enqueue_soon(self, event_type: str, data: dict[str, Any]) -> None:
+        """`enqueue` from a listener that must not wait (it runs right after another commit): in a
+        task of its own. A crash before that write commits loses this one event."""
+        task = asyncio.get_running_loop().create_task(self._enqueue_logged(event_type, data))
+        self._soon.add(task)
+        task.add_done_callback(self._soon.discard)
+
+    async def _enqueue_logged(self, event_type: str, data: dict[str, Any]) -> None:
+        try:
+            await self.enqueue(event_type, data)
+        except StoreError as exc:
+            log.warning("webhooks.enqueue_failed", extra={"event": event_type, "error": type(exc).__name__})
 
     async def enqueue(self, event_type: str, data: dict[str, Any]) -> list[str]:
         """One event to every enabled endpoint subscribed to its type; returns the deliveries'

@@ -19,9 +19,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast, get_args
 
-from diagnoxix.models import NotificationDraft, Priority
+from diagnoxix.models import Links, NotificationDraft, Priority, Wording
 from diagnoxix.rules.drafts import parse_draft, validated_draft
 from diagnoxix.rules.fields import FieldErrors
+from diagnoxix.rules.links import LINK_FIELDS, LinkPolicy, parse_links
+from diagnoxix.rules.locales import locale_problem
 from diagnoxix.rules.notification import (
     MAX_MESSAGE_CHARS,
     MAX_REFERENCE_CHARS,
@@ -52,7 +54,11 @@ _APPOINTMENT_TEXT: dict[str, tuple[str, str]] = {
 # What a kind's facts become: type, title, message, data and priority.
 Drafted = tuple[str, str, str, dict[str, Any], Priority]
 # What a kind's field holds; the OpenAPI document has one schema per shape.
-FieldShape = Literal["reference", "status", "flag", "message", "priority"]
+FieldShape = Literal["reference", "status", "flag", "message", "priority", "locale"]
+# Every kind takes a `locale`: the language it is worded in (absent: the user's, else the default).
+_LOCALE_FIELD_DESCRIPTION = "the language to word it in (absent or null: the user's, else the default)"
+# A kind's facts that are its templates' variables (`rules.templates`): never a message or priority.
+_VARIABLE_SHAPES = ("reference", "status", "flag")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +122,7 @@ KINDS: dict[str, Kind] = {
                 KindField("appointment_id", "reference", True, "the appointment's id in your system"),
                 KindField("status", "status", True, "what happened to it (cancelled: high priority)"),
                 KindField("message", "message", False, "your own message; absent, null or empty: ours"),
+                KindField("locale", "locale", False, _LOCALE_FIELD_DESCRIPTION),
             ),
             "An appointment's news, worded by its status",
             "its title, type and data follow from its status (cancelled: high priority)",
@@ -126,6 +133,7 @@ KINDS: dict[str, Kind] = {
             (
                 KindField("test_name", "reference", True, "the test's name, shown to the patient"),
                 KindField("abnormal", "flag", True, "true: high priority and a care-team line"),
+                KindField("locale", "locale", False, _LOCALE_FIELD_DESCRIPTION),
             ),
             "A lab result is ready to view",
             "it says only that the result is ready, never values; the abnormal flag only raises the priority",
@@ -137,6 +145,7 @@ KINDS: dict[str, Kind] = {
                 KindField("analysis_type", "reference", True, "e.g. symptom_analysis (_ read as spaces)"),
                 KindField("analysis_id", "reference", True, "the analysis's id in your system"),
                 KindField("priority", "priority", False, "absent or null: normal"),
+                KindField("locale", "locale", False, _LOCALE_FIELD_DESCRIPTION),
             ),
             "An AI analysis is ready to view",
             "its wording and data follow from its type and id",
@@ -159,7 +168,18 @@ def _problem(shape: FieldShape, value: object) -> str | None:
         return None if isinstance(value, bool) else "is required and must be true or false"
     if shape == "message":
         return text_problem(value, MAX_MESSAGE_CHARS, required=False)
+    if shape == "locale":
+        return locale_problem(value)
     return priority_problem(value)
+
+
+def _wording(kind: Kind, values: Mapping[str, Any]) -> Wording:
+    """A typed notification's facts as its templates' variables, the locale it names, and whether
+    the sender gave its own message (an appointment's: kept, only the title is templated)."""
+    variables = {f.name: values[f.name] for f in kind.fields if f.shape in _VARIABLE_SHAPES}
+    if "analysis_type" in variables:
+        variables["analysis_name"] = str(variables["analysis_type"]).replace("_", " ")
+    return Wording(variables, values.get("locale"), own_message=bool(values.get("message")))
 
 
 def _typed(
@@ -181,7 +201,9 @@ def _typed(
     type_, title, message, data, priority = kind.build(payload)
     try:
         # Every part was checked above; this encodes the data once, as every draft's is.
-        return validated_draft(cast(str, user_id), type_, title, message, data, priority)
+        draft = validated_draft(cast(str, user_id), type_, title, message, data, priority)
+        draft.wording = _wording(kind, payload)
+        return draft
     except FieldErrors as exc:  # the checks above leave nothing for it; still a 422, never a 500
         for path, problem in exc.details.items():
             errors.add(f"{prefix}{path}", problem)
@@ -203,11 +225,24 @@ def parse_typed(
     return None if unknown else draft
 
 
-def parse_item(payload: object, *, prefix: str = "", errors: FieldErrors) -> NotificationDraft | None:
-    """One item of a send: typed if it has a `kind`, else a notification in its own words."""
+def parse_item(
+    payload: object, *, prefix: str = "", errors: FieldErrors, links: LinkPolicy | None = None
+) -> NotificationDraft | None:
+    """One item of a send: typed if it has a `kind`, else a notification in its own words. With a
+    link policy, either may carry a `url` and `actions` (`rules.links`)."""
+    found: Links | None = None
+    links_ok = True
+    if links is not None and isinstance(payload, dict) and not payload.keys().isdisjoint(LINK_FIELDS):
+        links_ok, found = parse_links(payload, prefix, errors, links)
+        payload = {k: v for k, v in payload.items() if k not in LINK_FIELDS}
     if isinstance(payload, dict) and KIND_FIELD in payload:
-        return parse_typed(payload, prefix=prefix, errors=errors)
-    return parse_draft(payload, prefix=prefix, errors=errors, default_type="notification")
+        draft = parse_typed(payload, prefix=prefix, errors=errors)
+    else:
+        draft = parse_draft(payload, prefix=prefix, errors=errors, default_type="notification")
+    if draft is None or not links_ok:
+        return None
+    draft.links = found
+    return draft
 
 
 def _drafted(kind: str, values: dict[str, Any]) -> NotificationDraft:
@@ -219,22 +254,37 @@ def _drafted(kind: str, values: dict[str, Any]) -> NotificationDraft:
 
 
 def appointment_draft(
-    user_id: str, appointment_id: str, status: str, message: str | None = ""
+    user_id: str, appointment_id: str, status: str, message: str | None = "", *, locale: str | None = None
 ) -> NotificationDraft:
     """An appointment's notification, or FieldErrors naming every problem."""
     return _drafted(
         "appointment",
-        {"user_id": user_id, "appointment_id": appointment_id, "status": status, "message": message},
+        {
+            "user_id": user_id,
+            "appointment_id": appointment_id,
+            "status": status,
+            "message": message,
+            "locale": locale,
+        },
     )
 
 
-def lab_result_draft(user_id: str, test_name: str, abnormal: bool) -> NotificationDraft:
+def lab_result_draft(
+    user_id: str, test_name: str, abnormal: bool, *, locale: str | None = None
+) -> NotificationDraft:
     """A lab result is ready: never its values. Raises FieldErrors."""
-    return _drafted("lab_result", {"user_id": user_id, "test_name": test_name, "abnormal": abnormal})
+    return _drafted(
+        "lab_result", {"user_id": user_id, "test_name": test_name, "abnormal": abnormal, "locale": locale}
+    )
 
 
 def ai_analysis_draft(
-    user_id: str, analysis_type: str, analysis_id: str, priority: str | None = None
+    user_id: str,
+    analysis_type: str,
+    analysis_id: str,
+    priority: str | None = None,
+    *,
+    locale: str | None = None,
 ) -> NotificationDraft:
     """An AI analysis is ready. Raises FieldErrors."""
     return _drafted(
@@ -244,5 +294,6 @@ def ai_analysis_draft(
             "analysis_type": analysis_type,
             "analysis_id": analysis_id,
             "priority": priority,
+            "locale": locale,
         },
     )

@@ -29,9 +29,12 @@ NOTIFICATION_UNACKNOWLEDGED = "notification.unacknowledged"
 # acknowledgement (the sender's webhook).
 CRITICAL_ESCALATED = "critical.escalated"
 CRITICAL_ACKNOWLEDGED = "critical.acknowledged"
+# A user answered one of a notification's actions (confirm, decline...): the sender's answer.
+NOTIFICATION_ACTION_ANSWERED = "notification.action_answered"
 EVENT_TYPES: tuple[str, ...] = (
     NOTIFICATION_CREATED,
     NOTIFICATION_UNACKNOWLEDGED,
+    NOTIFICATION_ACTION_ANSWERED,
     CRITICAL_ESCALATED,
     CRITICAL_ACKNOWLEDGED,
 )

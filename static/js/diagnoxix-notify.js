@@ -16,6 +16,9 @@
  *   notify.on("acknowledged", (a) => render(notify.notifications()));  // a critical item closed
  *   notify.on("state", (state) => setOnline(state === "open"));
  *   notify.acknowledge(id);  // a person acknowledges a critical item (docs/critical.md)
+ *   li.onclick = () => notify.openLink(n);            // opens `n.url` (if any) in a new tab
+ *   button.onclick = () => notify.answer(n.id, "confirm");  // one of `n.actions`, as this user
+ *   DiagnoxixNotify.showNotification(n);              // a system notification; a click opens `n.url`
  *
  * The SDK resumes from the last seq it saw (kept in localStorage), acknowledges what it delivered
  * to the application, drops duplicates by id, answers token refresh requests, and reconnects with
@@ -26,6 +29,9 @@
  * times in a row), it receives the same frames over server-sent events (`/v1/sse/notifications`),
  * acknowledges and marks read over HTTP, tries the WebSocket again every `wsRetryMs` and goes back
  * to it once one opens: the cursor (seq) carries over, and duplicates are dropped by id.
+ * A notification may carry a portal `url` and up to three `actions` (`{label, url}` or
+ * `{label, action}`); the server only lets through https links to the clinic's own hosts. The
+ * SDK never renders HTML: show `title`, `message` and labels as text.
  */
 (function (root, factory) {
   "use strict";
@@ -77,6 +83,31 @@
   // The SSE endpoint beside a WebSocket endpoint: same host, http(s) for ws(s).
   function sseUrlFor(wsUrl) {
     return wsUrl.replace(/^ws(s?):/, "http$1:").replace("/v1/ws/notifications", "/v1/sse/notifications");
+  }
+
+  // Only web links are ever opened (the server allows https to the clinic's hosts; a dev server
+  // also http to localhost): a `javascript:` or `data:` value is never followed.
+  var WEB_LINK = /^https?:\/\/[^\s]+$/i;
+
+  /** Open a notification's `url` (or an action's, or a link given as a string) in a new tab,
+   * without giving it this page (`noopener`). Returns false when there is no link to open. */
+  function openLink(target) {
+    var url = typeof target === "string" ? target : target && target.url;
+    if (typeof url !== "string" || !WEB_LINK.test(url) || typeof window === "undefined") return false;
+    window.open(url, "_blank", "noopener,noreferrer");
+    return true;
+  }
+
+  /** A system notification (the Notifications API, once the user allowed it) whose click opens
+   * the notification's `url`. Returns it, or null where notifications are unavailable. */
+  function showNotification(note) {
+    if (typeof Notification === "undefined" || Notification.permission !== "granted") return null;
+    var shown = new Notification(note.title || "", { body: note.message || "", tag: note.id });
+    shown.onclick = function () {
+      openLink(note);
+      shown.close();
+    };
+    return shown;
   }
 
   function memoryStorage() {
@@ -693,6 +724,29 @@
     return this._request(frame);
   };
 
+  /** Open a notification's `url` (see `openLink`). */
+  Connection.prototype.openLink = function (note) {
+    return openLink(note);
+  };
+
+  /** Answer one of a notification's actions (`{label, action}`) as this user, over HTTP with the
+   * connection's token: resolves to `{id, user_id, action, answered_at, recorded}` (`recorded`
+   * false: answered so before); rejects with the server's error (404: no such action; 409:
+   * answered already, with another action). */
+  Connection.prototype.answer = function (id, action) {
+    var base = this._apiBase;
+    var path = "/v1/notifications/" + encodeURIComponent(id) + "/actions/" + encodeURIComponent(action);
+    return this._token().then(function (token) {
+      if (!token) throw new Error("DiagnoxixNotify: answering needs a token");
+      return fetch(base + path, { method: "POST", headers: { Authorization: "Bearer " + token } });
+    }).then(function (resp) {
+      return resp.json().then(function (body) {
+        if (!resp.ok) throw body.error || new Error("HTTP " + resp.status);
+        return body;
+      });
+    });
+  };
+
   Connection.prototype.close = function () {
     this._closed = true;
     if (this._retryTimer) clearTimeout(this._retryTimer);
@@ -707,5 +761,11 @@
     return new Connection(options).open();
   }
 
-  return { connect: connect, Connection: Connection, SUBPROTOCOL: SUBPROTOCOL };
+  return {
+    connect: connect,
+    Connection: Connection,
+    SUBPROTOCOL: SUBPROTOCOL,
+    openLink: openLink,
+    showNotification: showNotification,
+  };
 });

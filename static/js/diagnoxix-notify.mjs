@@ -7,3 +7,5 @@ export const connect = sdk.connect;
 export const Connection = sdk.Connection;
 export const SUBPROTOCOL = sdk.SUBPROTOCOL;
 export default sdk;
+export const openLink = sdk.openLink;
+export const showNotification = sdk.showNotification;

@@ -27,14 +27,15 @@ from typing import Any
 log = logging.getLogger("diagnoxix.store")
 
 NOTIFICATION_COLUMNS = (
-    "seq, id, user_id, type, title, message, data, priority, created_at, delivered_at, read_at, expires_at"
+    "seq, id, user_id, type, title, message, data, priority, created_at, delivered_at, read_at, expires_at,"
+    " links"
 )
 # ?1: the first seq; ?2: created_at; ?3: a JSON array of rows, each
-# [id, user_id, type, title, message, data (JSON text), priority, expires_at].
+# [id, user_id, type, title, message, data (JSON text), priority, expires_at, links (JSON text)].
 _INSERT_NOTIFICATIONS = (
     "INSERT INTO notifications (seq, id, user_id, type, title, message, data, priority, created_at,"
-    " expires_at) SELECT ?1 + key, value->>0, value->>1, value->>2, value->>3, value->>4, value->>5,"
-    " value->>6, ?2, value->>7 FROM json_each(?3)"
+    " expires_at, links) SELECT ?1 + key, value->>0, value->>1, value->>2, value->>3, value->>4,"
+    " value->>5, value->>6, ?2, value->>7, value->>8 FROM json_each(?3)"
 )
 _CLAIM_TAKEN = "SELECT 1 FROM idempotency_keys WHERE api_key_id = ? AND key = ?"
 _INSERT_CLAIM = (

@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from diagnoxix.models import ApiKey, Notification, parse_timestamp
+from diagnoxix.models import ApiKey, Links, Notification, parse_timestamp
 from diagnoxix.store.sqlite.batch import NOTIFICATION_COLUMNS
 
 # SQLite caps bound parameters per statement; id lists are queried in chunks of this size.
@@ -20,7 +20,7 @@ LIVE = "(expires_at IS NULL OR expires_at > ?)"
 
 
 def row_to_notification(row: sqlite3.Row | tuple[Any, ...]) -> Notification:
-    seq, nid, user_id, kind, title, message, data, priority, created, delivered, read, expires = row
+    seq, nid, user_id, kind, title, message, data, priority, created, delivered, read, expires, links = row
     return Notification(
         seq=seq,
         id=nid,
@@ -34,6 +34,7 @@ def row_to_notification(row: sqlite3.Row | tuple[Any, ...]) -> Notification:
         delivered_at=parse_timestamp(delivered) if delivered else None,
         read_at=parse_timestamp(read) if read else None,
         expires_at=parse_timestamp(expires) if expires else None,
+        links=Links.from_stored(links),
     )
 
 

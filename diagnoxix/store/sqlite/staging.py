@@ -70,7 +70,8 @@ class Stager:
         seq_guess: int,
     ) -> tuple[Staged, InsertRows]:
         """Give each draft its id and expiry, encode it, and return it with its rows for the
-        thread: [id, user_id, type, title, message, data (JSON text), priority, expires_at] each.
+        thread: [id, user_id, type, title, message, data (JSON text), priority, expires_at, links]
+        each.
 
         The notifications are built here too, for `seq_guess` as the first seq: this runs while
         the thread stores the previous rows, and building them after the commit would delay
@@ -111,6 +112,7 @@ class Stager:
                     encoded,
                     draft.priority,
                     found[1],
+                    draft.links.stored_json() if draft.links is not None else None,
                 ]
             )
         staged = Staged(drafts, ids, data_json, expires, heads, seq_guess)
@@ -152,7 +154,8 @@ def committed_notifications(
             data_json,
             stamp,
             expires[1],
-            f'{head},"seq":{first_seq + i}{frame_tail(draft.priority, read=False)}',
+            f'{head},"seq":{first_seq + i}{frame_tail(draft.priority, False, draft.links)}',
+            draft.links,
         )
         for i, (nid, draft, data_json, expires, head) in enumerate(
             zip(staged.ids, drafts, staged.data_json, staged.expires, staged.heads, strict=True)

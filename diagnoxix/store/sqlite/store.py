@@ -41,6 +41,7 @@ from diagnoxix.store.sqlite.devices import DeviceQueries
 from diagnoxix.store.sqlite.files import create_private_file, release_serving_lock, take_serving_lock
 from diagnoxix.store.sqlite.keys import KeyQueries
 from diagnoxix.store.sqlite.marks import DeliveryMarks
+from diagnoxix.store.sqlite.messaging import MessagingQueries
 from diagnoxix.store.sqlite.migrations import migrate
 from diagnoxix.store.sqlite.preferences import PreferenceQueries
 from diagnoxix.store.sqlite.restores import UNDONE_RANGES, UndoneSeqs, highest_seq_sql
@@ -70,6 +71,7 @@ class SqliteStore(
     PreferenceQueries,
     WebhookQueries,
     CriticalQueries,
+    MessagingQueries,
 ):
     """`Store` on one SQLite file. Use `open()`/`close()` (the app does it in a cleanup context)."""
 
@@ -359,6 +361,12 @@ class SqliteStore(
                 "DELETE FROM broadcast_receipts WHERE notification_id IN"
                 f" (SELECT id FROM notifications WHERE user_id = ? AND {expired})",
                 [(BROADCAST_RECIPIENT, now, top)],
+            ),
+            # An answer to an action goes with its notification.
+            (
+                "DELETE FROM action_answers WHERE notification_id IN"
+                f" (SELECT id FROM notifications WHERE {expired})",
+                [(now, top)],
             ),
             # A device whose token has expired can no longer connect, revoked or not.
             ("DELETE FROM devices WHERE expires_at <= ?", [(self._outlived(),)]),

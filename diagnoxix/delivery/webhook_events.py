@@ -1,25 +1,23 @@
-"""Critical results on the webhook channel (docs/critical.md, docs/webhooks.md).
+"""What other features send by webhook (docs/webhooks.md): critical results and action answers.
 
 An escalation step naming the `webhook` channel enqueues a `critical.escalated` event in the
 durable outbox, to every endpoint subscribed to it (the clinic's paging or SMS gateway); a
 person's acknowledgement enqueues `critical.acknowledged` (the sender's webhook). Ids only, as
-every webhook: the item, the step, who was told, the type and priority, never the words.
+every webhook: the item, the step, who was told, the type and priority, never the words. A user's
+answer to one of a notification's actions enqueues `notification.action_answered`, naming the API
+key that sent the notification (`sent_by`), so the gateway hands it to that backend.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from typing import Any
 
+from diagnoxix.delivery.actions import ActionAnswers, AnsweredAction
 from diagnoxix.delivery.critical import CriticalService, Escalation
 from diagnoxix.delivery.webhooks import Webhooks
 from diagnoxix.models import format_timestamp
-from diagnoxix.rules.webhooks import CRITICAL_ACKNOWLEDGED, CRITICAL_ESCALATED
+from diagnoxix.rules.webhooks import CRITICAL_ACKNOWLEDGED, CRITICAL_ESCALATED, NOTIFICATION_ACTION_ANSWERED
 from diagnoxix.store.critical_records import CriticalItem
-from diagnoxix.store.protocols import StoreError
-
-log = logging.getLogger("diagnoxix.critical")
 
 WEBHOOK = "webhook"
 
@@ -31,7 +29,6 @@ class NoWebhookEndpoint(Exception):
 class CriticalWebhooks:
     def __init__(self, webhooks: Webhooks) -> None:
         self._webhooks = webhooks
-        self._tasks: set[asyncio.Task[None]] = set()
 
     def attach(self, critical: CriticalService) -> None:
         critical.register_channel(WEBHOOK, self.escalated)
@@ -54,8 +51,7 @@ class CriticalWebhooks:
             raise NoWebhookEndpoint(f"no enabled webhook endpoint takes {CRITICAL_ESCALATED}")
 
     def acknowledged(self, item: CriticalItem) -> None:
-        """Told right after the acknowledgement committed; the event is enqueued in a task of its
-        own (a listener must not wait)."""
+        """Told right after the acknowledgement committed (a listener must not wait)."""
         at = item.acknowledged_at
         data: dict[str, Any] = {
             "critical_id": item.id,
@@ -66,14 +62,24 @@ class CriticalWebhooks:
             "via": item.acknowledged_via,
             "on_behalf": item.on_behalf,
         }
-        task = asyncio.get_running_loop().create_task(self._enqueue(item.id, data))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._webhooks.enqueue_soon(CRITICAL_ACKNOWLEDGED, data)
 
-    async def _enqueue(self, item_id: str, data: dict[str, Any]) -> None:
-        try:
-            await self._webhooks.enqueue(CRITICAL_ACKNOWLEDGED, data)
-        except StoreError as exc:
-            log.warning(
-                "critical.acknowledged_webhook_failed", extra={"item": item_id, "error": type(exc).__name__}
-            )
+
+class ActionWebhooks:
+    def __init__(self, webhooks: Webhooks) -> None:
+        self._webhooks = webhooks
+
+    def attach(self, actions: ActionAnswers) -> None:
+        actions.add_listener(self.answered)
+
+    def answered(self, answer: AnsweredAction) -> None:
+        """Told right after the first answer is durable (a listener must not wait)."""
+        data: dict[str, Any] = {
+            "notification_id": answer.notification_id,
+            "user_id": answer.user_id,
+            "type": answer.type,
+            "action": answer.action,
+            "answered_at": format_timestamp(answer.answered_at),
+            "sent_by": answer.sent_by,
+        }
+        self._webhooks.enqueue_soon(NOTIFICATION_ACTION_ANSWERED, data)
