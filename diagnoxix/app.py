@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from diagnoxix.api.push import setup_push_routes
 from diagnoxix.api.sending import setup_routes
 from diagnoxix.auth import ApiKeys, TokenIssuer, generate_secret
 from diagnoxix.clock import Clock, SystemClock
@@ -23,6 +24,8 @@ from diagnoxix.config import REPO_ROOT, Settings
 from diagnoxix.dashboard.setup import setup_dashboard
 from diagnoxix.delivery.broker import InProcessBroker
 from diagnoxix.delivery.hub import Hub
+from diagnoxix.delivery.push.channel import PushChannel
+from diagnoxix.delivery.push.vapid import VAPID_META_KEY, generate_vapid_pem
 from diagnoxix.delivery.revocations import RevokedTokens
 from diagnoxix.delivery.scheduled import SCHEDULED_SEND, ScheduledSends
 from diagnoxix.delivery.service import NotificationService
@@ -39,6 +42,7 @@ from diagnoxix.keys import (
     FORWARDING,
     HUB,
     LIMITS,
+    PUSH,
     REVOKED,
     SCHEDULER,
     SERVICE,
@@ -117,13 +121,28 @@ async def _delivery_context(app: web.Application) -> AsyncIterator[None]:
     await hub.close_all()
 
 
+async def _push_context(app: web.Application) -> AsyncIterator[None]:
+    """Web Push (`delivery.push`): the VAPID key pair (made on first start, kept in the database
+    beside the server secret), and the router, which hears of every commit after the hub."""
+    store = app[STORE]
+    pem = await store.get_or_create_meta(VAPID_META_KEY, generate_vapid_pem)
+    push = PushChannel(store, store, app[CLOCK], app[SETTINGS], pem, app[HUB].connections_of)
+    push.router.subscribed.update(await store.push_subscribed_users())
+    store.add_commit_listener(push.router.route)
+    app[PUSH] = push
+    yield
+    await push.close()
+
+
 async def _timers_context(app: web.Application) -> AsyncIterator[None]:
     """Durable timers (scheduled sends), run by the service: due jobs, those that came due while
     the server was down first, each exactly once (`delivery.timers`)."""
     store = app[STORE]
     handlers: dict[str, Handler] = {SCHEDULED_SEND: ScheduledSends(app[SERVICE], store)}
+    handlers |= app[PUSH].handlers()
     scheduler = TimerScheduler(store, app[CLOCK], handlers)
     app[SCHEDULER] = scheduler
+    app[PUSH].router.on_added = scheduler.wake
     task = asyncio.create_task(scheduler.run(), name="diagnoxix-timers")
     yield
     task.cancel()
@@ -179,12 +198,14 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.cleanup_ctx.append(_store_context)
     app.cleanup_ctx.append(_retention_context)
     app.cleanup_ctx.append(_delivery_context)
+    app.cleanup_ctx.append(_push_context)
     app.cleanup_ctx.append(_timers_context)
     app.on_shutdown.append(_close_sockets)
     app.router.add_get("/v1/ws/notifications", websocket_handler)
     # The browser SDK and other static assets (served locally: clinics may run offline).
     app.router.add_static("/static/", REPO_ROOT / "static", name="static")
     setup_routes(app)
+    setup_push_routes(app)
     setup_metrics(app)
     setup_readiness(app)
     # The staff dashboard under /dashboard/ (and / redirects there); its context starts after ours.

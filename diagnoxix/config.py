@@ -29,6 +29,7 @@ from diagnoxix.env_text import (
     whole,
 )
 from diagnoxix.rules import BROADCAST_TTL_SECONDS, MIN_TOKEN_TTL_SECONDS, is_type_name
+from diagnoxix.rules.push import DEFAULT_PUSH_HOSTS, is_host_pattern
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DB_PATH = REPO_ROOT / "db" / "diagnoxix.sqlite3"
@@ -120,9 +121,34 @@ class Settings:
     metrics_allowed_networks: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
     # ... or anyone presenting `Authorization: Bearer <this>` (unset: no token is accepted).
     metrics_token: str | None = None
+    # Web Push (docs/channels.md). Whom a push service may contact about our pushes (VAPID `sub`).
+    push_contact: str = "mailto:push-admin@localhost"
+    # Seconds a v1 client has to acknowledge a notification before it goes to the user's push
+    # subscriptions too, per priority (None: never pushed); a user with no connection at all gets
+    # the push at once. Low priority waits for the app.
+    push_delays: tuple[tuple[str, int | None], ...] = (
+        ("low", None),
+        ("normal", 60),
+        ("high", 30),
+        ("critical", 5),
+    )
+    # Push services' hosts (SSRF: an endpoint is a URL a user hands us); `*` is any public host.
+    push_hosts: tuple[str, ...] = DEFAULT_PUSH_HOSTS
+    # Tests and development: `http://` endpoints and loopback addresses (a local push service).
+    push_allow_loopback: bool = False
+    # Types whose own title may travel in a push; every other push says only the generic title.
+    push_titled_types: tuple[str, ...] = ()
+    push_subscriptions_per_user: int = 10
+    push_timeout_seconds: float = 10.0
+    # How long a push service keeps a push for an offline browser (RFC 8030 TTL), at most.
+    push_ttl_seconds: int = 24 * 3600
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+    def push_delay(self, priority: str) -> int | None:
+        """Seconds before an unacknowledged notification of this priority is pushed (None: never)."""
+        return dict(self.push_delays).get(priority)
 
     def retention_seconds_by_type(self) -> dict[str, int]:
         return {name: days * 24 * 3600 for name, days in self.retention_days_by_type}
@@ -219,6 +245,52 @@ def _retention_by_type(name: str, raw: str, _current: Settings) -> tuple[tuple[s
             raise ConfigError(f"{name} takes type=days pairs (a notification type each), not {part!r}")
         days[kind.strip()] = parse_int(f"{name} {kind.strip()}", value, minimum=1, maximum=MAX_RETENTION_DAYS)
     return tuple(days.items())
+
+
+NEVER = "never"
+
+
+@accepting(
+    f"`priority=seconds` pairs, comma-separated, for {listed([p for p, _ in Settings().push_delays], 'and')};"
+    f" seconds from 0 to 86400, or `{NEVER}`; a priority not named keeps its default"
+)
+def _push_delays(name: str, raw: str, current: Settings) -> tuple[tuple[str, int | None], ...]:
+    delays = dict(current.push_delays)
+    for part in raw.split(","):
+        priority, sep, value = part.strip().partition("=")
+        if not sep or priority not in delays:
+            raise ConfigError(f"{name} takes priority=seconds pairs for {', '.join(delays)}, not {part!r}")
+        value = value.strip()
+        delays[priority] = (
+            None if value == NEVER else parse_int(f"{name} {priority}", value, minimum=0, maximum=86400)
+        )
+    return tuple(delays.items())
+
+
+@accepting("host names, `*.` and a domain (its hosts), or `*` (any public host), comma-separated")
+def _push_hosts(name: str, raw: str, _current: Settings) -> tuple[str, ...]:
+    hosts = tuple(h.strip().lower() for h in raw.split(",") if h.strip())
+    for host in hosts:
+        if not is_host_pattern(host):
+            raise ConfigError(f"{name} takes host names, *.domain or *, not {host!r}")
+    return hosts
+
+
+@accepting("notification types, comma-separated")
+def _type_names(name: str, raw: str, _current: Settings) -> tuple[str, ...]:
+    kinds = tuple(k.strip() for k in raw.split(",") if k.strip())
+    for kind in kinds:
+        if not is_type_name(kind):
+            raise ConfigError(f"{name} takes notification types, not {kind!r}")
+    return kinds
+
+
+@accepting("`mailto:` and an address, or an `https://` URL")
+def _contact(name: str, raw: str, _current: Settings) -> str:
+    value = raw.strip()
+    if not (value.startswith("mailto:") and "@" in value) and not value.startswith("https://"):
+        raise ConfigError(f"{name} must be mailto:someone@example.org or an https:// URL")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,6 +479,62 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
         "a secret that opens `/metrics` from anywhere as `Authorization: Bearer <token>`; unset: no"
         " token is accepted",
     ),
+    EnvSetting(
+        "DIAGNOXIX_PUSH_CONTACT",
+        "push_contact",
+        _contact,
+        "whom the push services (Google, Mozilla, Apple) may contact about this server's Web Push"
+        " (the VAPID `sub` claim): set it to your operations address",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_PUSH_DELAYS",
+        "push_delays",
+        _push_delays,
+        "seconds a connected v1 client has to acknowledge a notification before it also goes to the"
+        " user's push subscriptions, per priority (`never`: not pushed at all); a user with no"
+        " connection gets the push at once",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_PUSH_HOSTS",
+        "push_hosts",
+        _push_hosts,
+        "push services a subscription's endpoint may point at (the browsers' own and ntfy.sh by"
+        " default); add a self-hosted UnifiedPush server here. `*` allows any host, never a private"
+        " or loopback address",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_PUSH_ALLOW_LOOPBACK",
+        "push_allow_loopback",
+        flag,
+        "development and tests only: accept `http://` endpoints on loopback hosts and push to"
+        " loopback addresses (a local push service)",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_PUSH_TITLED_TYPES",
+        "push_titled_types",
+        _type_names,
+        "notification types whose own title may travel in a push (through Google, Apple, Mozilla);"
+        " every other push carries only a generic title and the notification's id",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_PUSH_SUBSCRIPTIONS_PER_USER",
+        "push_subscriptions_per_user",
+        whole(1, 100),
+        "push subscriptions one user may have; registering one more removes their oldest",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_PUSH_TIMEOUT",
+        "push_timeout_seconds",
+        seconds(1.0),
+        "seconds a push service has to answer one push before it is tried again later",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_PUSH_TTL",
+        "push_ttl_seconds",
+        whole(0, 28 * 24 * 3600),
+        "seconds a push service keeps a push for a browser that is offline (RFC 8030 `TTL`), at most"
+        " (never past the notification's own expiry)",
+    ),
 )
 
 
@@ -429,7 +557,10 @@ def shown(value: Any) -> str:
     if isinstance(value, Path):
         return value.relative_to(REPO_ROOT).as_posix() if value.is_relative_to(REPO_ROOT) else str(value)
     if isinstance(value, tuple):
-        return ",".join(f"{item[0]}={item[1]}" if isinstance(item, tuple) else str(item) for item in value)
+        return ",".join(
+            f"{item[0]}={NEVER if item[1] is None else item[1]}" if isinstance(item, tuple) else str(item)
+            for item in value
+        )
     return str(value)
 
 

@@ -9,6 +9,7 @@ from diagnoxix.clock import Clock
 from diagnoxix.config import Settings
 from diagnoxix.delivery.broker import Broker
 from diagnoxix.delivery.hub import Hub
+from diagnoxix.delivery.push.channel import PushChannel
 from diagnoxix.delivery.revocations import RevokedTokens
 from diagnoxix.delivery.service import NotificationService
 from diagnoxix.delivery.timers import TimerScheduler
@@ -32,3 +33,5 @@ FORWARDING = web.AppKey("diagnoxix.forwarding", Forwarding)
 LIMITS = web.AppKey("diagnoxix.limits", RequestLimits)
 # Durable timers (scheduled sends): woken when a job is added.
 SCHEDULER = web.AppKey("diagnoxix.scheduler", TimerScheduler)
+# Web Push: the VAPID key, the router (a commit listener) and the outbox's job handlers.
+PUSH = web.AppKey("diagnoxix.push", PushChannel)

@@ -27,7 +27,7 @@ _OUTSIDE_DASHBOARD = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
 }
-_CORS_METHODS = "GET, POST"
+_CORS_METHODS = "GET, POST, DELETE"
 _CORS_REQUEST_HEADERS = "Authorization, Content-Type, Idempotency-Key"
 _CORS_EXPOSED = "Retry-After, Idempotent-Replayed"
 # How long a browser may reuse a preflight answer.

@@ -31,6 +31,7 @@ from diagnoxix.store.backup_records import RestoreReport as RestoreReport
 from diagnoxix.store.correction_records import Correction as Correction
 from diagnoxix.store.correction_records import CorrectionKind as CorrectionKind
 from diagnoxix.store.correction_records import CorrectionResult as CorrectionResult
+from diagnoxix.store.push_protocol import PushStore as PushStore
 from diagnoxix.store.timer_records import TIMER_CLAIMS, NewTimer, Timer
 
 # Called synchronously, in seq order, right after notifications are committed (and before any
@@ -378,7 +379,9 @@ class TimerStore(Protocol):
         earlier; returns how many (0: none left). A pending job is never deleted."""
 
 
-class Store(NotificationStore, KeyStore, StaffStore, DeviceStore, TimerStore, CorrectionStore, Protocol):
+class Store(
+    NotificationStore, KeyStore, StaffStore, DeviceStore, TimerStore, CorrectionStore, PushStore, Protocol
+):
     """One database behind every concern, with its lifecycle (`store.open_store` makes one)."""
 
     async def get_or_create_meta(self, key: str, default: Callable[[], str]) -> str:

@@ -39,6 +39,7 @@ from diagnoxix.store.sqlite.files import create_private_file, release_serving_lo
 from diagnoxix.store.sqlite.keys import KeyQueries
 from diagnoxix.store.sqlite.marks import DeliveryMarks
 from diagnoxix.store.sqlite.migrations import migrate
+from diagnoxix.store.sqlite.push import PushQueries
 from diagnoxix.store.sqlite.restores import UNDONE_RANGES, UndoneSeqs, highest_seq_sql
 from diagnoxix.store.sqlite.seqs import SeqCounter
 from diagnoxix.store.sqlite.staff import StaffQueries
@@ -55,7 +56,9 @@ BUSY_TIMEOUT_MS = 5000
 PURGE_SLICE = 1000
 
 
-class SqliteStore(DeliveryMarks, KeyQueries, StaffQueries, DeviceQueries, TimerQueries, CorrectionQueries):
+class SqliteStore(
+    DeliveryMarks, KeyQueries, StaffQueries, DeviceQueries, TimerQueries, CorrectionQueries, PushQueries
+):
     """`Store` on one SQLite file. Use `open()`/`close()` (the app does it in a cleanup context)."""
 
     def __init__(
