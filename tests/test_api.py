@@ -381,12 +381,15 @@ async def test_a_store_that_cannot_answer_is_a_documented_503_on_every_route_wit
                 .replace("{token_id}", "0123456789abcdef")
                 .replace("{schedule_id}", "s1")
                 .replace("{notification_id}", "n1")
+                .replace("{subscription_id}", "01234567-89ab-cdef-0123-456789abcdef")
             )
             resp = await service.client.request(method, url, json=_BODIES.get(path), headers=service.auth())
             await _error(resp, 503, "shutting_down")
             assert "503" in operation["responses"], (method, path)
             checked += 1
-    assert checked == 19  # 13, the four of /v1/scheduled and the two corrections
+    # 13, the four of /v1/scheduled, the two corrections, the four of push subscriptions and
+    # one notification by id
+    assert checked == 23
 
 
 async def test_the_document_states_the_servers_own_token_ceiling(make_service: Any) -> None:

@@ -314,3 +314,18 @@ async def test_low_priority_is_never_pushed_and_broadcasts_are_not_pushed(
     await _until(lambda: len(pushes.accepted()) == 1)
     await asyncio.sleep(0.5)
     assert len(pushes.received) == 1
+
+
+async def test_a_subscription_whose_key_is_not_a_curve_point_is_removed_at_its_first_push(
+    make_service: MakeService, pushes: PushService
+) -> None:
+    svc = await _service(make_service, pushes)
+    body = pushes.browser().subscription()
+    body["keys"]["p256dh"] = "B" + "A" * 86  # 0x04 and zeros: the right shape, not a point
+    resp = await svc.client.post("/v1/users/ana/push-subscriptions", json=body, headers=svc.auth())
+    assert resp.status == 201, await resp.text()
+    note = await svc.send("ana", "Hello")
+    (attempt,) = await _attempts(svc, note["id"], 1)
+    assert (attempt.status, attempt.outcome) == (-1, "gone")
+    assert await _subscriptions(svc, "ana") == []
+    assert pushes.received == []

@@ -29,7 +29,8 @@ CREATE TABLE push_attempts (
     notification_id TEXT NOT NULL,
     subscription_id TEXT NOT NULL,
     host            TEXT NOT NULL,
-    -- The HTTP status (0: no answer: refused, timed out, unreachable).
+    -- The HTTP status (0: no answer: refused, timed out, unreachable; -1: the browser's key is not
+    -- a P-256 point, nothing could be encrypted for it).
     status          INTEGER NOT NULL,
     -- sent, gone (the subscription was removed), retry, failed.
     outcome         TEXT NOT NULL CHECK (outcome IN ('sent', 'gone', 'retry', 'failed')),

@@ -29,6 +29,7 @@ from diagnoxix.api.openapi_parts import (
     responses,
     user_id_schema,
 )
+from diagnoxix.api.openapi_push import push_paths, push_schemas
 from diagnoxix.api.openapi_scheduled import SCHEDULING, scheduled_202, scheduled_paths, scheduled_schemas
 from diagnoxix.config import Settings
 from diagnoxix.rules import (
@@ -61,7 +62,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 ' `{"error": {"code", "message", "details"}}` with a stable `code`.'
             ),
         },
-        "paths": _paths() | correction_paths(),
+        "paths": _paths() | correction_paths() | push_paths(),
         "components": {
             "securitySchemes": {
                 "apiKey": {"type": "http", "scheme": "bearer", "description": "A service's dxn_… API key"},
@@ -85,7 +86,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             | kind_schemas()
             | output_schemas()
             | scheduled_schemas()
-            | correction_schemas(),
+            | correction_schemas()
+            | push_schemas(settings),
         },
     }
 

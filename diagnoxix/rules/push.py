@@ -9,15 +9,11 @@ development setting says so (a test's push service).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
-
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from diagnoxix.rules.fields import FieldErrors
 
@@ -34,10 +30,11 @@ DEFAULT_PUSH_HOSTS = (
 SUBSCRIPTION_ID_REGEX = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 _SUBSCRIPTION_ID = re.compile(SUBSCRIPTION_ID_REGEX)
 _HOST_PATTERN = re.compile(r"^(\*|(\*\.)?[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?)$")
-_B64URL = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
-# An uncompressed P-256 point, and the authentication secret (RFC 8291, section 3).
-P256DH_BYTES = 65
-AUTH_BYTES = 16
+# An uncompressed P-256 point (65 bytes, the first 0x04) and the authentication secret (16
+# bytes), base64url (RFC 8291, section 3). Whether the point is on the curve shows when a push
+# is encrypted for it: a subscription whose key is not is removed then.
+P256DH_REGEX = r"^B[A-P][A-Za-z0-9_-]{84}[AEIMQUYcgkosw048]=?$"
+AUTH_REGEX = r"^[A-Za-z0-9_-]{21}[AQgw](?:==)?$"
 SUBSCRIPTION_FIELDS = frozenset({"endpoint", "keys", "expirationTime"})
 
 
@@ -78,13 +75,25 @@ def is_subscription_id(text: str) -> bool:
     return bool(_SUBSCRIPTION_ID.match(text))
 
 
-def b64url_bytes(text: str) -> bytes | None:
-    if not _B64URL.match(text):
-        return None
-    try:
-        return base64.urlsafe_b64decode(text.rstrip("=") + "=" * (-len(text.rstrip("=")) % 4))
-    except (binascii.Error, ValueError):
-        return None
+def endpoint_regex(hosts: tuple[str, ...], allow_http_loopback: bool) -> str:
+    """The endpoints a subscription may name, as one pattern (the OpenAPI document shows it): https
+    (http too for a loopback host, when allowed) to a host of the allow-list, an optional port, a
+    path of URL-safe characters; lowercase host, no credentials, no query or fragment needed."""
+    label = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+    alternatives = []
+    for pattern in hosts:
+        pattern = pattern.lower()
+        if pattern == "*":
+            host = rf"{label}(?:\.{label})*"
+        elif pattern.startswith("*."):
+            host = rf"{label}(?:\.{label})*{re.escape(pattern[1:])}"
+        else:
+            host = re.escape(pattern)
+        scheme = "https?" if allow_http_loopback and is_loopback_host(pattern) else "https"
+        alternatives.append(f"{scheme}://{host}")
+    if not alternatives:
+        return "^(?!)$"
+    return rf"^(?:{'|'.join(alternatives)})(?::[1-9][0-9]{{0,4}})?(?:/[A-Za-z0-9._~%:/+=-]*)?$"
 
 
 def _endpoint(
@@ -93,25 +102,26 @@ def _endpoint(
     if not isinstance(value, str) or not value or len(value) > MAX_ENDPOINT_CHARS:
         errors.add("endpoint", f"must be a URL of at most {MAX_ENDPOINT_CHARS} characters")
         return None
+    if not re.fullmatch(endpoint_regex(hosts, allow_http_loopback), value):
+        errors.add("endpoint", "must be an https URL at a push service this server pushes to")
+        return None
     try:
-        parts = urlsplit(value)
-        host = parts.hostname or ""
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        host = urlsplit(value).hostname or ""
+        urlsplit(value).port  # noqa: B018 - raises ValueError for a port past 65535
     except ValueError:
         errors.add("endpoint", "must be a URL")
         return None
-    if not value.isascii() or any(c.isspace() for c in value) or parts.fragment or "@" in parts.netloc:
-        errors.add("endpoint", "must be a URL without spaces, credentials or a fragment")
+    if _is_private_ip(host) and not (allow_http_loopback and is_loopback_host(host)):
+        errors.add("endpoint", "must be at a public address")
         return None
-    if parts.scheme == "http" and allow_http_loopback and is_loopback_host(host):
-        pass
-    elif parts.scheme != "https":
-        errors.add("endpoint", "must be an https URL")
-        return None
-    if not host or not host_allowed(host, hosts):
-        errors.add("endpoint", "is not at a push service this server pushes to")
-        return None
-    return host.lower()
+    return host
+
+
+def _is_private_ip(host: str) -> bool:
+    try:
+        return not ipaddress.ip_address(host).is_global
+    except ValueError:
+        return False
 
 
 def check_subscription(
@@ -133,22 +143,12 @@ def check_subscription(
         for name in sorted(set(keys) - {"p256dh", "auth"}):
             errors.add(f"keys.{name}", "is not a known field")
         p256dh, auth = keys.get("p256dh"), keys.get("auth")
-        raw = b64url_bytes(p256dh) if isinstance(p256dh, str) and len(p256dh) < 200 else None
-        if raw is None or len(raw) != P256DH_BYTES or not _on_curve(raw):
-            errors.add("keys.p256dh", "must be an uncompressed P-256 public key, base64url")
-        raw = b64url_bytes(auth) if isinstance(auth, str) and len(auth) < 100 else None
-        if raw is None or len(raw) != AUTH_BYTES:
-            errors.add("keys.auth", f"must be {AUTH_BYTES} bytes, base64url")
+        if not isinstance(p256dh, str) or not re.fullmatch(P256DH_REGEX, p256dh):
+            errors.add("keys.p256dh", "must be an uncompressed P-256 public key (65 bytes), base64url")
+        if not isinstance(auth, str) or not re.fullmatch(AUTH_REGEX, auth):
+            errors.add("keys.auth", "must be 16 bytes, base64url")
     if errors or host is None:
         return None
     assert isinstance(p256dh, str)
     assert isinstance(auth, str)
     return SubscriptionInput(str(payload["endpoint"]), p256dh.rstrip("="), auth.rstrip("="), host)
-
-
-def _on_curve(raw: bytes) -> bool:
-    try:
-        ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw)
-    except ValueError:
-        return False
-    return raw[0] == 4

@@ -22,7 +22,7 @@ from typing import Protocol
 from diagnoxix.clock import Clock
 from diagnoxix.config import Settings
 from diagnoxix.delivery.push.payload import URGENCY, push_payload, push_topic, push_ttl
-from diagnoxix.delivery.push.sender import PushAnswer, PushSender
+from diagnoxix.delivery.push.sender import UNUSABLE_KEY, PushAnswer, PushSender
 from diagnoxix.store.protocols import NotificationStore, PushStore
 from diagnoxix.store.push_records import PUSH_OWNER, PUSH_SEND, PushAttempt
 from diagnoxix.store.timer_records import NewTimer, Timer
@@ -32,7 +32,7 @@ log = logging.getLogger("diagnoxix.push")
 # Attempts of one push before it is given up (the delays add up to about 40 minutes).
 MAX_PUSH_ATTEMPTS = 12
 RETRY_CAP_SECONDS = 600
-GONE = (404, 410)
+GONE = (404, 410, UNUSABLE_KEY)
 SENT = (200, 201, 202)
 
 

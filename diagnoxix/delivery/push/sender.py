@@ -33,6 +33,8 @@ log = logging.getLogger("diagnoxix.push")
 MAX_ANSWER_BYTES = 4096
 # Status 0: the push service did not answer (refused, timed out, not a public address).
 NO_ANSWER = 0
+# Not an HTTP status: the subscription's key cannot be encrypted for (it is removed, as on 410).
+UNUSABLE_KEY = -1
 # Retry-After is honoured up to this many seconds.
 MAX_RETRY_AFTER_SECONDS = 3600
 
@@ -116,8 +118,12 @@ class PushSender:
         if _is_ip(host) and not address_allowed(host, self._allow_loopback):
             log.warning("push.address_refused", extra={"host": sub.host})
             return PushAnswer(NO_ANSWER)
-        pusher = WebPusher({"endpoint": sub.endpoint, "keys": {"p256dh": sub.p256dh, "auth": sub.auth}})
-        body = pusher.encode(plaintext, "aes128gcm")["body"]
+        try:
+            pusher = WebPusher({"endpoint": sub.endpoint, "keys": {"p256dh": sub.p256dh, "auth": sub.auth}})
+            body = pusher.encode(plaintext, "aes128gcm")["body"]
+        except ValueError:  # the browser's key is not a point on P-256: nothing can be sent to it
+            log.warning("push.unusable_key", extra={"host": sub.host})
+            return PushAnswer(UNUSABLE_KEY)
         headers = {
             "Authorization": self._signer.authorization(sub.endpoint),
             "Content-Encoding": "aes128gcm",
