@@ -6,4 +6,7 @@ const sdk = globalThis.DiagnoxixNotify;
 export const connect = sdk.connect;
 export const Connection = sdk.Connection;
 export const SUBPROTOCOL = sdk.SUBPROTOCOL;
+export const enablePush = sdk.enablePush;
+export const disablePush = sdk.disablePush;
+export const pushCredentials = sdk.pushCredentials;
 export default sdk;
