@@ -62,7 +62,8 @@ async def test_an_allowed_portal_may_call_the_api_with_a_users_token(make_servic
         },
     )
     assert preflight.status == 204
-    assert preflight.headers["Access-Control-Allow-Methods"] == "GET, POST"
+    # DELETE: a portal removes a push subscription (or a device) with the user's token.
+    assert preflight.headers["Access-Control-Allow-Methods"] == "GET, POST, DELETE"
     assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
     assert "Access-Control-Allow-Credentials" not in preflight.headers
     resp = await service.client.get(
