@@ -56,5 +56,12 @@ async def test_pending_pushes_go_out_exactly_once_after_kill_9(launcher: Launche
         assert sorted(accepted) == sorted([accepted_before, *pending])
         assert pushes.refused == []
         assert await restarted.crash() == -signal.SIGKILL
+        # The endpoint (whose path names the browser) and its keys are secrets: never logged.
+        keys = browser.subscription()["keys"]
+        for run in (server, restarted):
+            log = run.stderr() + run.stdout()
+            assert "push.sent" in log or "push.retry" in log
+            for secret in (browser.id, keys["p256dh"], keys["auth"]):
+                assert secret not in log
     finally:
         await pushes.close()
