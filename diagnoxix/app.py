@@ -126,7 +126,7 @@ async def _push_context(app: web.Application) -> AsyncIterator[None]:
     beside the server secret), and the router, which hears of every commit after the hub."""
     store = app[STORE]
     pem = await store.get_or_create_meta(VAPID_META_KEY, generate_vapid_pem)
-    push = PushChannel(store, store, app[CLOCK], app[SETTINGS], pem, app[HUB].connections_of)
+    push = PushChannel(store, app[CLOCK], app[SETTINGS], pem, app[HUB].connections_of)
     push.router.subscribed.update(await store.push_subscribed_users())
     store.add_commit_listener(push.router.route)
     app[PUSH] = push

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -31,6 +31,10 @@ class PushStore(Protocol):
 
     async def push_subscribed_users(self) -> list[str]:
         """Every user with at least one subscription (the router keeps them in memory)."""
+
+    def queue_push_jobs(self, jobs: Sequence[NewTimer], on_written: Callable[[int], None]) -> None:
+        """Add pending jobs without waiting: committed with the next batch of writes (whose commit
+        calls `on_written` with how many were written), in one statement however many."""
 
     async def route_push(self, job_id: str, sends: Sequence[NewTimer]) -> None:
         """Finish a routing job, adding its sends, in one transaction (IdempotencyConflict: it was

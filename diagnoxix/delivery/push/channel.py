@@ -12,7 +12,6 @@ from diagnoxix.delivery.push.router import PushRouter
 from diagnoxix.delivery.push.sender import PushSender
 from diagnoxix.delivery.push.vapid import VapidSigner
 from diagnoxix.delivery.timers import Handler
-from diagnoxix.store.protocols import TimerStore
 from diagnoxix.store.push_records import PUSH_ROUTE, PUSH_SEND
 
 
@@ -20,7 +19,6 @@ class PushChannel:
     def __init__(
         self,
         store: PushJobStore,
-        timers: TimerStore,
         clock: Clock,
         settings: Settings,
         vapid_pem: str,
@@ -30,7 +28,7 @@ class PushChannel:
         self.sender = PushSender(
             self.signer, timeout=settings.push_timeout_seconds, allow_loopback=settings.push_allow_loopback
         )
-        self.router = PushRouter(timers, clock, settings, connected)
+        self.router = PushRouter(store, clock, settings, connected)
         self.route_jobs = PushRouteJobs(store, clock, self.router.subscribed)
         self.send_jobs = PushSendJobs(store, clock, self.sender, settings)
 
@@ -42,5 +40,4 @@ class PushChannel:
         return {PUSH_ROUTE: self.route_jobs, PUSH_SEND: self.send_jobs}
 
     async def close(self) -> None:
-        await self.router.flush()
         await self.sender.close()

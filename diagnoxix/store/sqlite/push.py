@@ -10,7 +10,7 @@ and a job whose claim is taken is never run again.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,6 +30,10 @@ _CLAIM = (
 _ATTEMPT = (
     "INSERT INTO push_attempts (notification_id, subscription_id, host, status, outcome, at)"
     " VALUES (?,?,?,?,?,?)"
+)
+_INSERT_TIMERS = (
+    "INSERT INTO timers (id, kind, owner, key, due_at, payload, created_at) SELECT value->>0, value->>1,"
+    " value->>2, value->>3, value->>4, value->>5, value->>6 FROM json_each(?)"
 )
 _LAST_ANSWER = "UPDATE push_subscriptions SET last_status = ?, last_sent_at = ? WHERE id = ?"
 # Answers deleted per statement: the writer is never held long.
@@ -106,6 +110,19 @@ class PushQueries(SqliteAccess):
         rows = await self._read("SELECT DISTINCT user_id FROM push_subscriptions", ())
         return [str(row[0]) for row in rows]
 
+    def queue_push_jobs(self, jobs: Sequence[NewTimer], on_written: Callable[[int], None]) -> None:
+        now = self._clock.now()
+        stamp = format_timestamp(now)
+        ids = new_ids(len(jobs), int(now.timestamp() * 1000))
+        self._execute_nowait(
+            _INSERT_TIMERS,
+            [
+                [tid, t.kind, t.owner, t.key, format_timestamp(t.due_at), encode_json(t.payload), stamp]
+                for tid, t in zip(ids, jobs, strict=True)
+            ],
+            on_written,
+        )
+
     async def route_push(self, job_id: str, sends: Sequence[NewTimer]) -> None:
         now = self._clock.now()
         stamp = format_timestamp(now)
@@ -116,14 +133,7 @@ class PushQueries(SqliteAccess):
                 [tid, t.kind, t.owner, t.key, format_timestamp(t.due_at), encode_json(t.payload), stamp]
                 for tid, t in zip(ids, sends, strict=True)
             ]
-            statements.append(
-                (
-                    "INSERT INTO timers (id, kind, owner, key, due_at, payload, created_at) SELECT"
-                    " value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6"
-                    " FROM json_each(?)",
-                    [(encode_rows(rows),)],
-                )
-            )
+            statements.append((_INSERT_TIMERS, [(encode_rows(rows),)]))
         await self._claiming(job_id, statements)
 
     async def finish_push(
