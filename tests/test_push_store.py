@@ -41,7 +41,7 @@ def _subscription(user: str, n: int) -> NewPushSubscription:
 
 async def test_a_routing_job_adds_its_sends_once(store: SqliteStore, clock: ManualClock) -> None:
     (job,) = await store.add_timers(
-        [NewTimer(PUSH_ROUTE, PUSH_OWNER, clock.now(), {"notification_id": "n1"})]
+        [NewTimer(PUSH_ROUTE, PUSH_OWNER, clock.now(), {"notification_ids": ["n1"]})]
     )
     send = NewTimer(PUSH_SEND, PUSH_OWNER, clock.now(), {"notification_id": "n1", "subscription_id": "s1"})
     await store.route_push(job.id, [send])

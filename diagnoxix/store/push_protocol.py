@@ -24,6 +24,9 @@ class PushStore(Protocol):
     async def list_push_subscriptions(self, user_id: str) -> list[PushSubscription]:
         """The user's subscriptions, newest first."""
 
+    async def push_subscriptions_of(self, user_ids: Sequence[str]) -> dict[str, list[PushSubscription]]:
+        """The subscriptions of these users, by user (a user without any is not a key)."""
+
     async def get_push_subscription(self, subscription_id: str) -> PushSubscription | None: ...
 
     async def delete_push_subscription(self, user_id: str, subscription_id: str) -> bool:

@@ -1,9 +1,9 @@
 """The push outbox's jobs, run by the durable timers (`delivery.timers`).
 
-`push` (one per notification): when it comes due, a notification that is gone (retracted,
-expired) or delivered (acknowledged by a v1 client, or written to a plain one) is not pushed;
-otherwise it becomes one `push_send` job per subscription of the user, in the transaction that
-finishes it.
+`push` (one per commit and delay, naming its notifications): when it comes due, a notification
+that is gone (retracted, expired) or delivered (acknowledged by a v1 client, or written to a plain
+one) is not pushed; each other one becomes one `push_send` job per subscription of its user, in
+the transaction that finishes the `push` job.
 
 `push_send` (one per notification and subscription): posts the push and records the answer in
 the transaction that finishes the job, so a push the service accepted (201) is never sent again,
@@ -57,24 +57,21 @@ class PushRouteJobs:
         self._subscribed = unsubscribed
 
     async def __call__(self, job: Timer) -> None:
-        nid = str(job.payload["notification_id"])
-        notes = await self._store.get_notifications([nid])
-        if not notes or notes[0].delivered_at is not None:
-            await self._store.route_push(job.id, [])
-            return
-        user_id = notes[0].user_id
-        subscriptions = await self._store.list_push_subscriptions(user_id)
-        if not subscriptions:
-            self._subscribed.discard(user_id)
+        notes = await self._store.get_notifications([str(i) for i in job.payload["notification_ids"]])
+        waiting = [note for note in notes if note.delivered_at is None]
+        users = {note.user_id for note in waiting}
+        subscriptions = await self._store.push_subscriptions_of(sorted(users)) if users else {}
+        self._subscribed.difference_update(users - set(subscriptions))
         now = self._clock.now()
         sends = [
             NewTimer(
                 kind=PUSH_SEND,
                 owner=PUSH_OWNER,
                 due_at=now,
-                payload={"notification_id": nid, "subscription_id": sub.id},
+                payload={"notification_id": note.id, "subscription_id": sub.id},
             )
-            for sub in subscriptions
+            for note in waiting
+            for sub in subscriptions.get(note.user_id, ())
         ]
         await self._store.route_push(job.id, sends)
 

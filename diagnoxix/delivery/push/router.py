@@ -1,9 +1,10 @@
 """The routing decision, after commit: which committed notifications may need a push, and when.
 
-A notification of a user with push subscriptions, of a priority that is pushed at all, gets one
-durable `push` job: due at once when the user has no connection here, else once the priority's
-delay for an acknowledgement has passed. When the job comes due it pushes only what is still
-undelivered (an `ack` meanwhile, or a plain client that got the frame, cancels it: `jobs`).
+A notification of a user with push subscriptions, of a priority that is pushed at all, is put in
+a durable `push` job (one per commit and delay): due at once when the user has no connection
+here, else once the priority's delay for an acknowledgement has passed. When the job comes due it
+pushes only what is still undelivered (an `ack` meanwhile, or a plain client that got the frame,
+cancels it: `jobs`).
 
 Deciding costs the send path a set lookup per notification: the users with subscriptions are
 held in memory (loaded at start, kept current by registrations and removals). The jobs of a
@@ -45,22 +46,21 @@ class PushRouter:
         subscribed, delays = self.subscribed, self._delays
         if not subscribed:
             return
-        jobs: list[NewTimer] = []
-        now = self._clock.now()
+        # One job per delay: a burst of a thousand notifications is a row or two, not a thousand.
+        by_delay: dict[int, list[str]] = {}
         for note in notifications:
             if note.user_id not in subscribed or note.priority not in delays:
                 continue
             delay = delays[note.priority] if self._connected(note.user_id) else 0
-            jobs.append(
-                NewTimer(
-                    kind=PUSH_ROUTE,
-                    owner=PUSH_OWNER,
-                    due_at=now + timedelta(seconds=delay),
-                    payload={"notification_id": note.id, "user_id": note.user_id},
-                )
-            )
-        if jobs:
-            self._store.queue_push_jobs(jobs, self._written)
+            by_delay.setdefault(delay, []).append(note.id)
+        if not by_delay:
+            return
+        now = self._clock.now()
+        jobs = [
+            NewTimer(PUSH_ROUTE, PUSH_OWNER, now + timedelta(seconds=delay), {"notification_ids": ids})
+            for delay, ids in by_delay.items()
+        ]
+        self._store.queue_push_jobs(jobs, self._written)
 
     def _written(self, count: int) -> None:
         self.routed += count

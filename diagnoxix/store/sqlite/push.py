@@ -96,6 +96,18 @@ class PushQueries(SqliteAccess):
         )
         return [_subscription(row) for row in rows]
 
+    async def push_subscriptions_of(self, user_ids: Sequence[str]) -> dict[str, list[PushSubscription]]:
+        rows = await self._read(
+            f"SELECT {_COLUMNS} FROM push_subscriptions WHERE user_id IN (SELECT value FROM json_each(?))"
+            " ORDER BY user_id, created_at DESC, id DESC",
+            (json.dumps(list(user_ids)),),
+        )
+        found: dict[str, list[PushSubscription]] = {}
+        for row in rows:
+            sub = _subscription(row)
+            found.setdefault(sub.user_id, []).append(sub)
+        return found
+
     async def get_push_subscription(self, subscription_id: str) -> PushSubscription | None:
         rows = await self._read(f"SELECT {_COLUMNS} FROM push_subscriptions WHERE id = ?", (subscription_id,))
         return _subscription(rows[0]) if rows else None
