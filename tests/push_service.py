@@ -148,6 +148,8 @@ class PushService:
             )
         )
         headers = {"Retry-After": retry_after} if retry_after is not None else {}
+        if 300 <= status < 400:  # a redirect to itself: followed, it would come back here
+            headers["Location"] = f"{self.origin}/push/{browser.id}"
         if status == 201:
             headers["Location"] = f"{self.origin}/message/{uuid4().hex}"
         return web.Response(status=status, headers=headers)

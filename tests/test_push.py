@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from diagnoxix.keys import PUSH, STORE
+from diagnoxix.store.push_records import NewPushSubscription
 
 from .conftest import Service
 from .push_service import Browser, PushService, b64url_decode
@@ -329,3 +330,37 @@ async def test_a_subscription_whose_key_is_not_a_curve_point_is_removed_at_its_f
     assert (attempt.status, attempt.outcome) == (-1, "gone")
     assert await _subscriptions(svc, "ana") == []
     assert pushes.received == []
+
+
+async def test_a_push_never_reaches_a_loopback_or_private_address_unless_allowed(
+    make_service: MakeService, pushes: PushService
+) -> None:
+    """SSRF: a subscription that points inside the network (stored before the rules changed, or
+    a public name that resolves inside) gets no request: the resolver keeps public addresses only."""
+    svc = await _service(make_service, pushes, push_allow_loopback=False, push_hosts=("*",))
+    store = svc.app[STORE]
+    port = pushes.origin.rsplit(":", 1)[1]
+    for n, host in enumerate(("127.0.0.1", "localhost")):
+        browser = pushes.browser()
+        body = browser.subscription()
+        endpoint = f"http://{host}:{port}/push/{browser.id}"
+        await store.add_push_subscription(
+            NewPushSubscription(f"u{n}", endpoint, body["keys"]["p256dh"], body["keys"]["auth"], host),
+            limit=5,
+        )
+        svc.app[PUSH].router.subscribed.add(f"u{n}")
+        note = await svc.send(f"u{n}", "Hello")
+        (attempt,) = await _attempts(svc, note["id"], 1)
+        assert (attempt.status, attempt.outcome) == (0, "retry")
+    assert pushes.received == []
+    assert pushes.refused == []
+
+
+async def test_a_redirect_is_not_followed(make_service: MakeService, pushes: PushService) -> None:
+    svc = await _service(make_service, pushes)
+    await _subscribe(svc, "ana", pushes.browser(307))
+    note = await svc.send("ana", "Hello")
+    (attempt,) = await _attempts(svc, note["id"], 1)
+    assert (attempt.status, attempt.outcome) == (307, "failed")
+    await asyncio.sleep(0.3)
+    assert len(pushes.received) == 1
