@@ -143,6 +143,7 @@ async def _timers_context(app: web.Application) -> AsyncIterator[None]:
     scheduler = TimerScheduler(store, app[CLOCK], handlers)
     app[SCHEDULER] = scheduler
     app[PUSH].router.on_added = scheduler.wake
+    app[PUSH].send_jobs.on_rescheduled = scheduler.wake
     task = asyncio.create_task(scheduler.run(), name="diagnoxix-timers")
     yield
     task.cancel()

@@ -9,6 +9,7 @@ of statuses (201 once the script runs out), so a test can make it answer 404, 41
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -23,6 +24,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
+# A scripted "status" that answers nothing for HANG_SECONDS (longer than the tests' push timeout).
+HANG = 0
+HANG_SECONDS = 3.0
 
 
 def b64url(raw: bytes) -> str:
@@ -142,6 +147,8 @@ class PushService:
             body, private_key=browser.private_key, auth_secret=browser.auth, version="aes128gcm"
         )
         status, retry_after = browser.script.pop(0) if browser.script else (201, None)
+        if status == HANG:  # no answer in time: the server's timeout ends the request
+            await asyncio.sleep(HANG_SECONDS)
         self.received.append(
             Received(
                 browser.id, json.loads(plaintext), dict(request.headers), claims, status, time.monotonic()

@@ -16,7 +16,7 @@ from diagnoxix.keys import PUSH, STORE
 from diagnoxix.store.push_records import NewPushSubscription
 
 from .conftest import Service
-from .push_service import Browser, PushService, b64url_decode
+from .push_service import HANG, Browser, PushService, b64url_decode
 
 MakeService = Callable[..., Awaitable[Service]]
 # Pushes to loopback are for tests; delays of a second keep the routing tests short.
@@ -364,3 +364,20 @@ async def test_a_redirect_is_not_followed(make_service: MakeService, pushes: Pus
     assert (attempt.status, attempt.outcome) == (307, "failed")
     await asyncio.sleep(0.3)
     assert len(pushes.received) == 1
+
+
+async def test_a_push_service_that_does_not_answer_holds_up_no_other_push(
+    make_service: MakeService, pushes: PushService
+) -> None:
+    svc = await _service(make_service, pushes, push_timeout_seconds=2.0)
+    slow = pushes.browser(HANG)
+    await _subscribe(svc, "ana", slow)
+    await _subscribe(svc, "ben", pushes.browser())
+    slow_note = await svc.send("ana", "Hello")
+    await _until(lambda: len(pushes.received) == 0 and slow.script == [])  # ana's push is waiting
+    started = time.monotonic()
+    await svc.send("ben", "Hello")
+    await _until(lambda: len(pushes.accepted()) == 1)
+    assert time.monotonic() - started < 1.5  # not after ana's 2 s timeout
+    (attempt,) = await _attempts(svc, slow_note["id"], 1)
+    assert (attempt.status, attempt.outcome) == (0, "retry")

@@ -43,6 +43,9 @@ class PushStore(Protocol):
         """Finish a routing job, adding its sends, in one transaction (IdempotencyConflict: it was
         finished before, nothing is added)."""
 
+    async def lease_push(self, job_id: str, until: datetime) -> None:
+        """A pending job is being run: due again at `until` (if its answer is never recorded)."""
+
     async def finish_push(
         self, job_id: str, attempt: PushAttempt | None, *, remove_subscription: bool = False
     ) -> None:

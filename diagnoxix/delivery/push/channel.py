@@ -40,4 +40,5 @@ class PushChannel:
         return {PUSH_ROUTE: self.route_jobs, PUSH_SEND: self.send_jobs}
 
     async def close(self) -> None:
+        await self.send_jobs.close()
         await self.sender.close()

@@ -15,7 +15,9 @@ when the service says, else with a growing delay; other answers are failures, re
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Protocol
 
@@ -23,7 +25,7 @@ from diagnoxix.clock import Clock
 from diagnoxix.config import Settings
 from diagnoxix.delivery.push.payload import URGENCY, push_payload, push_topic, push_ttl
 from diagnoxix.delivery.push.sender import UNUSABLE_KEY, PushAnswer, PushSender
-from diagnoxix.store.protocols import NotificationStore, PushStore
+from diagnoxix.store.protocols import IdempotencyConflict, NotificationStore, PushStore, StoreError
 from diagnoxix.store.push_records import PUSH_OWNER, PUSH_SEND, PushAttempt
 from diagnoxix.store.timer_records import NewTimer, Timer
 
@@ -32,6 +34,9 @@ log = logging.getLogger("diagnoxix.push")
 # Attempts of one push before it is given up (the delays add up to about 40 minutes).
 MAX_PUSH_ATTEMPTS = 12
 RETRY_CAP_SECONDS = 600
+# Pushes waiting on push services at once; a job's lease outlasts the push timeout by this much.
+MAX_IN_FLIGHT = 100
+LEASE_MARGIN_SECONDS = 20
 GONE = (404, 410, UNUSABLE_KEY)
 SENT = (200, 201, 202)
 
@@ -77,7 +82,14 @@ class PushRouteJobs:
 
 
 class PushSendJobs:
-    """The handler of `push_send` jobs."""
+    """The handler of `push_send` jobs.
+
+    A push waits on a push service (up to `DIAGNOXIX_PUSH_TIMEOUT`), and the timers run their due
+    jobs a slice at a time: so the handler only leases the job (its due time moves past the
+    longest a push may take) and sends in a task of its own, at most `MAX_IN_FLIGHT` at once. A
+    push cut short by a crash or a shutdown is sent when its lease ends: its answer was never
+    recorded, so it counts as never sent.
+    """
 
     def __init__(self, store: PushJobStore, clock: Clock, sender: PushSender, settings: Settings) -> None:
         self._store = store
@@ -85,10 +97,40 @@ class PushSendJobs:
         self._sender = sender
         self._titled = settings.push_titled_types
         self._ttl = settings.push_ttl_seconds
-        # Answers by status class, for `/metrics`-style counting in tests and logs.
+        self._lease = timedelta(seconds=settings.push_timeout_seconds + LEASE_MARGIN_SECONDS)
+        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._in_flight: dict[str, asyncio.Task[None]] = {}
+        # Called when a push is to be tried again (the timers look again at what is due next).
+        self.on_rescheduled: Callable[[], None] = lambda: None
+        # Answers by status, for tests and logs.
         self.answers: dict[int, int] = {}
 
     async def __call__(self, job: Timer) -> None:
+        if job.id in self._in_flight:
+            return
+        await self._store.lease_push(job.id, self._clock.now() + self._lease)
+        task = asyncio.get_running_loop().create_task(self._run(job), name="diagnoxix-push-send")
+        self._in_flight[job.id] = task
+        task.add_done_callback(lambda _: self._in_flight.pop(job.id, None))
+
+    async def _run(self, job: Timer) -> None:
+        try:
+            async with self._slots:
+                await self._send(job)
+        except IdempotencyConflict:
+            log.info("push.already_finished", extra={"timer": job.id})
+        except StoreError as exc:
+            # The answer could not be recorded: the push goes again when its lease ends.
+            log.warning("push.not_recorded", extra={"timer": job.id, "error": type(exc).__name__})
+
+    async def close(self) -> None:
+        """Stop the pushes in flight (each goes again when its lease ends, after a restart)."""
+        tasks = list(self._in_flight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _send(self, job: Timer) -> None:
         nid = str(job.payload["notification_id"])
         sub = await self._store.get_push_subscription(str(job.payload["subscription_id"]))
         notes = await self._store.get_notifications([nid])
@@ -127,6 +169,7 @@ class PushSendJobs:
                 return
             due = self._clock.now() + timedelta(seconds=retry_delay(answer, job.attempts))
             await self._store.retry_push(job.id, PushAttempt(nid, sub.id, sub.host, status, "retry"), due)
+            self.on_rescheduled()
             log.warning("push.retry", extra=extra | {"attempts": attempts})
         else:
             # 400, 403 (a key mismatch), 413 …: trying again would get the same answer.

@@ -148,6 +148,12 @@ class PushQueries(SqliteAccess):
             statements.append((_INSERT_TIMERS, [(encode_rows(rows),)]))
         await self._claiming(job_id, statements)
 
+    async def lease_push(self, job_id: str, until: datetime) -> None:
+        await self._execute(
+            "UPDATE timers SET due_at = ? WHERE id = ? AND state = 'pending'",
+            [(format_timestamp(until), job_id)],
+        )
+
     async def finish_push(
         self, job_id: str, attempt: PushAttempt | None, *, remove_subscription: bool = False
     ) -> None:
