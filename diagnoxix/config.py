@@ -13,6 +13,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from diagnoxix.config_push import DEFAULT_PUSH_DELAYS, NEVER, PUSH_ENV_SETTINGS
+
 # Raised by the readers; the rest of the package imports it from here.
 from diagnoxix.env_text import ConfigError as ConfigError
 from diagnoxix.env_text import (
@@ -29,7 +31,7 @@ from diagnoxix.env_text import (
     whole,
 )
 from diagnoxix.rules import BROADCAST_TTL_SECONDS, MIN_TOKEN_TTL_SECONDS, is_type_name
-from diagnoxix.rules.push import DEFAULT_PUSH_HOSTS, is_host_pattern
+from diagnoxix.rules.push import DEFAULT_PUSH_HOSTS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DB_PATH = REPO_ROOT / "db" / "diagnoxix.sqlite3"
@@ -126,12 +128,7 @@ class Settings:
     # Seconds a v1 client has to acknowledge a notification before it goes to the user's push
     # subscriptions too, per priority (None: never pushed); a user with no connection at all gets
     # the push at once. Low priority waits for the app.
-    push_delays: tuple[tuple[str, int | None], ...] = (
-        ("low", None),
-        ("normal", 60),
-        ("high", 30),
-        ("critical", 5),
-    )
+    push_delays: tuple[tuple[str, int | None], ...] = DEFAULT_PUSH_DELAYS
     # Push services' hosts (SSRF: an endpoint is a URL a user hands us); `*` is any public host.
     push_hosts: tuple[str, ...] = DEFAULT_PUSH_HOSTS
     # Tests and development: `http://` endpoints and loopback addresses (a local push service).
@@ -245,52 +242,6 @@ def _retention_by_type(name: str, raw: str, _current: Settings) -> tuple[tuple[s
             raise ConfigError(f"{name} takes type=days pairs (a notification type each), not {part!r}")
         days[kind.strip()] = parse_int(f"{name} {kind.strip()}", value, minimum=1, maximum=MAX_RETENTION_DAYS)
     return tuple(days.items())
-
-
-NEVER = "never"
-
-
-@accepting(
-    f"`priority=seconds` pairs, comma-separated, for {listed([p for p, _ in Settings().push_delays], 'and')};"
-    f" seconds from 0 to 86400, or `{NEVER}`; a priority not named keeps its default"
-)
-def _push_delays(name: str, raw: str, current: Settings) -> tuple[tuple[str, int | None], ...]:
-    delays = dict(current.push_delays)
-    for part in raw.split(","):
-        priority, sep, value = part.strip().partition("=")
-        if not sep or priority not in delays:
-            raise ConfigError(f"{name} takes priority=seconds pairs for {', '.join(delays)}, not {part!r}")
-        value = value.strip()
-        delays[priority] = (
-            None if value == NEVER else parse_int(f"{name} {priority}", value, minimum=0, maximum=86400)
-        )
-    return tuple(delays.items())
-
-
-@accepting("host names, `*.` and a domain (its hosts), or `*` (any public host), comma-separated")
-def _push_hosts(name: str, raw: str, _current: Settings) -> tuple[str, ...]:
-    hosts = tuple(h.strip().lower() for h in raw.split(",") if h.strip())
-    for host in hosts:
-        if not is_host_pattern(host):
-            raise ConfigError(f"{name} takes host names, *.domain or *, not {host!r}")
-    return hosts
-
-
-@accepting("notification types, comma-separated")
-def _type_names(name: str, raw: str, _current: Settings) -> tuple[str, ...]:
-    kinds = tuple(k.strip() for k in raw.split(",") if k.strip())
-    for kind in kinds:
-        if not is_type_name(kind):
-            raise ConfigError(f"{name} takes notification types, not {kind!r}")
-    return kinds
-
-
-@accepting("`mailto:` and an address, or an `https://` URL")
-def _contact(name: str, raw: str, _current: Settings) -> str:
-    value = raw.strip()
-    if not (value.startswith("mailto:") and "@" in value) and not value.startswith("https://"):
-        raise ConfigError(f"{name} must be mailto:someone@example.org or an https:// URL")
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -479,62 +430,8 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
         "a secret that opens `/metrics` from anywhere as `Authorization: Bearer <token>`; unset: no"
         " token is accepted",
     ),
-    EnvSetting(
-        "DIAGNOXIX_PUSH_CONTACT",
-        "push_contact",
-        _contact,
-        "whom the push services (Google, Mozilla, Apple) may contact about this server's Web Push"
-        " (the VAPID `sub` claim): set it to your operations address",
-    ),
-    EnvSetting(
-        "DIAGNOXIX_PUSH_DELAYS",
-        "push_delays",
-        _push_delays,
-        "seconds a connected v1 client has to acknowledge a notification before it also goes to the"
-        " user's push subscriptions, per priority (`never`: not pushed at all); a user with no"
-        " connection gets the push at once",
-    ),
-    EnvSetting(
-        "DIAGNOXIX_PUSH_HOSTS",
-        "push_hosts",
-        _push_hosts,
-        "push services a subscription's endpoint may point at (the browsers' own and ntfy.sh by"
-        " default); add a self-hosted UnifiedPush server here. `*` allows any host, never a private"
-        " or loopback address",
-    ),
-    EnvSetting(
-        "DIAGNOXIX_PUSH_ALLOW_LOOPBACK",
-        "push_allow_loopback",
-        flag,
-        "development and tests only: accept `http://` endpoints on loopback hosts and push to"
-        " loopback addresses (a local push service)",
-    ),
-    EnvSetting(
-        "DIAGNOXIX_PUSH_TITLED_TYPES",
-        "push_titled_types",
-        _type_names,
-        "notification types whose own title may travel in a push (through Google, Apple, Mozilla);"
-        " every other push carries only a generic title and the notification's id",
-    ),
-    EnvSetting(
-        "DIAGNOXIX_PUSH_SUBSCRIPTIONS_PER_USER",
-        "push_subscriptions_per_user",
-        whole(1, 100),
-        "push subscriptions one user may have; registering one more removes their oldest",
-    ),
-    EnvSetting(
-        "DIAGNOXIX_PUSH_TIMEOUT",
-        "push_timeout_seconds",
-        seconds(1.0),
-        "seconds a push service has to answer one push before it is tried again later",
-    ),
-    EnvSetting(
-        "DIAGNOXIX_PUSH_TTL",
-        "push_ttl_seconds",
-        whole(0, 28 * 24 * 3600),
-        "seconds a push service keeps a push for a browser that is offline (RFC 8030 `TTL`), at most"
-        " (never past the notification's own expiry)",
-    ),
+    # Web Push (docs/channels.md).
+    *(EnvSetting(*entry) for entry in PUSH_ENV_SETTINGS),
 )
 
 
