@@ -14,7 +14,10 @@ from typing import Any
 
 from playwright.async_api import Browser, Page
 
+from diagnoxix.keys import PUSH
+
 from .conftest import Service
+from .push_service import PushService, b64url_decode
 
 MakeService = Callable[..., Awaitable[Service]]
 GENERIC = "New message from your clinic"
@@ -99,3 +102,48 @@ async def test_with_the_users_token_the_worker_shows_the_notifications_words_and
     assert shown["title"] == "Lab Result Ready"
     assert shown["body"] == "Your result is ready."
     assert shown["data"]["url"] == f"{origin}/results/42"
+
+
+async def test_enable_push_registers_the_browsers_subscription_and_pushes_reach_it(
+    browser: Browser, make_service: MakeService
+) -> None:
+    """The SDK's enablePush in Chromium, end to end. Only the browser's own push service is stood
+    in for (headless Chromium cannot reach Google's): `pushManager.subscribe` answers with a
+    subscription at the test's push service, whose keys that service decrypts with."""
+    pushes = await PushService.start()
+    try:
+        svc = await make_service(push_hosts=("127.0.0.1",), push_allow_loopback=True)
+        pushes.vapid_key = svc.app[PUSH].public_key
+        subscription = pushes.browser()
+        page, _, _ = await _portal(browser, svc)
+        await page.evaluate(
+            """([sub]) => {
+                PushManager.prototype.subscribe = function (options) {
+                    window.subscribedWith = Array.from(new Uint8Array(options.applicationServerKey));
+                    window.userVisibleOnly = options.userVisibleOnly;
+                    return Promise.resolve({ toJSON: () => sub });
+                };
+            }""",
+            [subscription.subscription()],
+        )
+        result = await page.evaluate(
+            "([token]) => DiagnoxixNotify.enablePush({token, userId: 'ana'}).then((r) => r.subscription)",
+            [svc.token("ana")],
+        )
+        assert result["endpoint_host"] == "127.0.0.1"
+        assert bytes(await page.evaluate("window.subscribedWith")) == b64url_decode(pushes.vapid_key)
+        assert await page.evaluate("window.userVisibleOnly") is True
+        note = await svc.send("ana", "Hello")
+        deadline = time.monotonic() + 10
+        while not pushes.accepted():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        assert pushes.accepted()[0].payload == {"id": note["id"], "title": GENERIC}
+        await page.evaluate(
+            "([token, id]) => DiagnoxixNotify.disablePush({token, userId: 'ana', subscriptionId: id})",
+            [svc.token("ana"), result["id"]],
+        )
+        listed = await svc.client.get("/v1/users/ana/push-subscriptions", headers=svc.auth())
+        assert (await listed.json())["subscriptions"] == []
+    finally:
+        await pushes.close()
