@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from diagnoxix.api.push import setup_push_routes
 from diagnoxix.api.sending import setup_routes
 from diagnoxix.auth import ApiKeys, TokenIssuer, generate_secret
 from diagnoxix.clock import Clock, SystemClock
@@ -25,6 +26,8 @@ from diagnoxix.delivery.actions import ActionAnswers
 from diagnoxix.delivery.broker import InProcessBroker
 from diagnoxix.delivery.critical import CRITICAL_SEND, CriticalService
 from diagnoxix.delivery.hub import Hub
+from diagnoxix.delivery.push.channel import PushChannel
+from diagnoxix.delivery.push.vapid import VAPID_META_KEY, generate_vapid_pem
 from diagnoxix.delivery.revocations import RevokedTokens
 from diagnoxix.delivery.scheduled import SCHEDULED_SEND, ScheduledSends
 from diagnoxix.delivery.service import NotificationService
@@ -46,6 +49,7 @@ from diagnoxix.keys import (
     FORWARDING,
     HUB,
     LIMITS,
+    PUSH,
     REVOKED,
     SCHEDULER,
     SERVICE,
@@ -140,25 +144,41 @@ async def _delivery_context(app: web.Application) -> AsyncIterator[None]:
     await hub.close_all()
 
 
+async def _push_context(app: web.Application) -> AsyncIterator[None]:
+    """Web Push (`delivery.push`): the VAPID key pair (made on first start, kept in the database
+    beside the server secret), and the router, which hears of every commit after the hub."""
+    store = app[STORE]
+    pem = await store.get_or_create_meta(VAPID_META_KEY, generate_vapid_pem)
+    push = PushChannel(store, app[CLOCK], app[SETTINGS], pem, app[HUB].connections_of)
+    push.router.subscribed.update(await store.push_subscribed_users())
+    store.add_commit_listener(push.router.route)
+    app[PUSH] = push
+    yield
+    await push.close()
+
+
 async def _timers_context(app: web.Application) -> AsyncIterator[None]:
     """Durable timers (scheduled sends, webhook deliveries and the webhook rules' checks), run by
     the service: due jobs, those that came due while the server was down first, each exactly once
     (`delivery.timers`). The webhook channel starts first: its rules hear every commit."""
     store = app[STORE]
     channel = WebhookChannel(store, app[CLOCK], app[SETTINGS])
-    # Critical results: their sends and escalation steps are jobs too; their outside channel and
-    # the sender's "acknowledged" event go through the webhook outbox (`delivery.webhook_events`).
+    # Critical results: their sends and escalation steps are jobs too; their outside channels are
+    # the webhook outbox (`delivery.webhook_events`, with the sender's "acknowledged" event) and
+    # push (`delivery.push.escalations`).
     critical = CriticalService(
         store, app[SERVICE], app[BROKER], app[CLOCK], app[SETTINGS].escalation_policies
     )
     app[CRITICAL] = critical
     CriticalWebhooks(channel.webhooks).attach(critical)
+    critical.register_channel("push", app[PUSH].escalations)
     ActionWebhooks(channel.webhooks).attach(app[ACTIONS])
     handlers: dict[str, Handler] = {
         SCHEDULED_SEND: ScheduledSends(app[SERVICE], store),
         CRITICAL_SEND: critical,
         **channel.handlers,
     }
+    handlers |= app[PUSH].handlers()
     scheduler = TimerScheduler(store, app[CLOCK], handlers)
     channel.webhooks.wake = scheduler.wake
     critical.wake = scheduler.wake
@@ -166,6 +186,9 @@ async def _timers_context(app: web.Application) -> AsyncIterator[None]:
     app[SCHEDULER] = scheduler
     app[WEBHOOKS] = channel.webhooks
     app[WEBHOOK_CHANNEL] = channel
+    app[PUSH].router.on_added = scheduler.wake
+    app[PUSH].escalations.on_added = scheduler.wake
+    app[PUSH].send_jobs.on_rescheduled = scheduler.wake
     task = asyncio.create_task(scheduler.run(), name="diagnoxix-timers")
     yield
     task.cancel()
@@ -223,6 +246,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.cleanup_ctx.append(_store_context)
     app.cleanup_ctx.append(_retention_context)
     app.cleanup_ctx.append(_delivery_context)
+    app.cleanup_ctx.append(_push_context)
     app.cleanup_ctx.append(_timers_context)
     app.on_shutdown.append(_close_sockets)
     app.router.add_get("/v1/ws/notifications", websocket_handler)
@@ -231,6 +255,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     # The browser SDK and other static assets (served locally: clinics may run offline).
     app.router.add_static("/static/", REPO_ROOT / "static", name="static")
     setup_routes(app)
+    setup_push_routes(app)
     setup_metrics(app)
     setup_readiness(app)
     # The staff dashboard under /dashboard/ (and / redirects there); its context starts after ours.

@@ -13,6 +13,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from diagnoxix.config_push import DEFAULT_PUSH_DELAYS, NEVER, PUSH_ENV_SETTINGS
+
 # Raised by the readers; the rest of the package imports it from here.
 from diagnoxix.env_text import ConfigError as ConfigError
 from diagnoxix.env_text import (
@@ -32,6 +34,7 @@ from diagnoxix.rules import BROADCAST_TTL_SECONDS, MIN_TOKEN_TTL_SECONDS, is_typ
 from diagnoxix.rules.escalation import Policy, PolicyError, load_policies
 from diagnoxix.rules.links import is_host
 from diagnoxix.rules.locales import BUILT_IN_LOCALES
+from diagnoxix.rules.push import DEFAULT_PUSH_HOSTS
 from diagnoxix.rules.webhooks import WebhookRule, parse_webhook_rules
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -144,9 +147,29 @@ class Settings:
     link_hosts: tuple[str, ...] = ()
     # The language typed notifications are worded in for a user who has no locale of their own.
     default_locale: str = "en"
+    # Web Push (docs/channels.md). Whom a push service may contact about our pushes (VAPID `sub`).
+    push_contact: str = "mailto:push-admin@localhost"
+    # Seconds a v1 client has to acknowledge a notification before it goes to the user's push
+    # subscriptions too, per priority (None: never pushed); a user with no connection at all gets
+    # the push at once. Low priority waits for the app.
+    push_delays: tuple[tuple[str, int | None], ...] = DEFAULT_PUSH_DELAYS
+    # Push services' hosts (SSRF: an endpoint is a URL a user hands us); `*` is any public host.
+    push_hosts: tuple[str, ...] = DEFAULT_PUSH_HOSTS
+    # Tests and development: `http://` endpoints and loopback addresses (a local push service).
+    push_allow_loopback: bool = False
+    # Types whose own title may travel in a push; every other push says only the generic title.
+    push_titled_types: tuple[str, ...] = ()
+    push_subscriptions_per_user: int = 10
+    push_timeout_seconds: float = 10.0
+    # How long a push service keeps a push for an offline browser (RFC 8030 TTL), at most.
+    push_ttl_seconds: int = 24 * 3600
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+    def push_delay(self, priority: str) -> int | None:
+        """Seconds before an unacknowledged notification of this priority is pushed (None: never)."""
+        return dict(self.push_delays).get(priority)
 
     def retention_seconds_by_type(self) -> dict[str, int]:
         return {name: days * 24 * 3600 for name, days in self.retention_days_by_type}
@@ -538,6 +561,8 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
         "the language typed notifications are worded in for a user with no locale of their own (a"
         " send may name one)",
     ),
+    # Web Push (docs/channels.md).
+    *(EnvSetting(*entry) for entry in PUSH_ENV_SETTINGS),
 )
 
 
@@ -560,7 +585,10 @@ def shown(value: Any) -> str:
     if isinstance(value, Path):
         return value.relative_to(REPO_ROOT).as_posix() if value.is_relative_to(REPO_ROOT) else str(value)
     if isinstance(value, tuple):
-        return ",".join(f"{item[0]}={item[1]}" if isinstance(item, tuple) else str(item) for item in value)
+        return ",".join(
+            f"{item[0]}={NEVER if item[1] is None else item[1]}" if isinstance(item, tuple) else str(item)
+            for item in value
+        )
     return str(value)
 
 

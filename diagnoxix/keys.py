@@ -11,6 +11,7 @@ from diagnoxix.delivery.actions import ActionAnswers
 from diagnoxix.delivery.broker import Broker
 from diagnoxix.delivery.critical import CriticalService
 from diagnoxix.delivery.hub import Hub
+from diagnoxix.delivery.push.channel import PushChannel
 from diagnoxix.delivery.revocations import RevokedTokens
 from diagnoxix.delivery.service import NotificationService
 from diagnoxix.delivery.timers import TimerScheduler
@@ -50,3 +51,5 @@ CRITICAL = web.AppKey("diagnoxix.critical", CriticalService)
 TEMPLATES = web.AppKey("diagnoxix.templates", TemplateBook)
 # Users' answers to notifications' actions, and the listeners that hear of them (the sender's webhook).
 ACTIONS = web.AppKey("diagnoxix.actions", ActionAnswers)
+# Web Push: the VAPID key, the router (a commit listener) and the outbox's job handlers.
+PUSH = web.AppKey("diagnoxix.push", PushChannel)

@@ -386,14 +386,16 @@ async def test_a_store_that_cannot_answer_is_a_documented_503_on_every_route_wit
                 .replace("{notification_id}", "n1")
                 .replace("{group}", "ward:b-nurses")
                 .replace("{critical_id}", "c1")
+                .replace("{subscription_id}", "01234567-89ab-cdef-0123-456789abcdef")
             )
             resp = await service.client.request(method, url, json=_BODIES.get(path), headers=service.auth())
             await _error(resp, 503, "shutting_down")
             assert "503" in operation["responses"], (method, path)
             checked += 1
     # 13, the four of /v1/scheduled, the two corrections, the three of preferences, the eleven
-    # of critical results, the HTTP ack and the two of a user's locale
-    assert checked == 36
+    # of critical results, the HTTP ack, the two of a user's locale, and the three of push
+    # subscriptions and one notification by id
+    assert checked == 40
 
 
 async def test_the_document_states_the_servers_own_token_ceiling(make_service: Any) -> None:

@@ -194,13 +194,13 @@ async def test_kill_9_in_the_middle_of_a_chain_loses_no_step_and_doubles_none(
     per_step = _rows(
         db,
         "SELECT step, event, channel, count(*), count(DISTINCT item_id) FROM critical_events"
-        " WHERE event IN ('escalated', 'channel_not_configured')"
+        " WHERE event IN ('escalated', 'channel_failed')"
         " GROUP BY step, event, channel ORDER BY step, event",
     )
     assert per_step == [
         (1, "escalated", "socket", 90, 90),
         (2, "escalated", "socket", 90, 90),
-        (3, "channel_not_configured", "push", 90, 90),
+        (3, "channel_failed", "push", 90, 90),  # nobody here has a push subscription
         (3, "escalated", "socket", 90, 90),
     ]
     assert _rows(db, "SELECT count(*) FROM notifications") == [(count + 90 * 3,)]

@@ -33,6 +33,7 @@ from diagnoxix.api.openapi_parts import (
     user_id_schema,
 )
 from diagnoxix.api.openapi_preferences import preference_paths, preference_schemas
+from diagnoxix.api.openapi_push import push_paths, push_schemas
 from diagnoxix.api.openapi_scheduled import SCHEDULING, scheduled_202, scheduled_paths, scheduled_schemas
 from diagnoxix.api.openapi_sse import sse_paths, sse_schemas
 from diagnoxix.config import Settings
@@ -73,7 +74,8 @@ def openapi_document(settings: Settings, time_zones: Collection[str] | None = No
         | preference_paths()
         | critical_paths()
         | sse_paths()
-        | messaging_paths(),
+        | messaging_paths()
+        | push_paths(),
         "components": {
             "securitySchemes": {
                 "apiKey": {"type": "http", "scheme": "bearer", "description": "A service's dxn_… API key"},
@@ -102,7 +104,8 @@ def openapi_document(settings: Settings, time_zones: Collection[str] | None = No
                 | preference_schemas(zones, settings.critical_categories)
                 | critical_schemas()
                 | sse_schemas()
-                | messaging_schemas(),
+                | messaging_schemas()
+                | push_schemas(settings),
                 settings,
             ),
         },

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from diagnoxix.dashboard.pages_records import PAGE_SIZE, cursor
 from diagnoxix.dashboard.pages_send import delivery_state
+from diagnoxix.dashboard.push_view import push_context
 from diagnoxix.dashboard.render import render
 from diagnoxix.dashboard.sessions import checked_form, require_admin, require_staff
 from diagnoxix.delivery.connection import CLOSE_POLICY_VIOLATION
@@ -78,7 +79,9 @@ async def user_page(request: web.Request) -> web.StreamResponse:
         "disconnected": request.query.get("disconnected"),
         "revoked": request.query.get("revoked"),
         "retracted": request.query.get("retracted"),
+        "unsubscribed": request.query.get("unsubscribed"),
     }
+    context |= await push_context(store, user_id, history)
     return await render(request, "user.html", context, staff=staff)
 
 

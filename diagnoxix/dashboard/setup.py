@@ -26,6 +26,7 @@ from diagnoxix.dashboard import (
     pages_critical,
     pages_devices,
     pages_keys,
+    pages_push,
     pages_records,
     pages_send,
     pages_templates,
@@ -123,6 +124,9 @@ def setup_dashboard(app: web.Application) -> None:
     router.add_post("/users/{user_id}/disconnect", pages_users.disconnect_user)
     router.add_post("/users/{user_id}/devices/revoke", pages_devices.revoke_all_devices)
     router.add_post("/users/{user_id}/devices/{token_id}/revoke", pages_devices.revoke_device)
+    router.add_post(
+        "/users/{user_id}/push-subscriptions/{subscription_id}/delete", pages_push.delete_subscription
+    )
     router.add_get("/keys", pages_keys.keys_page)
     router.add_post("/keys", pages_keys.create_key)
     router.add_post("/keys/{key_id}/revoke", pages_keys.revoke_key)

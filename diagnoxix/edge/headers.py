@@ -27,6 +27,13 @@ _OUTSIDE_DASHBOARD = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
 }
+# The Web Push service worker (static/js/diagnoxix-sw.js): a script's policy governs the worker it
+# starts, which fetches a pushed notification from this origin; it may control pages from "/".
+_SERVICE_WORKER = "/static/js/diagnoxix-sw.js"
+_SERVICE_WORKER_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; connect-src 'self'",
+    "Service-Worker-Allowed": "/",
+}
 _CORS_METHODS = "GET, POST, PUT, PATCH, DELETE"
 _CORS_REQUEST_HEADERS = "Authorization, Content-Type, Idempotency-Key"
 _CORS_EXPOSED = "Retry-After, Idempotent-Replayed"
@@ -85,6 +92,9 @@ class EdgeHeaders:
         for name, value in _EVERYWHERE.items():
             headers.setdefault(name, value)
         path = request.path
+        if path == _SERVICE_WORKER:
+            for name, value in _SERVICE_WORKER_HEADERS.items():
+                headers.setdefault(name, value)
         if not path.startswith("/dashboard"):
             for name, value in _OUTSIDE_DASHBOARD.items():
                 headers.setdefault(name, value)

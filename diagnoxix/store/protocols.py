@@ -34,6 +34,7 @@ from diagnoxix.store.correction_records import CorrectionKind as CorrectionKind
 from diagnoxix.store.correction_records import CorrectionResult as CorrectionResult
 from diagnoxix.store.critical_records import CriticalStore
 from diagnoxix.store.messaging_records import MessagingStore
+from diagnoxix.store.push_protocol import PushStore as PushStore
 from diagnoxix.store.timer_records import TIMER_CLAIMS, NewTimer, Timer
 from diagnoxix.store.webhook_records import WebhookStore as WebhookStore
 
@@ -415,6 +416,7 @@ class Store(
     WebhookStore,
     CriticalStore,
     MessagingStore,
+    PushStore,
     Protocol,
 ):
     """One database behind every concern, with its lifecycle (`store.open_store` makes one)."""

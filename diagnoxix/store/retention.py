@@ -37,6 +37,7 @@ class BookkeepingPurge:
     staff_sessions: int
     idempotency_records: int = 0
     finished_timers: int = 0
+    push_attempts: int = 0
 
 
 async def purge_once(store: NotificationStore) -> int:
@@ -50,7 +51,7 @@ async def purge_once(store: NotificationStore) -> int:
 async def purge_bookkeeping(store: Store) -> BookkeepingPurge:
     """Delete, slice by slice, the failed sign-ins and staff sessions that are of no more use,
     the Idempotency-Key records past their day, and jobs that finished a month ago."""
-    failures = sessions = records = timers = 0
+    failures = sessions = records = timers = pushes = 0
     while deleted := await store.purge_login_failures(LOGIN_FAILURES_KEPT):
         failures += deleted
     while deleted := await store.purge_staff_sessions(STAFF_SESSIONS_KEPT):
@@ -59,7 +60,10 @@ async def purge_bookkeeping(store: Store) -> BookkeepingPurge:
         records += deleted
     while deleted := await store.purge_finished_timers(FINISHED_TIMERS_KEPT):
         timers += deleted
-    return BookkeepingPurge(failures, sessions, records, timers)
+    # What the push services answered (the dashboard's record of pushes) goes with the jobs.
+    while deleted := await store.purge_push_attempts(FINISHED_TIMERS_KEPT):
+        pushes += deleted
+    return BookkeepingPurge(failures, sessions, records, timers, pushes)
 
 
 async def purge_forever(store: Store, interval: float) -> None:
@@ -74,7 +78,13 @@ async def purge_forever(store: Store, interval: float) -> None:
         try:
             staff = await purge_bookkeeping(store)
             if any(
-                (staff.login_failures, staff.staff_sessions, staff.idempotency_records, staff.finished_timers)
+                (
+                    staff.login_failures,
+                    staff.staff_sessions,
+                    staff.idempotency_records,
+                    staff.finished_timers,
+                    staff.push_attempts,
+                )
             ):
                 log.info(
                     "retention.bookkeeping_purged",
@@ -83,6 +93,7 @@ async def purge_forever(store: Store, interval: float) -> None:
                         "staff_sessions": staff.staff_sessions,
                         "idempotency_records": staff.idempotency_records,
                         "finished_timers": staff.finished_timers,
+                        "push_attempts": staff.push_attempts,
                     },
                 )
         except StoreError:

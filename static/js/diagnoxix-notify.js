@@ -757,6 +757,110 @@
     else this._setState("closed");
   };
 
+  // -- Web Push (docs/channels.md) ----------------------------------------------------------------
+
+  var SERVICE_WORKER = "/static/js/diagnoxix-sw.js";
+
+  function base64UrlBytes(text) {
+    var b64 = text.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((text.length + 3) % 4);
+    var raw = atob(b64);
+    var out = new Uint8Array(raw.length);
+    for (var i = 0; i < raw.length; i++) out[i] = raw.charCodeAt(i);
+    return out;
+  }
+
+  /**
+   * Hand the service worker the user's credentials, so that it can fetch a pushed notification's
+   * words (a push itself carries a generic title and the id). Kept in the worker's IndexedDB; call
+   * again with each fresh token (tokens expire: the worker shows the generic text with an old one).
+   */
+  function pushCredentials(registration, options) {
+    var worker = registration.active || registration.waiting || registration.installing;
+    if (!worker) return;
+    worker.postMessage({
+      type: "diagnoxix-push-credentials",
+      token: options.token,
+      userId: options.userId,
+      apiBase: options.apiBase || null,
+      portalUrl: options.portalUrl || null,
+    });
+  }
+
+  function pushApi(options, path, init) {
+    var base = options.apiBase || "";
+    init.headers = Object.assign({ Authorization: "Bearer " + options.token }, init.headers || {});
+    return fetch(base + path, init).then(function (resp) {
+      return resp.json().then(function (body) {
+        if (!resp.ok) throw body.error || new Error("HTTP " + resp.status);
+        return body;
+      });
+    });
+  }
+
+  /**
+   * Web Push: registers the service worker, asks the browser for a push subscription with the
+   * server's VAPID key, registers it for the user, and hands the worker the user's credentials.
+   * options: { token, userId, apiBase (default: this page's origin), serviceWorker (default
+   * "/static/js/diagnoxix-sw.js"), scope, portalUrl (where a click goes without a link) }.
+   * Resolves to { subscription: the server's record, registration }. Needs a user gesture in some
+   * browsers (Notification permission).
+   */
+  function enablePush(options) {
+    if (!options || !options.token || !options.userId) {
+      return Promise.reject(new Error("DiagnoxixNotify.enablePush: pass options.token and options.userId"));
+    }
+    if (typeof navigator === "undefined" || !navigator.serviceWorker || typeof PushManager === "undefined") {
+      return Promise.reject(new Error("Web Push is not supported here"));
+    }
+    var user = encodeURIComponent(options.userId);
+    var swOptions = options.scope ? { scope: options.scope } : undefined;
+    var registration;
+    return navigator.serviceWorker
+      .register(options.serviceWorker || SERVICE_WORKER, swOptions)
+      .then(function () { return navigator.serviceWorker.ready; })
+      .then(function (ready) {
+        registration = ready;
+        pushCredentials(registration, options);
+        return pushApi(options, "/v1/push/public-key", { method: "GET" });
+      })
+      .then(function (key) {
+        return registration.pushManager.subscribe({
+          userVisibleOnly: true,
+          applicationServerKey: base64UrlBytes(key.public_key),
+        });
+      })
+      .then(function (subscription) {
+        return pushApi(options, "/v1/users/" + user + "/push-subscriptions", {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify(subscription.toJSON()),
+        });
+      })
+      .then(function (body) { return { subscription: body.subscription, registration: registration }; });
+  }
+
+  /**
+   * Undo enablePush (sign-out): the browser unsubscribes, the server forgets the subscription
+   * (`subscriptionId` from enablePush), and the worker forgets the credentials.
+   */
+  function disablePush(options) {
+    var user = encodeURIComponent(options.userId);
+    return navigator.serviceWorker.getRegistration(options.scope || options.serviceWorker || SERVICE_WORKER)
+      .then(function (registration) {
+        if (!registration) return null;
+        var worker = registration.active;
+        if (worker) worker.postMessage({ type: "diagnoxix-push-forget" });
+        return registration.pushManager.getSubscription();
+      })
+      .then(function (subscription) { return subscription ? subscription.unsubscribe() : null; })
+      .then(function () {
+        if (!options.subscriptionId) return null;
+        return pushApi(options, "/v1/users/" + user + "/push-subscriptions/" + options.subscriptionId, {
+          method: "DELETE",
+        });
+      });
+  }
+
   function connect(options) {
     return new Connection(options).open();
   }
@@ -767,5 +871,8 @@
     SUBPROTOCOL: SUBPROTOCOL,
     openLink: openLink,
     showNotification: showNotification,
+    enablePush: enablePush,
+    disablePush: disablePush,
+    pushCredentials: pushCredentials,
   };
 });

@@ -44,6 +44,7 @@ from diagnoxix.store.sqlite.marks import DeliveryMarks
 from diagnoxix.store.sqlite.messaging import MessagingQueries
 from diagnoxix.store.sqlite.migrations import migrate
 from diagnoxix.store.sqlite.preferences import PreferenceQueries
+from diagnoxix.store.sqlite.push import PushQueries
 from diagnoxix.store.sqlite.restores import UNDONE_RANGES, UndoneSeqs, highest_seq_sql
 from diagnoxix.store.sqlite.seqs import SeqCounter
 from diagnoxix.store.sqlite.staff import StaffQueries
@@ -72,6 +73,7 @@ class SqliteStore(
     WebhookQueries,
     CriticalQueries,
     MessagingQueries,
+    PushQueries,
 ):
     """`Store` on one SQLite file. Use `open()`/`close()` (the app does it in a cleanup context)."""
 

@@ -1,0 +1,67 @@
+"""The routing decision, after commit: which committed notifications may need a push, and when.
+
+A notification of a user with push subscriptions, of a priority that is pushed at all, is put in
+a durable `push` job (one per commit and delay): due at once when the user has no connection
+here, else once the priority's delay for an acknowledgement has passed. When the job comes due it
+pushes only what is still undelivered (an `ack` meanwhile, or a plain client that got the frame,
+cancels it: `jobs`).
+
+Deciding costs the send path a set lookup per notification: the users with subscriptions are
+held in memory (loaded at start, kept current by registrations and removals). The jobs of a
+commit are handed to the store's next batch of writes in one statement, never awaited: the
+notifications are durable first, their jobs a commit later (a kill -9 in that instant loses the
+pushes, never the notifications).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+
+from diagnoxix.clock import Clock
+from diagnoxix.config import Settings
+from diagnoxix.models import Notification
+from diagnoxix.store.protocols import PushStore
+from diagnoxix.store.push_records import PUSH_OWNER, PUSH_ROUTE
+from diagnoxix.store.timer_records import NewTimer
+
+
+class PushRouter:
+    """The store's commit listener for push (`route`)."""
+
+    def __init__(
+        self, store: PushStore, clock: Clock, settings: Settings, connected: Callable[[str], int]
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._connected = connected
+        self._delays = {p: d for p, d in settings.push_delays if d is not None}
+        self.subscribed: set[str] = set()
+        # Called once jobs are written (the timers' scheduler looks again at what is due).
+        self.on_added: Callable[[], None] = lambda: None
+        self.routed = 0
+
+    def route(self, notifications: Sequence[Notification]) -> None:
+        """Commit listener: synchronous, awaits nothing."""
+        subscribed, delays = self.subscribed, self._delays
+        if not subscribed:
+            return
+        # One job per delay: a burst of a thousand notifications is a row or two, not a thousand.
+        by_delay: dict[int, list[str]] = {}
+        for note in notifications:
+            if note.user_id not in subscribed or note.priority not in delays:
+                continue
+            delay = delays[note.priority] if self._connected(note.user_id) else 0
+            by_delay.setdefault(delay, []).append(note.id)
+        if not by_delay:
+            return
+        now = self._clock.now()
+        jobs = [
+            NewTimer(PUSH_ROUTE, PUSH_OWNER, now + timedelta(seconds=delay), {"notification_ids": ids})
+            for delay, ids in by_delay.items()
+        ]
+        self._store.queue_push_jobs(jobs, self._written)
+
+    def _written(self, count: int) -> None:
+        self.routed += count
+        self.on_added()
