@@ -263,10 +263,15 @@ async def test_sigterm_closes_every_socket_with_1001_and_exits_0(
     assert await server.wait_exit() == 0
     assert "Traceback" not in server.stderr()
     # The log says the server stopped, and why, after the sockets were closed.
-    logged = server.stderr() + server.stdout()
-    assert '"event": "server.stopping", "signal": "SIGTERM"' in logged
-    assert '"event": "server.stop", "signal": "SIGTERM"' in logged
-    assert logged.index('"server.stopping"') < logged.index('"server.stop"')
+    events = [
+        (entry.get("event"), entry.get("signal"))
+        for line in server.stderr().splitlines()
+        if line.startswith("{")
+        for entry in [json.loads(line)]
+    ]
+    assert ("server.stopping", "SIGTERM") in events
+    assert ("server.stop", "SIGTERM") in events
+    assert events.index(("server.stopping", "SIGTERM")) < events.index(("server.stop", "SIGTERM"))
 
 
 # -- 5. Flags and environment ----------------------------------------------------------------
