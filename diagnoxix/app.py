@@ -152,6 +152,8 @@ async def _push_context(app: web.Application) -> AsyncIterator[None]:
     push = PushChannel(store, app[CLOCK], app[SETTINGS], pem, app[HUB].connections_of)
     push.router.subscribed.update(await store.push_subscribed_users())
     store.add_commit_listener(push.router.route)
+    # A retraction of a pushed notification is pushed too, with the same Topic.
+    store.add_correction_listener(push.retractions.corrected)
     app[PUSH] = push
     yield
     await push.close()
@@ -188,7 +190,7 @@ async def _timers_context(app: web.Application) -> AsyncIterator[None]:
     app[WEBHOOK_CHANNEL] = channel
     app[PUSH].router.on_added = scheduler.wake
     app[PUSH].escalations.on_added = scheduler.wake
-    app[PUSH].send_jobs.on_rescheduled = scheduler.wake
+    app[PUSH].on_rescheduled(scheduler.wake)
     task = asyncio.create_task(scheduler.run(), name="diagnoxix-timers")
     yield
     task.cancel()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from diagnoxix.config_digest import DIGEST_ENV_SETTINGS
 from diagnoxix.config_push import DEFAULT_PUSH_DELAYS, NEVER, PUSH_ENV_SETTINGS
 
 # Raised by the readers; the rest of the package imports it from here.
@@ -163,6 +164,9 @@ class Settings:
     push_timeout_seconds: float = 10.0
     # How long a push service keeps a push for an offline browser (RFC 8030 TTL), at most.
     push_ttl_seconds: int = 24 * 3600
+    # Digests (docs/channels.md): (type, window in seconds) pairs; a type named here goes out on
+    # push and webhook as one digest per user and window. None by default: each goes on its own.
+    digest_windows: tuple[tuple[str, int], ...] = ()
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -563,6 +567,8 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
     ),
     # Web Push (docs/channels.md).
     *(EnvSetting(*entry) for entry in PUSH_ENV_SETTINGS),
+    # Digests on push and webhook (docs/channels.md).
+    *(EnvSetting(*entry) for entry in DIGEST_ENV_SETTINGS),
 )
 
 

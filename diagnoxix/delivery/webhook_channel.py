@@ -8,6 +8,13 @@ import contextlib
 
 from diagnoxix.clock import Clock
 from diagnoxix.config import Settings
+from diagnoxix.delivery.digests import (
+    WEBHOOK_DIGEST,
+    WEBHOOK_DIGEST_EVENT,
+    Digests,
+    WebhookDigestEvents,
+    WebhookDigestJobs,
+)
 from diagnoxix.delivery.preferences import ChannelPreferences
 from diagnoxix.delivery.timers import Handler
 from diagnoxix.delivery.webhook_sender import WebhookSender
@@ -23,10 +30,13 @@ class WebhookChannel:
         self.sender = WebhookSender(store, clock, settings)
         # Each user's channel preferences and quiet hours (critical notifications ignore them).
         chosen = ChannelPreferences(store, clock, settings.critical_categories)
-        self.triggers = WebhookTriggers(store, self.webhooks, settings.webhook_rules, chosen)
+        digests = Digests(settings.digest_windows, settings.critical_categories)
+        self.triggers = WebhookTriggers(store, self.webhooks, settings.webhook_rules, chosen, digests)
         self.handlers: dict[str, Handler] = {
             WEBHOOK_DELIVERY: self.sender,
             UNACKNOWLEDGED_CHECK: UnacknowledgedChecks(store, self.webhooks, chosen),
+            WEBHOOK_DIGEST: WebhookDigestJobs(store, clock),
+            WEBHOOK_DIGEST_EVENT: WebhookDigestEvents(store, self.webhooks),
         }
         self._task: asyncio.Task[None] | None = None
 

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
+from diagnoxix.delivery.digests import WEBHOOK_DIGEST, Digests
 from diagnoxix.delivery.preferences import ChannelPreferences
 from diagnoxix.delivery.webhooks import Webhooks
 from diagnoxix.models import Notification, format_timestamp
@@ -69,9 +70,16 @@ class WebhookTriggers:
     (it hooks the commit listener and finds what was missed), then `run()` as a task."""
 
     def __init__(
-        self, store: Store, webhooks: Webhooks, rules: Sequence[WebhookRule], chosen: ChannelPreferences
+        self,
+        store: Store,
+        webhooks: Webhooks,
+        rules: Sequence[WebhookRule],
+        chosen: ChannelPreferences,
+        digests: Digests | None = None,
     ) -> None:
         self._store = store
+        # A digested type's `notification.created` joins the user's digest instead (`delivery.digests`).
+        self._digests = digests or Digests((), ())
         self._webhooks = webhooks
         self._rules = tuple(rules)
         self._chosen = chosen
@@ -131,6 +139,7 @@ class WebhookTriggers:
         """The rules' events and checks for these notifications, and the cursor, in one write."""
         events: list[tuple[str, dict[str, Any]]] = []
         checks: list[NewTimer] = []
+        joins: list[NewTimer] = []
         wanted = [note for note in notes if not note.is_broadcast]
         # Whether each user wants this channel now (asked only where a rule sends at commit).
         now_ok = iter(await self._chosen.allowed([n for n in wanted if self._at_commit(n)], WEBHOOK))
@@ -138,7 +147,9 @@ class WebhookTriggers:
             matching = [rule for rule in self._rules if rule.matches(note.type, note.priority)]
             at_commit = [rule.words for rule in matching if rule.when == "commit"]
             wants_it: bool = next(now_ok) if at_commit else False
-            if wants_it:
+            if wants_it and self._digests.digested(note):
+                joins.append(self._digests.join(WEBHOOK_DIGEST, note, note.created_at))
+            elif wants_it:
                 events.append((NOTIFICATION_CREATED, notification_data(note, any(at_commit))))
             waits: dict[int, bool] = {}
             for rule in matching:
@@ -153,10 +164,10 @@ class WebhookTriggers:
                 )
                 for after, words in sorted(waits.items())
             )
-        if not events and not checks:
+        if not events and not checks and not joins:
             self._store.note_webhook_rules_through(through)
             return
-        await self._webhooks.enqueue_many(events, also=checks, through_seq=through)
+        await self._webhooks.enqueue_many(events, also=checks, through_seq=through, joins=joins)
 
     def _at_commit(self, note: Notification) -> bool:
         return any(r.when == "commit" and r.matches(note.type, note.priority) for r in self._rules)

@@ -91,9 +91,10 @@ class Webhooks:
         also: Sequence[NewTimer] = (),
         through_seq: int | None = None,
         claim_timer: str | None = None,
+        joins: Sequence[NewTimer] = (),
     ) -> list[str]:
-        """Several events in one write, with other jobs (`also`), the rules' cursor and a job's
-        claim (see `WebhookStore.enqueue_webhooks`) in the same transaction."""
+        """Several events in one write, with other jobs (`also`), digests' joins, the rules' cursor
+        and a job's claim (see `WebhookStore.enqueue_webhooks`) in the same transaction."""
         now = self._clock.now()
         since = format_timestamp(now)
         endpoints = [e for e in await self._store.webhook_endpoints() if e.enabled] if events else []
@@ -114,8 +115,8 @@ class Webhooks:
             if event_type in endpoint.events
         ]
         ids = await self._store.enqueue_webhooks(
-            [*deliveries, *also], through_seq=through_seq, claim_timer=claim_timer
+            [*deliveries, *also], through_seq=through_seq, claim_timer=claim_timer, joins=joins
         )
-        if ids:
+        if ids or joins:
             self.wake()
         return ids[: len(deliveries)]

@@ -31,8 +31,11 @@ CRITICAL_ESCALATED = "critical.escalated"
 CRITICAL_ACKNOWLEDGED = "critical.acknowledged"
 # A user answered one of a notification's actions (confirm, decline...): the sender's answer.
 NOTIFICATION_ACTION_ANSWERED = "notification.action_answered"
+# Several notifications of one digested type for one user within a window (`DIAGNOXIX_DIGEST`).
+NOTIFICATION_DIGEST = "notification.digest"
 EVENT_TYPES: tuple[str, ...] = (
     NOTIFICATION_CREATED,
+    NOTIFICATION_DIGEST,
     NOTIFICATION_UNACKNOWLEDGED,
     NOTIFICATION_ACTION_ANSWERED,
     CRITICAL_ESCALATED,

@@ -39,9 +39,13 @@ class PushStore(Protocol):
         """Add pending jobs without waiting: committed with the next batch of writes (whose commit
         calls `on_written` with how many were written), in one statement however many."""
 
-    async def route_push(self, job_id: str, sends: Sequence[NewTimer]) -> None:
+    async def route_push(
+        self, job_id: str, sends: Sequence[NewTimer], joins: Sequence[NewTimer] = ()
+    ) -> None:
         """Finish a routing job, adding its sends, in one transaction (IdempotencyConflict: it was
-        finished before, nothing is added)."""
+        finished before, nothing is added). `joins`: digests' jobs, each naming one notification in
+        `notification_ids`, that join the pending job of their owner, kind and key (one more id in
+        its list) or start it (see `TimerStore` keys), in the same transaction."""
 
     async def lease_push(self, job_id: str, until: datetime) -> None:
         """A pending job is being run: due again at `until` (if its answer is never recorded)."""

@@ -63,3 +63,6 @@ class PushAttempt:
     status: int
     outcome: str
     at: datetime | None = None
+    # The push's RFC 8030 Topic (a retraction is pushed with the same one); None: a digest's, a
+    # retraction's own, or recorded before topics were.
+    topic: str | None = None

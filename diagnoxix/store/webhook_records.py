@@ -59,10 +59,12 @@ class WebhookStore(Protocol):
         *,
         through_seq: int | None = None,
         claim_timer: str | None = None,
+        joins: Sequence[NewTimer] = (),
     ) -> list[str]:
         """Store jobs (deliveries, rule checks) in one transaction, returning their ids once
         durable. With `through_seq`, the rules' cursor moves up to it in the same transaction; with
-        `claim_timer`, that job is done in it too (a second attempt: IdempotencyConflict)."""
+        `claim_timer`, that job is done in it too (a second attempt: IdempotencyConflict); `joins`
+        join digests (see `PushStore.route_push`) in it too."""
 
     def note_webhook_rules_through(self, seq: int) -> None:
         """Move the rules' cursor without waiting (nothing matched; losing it costs a re-check)."""

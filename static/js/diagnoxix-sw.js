@@ -8,6 +8,9 @@
  * expired token, no network), it shows the generic text. A click opens the notification's portal
  * link (`data.url`), else the portal's page the SDK named, else this worker's scope.
  *
+ * A digest push (`ids`) shows one notification under its counted title; a retraction push
+ * (`retracted`) closes the notification shown for that id and shows nothing.
+ *
  * Register it from a page of the origin that serves it (a copy on the portal's own origin works
  * the same; set `apiBase` then).
  */
@@ -80,12 +83,41 @@ self.addEventListener("message", function (event) {
   }
 });
 
+/** A retraction (`{"retracted": id}`): close what this browser shows of it, show nothing new. */
+function closeRetracted(id) {
+  return self.registration.getNotifications({ tag: id }).then(function (shown) {
+    shown.forEach(function (n) { n.close(); });
+  });
+}
+
+/** A digest (`{"ids": [...], "count", "title"}`): one notification under its counted title; a
+ * click opens the newest one's link (fetched with the credentials), else the portal. */
+function showDigest(payload, config) {
+  var ids = payload.ids.filter(function (i) { return typeof i === "string"; });
+  var newest = ids.length ? ids[ids.length - 1] : null;
+  return fetchNotification(newest, config).then(function (note) {
+    return self.registration.showNotification(payload.title || GENERIC_TITLE, {
+      body: "",
+      tag: "diagnoxix-digest-" + (ids[0] || ""),
+      data: { id: newest, ids: ids, url: clickUrl(note, config) },
+    });
+  });
+}
+
 self.addEventListener("push", function (event) {
   var payload = {};
   try {
     payload = event.data ? event.data.json() : {};
   } catch (e) {
     payload = {};
+  }
+  if (typeof payload.retracted === "string") {
+    event.waitUntil(closeRetracted(payload.retracted));
+    return;
+  }
+  if (Array.isArray(payload.ids)) {
+    event.waitUntil(readConfig().then(function (config) { return showDigest(payload, config); }));
+    return;
   }
   var id = typeof payload.id === "string" ? payload.id : null;
   event.waitUntil(

@@ -23,6 +23,7 @@ from typing import Protocol
 
 from diagnoxix.clock import Clock
 from diagnoxix.config import Settings
+from diagnoxix.delivery.digests import PUSH_DIGEST, Digests
 from diagnoxix.delivery.preferences import ChannelPreferences
 from diagnoxix.delivery.push.payload import URGENCY, push_payload, push_topic, push_ttl
 from diagnoxix.delivery.push.sender import UNUSABLE_KEY, PushAnswer, PushSender
@@ -35,7 +36,7 @@ from diagnoxix.store.protocols import (
     StoreError,
     TimerStore,
 )
-from diagnoxix.store.push_records import PUSH_OWNER, PUSH_SEND, PushAttempt
+from diagnoxix.store.push_records import PUSH_OWNER, PUSH_SEND, PushAttempt, PushSubscription
 from diagnoxix.store.timer_records import NewTimer, Timer
 
 # The channel's name in users' preferences (`rules.preferences.CHANNELS`).
@@ -68,9 +69,16 @@ class PushRouteJobs:
     """The handler of `push` jobs."""
 
     def __init__(
-        self, store: PushJobStore, clock: Clock, unsubscribed: set[str], chosen: ChannelPreferences
+        self,
+        store: PushJobStore,
+        clock: Clock,
+        unsubscribed: set[str],
+        chosen: ChannelPreferences,
+        digests: Digests | None = None,
     ) -> None:
         self._store = store
+        # A digested type joins the user's digest rather than being pushed on its own.
+        self._digests = digests or Digests((), ())
         self._clock = clock
         # The router's users with subscriptions: one found with none is dropped from it.
         self._subscribed = unsubscribed
@@ -95,8 +103,14 @@ class PushRouteJobs:
             )
             for note in waiting
             for sub in subscriptions.get(note.user_id, ())
+            if not self._digests.digested(note)
         ]
-        await self._store.route_push(job.id, sends)
+        joins = [
+            self._digests.join(PUSH_DIGEST, note, now)
+            for note in waiting
+            if note.user_id in subscriptions and self._digests.digested(note)
+        ]
+        await self._store.route_push(job.id, sends, joins)
 
 
 class PushSendJobs:
@@ -159,20 +173,42 @@ class PushSendJobs:
             await self._store.finish_push(job.id, None)
             return
         note = notes[0]
-        now = self._clock.now()
-        answer = await self._sender.send(
+        topic = push_topic(note)
+        await self._deliver(
+            job,
+            nid,
             sub,
             push_payload(note, self._titled),
-            ttl=push_ttl(note, now.timestamp(), self._ttl),
+            ttl=push_ttl(note, self._clock.now().timestamp(), self._ttl),
             urgency=URGENCY.get(note.priority, "normal"),
-            topic=push_topic(note),
-            now=now,
+            topic=topic,
+            recorded_topic=topic,
+        )
+
+    async def _deliver(
+        self,
+        job: Timer,
+        nid: str,
+        sub: PushSubscription,
+        plaintext: bytes,
+        *,
+        ttl: int,
+        urgency: str,
+        topic: str,
+        recorded_topic: str | None,
+    ) -> None:
+        """Post one push and record the answer against `nid` (with `recorded_topic`: what a
+        retraction of `nid` is pushed with), finishing, retrying or giving up the job."""
+        answer = await self._sender.send(
+            sub, plaintext, ttl=ttl, urgency=urgency, topic=topic, now=self._clock.now()
         )
         self.answers[answer.status] = self.answers.get(answer.status, 0) + 1
         status = answer.status
         extra = {"timer": job.id, "notification_id": nid, "host": sub.host, "status": status}
         if status in SENT:
-            await self._store.finish_push(job.id, PushAttempt(nid, sub.id, sub.host, status, "sent"))
+            await self._store.finish_push(
+                job.id, PushAttempt(nid, sub.id, sub.host, status, "sent", topic=recorded_topic)
+            )
             log.info("push.sent", extra=extra)
         elif status in GONE:
             # The browser unsubscribed, or the subscription expired: never push to it again.

@@ -19,6 +19,7 @@ from diagnoxix.models import format_timestamp, new_ids, parse_timestamp
 from diagnoxix.store.protocols import IdempotencyConflict, StoreError
 from diagnoxix.store.push_records import NewPushSubscription, PushAttempt, PushSubscription
 from diagnoxix.store.sqlite.access import SqliteAccess
+from diagnoxix.store.sqlite.digests import join_timers
 from diagnoxix.store.timer_records import TIMER_CLAIMS, NewTimer
 
 _COLUMNS = "id, user_id, endpoint, p256dh, auth, host, created_at, user_agent, last_status, last_sent_at"
@@ -28,8 +29,8 @@ _CLAIM = (
     f" created_at) VALUES ('{TIMER_CLAIMS}', ?, '', ?, 201, ?)"
 )
 _ATTEMPT = (
-    "INSERT INTO push_attempts (notification_id, subscription_id, host, status, outcome, at)"
-    " VALUES (?,?,?,?,?,?)"
+    "INSERT INTO push_attempts (notification_id, subscription_id, host, status, outcome, at, topic)"
+    " VALUES (?,?,?,?,?,?,?)"
 )
 _INSERT_TIMERS = (
     "INSERT INTO timers (id, kind, owner, key, due_at, payload, created_at) SELECT value->>0, value->>1,"
@@ -135,7 +136,9 @@ class PushQueries(SqliteAccess):
             on_written,
         )
 
-    async def route_push(self, job_id: str, sends: Sequence[NewTimer]) -> None:
+    async def route_push(
+        self, job_id: str, sends: Sequence[NewTimer], joins: Sequence[NewTimer] = ()
+    ) -> None:
         now = self._clock.now()
         stamp = format_timestamp(now)
         ids = new_ids(len(sends), int(now.timestamp() * 1000))
@@ -146,6 +149,8 @@ class PushQueries(SqliteAccess):
                 for tid, t in zip(ids, sends, strict=True)
             ]
             statements.append((_INSERT_TIMERS, [(encode_rows(rows),)]))
+        if joins:
+            statements.append(join_timers(joins, now))
         await self._claiming(job_id, statements)
 
     async def lease_push(self, job_id: str, until: datetime) -> None:
@@ -187,7 +192,15 @@ class PushQueries(SqliteAccess):
         self, attempt: PushAttempt, stamp: str, remove: bool
     ) -> list[tuple[str, list[tuple[Any, ...]]]]:
         sid = attempt.subscription_id
-        row = (attempt.notification_id, sid, attempt.host, attempt.status, attempt.outcome, stamp)
+        row = (
+            attempt.notification_id,
+            sid,
+            attempt.host,
+            attempt.status,
+            attempt.outcome,
+            stamp,
+            attempt.topic,
+        )
         last: tuple[str, list[tuple[Any, ...]]] = (
             ("DELETE FROM push_subscriptions WHERE id = ?", [(sid,)])
             if remove
@@ -208,14 +221,14 @@ class PushQueries(SqliteAccess):
 
     async def push_attempts(self, notification_ids: Sequence[str]) -> dict[str, list[PushAttempt]]:
         rows = await self._read(
-            "SELECT notification_id, subscription_id, host, status, outcome, at FROM push_attempts"
+            "SELECT notification_id, subscription_id, host, status, outcome, at, topic FROM push_attempts"
             " WHERE notification_id IN (SELECT value FROM json_each(?)) ORDER BY notification_id, id",
             (json.dumps(list(notification_ids)),),
         )
         found: dict[str, list[PushAttempt]] = {}
-        for nid, sid, host, status, outcome, at in rows:
+        for nid, sid, host, status, outcome, at, topic in rows:
             found.setdefault(nid, []).append(
-                PushAttempt(nid, sid, host, int(status), outcome, parse_timestamp(at))
+                PushAttempt(nid, sid, host, int(status), outcome, parse_timestamp(at), topic)
             )
         return found
 

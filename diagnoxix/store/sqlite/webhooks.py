@@ -17,6 +17,7 @@ from diagnoxix.models import BROADCAST_RECIPIENT, Notification, format_timestamp
 from diagnoxix.store.protocols import IdempotencyConflict, StoreError
 from diagnoxix.store.sqlite.access import SqliteAccess
 from diagnoxix.store.sqlite.batch import NOTIFICATION_COLUMNS
+from diagnoxix.store.sqlite.digests import join_timers
 from diagnoxix.store.sqlite.rows import LIVE, row_to_notification
 from diagnoxix.store.sqlite.timers import insert_timers, timer_row, timer_rows
 from diagnoxix.store.timer_records import TIMER_CLAIMS, NewTimer, Timer
@@ -80,6 +81,7 @@ class WebhookQueries(SqliteAccess):
         *,
         through_seq: int | None = None,
         claim_timer: str | None = None,
+        joins: Sequence[NewTimer] = (),
     ) -> list[str]:
         now = self._clock.now()
         ids, rows = timer_rows(timers, now)
@@ -95,6 +97,8 @@ class WebhookQueries(SqliteAccess):
             )
         if rows:
             statements.append(insert_timers(rows))
+        if joins:
+            statements.append(join_timers(joins, now))
         if through_seq is not None:
             statements.append((_CURSOR, [(str(through_seq),)]))
         if not statements:
