@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from diagnoxix.config_channels import CHANNEL_ENV_SETTINGS
 from diagnoxix.config_digest import DIGEST_ENV_SETTINGS
 from diagnoxix.config_push import DEFAULT_PUSH_DELAYS, NEVER, PUSH_ENV_SETTINGS
 
@@ -32,11 +33,9 @@ from diagnoxix.env_text import (
     whole,
 )
 from diagnoxix.rules import BROADCAST_TTL_SECONDS, MIN_TOKEN_TTL_SECONDS, is_type_name
-from diagnoxix.rules.escalation import Policy, PolicyError, load_policies
-from diagnoxix.rules.links import is_host
-from diagnoxix.rules.locales import BUILT_IN_LOCALES
+from diagnoxix.rules.escalation import Policy
 from diagnoxix.rules.push import DEFAULT_PUSH_HOSTS
-from diagnoxix.rules.webhooks import WebhookRule, parse_webhook_rules
+from diagnoxix.rules.webhooks import WebhookRule
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DB_PATH = REPO_ROOT / "db" / "diagnoxix.sqlite3"
@@ -272,51 +271,6 @@ def _retention_by_type(name: str, raw: str, _current: Settings) -> tuple[tuple[s
     return tuple(days.items())
 
 
-@accepting("notification types, comma-separated (`lab_result_critical,ai_finding_urgent`)")
-def _types(name: str, raw: str, _current: Settings) -> tuple[str, ...]:
-    names = [part.strip() for part in raw.split(",") if part.strip()]
-    for kind in names:
-        if not is_type_name(kind):
-            raise ConfigError(f"{name} takes notification types, comma-separated, not {kind!r}")
-    return tuple(dict.fromkeys(names))
-
-
-@accepting("the path of a TOML file of `[[rule]]` tables (docs/webhooks.md)")
-def _webhook_rules(name: str, raw: str, _current: Settings) -> tuple[WebhookRule, ...]:
-    try:
-        text = Path(raw).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{name}: cannot read {raw}: {getattr(exc, 'strerror', None) or exc}") from None
-    try:
-        return parse_webhook_rules(text)
-    except ValueError as exc:
-        raise ConfigError(f"{name} ({raw}): {exc}") from None
-
-
-@accepting("the path of a TOML file of escalation policies (docs/critical.md), read and checked at start")
-def _policies(name: str, raw: str, _current: Settings) -> tuple[Policy, ...]:
-    try:
-        return load_policies(Path(raw))
-    except PolicyError as exc:
-        raise ConfigError(f"{name}: {exc}") from None
-
-
-@accepting("host names (`portal.example.org`), comma-separated, lowercase")
-def _hosts(name: str, raw: str, _current: Settings) -> tuple[str, ...]:
-    hosts = tuple(h.strip() for h in raw.split(",") if h.strip())
-    for host in hosts:
-        if not is_host(host):
-            raise ConfigError(f"{name} takes lowercase host names, comma-separated, not {host!r}")
-    return hosts
-
-
-@accepting(listed(BUILT_IN_LOCALES))
-def _locale(name: str, raw: str, _current: Settings) -> str:
-    if raw.strip() not in BUILT_IN_LOCALES:
-        raise ConfigError(f"{name} must be one of {', '.join(BUILT_IN_LOCALES)}, not {raw!r}")
-    return raw.strip()
-
-
 @dataclass(frozen=True, slots=True)
 class EnvSetting:
     variable: str
@@ -476,13 +430,6 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
         " (a sender's own `ttl_seconds` still wins)",
     ),
     EnvSetting(
-        "DIAGNOXIX_CRITICAL_CATEGORIES",
-        "critical_categories",
-        _types,
-        "notification types a user cannot switch off or quiet: they go on every channel at any hour,"
-        " as priority `critical` does",
-    ),
-    EnvSetting(
         "DIAGNOXIX_BROADCAST_TTL",
         "broadcast_ttl_seconds",
         whole(BROADCAST_TTL_SECONDS.minimum, BROADCAST_TTL_SECONDS.maximum),
@@ -516,56 +463,8 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
         "a secret that opens `/metrics` from anywhere as `Authorization: Bearer <token>`; unset: no"
         " token is accepted",
     ),
-    EnvSetting(
-        "DIAGNOXIX_WEBHOOK_RULES",
-        "webhook_rules",
-        _webhook_rules,
-        "which notifications leave by signed webhook to the endpoints staff configure, and when (at"
-        " commit, or not acknowledged within a time); unset: none",
-    ),
-    EnvSetting(
-        "DIAGNOXIX_WEBHOOK_TIMEOUT",
-        "webhook_timeout_seconds",
-        seconds(1.0),
-        "seconds one webhook delivery attempt may take (connect, send, the answer's status) before it"
-        " counts as failed and is retried",
-    ),
-    EnvSetting(
-        "DIAGNOXIX_WEBHOOK_RETRY_FOR",
-        "webhook_retry_for_seconds",
-        whole(60, 7 * 24 * 3600),
-        "seconds a webhook delivery is retried (with exponential backoff) before it is dead and waits"
-        " in the dashboard's dead letters",
-    ),
-    EnvSetting(
-        "DIAGNOXIX_WEBHOOK_ALLOW_HTTP_LOOPBACK",
-        "webhook_allow_http_loopback",
-        flag,
-        "also allow webhook endpoints at plain `http://` on a loopback address (development and"
-        " tests); otherwise only `https://`",
-    ),
-    EnvSetting(
-        "DIAGNOXIX_ESCALATION_POLICIES",
-        "escalation_policies",
-        _policies,
-        "escalation policies of critical items (who is told next, and how, while nobody has"
-        " acknowledged one); unset: critical items wait for an acknowledgement without escalating",
-    ),
-    EnvSetting(
-        "DIAGNOXIX_LINK_HOSTS",
-        "link_hosts",
-        _hosts,
-        "hosts (your patient portal) a notification's `url` and actions may link to, over https only;"
-        " none: notifications carry no links (in --dev, localhost is allowed too)",
-    ),
-    EnvSetting(
-        "DIAGNOXIX_DEFAULT_LOCALE",
-        "default_locale",
-        _locale,
-        "the language typed notifications are worded in for a user with no locale of their own (a"
-        " send may name one)",
-    ),
     # Web Push (docs/channels.md).
+    *(EnvSetting(*entry) for entry in CHANNEL_ENV_SETTINGS),
     *(EnvSetting(*entry) for entry in PUSH_ENV_SETTINGS),
     # Digests on push and webhook (docs/channels.md).
     *(EnvSetting(*entry) for entry in DIGEST_ENV_SETTINGS),
