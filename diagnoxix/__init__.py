@@ -1,3 +1,3 @@
 """Diagnoxix Notify: real-time notifications for clinics."""
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"

@@ -176,7 +176,7 @@ async def _timers_context(app: web.Application) -> AsyncIterator[None]:
     critical.register_channel("push", app[PUSH].escalations)
     ActionWebhooks(channel.webhooks).attach(app[ACTIONS])
     handlers: dict[str, Handler] = {
-        SCHEDULED_SEND: ScheduledSends(app[SERVICE], store),
+        SCHEDULED_SEND: ScheduledSends(app[SERVICE], store, critical),
         CRITICAL_SEND: critical,
         **channel.handlers,
     }
@@ -184,6 +184,8 @@ async def _timers_context(app: web.Application) -> AsyncIterator[None]:
     scheduler = TimerScheduler(store, app[CLOCK], handlers)
     channel.webhooks.wake = scheduler.wake
     critical.wake = scheduler.wake
+    # In-process sends (typed senders, the dashboard's form) of critical ones open items too.
+    app[SERVICE].tracker = critical.track
     await channel.start()
     app[SCHEDULER] = scheduler
     app[WEBHOOKS] = channel.webhooks

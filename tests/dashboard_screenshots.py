@@ -77,6 +77,12 @@ async def main() -> None:
                 ):
                     await page.goto(server.url + path)
                     await page.screenshot(path=str(OUT / f"{name}.png"), full_page=True)
+                # A critical one's page: where it went (the socket, pushes, webhooks), its item.
+                critical = await server.app[SERVICE].send_ai_analysis_notification(
+                    "patient-1042", "ct_head_review", "an-7710", priority="critical"
+                )
+                await page.goto(server.url + f"/dashboard/notifications/{critical.id}")
+                await page.screenshot(path=str(OUT / "notification.png"), full_page=True)
                 await page.goto(server.url + "/dashboard/test-client")
                 await page.get_by_label("User id").fill("patient-3301")
                 await page.get_by_role("button", name="Connect as this user").click()

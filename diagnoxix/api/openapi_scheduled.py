@@ -21,7 +21,8 @@ SCHEDULING = (
     f" {MAX_SCHEDULE_AHEAD_DAYS} days ahead; else 422) is validated like a send and stored to go out"
     " then: the answer is a 202 with its schedule. Optional `schedule_key` (your own name for it,"
     " unique among your pending sends, else 409) lets you cancel it with `DELETE /v1/scheduled?key=`."
-    " A batch is scheduled whole or sent whole. See docs/scheduling.md."
+    " A batch is scheduled whole or sent whole. A critical one (or with `requires_ack: true`)"
+    " opens its critical item when it is due (`critical_id` on the schedule). See docs/scheduling.md."
 )
 
 
@@ -95,6 +96,10 @@ def scheduled_schemas() -> dict[str, Schema]:
             "notification_id": {**maybe_text, "description": "the notification it became, once sent"},
         }
     )
+    schedule["properties"]["critical_id"] = {
+        "type": "string",
+        "description": "a critical send, once sent: the item it opened (its copies are the item's)",
+    }
     return {
         "Schedule": schedule,
         "ScheduledResult": all_required({"scheduled": ref("Schedule")}),

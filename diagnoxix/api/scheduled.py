@@ -91,7 +91,7 @@ def schedule_view(job: Timer) -> dict[str, Any]:
         "created_at": format_timestamp(job.created_at),
         "finished_at": format_timestamp(job.finished_at) if job.finished_at else None,
         "notification_id": job.result[0] if job.result else None,
-    }
+    } | ({"critical_id": job.payload["critical_id"]} if "critical_id" in job.payload else {})
 
 
 def scheduled_response(jobs: list[Timer], batch: bool, *, replayed: bool = False) -> web.Response:
@@ -111,13 +111,15 @@ async def schedule_sends(
     schedules: Schedules,
     batch: bool,
     claim: IdempotencyClaim | None,
+    requires_ack: list[bool] | None = None,
 ) -> web.Response:
     """Store one pending send per draft (with the request's Idempotency-Key claim), then 202."""
     assert schedules.times is not None
     owner = owner_of(api_key)
+    required = requires_ack or [False] * len(drafts)
     new = [
-        scheduled_send(owner, draft, due, key)
-        for draft, due, key in zip(drafts, schedules.times, schedules.keys, strict=True)
+        scheduled_send(owner, draft, due, key, requires_ack=ack)
+        for draft, due, key, ack in zip(drafts, schedules.times, schedules.keys, required, strict=True)
     ]
     try:
         jobs = await request.app[STORE].add_timers(new, claim)

@@ -48,7 +48,7 @@ from diagnoxix.rules import (
     parse_broadcast,
     parse_draft,
 )
-from diagnoxix.rules.critical import REQUIRES_ACK, take_requires_ack
+from diagnoxix.rules.critical import take_requires_ack
 from diagnoxix.rules.kinds import parse_item
 from diagnoxix.store.protocols import IdempotencyClaim, IdempotencyConflict, StoreError
 
@@ -208,8 +208,6 @@ async def send_notifications(request: web.Request) -> web.Response:
         take_requires_ack(item, f"notifications[{i}]." if batch else "", errors)
         for i, item in enumerate(schedules.items)
     ]
-    if schedules.times is not None and any(required for _, required in acks):
-        errors.add(REQUIRES_ACK, "is not for a scheduled send")
     # Each item in its own words, or typed (`kind`: the server words it, see `rules.kinds`), with
     # an optional portal link and actions (`rules.links`).
     links = request.app[SERVICE].links
@@ -231,7 +229,9 @@ async def send_notifications(request: web.Request) -> web.Response:
         if schedules.times is not None:
             # Worded now, in the locale the user has now (a due send is never worded again).
             await request.app[SERVICE].word(valid)
-            return await schedule_sends(request, api_key, valid, schedules, batch, claim)
+            # A critical one (or `requires_ack`) opens its item when it is due (`delivery.scheduled`).
+            required = [r for _, r in acks]
+            return await schedule_sends(request, api_key, valid, schedules, batch, claim, required)
         if any(tracked):
             notes = await send_tracked(request, api_key, valid, tracked, key, request_hash, claim)
         else:

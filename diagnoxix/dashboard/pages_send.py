@@ -53,8 +53,9 @@ def _parse_data(raw: str, errors: FieldErrors) -> dict[str, Any] | None:
     return value
 
 
-async def _send(request: web.Request, form: MultiDictProxy[str]) -> Notification:
-    """Call the service for the chosen kind; raises FieldErrors keyed by form field name."""
+async def _send(request: web.Request, form: MultiDictProxy[str], sender: str) -> Notification:
+    """Call the service for the chosen kind; raises FieldErrors keyed by form field name. A
+    critical one to a user opens a critical item (docs/critical.md) sent by `sender`."""
     service = request.config_dict[SERVICE]
     errors = FieldErrors()
     target = form.get("target", "user")
@@ -93,14 +94,15 @@ async def _send(request: web.Request, form: MultiDictProxy[str]) -> Notification
             form.get("appointment_id", "").strip(),
             status,  # type: ignore[arg-type]  # checked by the service
             message,
+            sender=sender,
         )
     if kind == "lab_result":
         return await service.send_lab_result_notification(
-            user_id, form.get("test_name", "").strip(), abnormal=form.get("abnormal") == "on"
+            user_id, form.get("test_name", "").strip(), abnormal=form.get("abnormal") == "on", sender=sender
         )
     if kind == "ai_analysis":
         return await service.send_ai_analysis_notification(
-            user_id, form.get("analysis_type", "").strip(), form.get("analysis_id", "").strip()
+            user_id, form.get("analysis_type", "").strip(), form.get("analysis_id", "").strip(), sender=sender
         )
     return await service.create_and_send_notification(
         user_id,
@@ -109,6 +111,7 @@ async def _send(request: web.Request, form: MultiDictProxy[str]) -> Notification
         message,
         data,
         priority=priority,
+        sender=sender,
     )
 
 
@@ -133,6 +136,8 @@ async def send_page(request: web.Request) -> web.StreamResponse:
             online = request.config_dict[HUB].connections_of(note.user_id) > 0
             context["sent"] = note
             context["sent_state"] = delivery_state(note, online)
+            # A critical one opened an item: it stays open until a person acknowledges it.
+            context["sent_item"] = await request.config_dict[STORE].critical_item_of(note.id)
     return await render(request, "send.html", context, staff=staff)
 
 
@@ -140,7 +145,7 @@ async def send(request: web.Request) -> web.StreamResponse:
     staff: Staff = await require_staff(request)
     form = await checked_form(request, staff)
     try:
-        note = await _send(request, form)
+        note = await _send(request, form, staff.actor)
     except FieldErrors as exc:
         context = _context(form, dict(exc.details))
         return await render(request, "send.html", context, staff=staff, status=422)

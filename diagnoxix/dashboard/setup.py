@@ -33,6 +33,7 @@ from diagnoxix.dashboard import (
     pages_tools,
     pages_users,
     pages_webhooks,
+    pages_where,
 )
 from diagnoxix.dashboard.accounts import Passwords
 from diagnoxix.dashboard.render import FILTERS, html_errors
@@ -115,6 +116,7 @@ def setup_dashboard(app: web.Application) -> None:
     router.add_post("/send", pages_send.send)
     router.add_get("/notifications", pages_records.notifications_page)
     router.add_post("/notifications/{notification_id}/retract", pages_corrections.retract_notification)
+    router.add_get("/notifications/{notification_id}", pages_where.notification_page)
     router.add_get("/audit", pages_records.audit_page)
     router.add_get("/templates", pages_templates.templates_page)
     router.add_post("/templates", pages_templates.save_template)

@@ -37,7 +37,13 @@ from diagnoxix.store.critical_records import (
     NewCriticalItem,
     critical_owner,
 )
-from diagnoxix.store.protocols import IdempotencyConflict, NotificationStore, TimerStore, timer_claim
+from diagnoxix.store.protocols import (
+    IdempotencyConflict,
+    NotificationStore,
+    StoreError,
+    TimerStore,
+    timer_claim,
+)
 from diagnoxix.store.timer_records import NewTimer, Timer
 
 log = logging.getLogger("diagnoxix.critical")
@@ -129,10 +135,12 @@ class CriticalService:
         requires_ack: bool,
         item_id: str | None = None,
         request_hash: str | None = None,
+        claim_timer: str | None = None,
     ) -> tuple[CriticalItem, list[Notification]]:
         """Open an item (`target`: 'user:<id>' or 'group:<name>') and send it at once; returns
         the item and the copies its first send stored. Raises CriticalItemExists when `item_id`
-        is taken (a retry)."""
+        is taken (a retry). `claim_timer`: the job whose effect this item is (a scheduled send),
+        done in the transaction that opens it (run or cancelled already: IdempotencyConflict)."""
         policy = match_policy(self.policies, draft.type, draft.priority) if requires_ack else None
         now = self._clock.now()
         iid = item_id or new_ids(1, int(now.timestamp() * 1000))[0]
@@ -158,13 +166,21 @@ class CriticalService:
             policy.name if policy else None,
             request_hash,
         )
-        item = await self._store.open_critical(new, sends)
+        item = await self._store.open_critical(new, sends, claim_timer=claim_timer)
         (first,) = await self._store.get_timers(owner_key, [f"{iid}.0"])
         with contextlib.suppress(IdempotencyConflict):  # the scheduler ran it first
             await self(first)
         if len(sends) > 1:
             self.wake()
         return item, await self.copies(iid)
+
+    async def track(self, sender: str, draft: NotificationDraft) -> Notification:
+        """A critical draft to one user, sent in-process (a typed sender, the dashboard's form):
+        an item like `POST /v1/notifications` opens; returns its first copy."""
+        _, notes = await self.open(sender, draft, target=f"user:{draft.user_id}", requires_ack=True)
+        if not notes:  # its first send is being stored by the scheduler this very moment
+            raise StoreError("the item's first copy is not stored yet")
+        return notes[0]
 
     async def copies(self, item_id: str) -> list[Notification]:
         copies = await self._store.critical_copies(item_id)

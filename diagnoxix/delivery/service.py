@@ -7,7 +7,7 @@ fans them out to the hub of every process.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -36,7 +36,13 @@ from diagnoxix.store.protocols import (
 # The dashboard's form lists the statuses; each kind's rules and wording are in `rules.kinds`, which
 # the HTTP API's typed items read too. The input rules (`validated_draft`, references) live in
 # `diagnoxix.rules` with every other one.
-__all__ = ["APPOINTMENT_STATUSES", "AppointmentStatus", "NotificationService"]
+__all__ = ["APPOINTMENT_STATUSES", "AppointmentStatus", "NotificationService", "Tracker"]
+
+# Opens a critical item for one validated draft to one user, sent by `sender` ("apikey:<id>",
+# "staff:<name>", "service"), and returns its first copy (`CriticalService.track`).
+Tracker = Callable[[str, NotificationDraft], Awaitable[Notification]]
+# Who an in-process send is from, when the caller names nobody.
+IN_PROCESS = "service"
 
 
 class NotificationService:
@@ -62,6 +68,9 @@ class NotificationService:
         self._lifetimes[BROADCAST_RECIPIENT] = settings.broadcast_ttl_seconds
         # ... and by type where configured, in place of the priority's (not for broadcasts).
         self._lifetimes_by_type = settings.retention_seconds_by_type()
+        # Set by the assembly once critical results exist: a typed sender's critical draft opens
+        # an item there (kept open until acknowledged, escalated by policy) instead of a plain send.
+        self.tracker: Tracker | None = None
 
     async def send(
         self, drafts: Sequence[NotificationDraft], *, idempotency: IdempotencyClaim | None = None
@@ -70,6 +79,10 @@ class NotificationService:
 
         Each gets its retention from its type if one is configured for it, else from its
         priority, unless it names its own lifetime. Typed ones are worded first (`word`).
+
+        The storing primitive: a critical draft stored here is NOT a tracked item (critical
+        results store their own copies through it). Send through `send_one` (or a typed sender,
+        which does), or `CriticalService.open`, to have it kept open until acknowledged.
         """
         await self.word(drafts)
         by_type = self._lifetimes_by_type
@@ -81,6 +94,14 @@ class NotificationService:
                 for d in drafts
             ]
         return await self._store.insert_notifications(drafts, idempotency, lifetimes=self._lifetimes)
+
+    async def send_one(self, draft: NotificationDraft, *, sender: str = IN_PROCESS) -> Notification:
+        """Store one validated draft: a critical one to a user opens an item (`tracker`), exactly
+        once, like `POST /v1/notifications`; any other (and any broadcast) is a plain send."""
+        if self.tracker is not None and draft.priority == "critical" and draft.user_id != BROADCAST_RECIPIENT:
+            return await self.tracker(sender, draft)
+        (stored,) = await self.send([draft])
+        return stored
 
     async def word(self, drafts: Sequence[NotificationDraft]) -> None:
         """Word typed drafts from their templates, in place (a scheduled send is worded when it is
@@ -153,11 +174,12 @@ class NotificationService:
         priority: Priority = "normal",
         url: str | None = None,
         actions: list[dict[str, Any]] | None = None,
+        sender: str = IN_PROCESS,
     ) -> Notification:
-        """`url` (opened on a click) and `actions` (up to three) are checked against the link hosts."""
+        """`url` (opened on a click) and `actions` (up to three) are checked against the link hosts.
+        Priority `critical` opens a critical item (see `send_one`); `sender` names who sent it."""
         draft = validated_draft(user_id, type, title, message, data, priority)
-        (stored,) = await self.send([self._linked(draft, url, actions)])
-        return stored
+        return await self.send_one(self._linked(draft, url, actions), sender=sender)
 
     async def send_appointment_notification(
         self,
@@ -169,12 +191,12 @@ class NotificationService:
         locale: str | None = None,
         url: str | None = None,
         actions: list[dict[str, Any]] | None = None,
+        sender: str = IN_PROCESS,
     ) -> Notification:
         """Titled by the status, with our message unless given one; high priority when cancelled.
         Worded in `locale` (None: the user's, else the default)."""
         draft = appointment_draft(user_id, appointment_id, status, message, locale=locale)
-        (stored,) = await self.send([self._linked(draft, url, actions)])
-        return stored
+        return await self.send_one(self._linked(draft, url, actions), sender=sender)
 
     async def send_lab_result_notification(
         self,
@@ -185,11 +207,11 @@ class NotificationService:
         locale: str | None = None,
         url: str | None = None,
         actions: list[dict[str, Any]] | None = None,
+        sender: str = IN_PROCESS,
     ) -> Notification:
         """Says the result is ready; never carries values. An abnormal result is high priority."""
         draft = lab_result_draft(user_id, test_name, abnormal, locale=locale)
-        (stored,) = await self.send([self._linked(draft, url, actions)])
-        return stored
+        return await self.send_one(self._linked(draft, url, actions), sender=sender)
 
     async def send_ai_analysis_notification(
         self,
@@ -201,10 +223,10 @@ class NotificationService:
         locale: str | None = None,
         url: str | None = None,
         actions: list[dict[str, Any]] | None = None,
+        sender: str = IN_PROCESS,
     ) -> Notification:
         draft = ai_analysis_draft(user_id, analysis_type, analysis_id, priority, locale=locale)
-        (stored,) = await self.send([self._linked(draft, url, actions)])
-        return stored
+        return await self.send_one(self._linked(draft, url, actions), sender=sender)
 
     async def broadcast_system_notification(
         self,

@@ -108,7 +108,9 @@ class Webhooks:
                     "event": event_type,
                     "since": since,
                     "content": {"body": event_body(event_type, data, now)},
-                },
+                }
+                # Kept once delivered: where each notification went (the dashboard's view).
+                | ({"notification_id": data["notification_id"]} if "notification_id" in data else {}),
             )
             for event_type, data in events
             for endpoint in endpoints

@@ -139,9 +139,13 @@ class CriticalStore(Protocol):
 
     async def remove_group_member(self, name: str, user_id: str) -> bool: ...
 
-    async def open_critical(self, item: NewCriticalItem, sends: Sequence[NewTimer]) -> CriticalItem:
+    async def open_critical(
+        self, item: NewCriticalItem, sends: Sequence[NewTimer], *, claim_timer: str | None = None
+    ) -> CriticalItem:
         """Store the item, its `opened` event and its sends (timers owned by `critical_owner`) in
-        one transaction. Raises CriticalItemExists when the id is taken."""
+        one transaction. Raises CriticalItemExists when the id is taken. With `claim_timer`, that
+        job (a scheduled send) is done in the same transaction, its payload naming the item
+        (`critical_id`); raises IdempotencyConflict when it ran or was cancelled already."""
 
     async def critical_item(self, item_id: str) -> CriticalItem | None: ...
 

@@ -79,6 +79,10 @@ class WebhookStore(Protocol):
         """Count a failed attempt and keep its error: try again at `due_at`, or (None) the delivery
         is dead (its body kept for a retry by staff)."""
 
+    async def webhook_deliveries_of(self, notification_ids: Sequence[str]) -> dict[str, list[Timer]]:
+        """The deliveries of events naming these notifications (`notification.created`,
+        `notification.unacknowledged`), in any state, oldest first, by notification id."""
+
     async def dead_webhooks(self, *, limit: int) -> list[Timer]:
         """Dead letters, the most recently dead first."""
 

@@ -154,7 +154,9 @@ class CriticalQueries(SqliteAccess):
 
     # -- items -------------------------------------------------------------------------------
 
-    async def open_critical(self, item: NewCriticalItem, sends: Sequence[NewTimer]) -> CriticalItem:
+    async def open_critical(
+        self, item: NewCriticalItem, sends: Sequence[NewTimer], *, claim_timer: str | None = None
+    ) -> CriticalItem:
         stamp = self._now_stamp()
         ids = [f"{item.id}.{i}" for i in range(len(sends))]
         timers = [
@@ -168,9 +170,25 @@ class CriticalQueries(SqliteAccess):
             details={"target": item.target, "policy": item.policy, "requires_ack": item.requires_ack},
         )
         state = "open" if item.requires_ack else "sent"
+        # A scheduled send's job is done with the item it opens (migration 0008's trigger), and
+        # names it: one transaction, so a job run twice, or cancelled meanwhile, opens nothing.
+        claim: list[tuple[str, list[tuple[Any, ...]]]] = []
+        if claim_timer is not None:
+            claim = [
+                (
+                    "INSERT INTO idempotency_keys (api_key_id, key, request_hash, notification_ids,"
+                    " status, created_at) VALUES (?, ?, '', '[]', 201, ?)",
+                    [(TIMER_CLAIMS, claim_timer, stamp)],
+                ),
+                (
+                    "UPDATE timers SET payload = json_set(payload, '$.critical_id', ?) WHERE id = ?",
+                    [(item.id, claim_timer)],
+                ),
+            ]
         try:
             await self._execute_all(
                 [
+                    *claim,
                     (
                         "INSERT INTO critical_items (id, owner, target, type, priority, requires_ack, policy,"
                         " state, created_at, request_hash) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -199,6 +217,10 @@ class CriticalQueries(SqliteAccess):
                 ]
             )
         except StoreError:
+            if claim_timer is not None and await self._read(
+                "SELECT 1 FROM idempotency_keys WHERE api_key_id = ? AND key = ?", (TIMER_CLAIMS, claim_timer)
+            ):
+                raise IdempotencyConflict("this job was run or cancelled already") from None
             if await self._read("SELECT 1 FROM critical_items WHERE id = ?", (item.id,)):
                 raise CriticalItemExists(item.id) from None
             raise

@@ -150,6 +150,22 @@ class WebhookQueries(SqliteAccess):
             [(format_timestamp(due_at), error, stamp, timer_id)],
         )
 
+    async def webhook_deliveries_of(self, notification_ids: Sequence[str]) -> dict[str, list[Timer]]:
+        found: dict[str, list[Timer]] = {}
+        if not notification_ids:
+            return found
+        # By migration 0016's index: the expression is written as the index has it.
+        rows = await self._read(
+            f"SELECT {_TIMER_COLUMNS} FROM timers WHERE kind = '{WEBHOOK_DELIVERY}'"
+            " AND json_extract(payload, '$.notification_id') IN (SELECT value FROM json_each(?))"
+            " ORDER BY created_at, id",
+            (json.dumps(list(notification_ids)),),
+        )
+        for row in rows:
+            job = timer_row(row)
+            found.setdefault(str(job.payload["notification_id"]), []).append(job)
+        return found
+
     async def dead_webhooks(self, *, limit: int) -> list[Timer]:
         rows = await self._read(
             f"SELECT {_TIMER_COLUMNS} FROM timers WHERE {_DEAD} ORDER BY finished_at DESC, id DESC LIMIT ?",
