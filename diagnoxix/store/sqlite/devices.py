@@ -88,6 +88,10 @@ class DeviceQueries(SqliteAccess):
         return _device(rows[0]) if rows else None
 
     async def revoke_devices(self, user_id: str, token_id: str | None) -> list[RevokedToken]:
+        # A device that connected a moment ago is recorded by a write nobody waits for (its first
+        # use, `touch_device`): let it commit first, or "revoke all" would not find that token and
+        # it could connect again.
+        await self.flush()
         now = self._now_stamp()
         alive = "user_id = ? AND revoked_at IS NULL AND expires_at > ?"
         params: tuple[Any, ...] = (user_id, now)
