@@ -11,30 +11,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from diagnoxix.api.common import (
-    authorize_user,
-    invalid,
-    read_json_object,
-    reject_unknown,
-    store_errors_as_503,
-)
+from diagnoxix.api.common import authorize_user, read_ids, store_errors_as_503
 from diagnoxix.keys import STORE
-from diagnoxix.rules import READ_IDS, FieldErrors, ids_problem
 
 ACK_PATH = "/v1/users/{user_id}/notifications/ack"
 
 
 async def acknowledge(request: web.Request) -> web.Response:
     user_id, _ = await authorize_user(request)
-    payload = await read_json_object(request)
-    errors = FieldErrors()
-    reject_unknown(payload, {"ids"}, errors)
-    ids = payload.get("ids")
-    if (problem := ids_problem(ids, READ_IDS)) is not None:
-        errors.add("ids", problem)
-    if errors:
-        raise invalid(errors)
-    assert isinstance(ids, list)
+    ids = await read_ids(request)
     return web.json_response({"ids": await request.app[STORE].acknowledge(user_id, ids)})
 
 

@@ -13,7 +13,7 @@ from diagnoxix.errors import ApiError
 from diagnoxix.json_encoding import DuplicateKey, decode_json
 from diagnoxix.keys import API_KEYS, LIMITS, TOKENS
 from diagnoxix.models import ApiKey
-from diagnoxix.rules import USER_ID_SHAPE, Bounds, FieldErrors, is_valid_user_id
+from diagnoxix.rules import READ_IDS, USER_ID_SHAPE, Bounds, FieldErrors, ids_problem, is_valid_user_id
 from diagnoxix.store.protocols import StoreClosed, StoreError
 
 
@@ -123,6 +123,20 @@ def store_errors_as_503(handler: Handler) -> Handler:
             raise store_unavailable(exc) from None
 
     return answered
+
+
+async def read_ids(request: web.Request) -> list[str]:
+    """A body `{"ids": [...]}` of notification ids (marks read, acknowledgements); 422 otherwise."""
+    payload = await read_json_object(request)
+    errors = FieldErrors()
+    reject_unknown(payload, {"ids"}, errors)
+    ids = payload.get("ids")
+    if (problem := ids_problem(ids, READ_IDS)) is not None:
+        errors.add("ids", problem)
+    if errors:
+        raise invalid(errors)
+    assert isinstance(ids, list)
+    return ids
 
 
 def reject_unknown(payload: dict[str, Any], known: set[str], errors: FieldErrors) -> None:

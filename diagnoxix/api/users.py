@@ -12,6 +12,7 @@ from diagnoxix.api.common import (
     int_param,
     invalid,
     path_user_id,
+    read_ids,
     read_json_object,
     reject_unknown,
     require_api_key,
@@ -27,10 +28,8 @@ from diagnoxix.rules import (
     DEFAULT_PRESENCE_PAGE,
     HISTORY_PAGE,
     PRESENCE_PAGE,
-    READ_IDS,
     FieldErrors,
     check_user_id,
-    ids_problem,
     is_type_name,
     next_cursor,
     token_ttl_seconds,
@@ -60,15 +59,7 @@ async def user_notifications(request: web.Request) -> web.Response:
 
 async def mark_read(request: web.Request) -> web.Response:
     user_id, actor = await authorize_user(request)
-    payload = await read_json_object(request)
-    errors = FieldErrors()
-    reject_unknown(payload, {"ids"}, errors)
-    ids = payload.get("ids")
-    if (problem := ids_problem(ids, READ_IDS)) is not None:
-        errors.add("ids", problem)
-    if errors:
-        raise invalid(errors)
-    assert isinstance(ids, list)
+    ids = await read_ids(request)
     marked, unread = await request.app[SERVICE].mark_read(user_id, ids)
     request.app[STORE].record_audit(actor, "notification.read", user_id, {"count": len(marked)})
     return web.json_response({"ids": marked, "unread": unread})

@@ -61,7 +61,7 @@ def _offered_protocols(request: web.Request) -> list[str]:
     return [p.strip() for p in header.split(",") if p.strip()]
 
 
-def _parse_since(raw: str | None) -> int | None:
+def parse_since(raw: str | None) -> int | None:
     if raw is None or raw == "":
         return None
     since = SINCE_SEQ.parse(raw)
@@ -70,7 +70,7 @@ def _parse_since(raw: str | None) -> int | None:
     return since
 
 
-def _parse_epoch(raw: str | None) -> str | None:
+def parse_epoch(raw: str | None) -> str | None:
     if raw is None or raw == "":
         return None
     if not is_valid_epoch(raw):
@@ -98,8 +98,8 @@ def _authenticate(request: web.Request) -> _Handshake:
     v1 = SUBPROTOCOL_V1 in offered
     bearer = next((p for p in offered if p.startswith(BEARER_PREFIX)), None)
     token = bearer[len(BEARER_PREFIX) :] if bearer else query.get("token")
-    since = _parse_since(query.get("since"))
-    epoch = _parse_epoch(query.get("epoch"))
+    since = parse_since(query.get("since"))
+    epoch = parse_epoch(query.get("epoch"))
     # Browsers fail a handshake whose response names no protocol when they offered some, so a
     # client offering only its bearer protocol gets that one echoed back.
     protocol = SUBPROTOCOL_V1 if v1 else bearer

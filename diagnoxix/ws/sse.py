@@ -44,7 +44,7 @@ from diagnoxix.keys import FORWARDING, HUB, SETTINGS, STORE, TOKENS
 from diagnoxix.models import format_timestamp, utc_now
 from diagnoxix.rules import SINCE_SEQ, USER_ID_SHAPE, is_valid_user_id
 from diagnoxix.store.protocols import StoreError
-from diagnoxix.ws.handler import USER_AGENT_CHARS, _parse_epoch, _parse_since
+from diagnoxix.ws.handler import USER_AGENT_CHARS, parse_epoch, parse_since
 from diagnoxix.ws.origin import check_origin
 from diagnoxix.ws.sse_stream import SseSocket, StreamSide
 
@@ -76,7 +76,7 @@ def _cursor(request: web.Request) -> int | None:
     """`Last-Event-ID` when the client sends one (the browser's own reconnect), else `?since=`."""
     raw = request.headers.get(LAST_EVENT_ID, "").strip()
     if not raw:
-        return _parse_since(request.query.get("since"))
+        return parse_since(request.query.get("since"))
     since = SINCE_SEQ.parse(raw)
     if since is None:
         raise ApiError(
@@ -90,7 +90,7 @@ def _cursor(request: web.Request) -> int | None:
 def _authenticate(request: web.Request) -> _Opening:
     settings = request.app[SETTINGS]
     since = _cursor(request)
-    epoch = _parse_epoch(request.query.get("epoch"))
+    epoch = parse_epoch(request.query.get("epoch"))
     token = _presented_token(request)
     if token:
         try:
