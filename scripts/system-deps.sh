@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the test suite needs besides Python: Chromium for the browser tests, nginx for
-# the deployment test (tests/test_deploy_nginx.py runs its own throwaway nginx on loopback ports).
+# the deployment test (tests/test_deploy_nginx.py runs its own throwaway nginx on loopback ports),
+# PostgreSQL for the scaled-out store.
 # Installs them with apt-get when missing (as root, as on CI); otherwise says what to install.
 set -euo pipefail
 
@@ -8,6 +9,9 @@ missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 # Debian's `nginx` package: /usr/sbin/nginx with the ssl and proxy modules built in.
 [ -x /usr/sbin/nginx ] || missing+=(nginx)
+# PostgreSQL's server for the scaled-out store's tests (tests/pg_server.py runs a throwaway
+# cluster as the `postgres` user; the package's own cluster is never started).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -16,8 +16,10 @@ from diagnoxix.config import Settings
 from diagnoxix.keys import API_KEYS, TOKENS
 
 from .dashboard_support import CHROMIUM, launch_chromium
+from .pg_server import pg_cluster, pg_dsn  # noqa: F401 - fixtures
 from .processes import Launcher
 from .servers import start_app
+from .store_backends import store, store_clock  # noqa: F401 - fixtures
 
 AiohttpClient = Callable[..., Awaitable[TestClient[Any, Any]]]
 

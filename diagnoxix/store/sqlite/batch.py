@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from diagnoxix.store.staging import InsertRows
+
 log = logging.getLogger("diagnoxix.store")
 
 NOTIFICATION_COLUMNS = (
@@ -51,17 +53,6 @@ _MAX_SEQ = (
 Statement = tuple[str, list[tuple[Any, ...]]]
 # A read inside the transaction, after a write's statements: (sql, parameters).
 Query = tuple[str, tuple[Any, ...]]
-
-
-@dataclass(slots=True)
-class InsertRows:
-    """One Insert op's `count` rows as one JSON array, and its Idempotency-Key claim (api key id,
-    key, request hash, status) with the notification ids it would record."""
-
-    count: int
-    rows_json: str
-    claim: tuple[str, str, str, int] | None = None
-    ids_json: str = ""
 
 
 @dataclass(slots=True)

@@ -13,7 +13,7 @@ from typing import Any
 from diagnoxix.models import Notification, NotificationDraft
 from diagnoxix.store.protocols import IdempotencyClaim, StoreError
 from diagnoxix.store.sqlite.batch import Query, Statement
-from diagnoxix.store.sqlite.staging import Lifetimes
+from diagnoxix.store.staging import Lifetimes
 
 log = logging.getLogger("diagnoxix.store")
 

@@ -35,10 +35,10 @@ from diagnoxix.clock import Clock
 from diagnoxix.json_encoding import encode_rows
 from diagnoxix.models import Notification, NotificationDraft, format_timestamp
 from diagnoxix.store.protocols import IdempotencyClaim, IdempotencyConflict, StoreClosed, StoreError
-from diagnoxix.store.sqlite.batch import BatchDone, InsertRows, Query, Statement, Transaction
+from diagnoxix.store.sqlite.batch import BatchDone, Query, Statement, Transaction
 from diagnoxix.store.sqlite.ops import Bulk, Execute, Flush, Insert, Op, fail, fail_all, resolve, translate
 from diagnoxix.store.sqlite.seqs import SeqCounter
-from diagnoxix.store.sqlite.staging import Lifetimes, Staged, Stager, committed_notes
+from diagnoxix.store.staging import InsertRows, Lifetimes, Staged, Stager, committed_notes
 from diagnoxix.tally import Buckets
 
 log = logging.getLogger("diagnoxix.store")

@@ -2,7 +2,8 @@
 
 On the event loop, before the commit: each draft gets its id and expiry, its `data` is encoded
 once (reused for the row and the frame), its frame is built up to the seq (`frame_head`), and its
-row goes into one JSON array per insert for SQLite. The notifications themselves are built then
+row goes into one JSON array per insert (SQLite unpacks it with json_each, PostgreSQL with
+json_array_elements). The notifications themselves are built then
 too, for the seq the insert is expected to get; if the commit gives it another, they are built
 again from the heads. Rows are JSON arrays, not objects: SQLite takes an array's
 elements apart more cheaply, and the thread's INSERT is the longest step of a burst.
@@ -28,7 +29,18 @@ from diagnoxix.models import (
     new_ids,
 )
 from diagnoxix.store.protocols import IdempotencyClaim
-from diagnoxix.store.sqlite.batch import InsertRows
+
+
+@dataclass(slots=True)
+class InsertRows:
+    """One Insert op's `count` rows as one JSON array, and its Idempotency-Key claim (api key id,
+    key, request hash, status) with the notification ids it would record."""
+
+    count: int
+    rows_json: str
+    claim: tuple[str, str, str, int] | None = None
+    ids_json: str = ""
+
 
 # Lifetime in seconds of a draft that names none, by priority; BROADCAST_RECIPIENT for broadcasts.
 Lifetimes = Mapping[str, int]

@@ -1,0 +1,333 @@
+"""The PostgreSQL store: a pool for reads, one writer per process (`writer.PgWriter`), the same
+protocols as the SQLite store (`store.protocols`), shared by every process of a deployment.
+
+What a process knows only of its own commits (the counts for `/metrics`) is per process; what
+every process must agree on (seqs, idempotency claims, timers) is in the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import asyncpg
+
+from diagnoxix.clock import Clock, SystemClock
+from diagnoxix.models import (
+    BROADCAST_RECIPIENT,
+    Notification,
+    NotificationDraft,
+    StoreCounts,
+    format_timestamp,
+)
+from diagnoxix.store.postgres.access import PgAccess, Write, WriteTx
+from diagnoxix.store.postgres.migrations import migrate
+from diagnoxix.store.postgres.writer import Barrier, PgWriter
+from diagnoxix.store.protocols import (
+    CommitListener,
+    Correction,
+    CorrectionListener,
+    IdempotencyClaim,
+    IdempotencyConflict,
+    MarkListener,
+    StoreClosed,
+    StoreError,
+)
+from diagnoxix.store.staging import Stager, committed_notes
+
+log = logging.getLogger("diagnoxix.store")
+T = TypeVar("T")
+
+# Purging deletes in slices so one purge never holds locks for long.
+PURGE_SLICE = 1000
+# Reads share a small pool: the event loop is the limit long before PostgreSQL is.
+POOL_MIN, POOL_MAX = 1, 8
+# A seq beyond any real one: the upper bound of a read that names none. Another process may have
+# committed more than this one has heard of, so the database's own view is the bound.
+NO_BOUND = 2**62
+
+_INSERT_NOTIFICATIONS = (
+    "INSERT INTO notifications (seq, id, user_id, type, title, message, data, priority, created_at,"
+    " expires_at, links) SELECT $1::bigint + t.ord - 1, t.r->>0, t.r->>1, t.r->>2, t.r->>3, t.r->>4,"
+    " t.r->>5, t.r->>6, $2, t.r->>7, t.r->>8 FROM json_array_elements($3::json) WITH ORDINALITY AS t(r, ord)"
+)
+_CLAIM_TAKEN = "SELECT 1 FROM idempotency_keys WHERE api_key_id = $1 AND key = $2"
+_INSERT_CLAIM = (
+    "INSERT INTO idempotency_keys (api_key_id, key, request_hash, notification_ids, status, created_at)"
+    " VALUES ($1, $2, $3, $4, $5, $6)"
+)
+
+
+class PgCore(PgAccess):
+    """Lifecycle, the writer, notifications' insert and purge, meta. The query mixins
+    (`PgStore`) add the rest of the protocols."""
+
+    def __init__(self, dsn: str, *, clock: Clock | None = None) -> None:
+        self._dsn = dsn
+        self._clock = clock or SystemClock()
+        self._pool: Any = None
+        self._writer: PgWriter | None = None
+        self._barrier: Barrier | None = None
+        self._commit_listeners: list[CommitListener] = []
+        self._mark_listeners: list[MarkListener] = []
+        self._correction_listeners: list[CorrectionListener] = []
+        self._epoch = ""
+        self._last_committed = 0
+        self._closing = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Raises StoreError, with a message an operator can act on, when the database cannot be used."""
+        try:
+            conn = await asyncpg.connect(self._dsn)
+            try:
+                await migrate(conn)
+                self._last_committed = int(await conn.fetchval("SELECT last FROM seq_counter"))
+            finally:
+                await conn.close()
+            self._pool = await asyncpg.create_pool(self._dsn, min_size=POOL_MIN, max_size=POOL_MAX)
+            self._writer = PgWriter(self._dsn, barrier=lambda: self._barrier)
+            await self._writer.start()
+            self._epoch = await self.get_or_create_meta("epoch", lambda: uuid.uuid4().hex)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            await self.close()
+            raise StoreError(f"cannot open the PostgreSQL database: {_reason(exc)}") from None
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Commit what is queued, stop the writer, close the pool."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._writer is not None:
+            await self._writer.stop()
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    def set_commit_barrier(self, barrier: Barrier | None) -> None:
+        """What a commit that took seqs awaits before the next one may commit, in any process
+        (the broker's drain: every hub then hears the events in seq order)."""
+        self._barrier = barrier
+
+    # -- the access the mixins use -----------------------------------------------------------
+
+    @property
+    def _p(self) -> Any:
+        if self._pool is None or self._closing:
+            raise StoreClosed("the store is closed")
+        return self._pool
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        try:
+            return list(await self._p.fetch(sql, *args))
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreError(f"the database is not answering ({type(exc).__name__})") from None
+
+    async def _fetchrow(self, sql: str, *args: Any) -> Any | None:
+        rows = await self._fetch(sql, *args)
+        return rows[0] if rows else None
+
+    async def _fetchval(self, sql: str, *args: Any) -> Any:
+        row = await self._fetchrow(sql, *args)
+        return row[0] if row is not None else None
+
+    @property
+    def _w(self) -> PgWriter:
+        if self._writer is None or self._closing:
+            raise StoreClosed("the store is closed")
+        return self._writer
+
+    async def _write(self, work: Write[T], *, sequenced: bool = False) -> T:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._w.submit(work, sequenced=sequenced, future=future)
+        return await future
+
+    def _write_nowait(self, work: Write[Any]) -> None:
+        if self._closing or self._writer is None:
+            return
+        self._writer.submit(work, sequenced=False, future=None)
+
+    async def flush(self) -> None:
+        await self._w.flush()
+
+    def _now_stamp(self) -> str:
+        return format_timestamp(self._clock.now())
+
+    # -- properties ------------------------------------------------------------------------
+
+    @property
+    def max_seq(self) -> int:
+        return NO_BOUND
+
+    async def last_seq(self) -> int:
+        return int(await self._fetchval("SELECT last FROM seq_counter"))
+
+    @property
+    def epoch(self) -> str:
+        return self._epoch
+
+    def undone_by_restore(self, seq: int) -> bool:
+        # A PostgreSQL database is restored with PostgreSQL's own tools, which keep seq_counter.
+        return False
+
+    async def counts(self) -> StoreCounts:
+        row = await self._fetchrow("SELECT count(*), count(delivered_at) FROM notifications")
+        assert row is not None
+        writer = self._writer
+        return StoreCounts(
+            stored=int(row[0]),
+            delivered=int(row[1]),
+            commits=writer.stats.commits if writer else 0,
+            commit_failures=writer.stats.failures if writer else 0,
+        )
+
+    async def check(self) -> None:
+        if self._writer is None or not self._writer.running:
+            raise StoreError("the writer is not running")
+        await self._fetchval("SELECT 1")
+
+    async def check_writable(self) -> None:
+        stamp = self._now_stamp()
+
+        async def probe(tx: WriteTx) -> None:
+            await tx.conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('write_probe', $1)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                stamp,
+            )
+
+        await self._write(probe)
+
+    async def get_or_create_meta(self, key: str, default: Callable[[], str]) -> str:
+        value = default()
+
+        async def put(tx: WriteTx) -> str:
+            await tx.conn.execute(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING", key, value
+            )
+            return str(await tx.conn.fetchval("SELECT value FROM meta WHERE key = $1", key))
+
+        return await self._write(put)
+
+    # -- listeners -------------------------------------------------------------------------
+
+    def add_commit_listener(self, listener: CommitListener) -> None:
+        self._commit_listeners.append(listener)
+
+    def add_mark_listener(self, listener: MarkListener) -> None:
+        self._mark_listeners.append(listener)
+
+    def add_correction_listener(self, listener: CorrectionListener) -> None:
+        self._correction_listeners.append(listener)
+
+    def _committed(self, notifications: list[Notification]) -> None:
+        """Every listener hears of a commit, whatever another one did with it."""
+        self._last_committed = max(self._last_committed, notifications[-1].seq)
+        for listener in self._commit_listeners:
+            try:
+                listener(notifications)
+            except Exception:
+                log.exception("store.listener_failed")
+
+    def _corrected(self, correction: Correction) -> None:
+        """A correction committed (called in commit order, from its write's `after_commit`)."""
+        for listener in self._correction_listeners:
+            try:
+                listener(correction)
+            except Exception:
+                log.exception("store.listener_failed")
+
+    def _forget(self, deleted: int) -> None:
+        """`deleted` notifications left the store (a retraction): nothing is counted here."""
+
+    # -- notifications ---------------------------------------------------------------------
+
+    async def insert_notifications(
+        self,
+        drafts: Sequence[NotificationDraft],
+        idempotency: IdempotencyClaim | None = None,
+        *,
+        lifetimes: Mapping[str, int] | None = None,
+    ) -> list[Notification]:
+        now = self._clock.now()
+        stamp = format_timestamp(now)
+        staged, rows = Stager(now, stamp, len(drafts)).stage(
+            drafts, idempotency, lifetimes or {}, self._last_committed + 1
+        )
+
+        async def insert(tx: WriteTx) -> list[Notification] | None:
+            conn = tx.conn
+            if rows.claim is not None:
+                api_key_id, key, request_hash, status = rows.claim
+                if await conn.fetchval(_CLAIM_TAKEN, api_key_id, key):
+                    return None
+            first = tx.take_seqs(rows.count)
+            if rows.count:
+                await conn.execute(_INSERT_NOTIFICATIONS, first, stamp, rows.rows_json)
+            if rows.claim is not None:
+                await conn.execute(_INSERT_CLAIM, api_key_id, key, request_hash, rows.ids_json, status, stamp)
+            notes = committed_notes(staged, first, now, stamp)
+            if notes:
+                tx.after_commit(lambda: self._committed(notes))
+            return notes
+
+        notes = await self._write(insert, sequenced=True)
+        if notes is None:
+            raise IdempotencyConflict("this Idempotency-Key was already used")
+        return notes
+
+    async def purge_expired(self) -> int:
+        """Delete one slice of expired notifications; the per-recipient purge marks move in the
+        same transaction, so a purged seq is always recorded."""
+        now = self._now_stamp()
+        top = await self._fetchval(
+            "SELECT seq FROM notifications WHERE expires_at IS NOT NULL AND expires_at <= $1"
+            f" ORDER BY seq LIMIT 1 OFFSET {PURGE_SLICE - 1}",
+            now,
+        )
+        bound = int(top) if top is not None else NO_BOUND
+        outlived = self._outlived()
+        expired = "expires_at IS NOT NULL AND expires_at <= $1 AND seq <= $2"
+
+        async def purge(tx: WriteTx) -> int:
+            conn = tx.conn
+            await conn.execute(
+                "INSERT INTO purge_marks (user_id, purged_through) SELECT user_id, max(seq)"
+                f" FROM notifications WHERE {expired} GROUP BY user_id"
+                " ON CONFLICT (user_id) DO UPDATE SET purged_through ="
+                " greatest(purge_marks.purged_through, excluded.purged_through)",
+                now,
+                bound,
+            )
+            await conn.execute(
+                "DELETE FROM broadcast_receipts WHERE notification_id IN"
+                f" (SELECT id FROM notifications WHERE user_id = $3 AND {expired})",
+                now,
+                bound,
+                BROADCAST_RECIPIENT,
+            )
+            await conn.execute(
+                "DELETE FROM action_answers WHERE notification_id IN"
+                f" (SELECT id FROM notifications WHERE {expired})",
+                now,
+                bound,
+            )
+            await conn.execute("DELETE FROM devices WHERE expires_at <= $1", outlived)
+            status = await conn.execute(f"DELETE FROM notifications WHERE {expired}", now, bound)
+            return int(status.split()[-1])
+
+        return await self._write(purge)
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a connection failed, without the DSN (it may carry a password)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return type(exc).__name__ if not isinstance(exc, asyncpg.PostgresError) else str(exc).splitlines()[0]

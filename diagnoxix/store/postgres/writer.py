@@ -1,0 +1,244 @@
+"""The one writer of a process on PostgreSQL: every write of this process, batched into one
+transaction (group commit), in the order submitted.
+
+Seqs across processes. A batch that takes seqs (notifications, corrections) first takes one
+session advisory lock, shared by every process of the deployment, reads the counter, commits,
+runs its after-commit callbacks (they hand the notifications to the broker), awaits the barrier
+(the broker has accepted them), and only then unlocks. So the next seq any process commits is
+both visible and published after this one: a reader never sees seq n+1 without n, and every hub
+hears the events in seq order. Batches that take no seq (marks, keys, devices) skip the lock.
+
+A batch whose transaction fails is run again write by write, each in its own transaction, so a
+refused write (a constraint, a text PostgreSQL cannot store) fails alone. Writes are written to
+be run twice (`access`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from diagnoxix.store.postgres.access import Write
+from diagnoxix.store.protocols import StoreClosed, StoreError
+
+log = logging.getLogger("diagnoxix.store")
+
+# The advisory lock every process takes to hand out seqs (an arbitrary 64-bit constant).
+SEQ_LOCK = 0x6469_6167_6E6F_7378 & 0x7FFF_FFFF_FFFF_FFFF
+# One transaction holds at most this many queued writes.
+MAX_OPS_PER_BATCH = 5000
+
+Barrier = Callable[[], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class _Op:
+    work: Write[Any]
+    sequenced: bool
+    future: asyncio.Future[Any] | None
+
+
+@dataclass(slots=True)
+class WriterStats:
+    commits: int = 0
+    failures: int = 0
+    stored: int = 0
+
+
+class _Tx:
+    """`access.WriteTx` for one write of a batch."""
+
+    __slots__ = ("_batch", "_sequenced", "conn")
+
+    def __init__(self, batch: _BatchState, conn: Any, sequenced: bool) -> None:
+        self._batch = batch
+        self.conn = conn
+        self._sequenced = sequenced
+
+    def take_seqs(self, count: int) -> int:
+        if not self._sequenced:
+            raise RuntimeError("seqs are only handed out to writes submitted with sequenced=True")
+        first = self._batch.next_seq
+        self._batch.next_seq += count
+        return first
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        self._batch.callbacks.append(callback)
+
+
+@dataclass(slots=True)
+class _BatchState:
+    next_seq: int = 0
+    callbacks: list[Callable[[], None]] = field(default_factory=list)
+
+
+class PgWriter:
+    """Runs submitted writes on its own connection, batch after batch."""
+
+    def __init__(self, dsn: str, *, barrier: Callable[[], Barrier | None]) -> None:
+        self._dsn = dsn
+        # What to await after a sequenced commit's callbacks, before unlocking (the broker's drain).
+        self._barrier = barrier
+        self._queue: list[_Op] = []
+        self._wake = asyncio.Event()
+        self._conn: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.stats = WriterStats()
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        self._conn = await asyncpg.connect(self._dsn)
+        self._task = asyncio.create_task(self._run(), name="diagnoxix-pg-writer")
+
+    async def stop(self) -> None:
+        """Commit what is queued, then stop."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    def submit(self, work: Write[Any], *, sequenced: bool, future: asyncio.Future[Any] | None) -> None:
+        if self._stopping or not self.running:
+            if future is None:
+                return
+            raise StoreClosed("the store is closed")
+        self._queue.append(_Op(work, sequenced, future))
+        self._wake.set()
+
+    async def flush(self) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def nothing(_tx: Any) -> None:
+            return None
+
+        self.submit(nothing, sequenced=False, future=future)
+        await future
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                if self._stopping:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            ops, self._queue = self._queue[:MAX_OPS_PER_BATCH], self._queue[MAX_OPS_PER_BATCH:]
+            try:
+                await self._batch(ops)
+            except Exception:  # never leave the writer dead: fail what is waiting and go on
+                log.exception("store.writer_failed")
+                for op in ops:
+                    _settle(op, exc=StoreError("the write failed"))
+
+    async def _batch(self, ops: list[_Op]) -> None:
+        try:
+            results = await self._transaction(ops)
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            if isinstance(exc, OSError | asyncpg.InterfaceError) or self._conn.is_closed():
+                await self._reconnect()
+            if len(ops) == 1:
+                self.stats.failures += 1
+                _settle(ops[0], exc=_translate(exc))
+                return
+            # Each write alone: the one the database refuses fails, the others commit.
+            for op in ops:
+                await self._batch([op])
+            return
+        except Exception as exc:  # raised by a write itself (a domain error): fail it alone
+            if len(ops) == 1:
+                _settle(ops[0], exc=exc)
+                return
+            for op in ops:
+                await self._batch([op])
+            return
+        self.stats.commits += 1
+        for op, result in zip(ops, results, strict=True):
+            _settle(op, result=result)
+
+    async def _transaction(self, ops: list[_Op]) -> list[Any]:
+        conn = self._conn
+        if conn is None or conn.is_closed():
+            await self._reconnect()
+            conn = self._conn
+            if conn is None:
+                raise StoreError("the database is not answering")
+        sequenced = any(op.sequenced for op in ops)
+        state = _BatchState()
+        locked = False
+        try:
+            if sequenced:
+                await conn.execute("SELECT pg_advisory_lock($1)", SEQ_LOCK)
+                locked = True
+            tx = conn.transaction()
+            await tx.start()
+            try:
+                if sequenced:
+                    state.next_seq = int(await conn.fetchval("SELECT last FROM seq_counter")) + 1
+                    first = state.next_seq
+                results = [await op.work(_Tx(state, conn, op.sequenced)) for op in ops]
+                if sequenced and state.next_seq != first:
+                    await conn.execute("UPDATE seq_counter SET last = $1", state.next_seq - 1)
+            except BaseException:
+                await tx.rollback()
+                raise
+            await tx.commit()
+            for callback in state.callbacks:
+                try:
+                    callback()
+                except Exception:
+                    log.exception("store.listener_failed")
+            if sequenced:
+                barrier = self._barrier()
+                if barrier is not None:
+                    try:
+                        await barrier()
+                    except Exception:
+                        log.exception("store.barrier_failed")
+        finally:
+            if locked and not conn.is_closed():
+                # A closed connection's session lock died with it.
+                await conn.execute("SELECT pg_advisory_unlock($1)", SEQ_LOCK)
+        return results
+
+    async def _reconnect(self) -> None:
+        if self._conn is not None and not self._conn.is_closed():
+            self._conn.terminate()
+        self._conn = None
+        try:
+            self._conn = await asyncpg.connect(self._dsn)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # The next batch tries again; its writers hear StoreError (503) meanwhile.
+            log.warning("store.reconnect_failed", extra={"error": type(exc).__name__})
+
+
+def _settle(op: _Op, *, result: Any = None, exc: BaseException | None = None) -> None:
+    if op.future is None:
+        if exc is not None:
+            log.error("store.bookkeeping_failed", extra={"error": type(exc).__name__})
+        return
+    if op.future.done():
+        return
+    if exc is not None:
+        op.future.set_exception(exc)
+    else:
+        op.future.set_result(result)
+
+
+def _translate(exc: BaseException) -> BaseException:
+    """The database's errors as StoreErrors (they reach clients as 503, never as 500); what a
+    write raised on purpose (a StoreError subclass, a ValueError) as it is."""
+    if isinstance(exc, StoreError | ValueError):
+        return exc
+    return StoreError(f"the database refused the write ({type(exc).__name__})")

@@ -1,0 +1,158 @@
+"""A throwaway PostgreSQL cluster for the tests: Debian's server binaries, a data directory in
+/tmp, loopback only, no durability settings (nothing here must survive the machine, only a
+process). Started once per test session, each test gets a database of its own.
+
+PostgreSQL refuses to run as root: as root (as on CI) the cluster runs as the `postgres` user the
+Debian package creates. Skipped where PostgreSQL is not installed (`apt-get install postgresql`),
+unless DIAGNOXIX_REQUIRE_SERVERS is set (CI sets it: there a missing server is a failure).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+START_TIMEOUT = 30.0
+
+
+def server_bin() -> Path | None:
+    """The newest installed PostgreSQL's bin directory (Debian keeps it out of PATH)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
+    return found[-1].parent if found else None
+
+
+def skip_or_fail(reason: str) -> None:
+    if os.environ.get("DIAGNOXIX_REQUIRE_SERVERS"):
+        pytest.fail(f"{reason} (DIAGNOXIX_REQUIRE_SERVERS is set)")
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class PgCluster:
+    """One postmaster on 127.0.0.1:`port`, its data under `root`; `stop()` ends it by its PID."""
+
+    def __init__(self, bindir: Path) -> None:
+        self._bin = bindir
+        self.root = Path(tempfile.mkdtemp(prefix="diagnoxix-pg-"))
+        self.port = free_port()
+        self._user: dict[str, Any] = {}
+        if os.geteuid() == 0:
+            entry = pwd.getpwnam("postgres")
+            os.chown(self.root, entry.pw_uid, entry.pw_gid)
+            self._user = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        data = self.root / "data"
+        subprocess.run(
+            [str(self._bin / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "-N"],
+            check=True,
+            capture_output=True,
+            **self._user,
+        )
+        log = os.open(self.root / "server.log", os.O_WRONLY | os.O_CREAT, 0o600)
+        self._proc = subprocess.Popen(
+            [
+                str(self._bin / "postgres"),
+                "-D",
+                str(data),
+                "-p",
+                str(self.port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                f"unix_socket_directories={self.root}",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=300",
+                "-c",
+                "shared_buffers=64MB",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            **self._user,
+        )
+        os.close(log)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"postgres exited: {(self.root / 'server.log').read_text()[-2000:]}")
+            if self._psql("SELECT 1", check=False).returncode == 0:
+                return
+            time.sleep(0.1)
+        raise RuntimeError("postgres did not start in time")
+
+    def _psql(self, sql: str, *, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            ["psql", "-Xq", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-c", sql],
+            check=check,
+            capture_output=True,
+        )
+
+    def dsn(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self) -> str:
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        self._psql(f"CREATE DATABASE {name}")
+        return name
+
+    def drop_database(self, name: str) -> None:
+        self._psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", check=False)
+
+    def stop(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # fast shutdown
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    bindir = server_bin()
+    if bindir is None or shutil.which("psql") is None:
+        skip_or_fail("PostgreSQL is not installed (apt-get install postgresql)")
+        raise AssertionError("unreachable")
+    cluster = PgCluster(bindir)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_dsn(pg_cluster: PgCluster) -> Iterator[str]:
+    """A fresh, empty database for one test; its DSN."""
+    name = pg_cluster.create_database()
+    try:
+        yield pg_cluster.dsn(name)
+    finally:
+        pg_cluster.drop_database(name)
