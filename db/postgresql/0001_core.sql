@@ -144,3 +144,28 @@ CREATE TABLE action_answers (
     action          text NOT NULL,
     answered_at     text NOT NULL
 );
+
+-- Durable timers (scheduled sends, webhook and push deliveries, escalation steps): jobs the
+-- processes share. `due_at` is also the lease: a process that takes a job moves it forward.
+CREATE TABLE timers (
+    id          text    PRIMARY KEY,
+    kind        text    NOT NULL,
+    -- Who may see and cancel it ('apikey:<id>'), and their own name for it (unique while pending).
+    owner       text    NOT NULL,
+    key         text,
+    due_at      text    NOT NULL,
+    -- A JSON object: what the job needs to run; its `content` member is removed once it has run.
+    payload     text    NOT NULL DEFAULT '{}',
+    state       text    NOT NULL DEFAULT 'pending'
+                CHECK (state IN ('pending', 'done', 'cancelled', 'failed')),
+    attempts    integer NOT NULL DEFAULT 0,
+    created_at  text    NOT NULL,
+    finished_at text,
+    -- Once done: a JSON array of the notification ids it stored.
+    result      text    NOT NULL DEFAULT '[]'
+);
+CREATE INDEX timers_due ON timers (due_at, id) WHERE state = 'pending';
+CREATE UNIQUE INDEX timers_pending_key ON timers (owner, kind, key) WHERE state = 'pending' AND key IS NOT NULL;
+CREATE INDEX timers_by_owner ON timers (owner, kind, state, due_at, id);
+CREATE INDEX timers_by_key ON timers (owner, kind, key) WHERE key IS NOT NULL;
+CREATE INDEX timers_finished ON timers (finished_at) WHERE state != 'pending';

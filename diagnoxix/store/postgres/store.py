@@ -11,6 +11,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import asyncpg
@@ -48,6 +49,9 @@ POOL_MIN, POOL_MAX = 1, 8
 # A seq beyond any real one: the upper bound of a read that names none. Another process may have
 # committed more than this one has heard of, so the database's own view is the bound.
 NO_BOUND = 2**62
+# A device whose token expired more than this long ago can never connect again (the SQLite
+# store's margin too): its row goes with the purge.
+DEVICE_EXPIRY_MARGIN_SECONDS = 60
 
 _INSERT_NOTIFICATIONS = (
     "INSERT INTO notifications (seq, id, user_id, type, title, message, data, priority, created_at,"
@@ -159,6 +163,9 @@ class PgCore(PgAccess):
 
     def _now_stamp(self) -> str:
         return format_timestamp(self._clock.now())
+
+    def _outlived(self) -> str:
+        return format_timestamp(self._clock.now() - timedelta(seconds=DEVICE_EXPIRY_MARGIN_SECONDS))
 
     # -- properties ------------------------------------------------------------------------
 
