@@ -25,7 +25,15 @@ from typing import TypeVar
 
 from diagnoxix.app import create_app, runner_options
 from diagnoxix.auth import ApiKeys, TokenIssuer, generate_secret, mint_device_token
-from diagnoxix.config import ConfigError, Settings, flag_help, run_command, settings_from_env
+from diagnoxix.config import (
+    ConfigError,
+    Settings,
+    env_setting,
+    flag_help,
+    run_command,
+    settings_from_env,
+    store_label,
+)
 from diagnoxix.dashboard.cli_admin import add_admin_parser, run_admin
 from diagnoxix.edge.server import serve
 from diagnoxix.logs import configure_logging
@@ -48,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, help=flag_help("port to listen on", "DIAGNOXIX_PORT"))
     parser.add_argument("--db", type=Path, help=flag_help("SQLite file", "DIAGNOXIX_DB"))
     parser.add_argument(
+        "--store",
+        metavar="URL",
+        help=flag_help("a postgresql:// URL instead of the SQLite file", "DIAGNOXIX_STORE"),
+    )
+    parser.add_argument(
         "--dev",
         action="store_true",
         default=None,
@@ -57,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     db_option = argparse.ArgumentParser(add_help=False)
     db_option.add_argument(
         "--db", type=Path, default=argparse.SUPPRESS, help=flag_help("SQLite file", "DIAGNOXIX_DB")
+    )
+    db_option.add_argument(
+        "--store",
+        metavar="URL",
+        default=argparse.SUPPRESS,
+        help=flag_help("a postgresql:// URL instead of the SQLite file", "DIAGNOXIX_STORE"),
     )
 
     apikey = commands.add_parser("apikey", help="manage API keys for backend services")
@@ -95,6 +114,8 @@ def build_settings(args: argparse.Namespace, env: dict[str, str]) -> Settings:
         changes["port"] = args.port
     if getattr(args, "db", None) is not None:
         changes["db_path"] = args.db
+    if getattr(args, "store", None) is not None:
+        changes["store_url"] = env_setting("DIAGNOXIX_STORE").parse("--store", args.store, settings)
     if getattr(args, "dev", None):
         changes["dev"] = True
     return settings.with_overrides(**changes)
@@ -176,7 +197,7 @@ def _serve(settings: Settings) -> int:
     app = create_app(settings)
     tune_for_serving(app)
     log.info(
-        "server.start", extra={"host": settings.host, "port": settings.port, "db": str(settings.db_path)}
+        "server.start", extra={"host": settings.host, "port": settings.port, "db": store_label(settings)}
     )
     try:
         serve(

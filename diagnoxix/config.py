@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from diagnoxix.config_channels import CHANNEL_ENV_SETTINGS
 from diagnoxix.config_digest import DIGEST_ENV_SETTINGS
@@ -67,6 +68,9 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     db_path: Path = DEFAULT_DB_PATH
+    # Empty: the embedded SQLite file (`db_path`). A `postgresql://` URL: the shared store of a
+    # deployment of several processes (docs/scaling.md).
+    store_url: str = ""
     dev: bool = False
     secret_key: str | None = None
     allowed_origins: tuple[str, ...] = ()
@@ -223,6 +227,36 @@ def _secret(name: str, raw: str, _current: Settings) -> str:
     return raw
 
 
+@accepting("empty (the SQLite file), or a `postgresql://user:password@host:port/database` URL")
+def _store_url(name: str, raw: str, _current: Settings) -> str:
+    raw = raw.strip()
+    if not raw:
+        return ""
+    # Never echo the value: it may carry a password.
+    scheme = raw.split("://", 1)[0].lower() if "://" in raw else ""
+    if scheme not in ("postgresql", "postgres"):
+        raise ConfigError(f"{name} must be a postgresql:// URL (or empty for the SQLite file)")
+    parsed = urlsplit(raw)
+    try:
+        parsed.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ConfigError(f"{name} has a port that is not a number") from None
+    if not parsed.path.strip("/"):
+        raise ConfigError(f"{name} must name a database: postgresql://host:port/DATABASE")
+    return raw
+
+
+def store_label(settings: Settings) -> str:
+    """Which store, for logs and the dashboard: the SQLite file, or the PostgreSQL URL without its
+    user and password."""
+    if not settings.store_url:
+        return str(settings.db_path)
+    parsed = urlsplit(settings.store_url)
+    host = parsed.hostname or "localhost"
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"postgresql://{host}{port}{parsed.path}"
+
+
 @accepting("origins (`https://portal.example.org`), comma-separated; a trailing `/` is dropped")
 def _origins(_name: str, raw: str, _current: Settings) -> tuple[str, ...]:
     return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
@@ -305,6 +339,13 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
         path,
         "the SQLite file (created with mode 0600 and migrated on start); the default is under the"
         " install directory",
+    ),
+    EnvSetting(
+        "DIAGNOXIX_STORE",
+        "store_url",
+        _store_url,
+        "the store of a deployment of several processes: a `postgresql://` URL (migrated on start;"
+        " docs/scaling.md). Empty: the SQLite file, for one process",
     ),
     EnvSetting(
         "DIAGNOXIX_DEV",

@@ -26,7 +26,7 @@ from diagnoxix.models import (
 )
 from diagnoxix.store.postgres.access import PgAccess, Write, WriteTx
 from diagnoxix.store.postgres.migrations import migrate
-from diagnoxix.store.postgres.writer import Barrier, PgWriter
+from diagnoxix.store.postgres.writer import CONNECT_TIMEOUT, Barrier, PgWriter
 from diagnoxix.store.protocols import (
     CommitListener,
     Correction,
@@ -87,13 +87,15 @@ class PgCore(PgAccess):
     async def open(self) -> None:
         """Raises StoreError, with a message an operator can act on, when the database cannot be used."""
         try:
-            conn = await asyncpg.connect(self._dsn)
+            conn = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT)
             try:
                 await migrate(conn)
                 self._last_committed = int(await conn.fetchval("SELECT last FROM seq_counter"))
             finally:
                 await conn.close()
-            self._pool = await asyncpg.create_pool(self._dsn, min_size=POOL_MIN, max_size=POOL_MAX)
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=POOL_MIN, max_size=POOL_MAX, timeout=CONNECT_TIMEOUT
+            )
             self._writer = PgWriter(self._dsn, barrier=lambda: self._barrier)
             await self._writer.start()
             self._epoch = await self.get_or_create_meta("epoch", lambda: uuid.uuid4().hex)

@@ -33,6 +33,9 @@ SEQ_LOCK = 0x6469_6167_6E6F_7378 & 0x7FFF_FFFF_FFFF_FFFF
 # One transaction holds at most this many queued writes.
 MAX_OPS_PER_BATCH = 5000
 
+# Seconds to wait for the database to accept a connection before saying it does not answer.
+CONNECT_TIMEOUT = 10.0
+
 Barrier = Callable[[], Awaitable[None]]
 
 
@@ -96,7 +99,7 @@ class PgWriter:
         return self._task is not None and not self._task.done()
 
     async def start(self) -> None:
-        self._conn = await asyncpg.connect(self._dsn)
+        self._conn = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT)
         self._task = asyncio.create_task(self._run(), name="diagnoxix-pg-writer")
 
     async def stop(self) -> None:
@@ -217,7 +220,7 @@ class PgWriter:
             self._conn.terminate()
         self._conn = None
         try:
-            self._conn = await asyncpg.connect(self._dsn)
+            self._conn = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             # The next batch tries again; its writers hear StoreError (503) meanwhile.
             log.warning("store.reconnect_failed", extra={"error": type(exc).__name__})
