@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from datetime import timedelta
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import asyncpg
@@ -37,7 +38,7 @@ from diagnoxix.store.protocols import (
     StoreClosed,
     StoreError,
 )
-from diagnoxix.store.staging import Stager, committed_notes
+from diagnoxix.store.staging import InsertRows, Staged, Stager, committed_notes
 
 log = logging.getLogger("diagnoxix.store")
 T = TypeVar("T")
@@ -57,11 +58,6 @@ _INSERT_NOTIFICATIONS = (
     "INSERT INTO notifications (seq, id, user_id, type, title, message, data, priority, created_at,"
     " expires_at, links) SELECT $1::bigint + t.ord - 1, t.r->>0, t.r->>1, t.r->>2, t.r->>3, t.r->>4,"
     " t.r->>5, t.r->>6, $2, t.r->>7, t.r->>8 FROM json_array_elements($3::json) WITH ORDINALITY AS t(r, ord)"
-)
-_CLAIM_TAKEN = "SELECT 1 FROM idempotency_keys WHERE api_key_id = $1 AND key = $2"
-_INSERT_CLAIM = (
-    "INSERT INTO idempotency_keys (api_key_id, key, request_hash, notification_ids, status, created_at)"
-    " VALUES ($1, $2, $3, $4, $5, $6)"
 )
 
 
@@ -270,27 +266,79 @@ class PgCore(PgAccess):
         staged, rows = Stager(now, stamp, len(drafts)).stage(
             drafts, idempotency, lifetimes or {}, self._last_committed + 1
         )
-
-        async def insert(tx: WriteTx) -> list[Notification] | None:
-            conn = tx.conn
-            if rows.claim is not None:
-                api_key_id, key, request_hash, status = rows.claim
-                if await conn.fetchval(_CLAIM_TAKEN, api_key_id, key):
-                    return None
-            first = tx.take_seqs(rows.count)
-            if rows.count:
-                await conn.execute(_INSERT_NOTIFICATIONS, first, stamp, rows.rows_json)
-            if rows.claim is not None:
-                await conn.execute(_INSERT_CLAIM, api_key_id, key, request_hash, rows.ids_json, status, stamp)
-            notes = committed_notes(staged, first, now, stamp)
-            if notes:
-                tx.after_commit(lambda: self._committed(notes))
-            return notes
-
-        notes = await self._write(insert, sequenced=True)
+        notes = await self._write(_Insert(self._insert_together, staged, rows, now, stamp), sequenced=True)
         if notes is None:
             raise IdempotencyConflict("this Idempotency-Key was already used")
         return notes
+
+    async def _insert_together(self, tx: WriteTx, inserts: list[_Insert]) -> list[list[Notification] | None]:
+        """Every insert of a batch in three statements: which Idempotency-Keys are taken, the
+        rows, the claims. Each insert's notifications: None where its key was taken."""
+        conn = tx.conn
+        claims = [i.rows.claim for i in inserts if i.rows.claim is not None]
+        taken: set[tuple[str, str]] = set()
+        if claims:
+            found = await conn.fetch(
+                "SELECT api_key_id, key FROM idempotency_keys WHERE (api_key_id, key) IN"
+                " (SELECT * FROM unnest($1::text[], $2::text[]))",
+                [c[0] for c in claims],
+                [c[1] for c in claims],
+            )
+            taken = {(r[0], r[1]) for r in found}
+        accepted: list[_Insert] = []
+        outcomes: list[list[Notification] | None] = []
+        for insert in inserts:
+            claim = insert.rows.claim
+            if claim is not None:
+                if (claim[0], claim[1]) in taken:
+                    outcomes.append(None)
+                    continue
+                taken.add((claim[0], claim[1]))  # the first of a batch wins, as across batches
+            accepted.append(insert)
+            outcomes.append([])
+        count = sum(i.rows.count for i in accepted)
+        first = tx.take_seqs(count)
+        # One statement per run of inserts staged in the same millisecond (their created_at).
+        seq, run_first = first, first
+        run: list[_Insert] = []
+        for pending in [*accepted, None]:
+            if run and (pending is None or pending.stamp != run[0].stamp):
+                joined = ",".join(i.rows.rows_json[1:-1] for i in run)
+                await conn.execute(_INSERT_NOTIFICATIONS, run_first, run[0].stamp, f"[{joined}]")
+                run = []
+            if pending is not None and pending.rows.count:
+                if not run:
+                    run_first = seq
+                run.append(pending)
+                seq += pending.rows.count
+        claimed = [(i.rows.claim, i.rows.ids_json, i.stamp) for i in accepted if i.rows.claim is not None]
+        if claimed:
+            await conn.execute(
+                "INSERT INTO idempotency_keys (api_key_id, key, request_hash, notification_ids, status,"
+                " created_at) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
+                " $5::int[], $6::text[])",
+                [c[0][0] for c in claimed],
+                [c[0][1] for c in claimed],
+                [c[0][2] for c in claimed],
+                [c[1] for c in claimed],
+                [c[0][3] for c in claimed],
+                [c[2] for c in claimed],
+            )
+        committed: list[Notification] = []
+        seq = first
+        index = 0
+        for position, outcome in enumerate(outcomes):
+            if outcome is None:
+                continue
+            insert = accepted[index]
+            index += 1
+            notes = committed_notes(insert.staged, seq, insert.now, insert.stamp)
+            seq += insert.rows.count
+            outcomes[position] = notes
+            committed.extend(notes)
+        if committed:
+            tx.after_commit(lambda: self._committed(committed))
+        return outcomes
 
     async def purge_expired(self) -> int:
         """Delete one slice of expired notifications; the per-recipient purge marks move in the
@@ -333,6 +381,20 @@ class PgCore(PgAccess):
             return int(status.split()[-1])
 
         return await self._write(purge)
+
+
+@dataclass(slots=True)
+class _Insert:
+    """One `insert_notifications` call as a write: alone, or run together with the batch's others."""
+
+    run_together: Callable[[WriteTx, list[_Insert]], Awaitable[list[list[Notification] | None]]]
+    staged: Staged
+    rows: InsertRows
+    now: datetime
+    stamp: str
+
+    async def __call__(self, tx: WriteTx) -> list[Notification] | None:
+        return (await self.run_together(tx, [self]))[0]
 
 
 def _reason(exc: BaseException) -> str:

@@ -35,6 +35,12 @@ MAX_OPS_PER_BATCH = 5000
 
 # Seconds to wait for the database to accept a connection before saying it does not answer.
 CONNECT_TIMEOUT = 10.0
+# The longest a batch waits for the seq lock (another process stalled holding it): then its
+# writers hear StoreError (503) rather than wait forever.
+LOCK_TIMEOUT_MS = 10_000
+# The longest a commit waits for the broker to accept its events before letting the next writer
+# go (the broker then counts them lost: clients recover them by resume).
+BARRIER_TIMEOUT = 5.0
 
 Barrier = Callable[[], Awaitable[None]]
 
@@ -99,7 +105,7 @@ class PgWriter:
         return self._task is not None and not self._task.done()
 
     async def start(self) -> None:
-        self._conn = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT)
+        self._conn = await self._connect()
         self._task = asyncio.create_task(self._run(), name="diagnoxix-pg-writer")
 
     async def stop(self) -> None:
@@ -148,21 +154,18 @@ class PgWriter:
     async def _batch(self, ops: list[_Op]) -> None:
         try:
             results = await self._transaction(ops)
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
-            if isinstance(exc, OSError | asyncpg.InterfaceError) or self._conn.is_closed():
+        except Exception as exc:
+            if not isinstance(exc, StoreError | ValueError | asyncpg.PostgresError):
+                # The connection failed (closed, reset, left mid-protocol): start a new one.
                 await self._reconnect()
             if len(ops) == 1:
-                self.stats.failures += 1
+                if not isinstance(exc, StoreError | ValueError):
+                    self.stats.failures += 1
+                    log.warning("store.write_failed", extra={"error": type(exc).__name__})
                 _settle(ops[0], exc=_translate(exc))
                 return
-            # Each write alone: the one the database refuses fails, the others commit.
-            for op in ops:
-                await self._batch([op])
-            return
-        except Exception as exc:  # raised by a write itself (a domain error): fail it alone
-            if len(ops) == 1:
-                _settle(ops[0], exc=exc)
-                return
+            # Each write alone: the one refused (by the database, or by itself) fails, the others
+            # commit.
             for op in ops:
                 await self._batch([op])
             return
@@ -190,7 +193,7 @@ class PgWriter:
                 if sequenced:
                     state.next_seq = int(await conn.fetchval("SELECT last FROM seq_counter")) + 1
                     first = state.next_seq
-                results = [await op.work(_Tx(state, conn, op.sequenced)) for op in ops]
+                results = await _run_ops(ops, state, conn)
                 if sequenced and state.next_seq != first:
                     await conn.execute("UPDATE seq_counter SET last = $1", state.next_seq - 1)
             except BaseException:
@@ -206,7 +209,7 @@ class PgWriter:
                 barrier = self._barrier()
                 if barrier is not None:
                     try:
-                        await barrier()
+                        await asyncio.wait_for(barrier(), BARRIER_TIMEOUT)
                     except Exception:
                         log.exception("store.barrier_failed")
         finally:
@@ -215,15 +218,42 @@ class PgWriter:
                 await conn.execute("SELECT pg_advisory_unlock($1)", SEQ_LOCK)
         return results
 
+    async def _connect(self) -> Any:
+        return await asyncpg.connect(
+            self._dsn,
+            timeout=CONNECT_TIMEOUT,
+            server_settings={"lock_timeout": str(LOCK_TIMEOUT_MS), "application_name": "diagnoxix-writer"},
+        )
+
     async def _reconnect(self) -> None:
         if self._conn is not None and not self._conn.is_closed():
             self._conn.terminate()
         self._conn = None
         try:
-            self._conn = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT)
+            self._conn = await self._connect()
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             # The next batch tries again; its writers hear StoreError (503) meanwhile.
             log.warning("store.reconnect_failed", extra={"error": type(exc).__name__})
+
+
+async def _run_ops(ops: list[_Op], state: _BatchState, conn: Any) -> list[Any]:
+    """Each write in order; but writes that say how to run together (`run_together`, e.g.
+    notification inserts) run first, as one statement for all of them, as SQLite's writer does."""
+    results: list[Any] = [None] * len(ops)
+    together: dict[Any, list[int]] = {}
+    for index, op in enumerate(ops):
+        runner = getattr(op.work, "run_together", None)
+        if runner is not None:
+            together.setdefault(runner, []).append(index)
+    for runner, indexes in together.items():
+        outcomes = await runner(_Tx(state, conn, True), [ops[i].work for i in indexes])
+        for index, outcome in zip(indexes, outcomes, strict=True):
+            results[index] = outcome
+    grouped = {i for indexes in together.values() for i in indexes}
+    for index, op in enumerate(ops):
+        if index not in grouped:
+            results[index] = await op.work(_Tx(state, conn, op.sequenced))
+    return results
 
 
 def _settle(op: _Op, *, result: Any = None, exc: BaseException | None = None) -> None:
