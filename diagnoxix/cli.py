@@ -36,6 +36,7 @@ from diagnoxix.config import (
 )
 from diagnoxix.dashboard.cli_admin import add_admin_parser, run_admin
 from diagnoxix.edge.server import serve
+from diagnoxix.edge.workers import Supervisor, is_worker
 from diagnoxix.logs import configure_logging
 from diagnoxix.models import format_timestamp
 from diagnoxix.rules import MAX_API_KEY_NAME_CHARS, USER_ID_SHAPE, is_valid_user_id, token_ttl_seconds
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", help=flag_help("address to listen on", "DIAGNOXIX_HOST"))
     parser.add_argument("--port", type=int, help=flag_help("port to listen on", "DIAGNOXIX_PORT"))
+    parser.add_argument(
+        "--workers", type=int, help=flag_help("server processes sharing the port", "DIAGNOXIX_WORKERS")
+    )
     parser.add_argument("--db", type=Path, help=flag_help("SQLite file", "DIAGNOXIX_DB"))
     parser.add_argument(
         "--store",
@@ -112,6 +116,8 @@ def build_settings(args: argparse.Namespace, env: dict[str, str]) -> Settings:
         if not 0 <= args.port <= 65535:
             raise ConfigError("--port must be between 0 and 65535")
         changes["port"] = args.port
+    if getattr(args, "workers", None) is not None:
+        changes["workers"] = env_setting("DIAGNOXIX_WORKERS").parse("--workers", str(args.workers), settings)
     if getattr(args, "db", None) is not None:
         changes["db_path"] = args.db
     if getattr(args, "store", None) is not None:
@@ -209,6 +215,7 @@ def _serve(settings: Settings) -> int:
                 f"{' (dev mode)' if settings.dev else ''}; Ctrl+C to stop",
                 flush=True,
             ),
+            reuse_port=is_worker(),
             **runner_options(settings),
         )
     except StoreError as exc:
@@ -217,6 +224,15 @@ def _serve(settings: Settings) -> int:
         # Binding the port: in use, or a privileged port without the right to it.
         return _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
     return 0
+
+
+def workers_problem(settings: Settings) -> str | None:
+    """Why these settings cannot run several workers (None: they can)."""
+    if not settings.store_url:
+        return "--workers above 1 needs a shared store: DIAGNOXIX_STORE (--store) postgresql://..."
+    if settings.port == 0:
+        return "--workers above 1 needs a fixed --port for the workers to share"
+    return None
 
 
 def main(argv: Sequence[str]) -> int:
@@ -236,6 +252,12 @@ def _main(argv: Sequence[str]) -> int:
     except ConfigError as exc:
         parser.error(str(exc))
     if args.command is None:
+        if settings.workers > 1 and not is_worker():
+            problem = workers_problem(settings)
+            if problem:
+                parser.error(problem)
+            configure_logging(settings.log_level, as_json=settings.log_json)
+            return Supervisor(settings.workers, [sys.argv[0], *argv]).run()
         return _serve(settings)
     if args.command == "admin":
         return run_admin(args, settings)

@@ -71,6 +71,8 @@ class Settings:
     # Empty: the embedded SQLite file (`db_path`). A `postgresql://` URL: the shared store of a
     # deployment of several processes (docs/scaling.md).
     store_url: str = ""
+    # Server processes on the port (SO_REUSEPORT); more than one needs the shared store and broker.
+    workers: int = 1
     dev: bool = False
     secret_key: str | None = None
     allowed_origins: tuple[str, ...] = ()
@@ -333,6 +335,13 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
         "the address to listen on (`0.0.0.0`: every interface, behind a proxy or load balancer)",
     ),
     EnvSetting("DIAGNOXIX_PORT", "port", whole(0, 65535), "the port to listen on"),
+    EnvSetting(
+        "DIAGNOXIX_WORKERS",
+        "workers",
+        whole(1, 64),
+        "server processes sharing the port (the kernel spreads connections among them); more than"
+        " one needs DIAGNOXIX_STORE and the Redis broker (docs/scaling.md)",
+    ),
     EnvSetting(
         "DIAGNOXIX_DB",
         "db_path",

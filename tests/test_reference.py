@@ -23,6 +23,7 @@ SAMPLES = {
     "DIAGNOXIX_HOST": "10.1.2.3",
     "DIAGNOXIX_PORT": "8123",
     "DIAGNOXIX_DB": "/srv/clinic/notify.sqlite3",
+    "DIAGNOXIX_WORKERS": "3",
     "DIAGNOXIX_STORE": "postgresql://notify@db.clinic.internal:5432/notify",
     "DIAGNOXIX_TOKEN_TTL": "600",
 }

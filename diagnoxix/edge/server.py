@@ -169,11 +169,18 @@ class GuardedAppRunner(web.AppRunner):
 
 
 def serve(
-    app: web.Application, *, host: str, port: int, on_ready: Callable[[], None], **runner_options: Any
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    on_ready: Callable[[], None],
+    reuse_port: bool = False,
+    **runner_options: Any,
 ) -> None:
     """Serve until SIGINT or SIGTERM, then shut down gracefully (what `web.run_app` does, with
-    `GuardedAppRunner`). Raises what start-up raises (a port in use, a store that cannot open)."""
-    asyncio.run(_serve(app, host, port, on_ready, runner_options))
+    `GuardedAppRunner`). Raises what start-up raises (a port in use, a store that cannot open).
+    `reuse_port`: share the port with the other workers (`edge.workers`)."""
+    asyncio.run(_serve(app, host, port, on_ready, reuse_port, runner_options))
 
 
 async def _serve(
@@ -181,6 +188,7 @@ async def _serve(
     host: str,
     port: int,
     on_ready: Callable[[], None],
+    reuse_port: bool,
     runner_options: dict[str, Any],
 ) -> None:
     stop = asyncio.Event()
@@ -197,7 +205,7 @@ async def _serve(
     await runner.setup()
     serving = False
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
         serving = True
         on_ready()
         await stop.wait()
