@@ -109,6 +109,16 @@ async def test_the_audit_log_reads_newest_first_in_pages(store: Any) -> None:
     assert await store.audit_page(before_id=rest[-1]["id"], limit=4) == []
 
 
+async def test_audit_entries_nobody_waits_for_share_a_few_commits(store: Any) -> None:
+    before = await store.counts()
+    for i in range(300):
+        store.record_audit("test", "delivered", f"n-{i}")
+    await store.flush()
+    after = await store.counts()
+    assert after.commits - before.commits <= 2
+    assert len(await store.audit_entries(limit=1000)) == 300
+
+
 async def test_the_audit_log_refuses_any_change(store: Any) -> None:
     store.record_audit("cli", "apikey.create", "k1", {"name": "n"})
     await store.flush()

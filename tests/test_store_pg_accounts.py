@@ -140,6 +140,20 @@ async def test_a_key_s_last_use_never_goes_back_across_processes(pg_dsn: str) ->
         await a.close()
 
 
+async def test_bookkeeping_queued_at_close_is_committed_for_the_other_processes(
+    stores: tuple[PgStore, PgStore],
+) -> None:
+    a, b = stores
+    await a.create_api_key("k1", "n", "h" * 64)
+    a.touch_api_key("k1")
+    a.record_audit("test", "close.check", None)
+    await a.close()
+    assert [e["action"] for e in await b.audit_entries()] == ["close.check"]
+    found = await b.find_api_key("k1")
+    assert found is not None
+    assert found[0].last_used_at is not None
+
+
 @pytest.fixture
 async def icu_dsn(pg_cluster: PgCluster) -> AsyncIterator[str]:
     """A database whose default collation is ICU's English one (case folded, punctuation last),
