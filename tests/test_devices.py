@@ -213,3 +213,37 @@ async def test_a_revocation_survives_a_restart(make_settings: Callable[..., Sett
             assert resp.status == 401
         finally:
             await server.close()
+
+
+async def test_a_user_agent_that_is_not_utf8_is_kept_readable_and_harms_no_write(
+    service: Service, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bytes that are not UTF-8 in the handshake's User-Agent (aiohttp hands them on as lone
+    surrogates): the device is still recorded, and the writes batched with it commit."""
+    token, token_id = await _mint(service, "uma")
+    port = service.client.port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        (
+            f"GET {WS}?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n"
+        ).encode()
+        + b"User-Agent: Clinic\xff\xfeApp/3\r\n\r\n"
+    )
+    await writer.drain()
+    async with asyncio.timeout(5):
+        head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101"), head
+    # A send right after shares the writer's next batch with the device's touch.
+    await service.send("uma", "after the odd handshake")
+    await service.app[STORE].flush()
+    resp = await service.client.get("/v1/users/uma/devices", headers=service.auth())
+    (device,) = (await resp.json())["devices"]
+    assert device["token_id"] == token_id
+    assert device["user_agent"].startswith("Clinic")
+    assert device["user_agent"].endswith("App/3")
+    assert "\ufffd" in device["user_agent"]
+    assert device["last_seen_at"] is not None
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    writer.close()

@@ -8,6 +8,7 @@ frame to the client goes through its `Connection` queue, so one task writes at a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
@@ -42,6 +43,20 @@ BEARER_PREFIX = "bearer."
 # Characters of the handshake's User-Agent kept on the device record: enough to tell a browser and
 # its platform apart, never a header's worth of text per token.
 USER_AGENT_CHARS = 200
+
+
+def device_agent(request: web.Request) -> str | None:
+    """The handshake's User-Agent as a device record keeps it: the first USER_AGENT_CHARS
+    characters, bytes that were not UTF-8 and control characters (NUL among them, which no
+    store can hold) each shown as U+FFFD."""
+    raw = request.headers.get("User-Agent", "")[:USER_AGENT_CHARS]
+    if raw.isascii() and raw.isprintable():
+        return raw or None
+    # aiohttp keeps such bytes as lone surrogates (U+DC80-U+DCFF): back to bytes, then decoded.
+    # Another surrogate cannot be encoded: it is replaced below, as not printable.
+    with contextlib.suppress(UnicodeEncodeError):
+        raw = raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return "".join(ch if ch.isprintable() else "\ufffd" for ch in raw) or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +256,7 @@ async def _catch_up(
             # Revoked between the check before the upgrade and registering: the hub's close missed it.
             await conn.close(CLOSE_TOKEN_REVOKED, "token revoked")
             return False
-        agent = request.headers.get("User-Agent", "")[:USER_AGENT_CHARS] or None
+        agent = device_agent(request)
         store.touch_device(device.token_id, device.user_id, device.issued_at, device.expires_at, agent)
     log.info(
         "ws.connect",

@@ -44,7 +44,7 @@ from diagnoxix.keys import FORWARDING, HUB, SETTINGS, STORE, TOKENS
 from diagnoxix.models import format_timestamp, utc_now
 from diagnoxix.rules import SINCE_SEQ, USER_ID_SHAPE, is_valid_user_id
 from diagnoxix.store.protocols import StoreError
-from diagnoxix.ws.handler import USER_AGENT_CHARS, parse_epoch, parse_since
+from diagnoxix.ws.handler import device_agent, parse_epoch, parse_since
 from diagnoxix.ws.origin import check_origin
 from diagnoxix.ws.sse_stream import SseSocket, StreamSide
 
@@ -204,8 +204,9 @@ async def _catch_up(request: web.Request, conn: Connection, opening: _Opening) -
         if app[TOKENS].is_revoked(device.token_id):
             await conn.close(CLOSE_TOKEN_REVOKED, "token revoked")
             return False
-        agent = request.headers.get("User-Agent", "")[:USER_AGENT_CHARS] or None
-        store.touch_device(device.token_id, device.user_id, device.issued_at, device.expires_at, agent)
+        store.touch_device(
+            device.token_id, device.user_id, device.issued_at, device.expires_at, device_agent(request)
+        )
     log.info("sse.connect", extra={"user_id": opening.user_id, "conn_id": conn.id, "via": opening.via})
     plan = await plan_resume(opening.user_id, opening.since, opening.epoch, store, watermark)
     replayed = await replay(conn, store, plan, watermark)
