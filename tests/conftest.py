@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,8 +58,13 @@ class Service:
         return (await resp.json())["notification"]  # type: ignore[no-any-return]
 
 
+# `DIAGNOXIX_TEST_STORE=postgresql`: the app tests' servers use a fresh PostgreSQL database each
+# (a throwaway cluster, `pg_server`) instead of an SQLite file: `make test-postgresql`.
+TEST_STORE = os.environ.get("DIAGNOXIX_TEST_STORE", "sqlite")
+
+
 @pytest.fixture
-def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+def make_settings(tmp_path: Path, request: pytest.FixtureRequest) -> Callable[..., Settings]:
     made = 0
 
     def build(**overrides: Any) -> Settings:
@@ -69,6 +75,9 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             secret_key="test-secret-" + "x" * 40,
             log_json=False,
         )
+        if TEST_STORE == "postgresql":
+            cluster = request.getfixturevalue("pg_cluster")
+            base = base.with_overrides(store_url=cluster.dsn(cluster.create_database()))
         return base.with_overrides(**overrides)
 
     return build
