@@ -264,6 +264,8 @@ class PgCore(PgAccess):
         lifetimes: Mapping[str, int] | None = None,
     ) -> list[Notification]:
         now = self._clock.now()
+        # Stored with milliseconds: the notifications returned must equal those read back.
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
         stamp = format_timestamp(now)
         staged, rows = Stager(now, stamp, len(drafts)).stage(
             drafts, idempotency, lifetimes or {}, self._last_committed + 1
