@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from diagnoxix.store.postgres.corrections import PgCorrections
+from diagnoxix.store.postgres.marks import PgMarks
 from diagnoxix.store.postgres.store import PgCore
 
 
-class PgStore(PgCore):
+class PgStore(PgMarks, PgCorrections, PgCore):
     """`Store` on a PostgreSQL database. Use `open()`/`close()` (the app does it in a cleanup
     context). The mixins come before the core: they implement what `PgAccess` only declares."""
