@@ -1,4 +1,7 @@
-"""The SQLite store on a real file: migrations, group commit, seq safety, restart, locking."""
+"""The SQLite store on a real file: migrations, group commit, seq safety, restart, locking.
+
+What every store must do, on SQLite and PostgreSQL alike, is in the contract tests
+(test_store_contract*.py)."""
 
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from diagnoxix.models import (
     assemble_notification,
     new_ids,
 )
-from diagnoxix.store.protocols import IdempotencyClaim, IdempotencyConflict, StoreError
+from diagnoxix.store.protocols import StoreError
 from diagnoxix.store.sqlite.migrations import MigrationError, discover
 from diagnoxix.store.sqlite.store import SqliteStore
 
@@ -67,15 +70,6 @@ async def test_concurrent_writes_share_few_commits(store: SqliteStore) -> None:
     assert counts.commits < 50, counts
 
 
-async def test_stored_rows_read_back_exactly(store: SqliteStore) -> None:
-    (note,) = await store.insert_notifications([_draft("u1", "Lab Result Ready")])
-    (again,) = await store.get_notifications([note.id])
-    assert again == note
-    page = await store.notifications_for("u1", after_seq=0, upto_seq=note.seq, limit=10)
-    assert page == [note]
-    assert await store.notifications_for("u2", after_seq=0, upto_seq=note.seq, limit=10) == []
-
-
 async def test_seq_stays_unique_when_another_process_wrote(store: SqliteStore) -> None:
     await store.insert_notifications([_draft()])
     with sqlite3.connect(store.path) as conn:
@@ -86,27 +80,6 @@ async def test_seq_stays_unique_when_another_process_wrote(store: SqliteStore) -
     (note,) = await store.insert_notifications([_draft()])
     assert note.seq == 41
     assert json.loads(note.encode_frame())["seq"] == 41  # built for seq 2 when staged, rebuilt
-
-
-async def test_delivery_is_recorded_once(store: SqliteStore) -> None:
-    notes = await store.insert_notifications([_draft(), _draft()])
-    store.record_deliveries([(notes[0].id, "u1")], [])
-    store.record_deliveries([(notes[0].id, "u1")], [])
-    store.record_deliveries([(notes[1].id, "someone-else")], [])
-    await store.flush()
-    assert (await store.counts()).delivered == 1
-    undelivered = await store.notifications_for(
-        "u1", after_seq=0, upto_seq=99, limit=10, undelivered_only=True
-    )
-    assert [n.id for n in undelivered] == [notes[1].id]
-
-
-async def test_writes_after_close_are_refused(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "c.sqlite3")
-    await store.open()
-    await store.close()
-    with pytest.raises(StoreError):
-        await store.insert_notifications([_draft()])
 
 
 async def test_queued_writes_are_committed_before_close(tmp_path: Path) -> None:
@@ -161,30 +134,6 @@ async def test_generated_secret_survives_restart(make_settings: Any) -> None:
         await server.close()
 
 
-async def test_every_read_sees_every_commit_before_it_even_under_concurrent_reads(store: SqliteStore) -> None:
-    """A resume reads the backlog right after the hub handed out its watermark: that read must
-    see every notification committed before it, however many other reads are in flight."""
-    for i in range(20):
-        await store.insert_notifications([_draft(f"bg{i}", "old") for _ in range(3)])
-    stop = asyncio.Event()
-
-    async def background_reader(i: int) -> None:
-        while not stop.is_set():
-            await store.notifications_for(f"bg{i}", after_seq=0, upto_seq=10**9, limit=200)
-
-    readers = [asyncio.create_task(background_reader(i)) for i in range(20)]
-    missed = 0
-    try:
-        for _ in range(100):
-            (note,) = await store.insert_notifications([_draft("u1")])
-            rows = await store.notifications_for("u1", after_seq=note.seq - 1, upto_seq=note.seq, limit=10)
-            missed += not rows
-    finally:
-        stop.set()
-        await asyncio.gather(*readers)
-    assert missed == 0
-
-
 async def test_bookkeeping_writes_share_one_transaction_and_count_right(store: SqliteStore) -> None:
     notes = await store.insert_notifications([_draft("u1", f"n{i}") for i in range(300)])
     before = await store.counts()
@@ -199,42 +148,6 @@ async def test_bookkeeping_writes_share_one_transaction_and_count_right(store: S
     assert len(await store.audit_entries(limit=1000)) == 300
 
 
-async def test_a_taken_idempotency_key_fails_only_its_own_write(store: SqliteStore) -> None:
-    claim = IdempotencyClaim("key1", "retry-42", "hash", 201)
-    first, second, plain = await asyncio.gather(
-        store.insert_notifications([_draft("u1", "a"), _draft("u1", "b")], claim),
-        store.insert_notifications([_draft("u1", "c")], claim),
-        store.insert_notifications([_draft("u2", "d")]),
-        return_exceptions=True,
-    )
-    assert isinstance(second, IdempotencyConflict)
-    assert not isinstance(first, BaseException)
-    assert not isinstance(plain, BaseException)
-    # One transaction, and the refused write leaves no gap in the seqs of the others.
-    assert [n.seq for n in first] + [n.seq for n in plain] == [1, 2, 3]
-    assert (await store.counts()).stored == 3
-    record = await store.get_idempotency("key1", "retry-42")
-    assert record is not None
-    assert list(record.notification_ids) == [n.id for n in first]
-    with pytest.raises(IdempotencyConflict):  # and in a later transaction too
-        await store.insert_notifications([_draft("u1", "e")], claim)
-
-
-async def test_a_write_that_cannot_be_stored_fails_alone(store: SqliteStore) -> None:
-    bad = NotificationDraft(
-        user_id="u1", type="custom", title="t", message="m", data={"value": float("nan")}, priority="normal"
-    )
-    refused, kept = await asyncio.gather(
-        store.insert_notifications([bad]),
-        store.insert_notifications([_draft("u1", "ok")]),
-        return_exceptions=True,
-    )
-    assert isinstance(refused, StoreError)
-    assert not isinstance(kept, BaseException)
-    assert [n.title for n in kept] == ["ok"]
-    assert [n.title for n in await store.history("u1", before_seq=None, limit=10)] == ["ok"]
-
-
 def test_notification_ids_are_time_ordered_version_7_uuids() -> None:
     earlier, later = new_ids(300, 1_764_000_000_000), new_ids(300, 1_764_000_000_001)
     assert len(set(earlier + later)) == 600
@@ -247,34 +160,16 @@ def test_notification_ids_are_time_ordered_version_7_uuids() -> None:
     assert uuid.UUID(earlier[0]).int >> 80 == 1_764_000_000_000
 
 
-async def test_a_transaction_fed_in_chunks_commits_whole_in_seq_order(store: SqliteStore) -> None:
-    claim = IdempotencyClaim("key1", "burst", "hash", 201)
+async def test_the_stored_data_is_the_very_json_the_frame_carries(store: SqliteStore) -> None:
+    # The contract (test_store_contract_reads) reads it back through the store; here, the file.
     tricky = {"é": 'ü \u2028 "q" \\', "n": [1, 2.5, None, True], "big": 12345678901234567890}
-    results = await asyncio.gather(
-        store.insert_notifications([_draft("a", f"a{i}") for i in range(1500)], claim),
-        store.insert_notifications([_draft("b", "refused")], claim),  # same key: refused alone
-        store.insert_notifications(
-            [
-                NotificationDraft(user_id="c", type="t", title=f"c{i}", message="m", data=tricky)
-                for i in range(1500)
-            ]
-        ),
-        store.insert_notifications([_draft("d", f"d{i}") for i in range(1500)]),
-        return_exceptions=True,
+    (note,) = await store.insert_notifications(
+        [NotificationDraft(user_id="c", type="t", title="c", message="m", data=tricky)]
     )
-    assert isinstance(results[1], IdempotencyConflict)
-    accepted = [n for r in results if isinstance(r, list) for n in r]
-    assert [n.seq for n in accepted] == list(range(1, 4501))
-    assert (await store.counts()).stored == 4500
-    for note in accepted[::500]:
-        assert json.loads(note.encode_frame()) == {**note.to_wire(), "seq": note.seq}
-    # The stored data is the very JSON the frame carries, so a replay sends the same bytes.
     with sqlite3.connect(store.path) as conn:
-        stored = conn.execute("SELECT data FROM notifications WHERE user_id = 'c' LIMIT 1").fetchone()[0]
+        stored = conn.execute("SELECT data FROM notifications WHERE id = ?", (note.id,)).fetchone()[0]
     assert stored == encode_json(tricky)
-    assert f'"data":{stored},' in accepted[1500].encode_frame()
-    (again,) = await store.get_notifications([accepted[1500].id])
-    assert again.encode_frame() == accepted[1500].encode_frame()
+    assert f'"data":{stored},' in note.encode_frame()
 
 
 async def test_a_batch_that_cannot_be_prepared_never_wedges_the_writer(store: SqliteStore) -> None:
@@ -285,23 +180,6 @@ async def test_a_batch_that_cannot_be_prepared_never_wedges_the_writer(store: Sq
     await store.insert_notifications([_draft("u1", "after")])
     assert [n.title for n in await store.history("u1", before_seq=None, limit=10)] == ["after"]
     assert await store.audit_entries() == []
-
-
-async def test_a_draft_the_database_refuses_fails_alone_in_a_shared_statement(store: SqliteStore) -> None:
-    # The notifications of a batch share one INSERT; one that SQLite refuses (here a priority the
-    # schema's CHECK rejects, from a Python caller that skipped validation) must fail alone.
-    bad = NotificationDraft(user_id="u1", type="custom", title="t", message="m", data={}, priority="urgent")  # type: ignore[arg-type]
-    results = await asyncio.gather(
-        store.insert_notifications([_draft("u2", "innocent-1")]),
-        store.insert_notifications([bad]),
-        store.insert_notifications([_draft("u3", "innocent-2")]),
-        return_exceptions=True,
-    )
-    assert isinstance(results[1], StoreError)
-    assert [[n.title for n in r] for r in (results[0], results[2]) if isinstance(r, list)] == [
-        ["innocent-1"],
-        ["innocent-2"],
-    ]
 
 
 async def test_a_refused_insert_inside_the_thread_fails_alone(store: SqliteStore) -> None:
@@ -350,31 +228,6 @@ async def test_any_directory_name_works(tmp_path: Path, name: str) -> None:
         await store.close()
 
 
-async def test_read_all_never_marks_a_notification_newer_than_the_request(store: SqliteStore) -> None:
-    await store.insert_notifications([_draft("u1", "seen")])
-    # Both land in one transaction, where updates run after inserts.
-    marked, (new,) = await asyncio.gather(
-        store.mark_all_read("u1"), store.insert_notifications([_draft("u1", "critical, unseen")])
-    )
-    assert marked == 1
-    assert await store.unread_count("u1") == 1
-    (again,) = await store.get_notifications([new.id])
-    assert again.read_at is None
-
-
-async def test_text_sqlite_cannot_take_fails_alone(store: SqliteStore) -> None:
-    # A Python caller that skips validation can hand over a lone surrogate, which UTF-8 (and so
-    # SQLite) cannot hold; it shares its statement with the others and must fail alone.
-    results = await asyncio.gather(
-        store.insert_notifications([_draft("u2", "a")]),
-        store.insert_notifications([_draft("u9", "x\ud800")]),
-        store.insert_notifications([_draft("u3", "c")]),
-        return_exceptions=True,
-    )
-    assert isinstance(results[1], StoreError)
-    assert [n.title for r in (results[0], results[2]) if isinstance(r, list) for n in r] == ["a", "c"]
-
-
 def test_the_stores_fast_constructor_sets_every_field_as_the_constructor_does() -> None:
     values: dict[str, Any] = {
         "seq": 7,
@@ -397,34 +250,3 @@ def test_the_stores_fast_constructor_sets_every_field_as_the_constructor_does() 
     built = Notification(**values)
     for field in dataclasses.fields(Notification):
         assert getattr(fast, field.name) == getattr(built, field.name), field.name
-
-
-async def test_corrections_are_heard_in_commit_order_with_the_notifications(store: SqliteStore) -> None:
-    """What the broker publishes, in the order it hears it: every notification and correction of
-    the stream in strictly increasing seq order, however the writes share and follow transactions
-    (a correction heard after a later notification would be lost on a device already past it)."""
-    heard: list[tuple[str, int]] = []
-    store.add_commit_listener(lambda notes: heard.extend(("note", n.seq) for n in notes))
-    store.add_correction_listener(lambda fix: heard.append((fix.kind, fix.seq)))
-    targets = await store.insert_notifications([_draft(title=f"old {i}") for i in range(60)])
-
-    async def correct_all() -> None:
-        for i, note in enumerate(targets):
-            if i % 2:
-                assert (await store.retract_notification(note.id)).outcome == "done"
-            else:
-                result = await store.update_notification(note.id, title=f"fixed {i}", message=None)
-                assert result.outcome == "done"
-
-    async def send_some(stream: int) -> None:
-        for i in range(15):
-            await store.insert_notifications([_draft(title=f"new {stream}.{i}")])
-
-    await asyncio.gather(correct_all(), *(send_some(stream) for stream in range(4)))
-    later = heard[60:]
-    assert sorted(kind for kind, _ in later) == ["note"] * 60 + ["retracted"] * 30 + ["updated"] * 30
-    seqs = [seq for _, seq in heard]
-    assert seqs == sorted(set(seqs))
-    # Nothing is heard twice: a correction that found nothing to correct is not published.
-    assert (await store.retract_notification(targets[1].id)).outcome == "already"
-    assert len(heard) == 180

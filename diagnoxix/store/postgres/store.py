@@ -262,10 +262,16 @@ class PgCore(PgAccess):
         lifetimes: Mapping[str, int] | None = None,
     ) -> list[Notification]:
         now = self._clock.now()
+        # Stored with milliseconds: the notifications returned must equal those read back.
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
         stamp = format_timestamp(now)
-        staged, rows = Stager(now, stamp, len(drafts)).stage(
-            drafts, idempotency, lifetimes or {}, self._last_committed + 1
-        )
+        try:
+            staged, rows = Stager(now, stamp, len(drafts)).stage(
+                drafts, idempotency, lifetimes or {}, self._last_committed + 1
+            )
+        except Exception as exc:  # validated drafts never get here (NaN, an unknown priority)
+            log.error("store.stage_failed", extra={"error": type(exc).__name__})
+            raise StoreError("the notification could not be encoded for storage") from None
         notes = await self._write(_Insert(self._insert_together, staged, rows, now, stamp), sequenced=True)
         if notes is None:
             raise IdempotencyConflict("this Idempotency-Key was already used")
