@@ -1,6 +1,6 @@
 """Command line: serve (the default), manage API keys, print connection tokens.
 
-python run.py [--host H] [--port P] [--db PATH] [--dev]
+python run.py [--host H] [--port P] [--db PATH] [--dev] [--broker URL]
 python run.py apikey create NAME [--db PATH]     # the key alone on the last line
 python run.py apikey list [--db PATH]
 python run.py apikey revoke KEY_ID [--db PATH]
@@ -26,6 +26,7 @@ from typing import TypeVar
 from diagnoxix.app import create_app, runner_options
 from diagnoxix.auth import ApiKeys, TokenIssuer, generate_secret, mint_device_token
 from diagnoxix.config import ConfigError, Settings, flag_help, run_command, settings_from_env
+from diagnoxix.config_broker import broker_target, check_broker_url
 from diagnoxix.dashboard.cli_admin import add_admin_parser, run_admin
 from diagnoxix.edge.server import serve
 from diagnoxix.logs import configure_logging
@@ -52,6 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help=flag_help("development mode: ?user_id= connections, open test endpoint", "DIAGNOXIX_DEV"),
+    )
+    parser.add_argument(
+        "--broker",
+        metavar="URL",
+        help=flag_help(
+            "Redis for several processes (redis://, rediss:// or unix://; a password here shows in ps:"
+            " prefer the variable)",
+            "DIAGNOXIX_BROKER",
+        ),
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     db_option = argparse.ArgumentParser(add_help=False)
@@ -97,6 +107,8 @@ def build_settings(args: argparse.Namespace, env: dict[str, str]) -> Settings:
         changes["db_path"] = args.db
     if getattr(args, "dev", None):
         changes["dev"] = True
+    if getattr(args, "broker", None) is not None:
+        changes["broker_url"] = check_broker_url("--broker", args.broker)
     return settings.with_overrides(**changes)
 
 
@@ -176,7 +188,14 @@ def _serve(settings: Settings) -> int:
     app = create_app(settings)
     tune_for_serving(app)
     log.info(
-        "server.start", extra={"host": settings.host, "port": settings.port, "db": str(settings.db_path)}
+        "server.start",
+        extra={
+            "host": settings.host,
+            "port": settings.port,
+            "db": str(settings.db_path),
+            # Where Redis is, never its password.
+            "broker": broker_target(settings.broker_url),
+        },
     )
     try:
         serve(

@@ -24,6 +24,7 @@ SAMPLES = {
     "DIAGNOXIX_PORT": "8123",
     "DIAGNOXIX_DB": "/srv/clinic/notify.sqlite3",
     "DIAGNOXIX_TOKEN_TTL": "600",
+    "DIAGNOXIX_BROKER": "redis://:secret@redis.internal:6379/0",
 }
 # Flags whose default is a setting but which change only the one command's action, not the setting.
 PER_COMMAND = {("token", "ttl")}
