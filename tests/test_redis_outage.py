@@ -5,6 +5,7 @@ the password, and once Redis is back its clients get what they missed from the s
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -140,3 +141,20 @@ async def _down(service: Any) -> bool:
     resp = await service.client.get("/readyz")
     body: dict[str, str] = await resp.json()
     return body["broker"] == "down"
+
+
+async def test_a_process_stops_promptly_while_redis_hangs(
+    make_service: MakeService, redis_server: RedisServer
+) -> None:
+    service = await make_service(broker_url=redis_server.url)
+    ws = await service.connect("patient-5")
+    redis_server.pause()
+    try:
+        await service.send("patient-5")  # queued for a Redis that never answers
+        started = time.monotonic()
+        await service.client.close()
+        # A reply timeout (2 s) at most for what is under way, the rest is dropped.
+        assert time.monotonic() - started < 5.0
+        assert ws.closed or (await ws.receive(timeout=2)).type is aiohttp.WSMsgType.CLOSE
+    finally:
+        redis_server.resume()

@@ -75,6 +75,8 @@ class RedisLink:
         self._failing = False
         # The broker's subscription is live (set by its listener).
         self._listening = False
+        # Cut the sender's backoff short: Redis is back.
+        self._retry_now = False
         self.closed = False
 
     @property
@@ -102,6 +104,10 @@ class RedisLink:
             self.outage.failed(error, what="subscription")
         elif self.up:
             self.outage.recovered()
+        else:
+            # Redis answers the listener: the sender need not wait out its backoff to try again.
+            self._retry_now = True
+            self._wake.set()
 
     def send(self, *command: Any) -> None:
         """Queue one command (never awaits); the sender writes it after everything queued before."""
@@ -163,11 +169,12 @@ class RedisLink:
     async def _wait_dropping(self, seconds: float) -> None:
         """Wait out a backoff; what is queued meanwhile is dropped at once (so `drain` returns)."""
         deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
+        while (left := deadline - time.monotonic()) > 0 and not self._retry_now:
             self._drop_queued()
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), left)
+        self._retry_now = False
         self._drop_queued()
 
     async def _send_forever(self) -> None:
