@@ -23,9 +23,11 @@ from diagnoxix.clock import Clock, SystemClock
 from diagnoxix.config import REPO_ROOT, Settings
 from diagnoxix.dashboard.setup import setup_dashboard
 from diagnoxix.delivery.actions import ActionAnswers
-from diagnoxix.delivery.broker import InProcessBroker
+from diagnoxix.delivery.broker import Broker, InProcessBroker
+from diagnoxix.delivery.cluster import Cluster
 from diagnoxix.delivery.critical import CRITICAL_SEND, CriticalService
 from diagnoxix.delivery.hub import Hub
+from diagnoxix.delivery.presence import LocalPresence
 from diagnoxix.delivery.push.channel import PushChannel
 from diagnoxix.delivery.push.vapid import VAPID_META_KEY, generate_vapid_pem
 from diagnoxix.delivery.revocations import RevokedTokens
@@ -49,6 +51,7 @@ from diagnoxix.keys import (
     FORWARDING,
     HUB,
     LIMITS,
+    PRESENCE,
     PUSH,
     REVOKED,
     SCHEDULER,
@@ -121,9 +124,18 @@ async def _delivery_context(app: web.Application) -> AsyncIterator[None]:
         write_timeout=settings.ws_write_timeout_seconds,
         revoked=app[REVOKED],
     )
-    broker = InProcessBroker()
+    # One process: everything in-process. Several: Redis carries the events to every process's
+    # hub (this one's too), and holds presence and the rate limits' counters (docs/scaling.md).
+    cluster = Cluster(settings, store, hub, app[REVOKED]) if settings.broker_url else None
+    broker: Broker = cluster.broker if cluster is not None else InProcessBroker()
     broker.subscribe(hub)
     store.add_commit_listener(broker.publish)
+    # A store shared by several processes holds its seq lock until the broker has the events.
+    store.set_commit_barrier(broker.drain)
+    if cluster is not None:
+        await cluster.start()
+        app[LIMITS].share(settings.broker_url, settings.broker_prefix, lambda: broker.state == "up")
+    app[PRESENCE] = cluster.presence if cluster is not None else LocalPresence(hub)
     # What this process stored, acknowledged and read, for `/metrics`.
     store.add_commit_listener(hub.counters.committed)
     store.add_mark_listener(hub.counters.marked)
@@ -142,6 +154,8 @@ async def _delivery_context(app: web.Application) -> AsyncIterator[None]:
     app[ACTIONS] = ActionAnswers(store)
     yield
     await hub.close_all()
+    if cluster is not None:
+        await cluster.close()
 
 
 async def _push_context(app: web.Application) -> AsyncIterator[None]:

@@ -1,6 +1,6 @@
 """Command line: serve (the default), manage API keys, print connection tokens.
 
-python run.py [--host H] [--port P] [--db PATH] [--dev]
+python run.py [--host H] [--port P] [--db PATH] [--dev] [--broker URL]
 python run.py apikey create NAME [--db PATH]     # the key alone on the last line
 python run.py apikey list [--db PATH]
 python run.py apikey revoke KEY_ID [--db PATH]
@@ -34,6 +34,7 @@ from diagnoxix.config import (
     settings_from_env,
     store_label,
 )
+from diagnoxix.config_broker import broker_target, check_broker_url
 from diagnoxix.dashboard.cli_admin import add_admin_parser, run_admin
 from diagnoxix.edge.server import serve
 from diagnoxix.edge.workers import Supervisor, is_worker
@@ -69,6 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help=flag_help("development mode: ?user_id= connections, open test endpoint", "DIAGNOXIX_DEV"),
+    )
+    parser.add_argument(
+        "--broker",
+        metavar="URL",
+        help=flag_help(
+            "Redis for several processes (redis://, rediss:// or unix://; a password here shows in ps:"
+            " prefer the variable)",
+            "DIAGNOXIX_BROKER",
+        ),
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     db_option = argparse.ArgumentParser(add_help=False)
@@ -124,6 +134,8 @@ def build_settings(args: argparse.Namespace, env: dict[str, str]) -> Settings:
         changes["store_url"] = env_setting("DIAGNOXIX_STORE").parse("--store", args.store, settings)
     if getattr(args, "dev", None):
         changes["dev"] = True
+    if getattr(args, "broker", None) is not None:
+        changes["broker_url"] = check_broker_url("--broker", args.broker)
     return settings.with_overrides(**changes)
 
 
@@ -203,7 +215,14 @@ def _serve(settings: Settings) -> int:
     app = create_app(settings)
     tune_for_serving(app)
     log.info(
-        "server.start", extra={"host": settings.host, "port": settings.port, "db": store_label(settings)}
+        "server.start",
+        extra={
+            "host": settings.host,
+            "port": settings.port,
+            "db": store_label(settings),
+            # Where Redis is, never its password.
+            "broker": broker_target(settings.broker_url),
+        },
     )
     try:
         serve(
@@ -230,6 +249,8 @@ def workers_problem(settings: Settings) -> str | None:
     """Why these settings cannot run several workers (None: they can)."""
     if not settings.store_url:
         return "--workers above 1 needs a shared store: DIAGNOXIX_STORE (--store) postgresql://..."
+    if not settings.broker_url:
+        return "--workers above 1 needs the Redis broker: DIAGNOXIX_BROKER (--broker) redis://..."
     if settings.port == 0:
         return "--workers above 1 needs a fixed --port for the workers to share"
     return None

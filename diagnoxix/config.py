@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from diagnoxix.config_broker import BROKER_ENV_SETTINGS, DEFAULT_BROKER_PREFIX
 from diagnoxix.config_channels import CHANNEL_ENV_SETTINGS
 from diagnoxix.config_digest import DIGEST_ENV_SETTINGS
 from diagnoxix.config_push import DEFAULT_PUSH_DELAYS, NEVER, PUSH_ENV_SETTINGS
@@ -172,6 +173,11 @@ class Settings:
     # Digests (docs/channels.md): (type, window in seconds) pairs; a type named here goes out on
     # push and webhook as one digest per user and window. None by default: each goes on its own.
     digest_windows: tuple[tuple[str, int], ...] = ()
+    # Several processes (docs/scaling.md): Redis carries what every process's sockets must see and
+    # what caps, presence and rate limits count. Empty: one process, everything in-process. Kept
+    # out of the repr: the URL may hold a password.
+    broker_url: str = field(default="", repr=False)
+    broker_prefix: str = DEFAULT_BROKER_PREFIX
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -340,7 +346,7 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
         "workers",
         whole(1, 64),
         "server processes sharing the port (the kernel spreads connections among them); more than"
-        " one needs DIAGNOXIX_STORE and the Redis broker (docs/scaling.md)",
+        " one needs DIAGNOXIX_STORE and DIAGNOXIX_BROKER (docs/scaling.md)",
     ),
     EnvSetting(
         "DIAGNOXIX_DB",
@@ -518,6 +524,8 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
     *(EnvSetting(*entry) for entry in PUSH_ENV_SETTINGS),
     # Digests on push and webhook (docs/channels.md).
     *(EnvSetting(*entry) for entry in DIGEST_ENV_SETTINGS),
+    # Several processes through Redis (docs/scaling.md).
+    *(EnvSetting(*entry) for entry in BROKER_ENV_SETTINGS),
 )
 
 
@@ -531,7 +539,7 @@ def env_setting(variable: str) -> EnvSetting:
 
 def shown(value: Any) -> str:
     """A setting's value as an operator would write it in its variable ("none" when unset)."""
-    if value is None or value == ():
+    if value is None or value == () or value == "":
         return "none"
     if isinstance(value, bool):
         return "on" if value else "off"

@@ -11,6 +11,7 @@ from diagnoxix.delivery.actions import ActionAnswers
 from diagnoxix.delivery.broker import Broker
 from diagnoxix.delivery.critical import CriticalService
 from diagnoxix.delivery.hub import Hub
+from diagnoxix.delivery.presence import Presence
 from diagnoxix.delivery.push.channel import PushChannel
 from diagnoxix.delivery.revocations import RevokedTokens
 from diagnoxix.delivery.service import NotificationService
@@ -27,6 +28,8 @@ SETTINGS = web.AppKey("diagnoxix.settings", Settings)
 STORE = web.AppKey("diagnoxix.store", Store)
 HUB = web.AppKey("diagnoxix.hub", Hub)
 BROKER = web.AppKey("diagnoxix.broker", Broker)
+# Who is connected, in every process (the hub's own registry with one process).
+PRESENCE = web.AppKey("diagnoxix.presence", Presence)
 SERVICE = web.AppKey("diagnoxix.service", NotificationService)
 TOKENS = web.AppKey("diagnoxix.tokens", TokenIssuer)
 API_KEYS = web.AppKey("diagnoxix.api_keys", ApiKeys)

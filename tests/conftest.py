@@ -19,6 +19,7 @@ from diagnoxix.keys import API_KEYS, TOKENS
 from .dashboard_support import CHROMIUM, launch_chromium
 from .pg_server import pg_cluster, pg_dsn  # noqa: F401 - fixtures
 from .processes import Launcher
+from .redis_server import RedisServer, require_redis_server
 from .servers import start_app
 from .store_backends import store, store_clock  # noqa: F401 - fixtures
 
@@ -114,6 +115,18 @@ def launcher(tmp_path: Path) -> Iterator[Launcher]:
         yield launch
     finally:
         launch.cleanup()
+
+
+@pytest.fixture
+async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    """A throwaway redis-server on a free loopback port, stopped (by PID) at teardown."""
+    require_redis_server()
+    server = RedisServer(tmp_path / "redis")
+    await server.start()
+    try:
+        yield server
+    finally:
+        server.stop_now()
 
 
 @pytest.fixture

@@ -46,7 +46,10 @@ async def test_a_full_disk_makes_the_server_unready_not_dead_and_loses_nothing(
     auth = {"Authorization": f"Bearer {key}"}
     stored: list[str] = []
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        assert await _status(session, f"{server.url}/readyz") == (200, {"status": "ready"})
+        assert await _status(session, f"{server.url}/readyz") == (
+            200,
+            {"status": "ready", "broker": "in-process"},
+        )
         # From now on no file of the database may grow past 256 KiB beyond its largest today.
         limit = _file_sizes(db) + 256 * 1024
         # And nothing can be freed: a reader holding its snapshot (as a backup in progress does)
@@ -129,7 +132,11 @@ async def test_a_server_that_is_shutting_down_is_not_ready(service: Service) -> 
     resp = await service.client.get("/readyz")
     assert resp.status == 503
     body = await resp.json()
-    assert body["error"] == {"code": "not_ready", "message": "the server is shutting down", "details": {}}
+    assert body["error"] == {
+        "code": "not_ready",
+        "message": "the server is shutting down",
+        "details": {"broker": "in-process"},
+    }
     assert resp.headers["Retry-After"] == "5"
     assert (await service.client.get("/healthz")).status == 200  # alive until it exits
 

@@ -26,6 +26,7 @@ SAMPLES = {
     "DIAGNOXIX_WORKERS": "3",
     "DIAGNOXIX_STORE": "postgresql://notify@db.clinic.internal:5432/notify",
     "DIAGNOXIX_TOKEN_TTL": "600",
+    "DIAGNOXIX_BROKER": "redis://:secret@redis.internal:6379/0",
 }
 # Flags whose default is a setting but which change only the one command's action, not the setting.
 PER_COMMAND = {("token", "ttl")}

@@ -338,7 +338,13 @@ def output_schemas() -> dict[str, Schema]:
         ),
         "DevicesRevoked": all_required({"user_id": {"type": "string"}, "revoked": count}),
         "Health": all_required({"status": {"const": "ok"}}),
-        "Ready": all_required({"status": {"const": "ready"}}),
+        "Ready": all_required(
+            {
+                "status": {"const": "ready"},
+                # How the broker to the other processes is (docs/scaling.md); never where it is.
+                "broker": {"type": "string", "enum": ["in-process", "up", "down"]},
+            }
+        ),
         "Stats": all_required(
             {
                 "status": {"type": "string"},

@@ -20,7 +20,7 @@ from diagnoxix.api.common import (
 )
 from diagnoxix.auth import mint_device_token
 from diagnoxix.errors import ApiError
-from diagnoxix.keys import HUB, SERVICE, STORE, TOKENS
+from diagnoxix.keys import PRESENCE, SERVICE, STORE, TOKENS
 from diagnoxix.models import format_timestamp
 from diagnoxix.rules import (
     CURSOR_SEQ,
@@ -85,7 +85,7 @@ async def presence(request: web.Request) -> web.Response:
     """Who is online now, and since when (services and staff only)."""
     await require_api_key(request)
     limit = int_param(request, "limit", DEFAULT_PRESENCE_PAGE, PRESENCE_PAGE)
-    rows = request.app[HUB].online_users()
+    rows = await request.app[PRESENCE].online_users()
     users: list[dict[str, Any]] = [
         {"user_id": user, "connections": count, "since": _since(since)} for user, count, since in rows[:limit]
     ]
@@ -95,7 +95,7 @@ async def presence(request: web.Request) -> web.Response:
 async def user_presence(request: web.Request) -> web.Response:
     await require_api_key(request)
     user_id = path_user_id(request)
-    count, since = request.app[HUB].presence(user_id)
+    count, since = await request.app[PRESENCE].user(user_id)
     return web.json_response(
         {"user_id": user_id, "online": count > 0, "connections": count, "since": _since(since)}
     )

@@ -19,7 +19,8 @@ from diagnoxix.dashboard.registry import LiveSocket
 from diagnoxix.dashboard.security import same_origin
 from diagnoxix.dashboard.sessions import Staff, current_staff
 from diagnoxix.dashboard.state import DASHBOARD
-from diagnoxix.keys import HUB, STORE
+from diagnoxix.dashboard.stats import overview_figures
+from diagnoxix.keys import HUB, PRESENCE, STORE
 from diagnoxix.models import utc_now
 from diagnoxix.rules import MAX_ID_CHARS
 
@@ -76,7 +77,7 @@ async def _snapshot(
     sampler = request.config_dict[DASHBOARD].sampler
     snapshot: dict[str, Any] = {
         "type": "stats",
-        "stats": sampler.figures(),
+        "stats": await overview_figures(sampler, request.config_dict[PRESENCE]),
         "series": sampler.series(),
         "presence": presence,
     }

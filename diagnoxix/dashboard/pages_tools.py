@@ -10,7 +10,8 @@ from diagnoxix.auth import mint_device_token
 from diagnoxix.dashboard.render import render
 from diagnoxix.dashboard.sessions import checked_form, require_staff
 from diagnoxix.dashboard.state import DASHBOARD
-from diagnoxix.keys import STORE, TOKENS
+from diagnoxix.dashboard.stats import overview_figures
+from diagnoxix.keys import PRESENCE, STORE, TOKENS
 from diagnoxix.models import format_timestamp
 from diagnoxix.rules import USER_ID_SHAPE, is_valid_user_id
 
@@ -38,7 +39,8 @@ OVERVIEW_FIGURES = (
 async def overview(request: web.Request) -> web.StreamResponse:
     staff = await require_staff(request)
     sampler = request.config_dict[DASHBOARD].sampler
-    context = {"figures": OVERVIEW_FIGURES, "values": sampler.figures()}
+    values = await overview_figures(sampler, request.config_dict[PRESENCE])
+    context = {"figures": OVERVIEW_FIGURES, "values": values}
     return await render(request, "overview.html", context, staff=staff)
 
 

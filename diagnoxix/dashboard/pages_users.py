@@ -13,8 +13,7 @@ from diagnoxix.dashboard.push_view import push_context
 from diagnoxix.dashboard.render import render
 from diagnoxix.dashboard.sessions import checked_form, require_admin, require_staff
 from diagnoxix.delivery.connection import CLOSE_POLICY_VIOLATION
-from diagnoxix.delivery.hub import Hub
-from diagnoxix.keys import BROKER, HUB, SETTINGS, STORE
+from diagnoxix.keys import BROKER, HUB, PRESENCE, SETTINGS, STORE
 from diagnoxix.rules import MAX_DEVICES_LISTED, is_valid_user_id, next_cursor
 from diagnoxix.rules.preferences import to_api
 
@@ -28,22 +27,14 @@ class Presence:
     since: float  # the oldest open connection's start (epoch seconds)
 
 
-def presence(hub: Hub) -> list[Presence]:
-    """Users with open connections, longest-connected first (from the hub's own registry)."""
-    by_user: dict[str, tuple[int, float]] = {}
-    for conn in hub.iter_connections():
-        count, since = by_user.get(conn.user_id, (0, conn.connected_at))
-        by_user[conn.user_id] = (count + 1, min(since, conn.connected_at))
-    found = [Presence(user, count, since) for user, (count, since) in by_user.items()]
-    return sorted(found, key=lambda p: (p.since, p.user_id))
-
-
 async def users_page(request: web.Request) -> web.StreamResponse:
     staff = await require_staff(request)
     wanted = request.query.get("id", "").strip()
     if wanted and is_valid_user_id(wanted):
         raise web.HTTPSeeOther(f"/dashboard/users/{wanted}")
-    online = presence(request.config_dict[HUB])
+    # Users with open connections in every process, longest-connected first.
+    rows = await request.config_dict[PRESENCE].online_users()
+    online = [Presence(user, count, since) for user, count, since in rows]
     return await render(request, "users.html", {"online": online}, staff=staff)
 
 
@@ -91,8 +82,8 @@ async def disconnect_user(request: web.Request) -> web.StreamResponse:
     staff = await require_admin(request)
     await checked_form(request, staff)
     user_id = user_id_of(request)
-    # Counted here (this process); closed through the broker, so in every process.
-    closing = request.config_dict[HUB].connections_of(user_id)
+    # Counted in every process, and closed through the broker in every process.
+    closing, _ = await request.config_dict[PRESENCE].user(user_id)
     request.config_dict[BROKER].disconnect(user_id, CLOSE_POLICY_VIOLATION, "disconnected by clinic staff")
     request.config_dict[STORE].record_audit(staff.actor, "user.disconnect", user_id, {"connections": closing})
     log.info("dashboard.disconnect", extra={"username": staff.username, "user_id": user_id})

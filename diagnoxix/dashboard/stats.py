@@ -19,6 +19,7 @@ from itertools import pairwise
 from typing import Any
 
 from diagnoxix.delivery.hub import Hub
+from diagnoxix.delivery.presence import Presence
 from diagnoxix.models import utc_now
 from diagnoxix.store.protocols import Store, StoreError
 
@@ -119,3 +120,10 @@ class StatsSampler:
             "memory": process_memory_bytes(),
             "uptime": round(time.time() - self._started_at),
         }
+
+
+async def overview_figures(sampler: StatsSampler, presence: Presence) -> dict[str, Any]:
+    """The overview's figures, with connections and users online counted in every process (the
+    rest are this process's)."""
+    connections, users = await presence.totals()
+    return sampler.figures() | {"connections": connections, "users_online": users}

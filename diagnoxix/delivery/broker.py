@@ -3,8 +3,8 @@
 Committed notifications, and control events that are not notifications: a new unread count, a
 disconnect, a revocation of devices (every process updates its revoked list and closes their
 sockets). Nothing pushes straight into the local hub; with one process
-the broker is in-process, and Redis pub/sub is the planned second implementation for several
-processes behind a load balancer, where a user's sockets may be open in any of them.
+the broker is in-process, and with several processes behind a load balancer, where a user's
+sockets may be open in any of them, it is Redis pub/sub (`redis_broker.RedisBroker`).
 """
 
 from __future__ import annotations
@@ -60,6 +60,17 @@ class Broker(Protocol):
     def revoke(self, revocation: Revocation) -> None:
         """Revoked devices: every process refuses their tokens and closes their sockets."""
 
+    async def drain(self) -> None:
+        """Return once everything handed over before this call is on its way to every process
+        (or dropped because the way is down). A store shared by several processes awaits it
+        between a commit and releasing its seq lock, so live events reach every process in
+        commit order. Nothing to wait for in-process."""
+
+    @property
+    def state(self) -> str:
+        """`in-process`, or whether the way to the other processes is `up` or `down` (`/readyz`)."""
+        ...
+
 
 class InProcessBroker:
     """Delivers synchronously to the subscribers of this one process."""
@@ -85,3 +96,10 @@ class InProcessBroker:
     def revoke(self, revocation: Revocation) -> None:
         for subscriber in self._subscribers:
             subscriber.revoke(revocation)
+
+    async def drain(self) -> None:
+        return
+
+    @property
+    def state(self) -> str:
+        return "in-process"

@@ -40,6 +40,8 @@ DELIVERED_FLUSH_SIZE = 1000
 DeliveredCallback = Callable[[list[Delivered], list[Delivered]], None]
 # (user_id, online, since as a Unix time): a user's first connection opened or last one closed.
 PresenceListener = Callable[[str, bool, float], None]
+# (user_id): one of the user's connections opened or closed (presence across processes).
+ConnectionListener = Callable[[str], None]
 
 
 class Hub:
@@ -63,6 +65,7 @@ class Hub:
         # Presence: when each online user's current streak of connections began.
         self._online_since: dict[str, float] = {}
         self._presence_listeners: list[PresenceListener] = []
+        self._connection_listeners: list[ConnectionListener] = []
         self._count = 0
         # Highest seq already handed to the fan-out. A connection registered now receives every
         # later notification live, so its replay from the store stops here: no gap, no duplicate.
@@ -134,6 +137,8 @@ class Hub:
         if len(conns) == 1:
             self._online_since[conn.user_id] = conn.connected_at
             self._notify_presence(conn.user_id, True, conn.connected_at)
+        for listener in self._connection_listeners:
+            listener(conn.user_id)
         return self.high_seq
 
     def unregister(self, conn: Connection) -> None:
@@ -148,9 +153,15 @@ class Hub:
             del self._by_user[conn.user_id]
             self._online_since.pop(conn.user_id, None)
             self._notify_presence(conn.user_id, False, time.time())
+        for listener in self._connection_listeners:
+            listener(conn.user_id)
 
     def add_presence_listener(self, listener: PresenceListener) -> None:
         self._presence_listeners.append(listener)
+
+    def add_connection_listener(self, listener: ConnectionListener) -> None:
+        """`listener(user_id)` after each connection of a user is registered or unregistered."""
+        self._connection_listeners.append(listener)
 
     def _notify_presence(self, user_id: str, online: bool, at: float) -> None:
         for listener in self._presence_listeners:

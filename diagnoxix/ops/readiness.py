@@ -5,6 +5,11 @@ same writer as every notification, so a full disk or a failing volume makes the 
 while `/healthz` (the database answers a read) still says it is alive. A process that is shutting
 down is unready too, so a load balancer stops sending it clients before its sockets close.
 
+Both answers say how the broker is (`in-process`, or Redis `up` or `down`), never where it is.
+A Redis that is down does not make the process unready: sends are still stored and clients
+still resume from the store; only live fan-out between processes waits for Redis, and taking
+every process out of the load balancer would turn that into a whole outage.
+
 Probes are coalesced: concurrent requests share one write, and an answer is reused for
 `PROBE_REUSE_SECONDS`, so polling `/readyz` cannot turn into a write load. A transaction that
 failed (any write, a send's included) makes the process unready at once, for at least
@@ -19,7 +24,7 @@ import time
 from aiohttp import web
 
 from diagnoxix.errors import ApiError
-from diagnoxix.keys import HUB, STORE
+from diagnoxix.keys import BROKER, HUB, STORE
 from diagnoxix.store.protocols import StoreError
 
 PROBE_REUSE_SECONDS = 1.0
@@ -69,9 +74,10 @@ READINESS = web.AppKey("diagnoxix.readiness", Readiness)
 
 async def ready(request: web.Request) -> web.Response:
     problem = await request.app[READINESS].problem(request.app)
+    broker = request.app[BROKER].state if BROKER in request.app else "in-process"
     if problem is not None:
-        raise ApiError(503, "not_ready", problem, headers={"Retry-After": "5"})
-    return web.json_response({"status": "ready"})
+        raise ApiError(503, "not_ready", problem, {"broker": broker}, headers={"Retry-After": "5"})
+    return web.json_response({"status": "ready", "broker": broker})
 
 
 def setup_readiness(app: web.Application) -> None:

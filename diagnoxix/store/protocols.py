@@ -20,7 +20,7 @@ cross as records (`models`), delivery marks as (notification id, user id) pairs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -432,6 +432,11 @@ class Store(
 
     async def flush(self) -> None:
         """Wait until every write submitted so far is committed."""
+
+    def set_commit_barrier(self, barrier: Callable[[], Awaitable[None]] | None) -> None:
+        """What a commit that took seqs awaits, after its listeners ran, before any process may
+        commit the next: the broker's `drain`, so every hub hears events in seq order. A store
+        only one process writes (SQLite) has no use for it."""
 
     async def close(self) -> None:
         """Commit what is queued and release the database; safe to call twice."""

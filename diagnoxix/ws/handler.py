@@ -29,7 +29,7 @@ from diagnoxix.delivery.connection import (
 )
 from diagnoxix.delivery.resume import plan_resume, replay
 from diagnoxix.errors import ApiError, answers_own_errors, response_for
-from diagnoxix.keys import CRITICAL, FORWARDING, HUB, LIMITS, SERVICE, SETTINGS, STORE, TOKENS
+from diagnoxix.keys import CRITICAL, FORWARDING, HUB, LIMITS, PRESENCE, SERVICE, SETTINGS, STORE, TOKENS
 from diagnoxix.models import format_timestamp, utc_now
 from diagnoxix.rules import SINCE_SEQ, USER_ID_SHAPE, is_valid_epoch, is_valid_user_id
 from diagnoxix.store.protocols import StoreError
@@ -200,7 +200,9 @@ async def _upgrade(request: web.Request) -> tuple[web.WebSocketResponse, _Handsh
             "this endpoint needs a WebSocket upgrade (GET with Upgrade: websocket)",
         )
     shake = _authenticate(request)
-    if request.app[HUB].connections_of(shake.user_id) >= settings.ws_max_connections_per_user:
+    # The user's connections in every process (with Redis; this one's otherwise).
+    connections, _ = await request.app[PRESENCE].user(shake.user_id)
+    if connections >= settings.ws_max_connections_per_user:
         raise ApiError(
             429,
             "too_many_connections",

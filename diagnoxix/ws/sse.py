@@ -40,7 +40,7 @@ from diagnoxix.delivery.connection import (
 )
 from diagnoxix.delivery.resume import plan_resume, replay
 from diagnoxix.errors import ApiError
-from diagnoxix.keys import FORWARDING, HUB, SETTINGS, STORE, TOKENS
+from diagnoxix.keys import FORWARDING, HUB, PRESENCE, SETTINGS, STORE, TOKENS
 from diagnoxix.models import format_timestamp, utc_now
 from diagnoxix.rules import SINCE_SEQ, USER_ID_SHAPE, is_valid_user_id
 from diagnoxix.store.protocols import StoreError
@@ -111,13 +111,15 @@ def _authenticate(request: web.Request) -> _Opening:
     )
 
 
-def _admit(request: web.Request) -> _Opening:
+async def _admit(request: web.Request) -> _Opening:
     """Check the request before any byte of the stream; raises `ApiError` to refuse it (the error
     middleware answers in the JSON shape; the rate limits ran in their middleware)."""
     settings = request.app[SETTINGS]
     check_origin(request, settings, request.app[FORWARDING])
     opening = _authenticate(request)
-    if request.app[HUB].connections_of(opening.user_id) >= settings.ws_max_connections_per_user:
+    # The user's connections in every process (with Redis; this one's otherwise).
+    connections, _ = await request.app[PRESENCE].user(opening.user_id)
+    if connections >= settings.ws_max_connections_per_user:
         raise ApiError(
             429,
             "too_many_connections",
@@ -127,7 +129,7 @@ def _admit(request: web.Request) -> _Opening:
 
 
 async def sse_handler(request: web.Request) -> web.StreamResponse:
-    opening = _admit(request)
+    opening = await _admit(request)
     app = request.app
     settings, hub = app[SETTINGS], app[HUB]
     response = EventSourceResponse(

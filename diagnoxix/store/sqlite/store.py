@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -395,6 +395,9 @@ class SqliteStore(
 
     async def flush(self) -> None:
         await self._w.flush()
+
+    def set_commit_barrier(self, barrier: Callable[[], Awaitable[None]] | None) -> None:
+        """Only this process writes the file, and its hub hears commits in order already."""
 
     # -- reads -----------------------------------------------------------------------------
 

@@ -1,0 +1,137 @@
+"""What the Redis broker's channel carries: one JSON message per broker call, compact.
+
+    {"k":"n","n":[[frame, expires],...]}       committed notifications, in seq order
+    {"k":"c","u":user,"t":text,"s":seq|null}   a control frame (an unread count, a correction)
+    {"k":"d","u":user,"c":code,"r":reason}     close the user's connections
+    {"k":"r","u":user,"t":[[token,expiry],...],"a":all}   revoked devices
+    {"k":"x"}                                  events were lost: every process resyncs
+
+Events queued together go as one message, a JSON array of them (`merge`), in their order.
+
+A notification travels as its frame (`Notification.encode_frame`, the very text its sockets are
+sent, so every process sends the same bytes) and its expiry, which the frame lacks; the
+receiving process rebuilds the `Notification` from them. The envelope holds only strings,
+integers, booleans and null, where orjson writes what the standard library would
+(`json_encoding`), so it is written by orjson directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+
+from diagnoxix.delivery.broker import BrokerSubscriber, Revocation
+from diagnoxix.models import Action, Links, Notification, format_timestamp, parse_timestamp
+
+RESYNC = b'{"k":"x"}'
+
+
+def merge(events: list[bytes]) -> bytes:
+    """Several events as one message (`RedisLink.merge_publishes`)."""
+    return b"[" + b",".join(events) + b"]"
+
+
+def notifications(notes: Sequence[Notification]) -> bytes:
+    return orjson.dumps({"k": "n", "n": [[note.encode_frame(), _expires(note)] for note in notes]})
+
+
+def _expires(note: Notification) -> str | None:
+    if note.expires_at is None:
+        return None
+    return note.expires_text or format_timestamp(note.expires_at)
+
+
+def control(user_id: str, text: str, seq: int | None) -> bytes:
+    return orjson.dumps({"k": "c", "u": user_id, "t": text, "s": seq})
+
+
+def disconnect(user_id: str, code: int, reason: str) -> bytes:
+    return orjson.dumps({"k": "d", "u": user_id, "c": code, "r": reason})
+
+
+def revocation(revoked: Revocation) -> bytes:
+    return orjson.dumps(
+        {
+            "k": "r",
+            "u": revoked.user_id,
+            "t": [list(token) for token in revoked.tokens],
+            "a": revoked.all_devices,
+        }
+    )
+
+
+def notification_from_frame(frame: str, expires: str | None) -> Notification:
+    """The committed notification a frame was encoded from (`Notification.to_wire` backwards).
+
+    Only what the frame carries: a committed notification was never delivered or read, and the
+    API key that sent it (`Links.sent_by`) is the store's business, not a socket's.
+    """
+    wire = orjson.loads(frame)
+    links = None
+    if "url" in wire or "actions" in wire:
+        actions = tuple(
+            Action(label=str(a["label"]), url=a.get("url"), action=a.get("action"))
+            for a in wire.get("actions", ())
+        )
+        links = Links(url=wire.get("url"), actions=actions)
+    created = str(wire["timestamp"])
+    return Notification(
+        seq=int(wire["seq"]),
+        id=str(wire["id"]),
+        user_id=str(wire["user_id"]),
+        type=str(wire["type"]),
+        title=str(wire["title"]),
+        message=str(wire["message"]),
+        data=dict(wire["data"]),
+        priority=wire["priority"],
+        created_at=parse_timestamp(created),
+        expires_at=parse_timestamp(expires) if expires is not None else None,
+        links=links,
+        created_text=created,
+        expires_text=expires,
+        frame=frame,
+    )
+
+
+class BadMessage(ValueError):
+    """A message on the channel that this service did not write (or a newer version did)."""
+
+
+# One event read from the channel, to hand to each subscriber; None for a resync request.
+Event = Callable[[BrokerSubscriber], None]
+
+
+def decode(raw: bytes) -> list[Event | None]:
+    """Read one message (once, however many subscribers hear it): its events in order, None for
+    `RESYNC` (the broker's own business). Raises BadMessage for what cannot be read."""
+    try:
+        message: Any = orjson.loads(raw)
+    except ValueError:
+        raise BadMessage("not JSON") from None
+    return [_event(event) for event in message] if isinstance(message, list) else [_event(message)]
+
+
+def _event(event: Any) -> Event | None:
+    try:
+        kind = event["k"]
+        if kind == "n":
+            notes = [notification_from_frame(frame, expires) for frame, expires in event["n"]]
+            return lambda subscriber: subscriber.publish(notes)
+        if kind == "c":
+            user_id, text, seq = str(event["u"]), str(event["t"]), event["s"]
+            seq = None if seq is None else int(seq)
+            return lambda subscriber: subscriber.send_control(user_id, text, seq)
+        if kind == "d":
+            user_id, code, reason = str(event["u"]), int(event["c"]), str(event["r"])
+            return lambda subscriber: subscriber.disconnect(user_id, code, reason)
+        if kind == "r":
+            tokens = tuple((str(token), float(expiry)) for token, expiry in event["t"])
+            revoked = Revocation(str(event["u"]), tokens, bool(event["a"]))
+            return lambda subscriber: subscriber.revoke(revoked)
+        if kind == "x":
+            return None
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise BadMessage(type(exc).__name__) from None
+    raise BadMessage("an unknown kind of event")
