@@ -285,7 +285,14 @@ class PgCore(PgAccess):
                 tx.after_commit(lambda: self._committed(notes))
             return notes
 
-        notes = await self._write(insert, sequenced=True)
+        try:
+            notes = await self._write(insert, sequenced=True)
+        except StoreError:
+            # Another process inserted the same claim between this write's check and its insert
+            # (a retry racing the request, a job's run racing its cancel): its unique key refused.
+            if rows.claim is not None and await self._fetchval(_CLAIM_TAKEN, *rows.claim[:2]):
+                raise IdempotencyConflict("this Idempotency-Key was already used") from None
+            raise
         if notes is None:
             raise IdempotencyConflict("this Idempotency-Key was already used")
         return notes
