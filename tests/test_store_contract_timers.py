@@ -168,11 +168,11 @@ async def test_a_pending_key_is_unique_per_owner_until_the_job_is_cancelled(
     assert found is not None
     assert found.id == first.id
     assert await store.cancel_timer(OWNER, first.id)
+    store_clock.advance(1)
     (again,) = await store.add_timers([job_at(store_clock, 90, key="appointment-456-reminder")])
     found = await store.find_timer_by_key(OWNER, KIND, "appointment-456-reminder")
     assert found is not None
     assert found.id == again.id
-    store_clock.advance(1)
     assert await store.cancel_timer(OWNER, again.id)
     # None pending: the latest that had the key.
     found = await store.find_timer_by_key(OWNER, KIND, "appointment-456-reminder")

@@ -11,7 +11,7 @@ import pytest
 
 from diagnoxix.clock import ManualClock
 from diagnoxix.models import BROADCAST_RECIPIENT, NotificationDraft
-from diagnoxix.store.protocols import IdempotencyConflict
+from diagnoxix.store.protocols import IdempotencyConflict, timer_claim
 from diagnoxix.store.push_records import PUSH_OWNER, PUSH_SEND
 from diagnoxix.store.timer_records import NewTimer
 from diagnoxix.store.webhook_records import WEBHOOK_DELIVERY, WEBHOOKS_OWNER
@@ -233,30 +233,31 @@ async def test_a_digest_is_started_then_joined_then_closed_and_a_new_one_started
 async def test_a_payload_whose_data_holds_a_nul_is_finished_and_kept_intact(
     store: Any, store_clock: ManualClock
 ) -> None:
-    content = {"title": "Due", "data": {"code": "a\u0000b"}}
+    # A notification's data may hold a NUL; a scheduled send keeps it in its job until it runs.
+    content = {"title": "Due", "data": {"code": "a\u0000b", "path": "C:\\u0000"}}
+    owner = "apikey:0123456789ab"
     jobs = await store.add_timers(
-        [
-            NewTimer(
-                "test_send", "apikey:0123456789ab", store_clock.now(), {"user_id": "ana", "content": content}
-            ),
-            NewTimer(
-                "test_send", "apikey:0123456789ab", store_clock.now(), {"user_id": "ben", "content": content}
-            ),
-        ]
+        [NewTimer("test_send", owner, store_clock.now(), {"user_id": u, "content": content}) for u in "abc"]
     )
-    assert (await store.get_timers("apikey:0123456789ab", [jobs[0].id]))[0].payload["content"] == content
-    assert await store.cancel_timer("apikey:0123456789ab", jobs[0].id)
+    assert (await store.get_timers(owner, [jobs[0].id]))[0].payload["content"] == content
+    assert await store.cancel_timer(owner, jobs[0].id)
     assert await store.finish_timer(jobs[1].id)
-    done = await store.get_timers("apikey:0123456789ab", [j.id for j in jobs])
-    assert [j.payload for j in done] == [{"user_id": "ana"}, {"user_id": "ben"}]
+    draft = NotificationDraft(user_id="c", type="custom", title="Due", message="", data=content["data"])
+    await store.insert_notifications([draft], timer_claim(jobs[2].id))  # done by the claim's trigger
+    done = await store.get_timers(owner, [j.id for j in jobs])
+    assert [(j.state, j.payload) for j in done] == [
+        ("cancelled", {"user_id": "a"}),
+        ("done", {"user_id": "b"}),
+        ("done", {"user_id": "c"}),
+    ]
+    payload = {"endpoint": "e1", "content": content, "notification_id": "n1"}
     (wid,) = await store.enqueue_webhooks(
-        [
-            NewTimer(
-                WEBHOOK_DELIVERY, WEBHOOKS_OWNER, store_clock.now(), {"endpoint": "e1", "content": content}
-            )
-        ]
+        [NewTimer(WEBHOOK_DELIVERY, WEBHOOKS_OWNER, store_clock.now(), payload)]
     )
     await store.webhook_attempt_failed(wid, None, "HTTP 500")
     (dead,) = await store.dead_webhooks(limit=1)
     assert dead.payload["content"] == content
-    assert list(dead.payload) == ["endpoint", "content", "last_error", "last_attempt_at"]
+    assert list(dead.payload) == ["endpoint", "content", "notification_id", "last_error", "last_attempt_at"]
+    assert await store.revive_dead_webhook(wid, "staff:alice")
+    (found,) = (await store.webhook_deliveries_of(["n1"]))["n1"]
+    assert found.payload["content"] == content

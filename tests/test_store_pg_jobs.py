@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 
 from diagnoxix.clock import ManualClock
-from diagnoxix.delivery.timers import TimerScheduler
+from diagnoxix.delivery.timers import Handler, TimerScheduler
 from diagnoxix.store.postgres.database import PgStore
 from diagnoxix.store.postgres.timers import TIMER_LEASE
 from diagnoxix.store.protocols import IdempotencyConflict
@@ -80,7 +80,7 @@ async def test_two_schedulers_run_each_job_once(stores: tuple[PgStore, PgStore],
     a, b = stores
     runs: Counter[str] = Counter()
 
-    def counting(store: PgStore) -> object:
+    def counting(store: PgStore) -> Handler:
         send = sender(store)
 
         async def handler(job: Timer) -> None:
@@ -91,8 +91,8 @@ async def test_two_schedulers_run_each_job_once(stores: tuple[PgStore, PgStore],
         return handler
 
     jobs = await a.add_timers([job_at(clock, 5, user=f"u{i}") for i in range(JOBS)])
-    first = TimerScheduler(a, clock, {KIND: counting(a)})  # type: ignore[dict-item]
-    second = TimerScheduler(b, clock, {KIND: counting(b)})  # type: ignore[dict-item]
+    first = TimerScheduler(a, clock, {KIND: counting(a)})
+    second = TimerScheduler(b, clock, {KIND: counting(b)})
     clock.advance(5)
     await asyncio.wait_for(asyncio.gather(first.run_due(), second.run_due()), 30)
     assert sorted(runs) == sorted(j.id for j in jobs)
@@ -130,17 +130,32 @@ async def test_a_cancel_in_one_process_and_a_run_in_another_never_both_win(
     stores: tuple[PgStore, PgStore], clock: ManualClock
 ) -> None:
     a, b = stores
-    jobs = await a.add_timers([job_at(clock, 1, user=f"u{i}") for i in range(40)])
+    jobs = await a.add_timers([job_at(clock, 1, user=f"u{i}") for i in range(60)])
     send = sender(a)
 
-    async def run(job: Timer) -> bool:
+    async def run(job: Timer, delay: float) -> bool:
+        await asyncio.sleep(delay)
         try:
             await send(job)
         except IdempotencyConflict:
             return False
         return True
 
-    results = await asyncio.gather(*(asyncio.gather(run(job), b.cancel_timer(OWNER, job.id)) for job in jobs))
+    async def cancel(job: Timer, delay: float) -> bool:
+        await asyncio.sleep(delay)
+        return bool(await b.cancel_timer(OWNER, job.id))
+
+    async def pair(i: int, job: Timer) -> tuple[bool, bool]:
+        if i < 10:  # the run commits first
+            return await run(job, 0), await cancel(job, 0)
+        if i < 20:  # the cancel commits first
+            cancelled = await cancel(job, 0)
+            return await run(job, 0), cancelled
+        # At once, staggered by a few milliseconds each way: the processes' commits interleave.
+        sent, cancelled = await asyncio.gather(run(job, i % 3 * 0.004), cancel(job, i % 4 * 0.003))
+        return sent, cancelled
+
+    results = await asyncio.gather(*(pair(i, job) for i, job in enumerate(jobs)))
     for job, (sent, cancelled) in zip(jobs, results, strict=True):
         assert sent != cancelled, job.id
     found = {j.id: j.state for j in await b.get_timers(OWNER, [j.id for j in jobs])}
@@ -177,15 +192,20 @@ async def test_the_push_subscription_limit_holds_across_processes(
 ) -> None:
     a, b = stores
 
-    async def register(i: int) -> None:
-        clock.advance(0.01)  # each registration later than the one before (the limit keeps the newest)
-        new = NewPushSubscription(
+    def new(i: int) -> NewPushSubscription:
+        return NewPushSubscription(
             "ana", f"https://push.example/{i}", "B" + "A" * 86, "A" * 22, "push.example"
         )
-        await (a if i % 2 else b).add_push_subscription(new, limit=3)
 
-    await asyncio.gather(*(register(i) for i in range(40)))
-    assert len(await a.list_push_subscriptions("ana")) == 3
+    for i in range(0, 30, 2):
+        clock.advance(1)
+        # One registration in each process at once: both transactions overlap.
+        await asyncio.gather(
+            a.add_push_subscription(new(i), limit=3), b.add_push_subscription(new(i + 1), limit=3)
+        )
+        listed = await a.list_push_subscriptions("ana")
+        assert len(listed) <= 3, f"round {i // 2}: {len(listed)} subscriptions"
+    assert {s.endpoint for s in listed} >= {"https://push.example/28", "https://push.example/29"}
 
 
 # Each query of the jobs (as the modules write it) and the index it can read by.
@@ -221,3 +241,60 @@ async def test_the_jobs_queries_can_read_by_their_indexes(pg_dsn: str) -> None:
             assert index in plan, plan
     finally:
         await conn.close()
+
+
+async def _held_by_another_process(dsn: str, job_id: str, status: int) -> asyncpg.Connection:
+    """Another process's claim of the job, inserted and not yet committed (its transaction open)."""
+    conn = await asyncpg.connect(dsn)
+    await conn.execute("BEGIN")
+    await conn.execute(
+        "INSERT INTO idempotency_keys (api_key_id, key, request_hash, notification_ids, status, created_at)"
+        " VALUES ('timer', $1, '', '[]', $2, '2026-01-01T00:00:00.000Z')",
+        job_id,
+        status,
+    )
+    return conn
+
+
+async def _waiting_on_a_lock(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with asyncio.timeout(10):
+            while not await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ):
+                await asyncio.sleep(0.01)
+    finally:
+        await conn.close()
+
+
+async def test_a_run_or_a_cancel_meeting_the_other_mid_commit_in_another_process_loses_cleanly(
+    pg_dsn: str, clock: ManualClock
+) -> None:
+    store = PgStore(pg_dsn, clock=clock)
+    await store.open()
+    try:
+        ran, cancelled = await store.add_timers(
+            [job_at(clock, 0, user="ran"), job_at(clock, 0, user="cancelled")]
+        )
+        # A cancel mid-commit elsewhere: the run's claim waits for it, then is refused as a conflict.
+        other = await _held_by_another_process(pg_dsn, cancelled.id, 0)
+        run = asyncio.ensure_future(sender(store)(cancelled))
+        await _waiting_on_a_lock(pg_dsn)
+        await other.execute("COMMIT")
+        await other.close()
+        with pytest.raises(IdempotencyConflict):
+            await run
+        # A run mid-commit elsewhere (its claim makes the job done): the cancel waits, then loses.
+        other = await _held_by_another_process(pg_dsn, ran.id, 201)
+        cancel = asyncio.create_task(store.cancel_timer(OWNER, ran.id))
+        await _waiting_on_a_lock(pg_dsn)
+        await other.execute("COMMIT")
+        await other.close()
+        assert await cancel is False
+        (found,) = await store.get_timers(OWNER, [ran.id])
+        assert found.state == "done"
+        assert await stored(store) == 0
+    finally:
+        await store.close()
