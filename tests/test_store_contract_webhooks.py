@@ -234,7 +234,8 @@ async def test_a_payload_whose_data_holds_a_nul_is_finished_and_kept_intact(
     store: Any, store_clock: ManualClock
 ) -> None:
     # A notification's data may hold a NUL; a scheduled send keeps it in its job until it runs.
-    content = {"title": "Due", "data": {"code": "a\u0000b", "path": "C:\\u0000"}}
+    data = {"code": "a\u0000b", "path": "C:\\u0000"}
+    content = {"title": "Due", "data": data}
     owner = "apikey:0123456789ab"
     jobs = await store.add_timers(
         [NewTimer("test_send", owner, store_clock.now(), {"user_id": u, "content": content}) for u in "abc"]
@@ -242,7 +243,7 @@ async def test_a_payload_whose_data_holds_a_nul_is_finished_and_kept_intact(
     assert (await store.get_timers(owner, [jobs[0].id]))[0].payload["content"] == content
     assert await store.cancel_timer(owner, jobs[0].id)
     assert await store.finish_timer(jobs[1].id)
-    draft = NotificationDraft(user_id="c", type="custom", title="Due", message="", data=content["data"])
+    draft = NotificationDraft(user_id="c", type="custom", title="Due", message="", data=data)
     await store.insert_notifications([draft], timer_claim(jobs[2].id))  # done by the claim's trigger
     done = await store.get_timers(owner, [j.id for j in jobs])
     assert [(j.state, j.payload) for j in done] == [
