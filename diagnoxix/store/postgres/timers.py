@@ -11,11 +11,12 @@ The lease. Every process runs the timer loop over the one database, so `due_time
 it returns: in one statement it picks due jobs `FOR UPDATE SKIP LOCKED` (another process's
 concurrent pick skips them) and moves their `due_at` to now + `TIMER_LEASE`, so every other
 process sees them not due until the lease ends. The jobs come back with the due time they had (a
-job taken again once a lease ended: that lease's end), their attempts untouched. A
-handler then finishes its job (the claim above, `finish_timer`, `cancel_timer`), reschedules it
-(`retry_timer`, a webhook's failed attempt) or leases it again for longer (`lease_push`). A process
-that dies mid-job leaves it pending: it is run again when its lease ends, as a restart runs it on
-SQLite, and its claim still stores its effect once. A handler running longer than the lease may
+job taken again once a lease ended: that lease's end), their attempts untouched. A handler then
+finishes its job (the claim above, `finish_timer`, `cancel_timer`), reschedules it (`retry_timer`,
+a webhook's failed attempt) or leases it again for longer (`lease_push`). A process that dies
+mid-job leaves it pending and due when its lease ends, as a restart runs it on SQLite; the next
+scheduler to read what is due runs it (each sleeps until the soonest due time it read, or until
+woken), and its claim still stores its effect once. A handler running longer than the lease may
 find its job run by another process too: a stored effect is still stored once (the claim), an
 outgoing call (a webhook) may go twice with the same `webhook-id`, as after a crash.
 """
@@ -57,7 +58,7 @@ _CLAIM = (
     "INSERT INTO idempotency_keys (api_key_id, key, request_hash, notification_ids, status, created_at)"
     " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING"
 )
-# Picks due jobs no other transaction holds and leases them; returns each with its own due time.
+# Picks due jobs no other transaction holds and leases them; returns each with the due time it had.
 _CLAIM_DUE = (
     "WITH due AS (SELECT id, due_at FROM timers WHERE state = 'pending' AND due_at <= $1"
     " ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)"
