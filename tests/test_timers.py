@@ -1,7 +1,9 @@
 """Durable timers: jobs in the store, run by the scheduler exactly once, on the service's clock.
 
 A real SQLite store in a temp dir and a `ManualClock`: time is moved, never waited for. The job
-handlers here do what every handler must: store their notifications with the job's claim.
+handlers here do what every handler must: store their notifications with the job's claim. What
+every store must do with timers (and the scheduler over them) is in test_store_contract_timers.py,
+on SQLite and PostgreSQL; here are the clocks, a restart of the SQLite store and its query plans.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from diagnoxix.clock import ManualClock, SystemClock
-from diagnoxix.delivery.timers import MAX_ATTEMPTS, Handler, TimerScheduler
+from diagnoxix.delivery.timers import Handler, TimerScheduler
 from diagnoxix.models import NotificationDraft
-from diagnoxix.store.protocols import IdempotencyConflict, TimerKeyTaken, timer_claim
+from diagnoxix.store.protocols import timer_claim
 from diagnoxix.store.retention import FINISHED_TIMERS_KEPT, purge_bookkeeping
 from diagnoxix.store.sqlite.store import SqliteStore
 from diagnoxix.store.timer_records import NewTimer, Timer
@@ -101,117 +103,6 @@ async def test_system_clock_sleeps_until_the_deadline() -> None:
     assert clock.now() >= deadline
 
 
-async def test_a_job_stored_with_its_claim_is_done_in_that_transaction_and_never_again(
-    store: SqliteStore, clock: ManualClock
-) -> None:
-    (job,) = await store.add_timers([_job(clock, 60)])
-    assert job.state == "pending"
-    assert job.payload["content"] == {"title": "Due"}
-    clock.advance(60)
-    (due,) = await store.due_timers(limit=10)
-    await _sender(store)(due)
-    (done,) = await store.get_timers(OWNER, [job.id])
-    assert done.state == "done"
-    assert done.payload == {"user_id": "ana"}  # no content kept once run
-    (note,) = await store.get_notifications(list(done.result))
-    assert note.user_id == "ana"
-    with pytest.raises(IdempotencyConflict):  # a second attempt (a restart, a race) stores nothing
-        await _sender(store)(due)
-    assert _count(store, "SELECT count(*) FROM notifications") == 1
-    assert not await store.cancel_timer(OWNER, job.id)  # run already: too late to cancel
-    assert await store.due_timers(limit=10) == []
-
-
-async def test_a_cancelled_job_never_runs(store: SqliteStore, clock: ManualClock) -> None:
-    (job,) = await store.add_timers([_job(clock, 60)])
-    assert not await store.cancel_timer("apikey:someoneelse", job.id)  # not theirs
-    assert await store.cancel_timer(OWNER, job.id)
-    assert not await store.cancel_timer(OWNER, job.id)
-    (cancelled,) = await store.get_timers(OWNER, [job.id])
-    assert cancelled.state == "cancelled"
-    assert cancelled.payload == {"user_id": "ana"}
-    with pytest.raises(IdempotencyConflict):  # a run read the job before the cancel committed
-        await _sender(store)(job)
-    assert _count(store, "SELECT count(*) FROM notifications") == 0
-
-
-async def test_a_cancel_and_a_run_at_the_same_moment_never_both_win(
-    store: SqliteStore, clock: ManualClock
-) -> None:
-    jobs = await store.add_timers([_job(clock, 1, user=f"u{i}") for i in range(40)])
-    send = _sender(store)
-
-    async def run(job: Timer) -> bool:
-        try:
-            await send(job)
-        except IdempotencyConflict:
-            return False
-        return True
-
-    # Each pair most likely lands in one group-commit transaction: either order, once each.
-    results = []
-    for i, job in enumerate(jobs):
-        pair = [run(job), store.cancel_timer(OWNER, job.id)]
-        results.append(await asyncio.gather(*(pair if i % 2 else pair[::-1])))
-    for i, (job, result) in enumerate(zip(jobs, results, strict=True)):
-        sent, cancelled = result if i % 2 else result[::-1]
-        assert sent != cancelled, job.id
-        (stored,) = await store.get_timers(OWNER, [job.id])
-        assert stored.state == ("done" if sent else "cancelled")
-        assert (
-            _count(store, "SELECT count(*) FROM notifications WHERE user_id = ?", job.payload["user_id"])
-            == sent
-        )
-
-
-async def test_a_pending_key_is_unique_per_owner_until_the_job_is_cancelled(
-    store: SqliteStore, clock: ManualClock
-) -> None:
-    (first,) = await store.add_timers([_job(clock, 60, key="appointment-456-reminder")])
-    with pytest.raises(TimerKeyTaken):
-        await store.add_timers([_job(clock, 90, key="appointment-456-reminder")])
-    other = NewTimer(KIND, "apikey:ba9876543210", clock.now(), {}, "appointment-456-reminder")
-    await store.add_timers([other])  # another owner's key is theirs
-    found = await store.find_timer_by_key(OWNER, KIND, "appointment-456-reminder")
-    assert found is not None
-    assert found.id == first.id
-    assert await store.cancel_timer(OWNER, first.id)
-    (again,) = await store.add_timers([_job(clock, 90, key="appointment-456-reminder")])
-    found = await store.find_timer_by_key(OWNER, KIND, "appointment-456-reminder")
-    assert found is not None
-    assert found.id == again.id
-
-
-async def test_the_scheduler_sleeps_until_a_job_is_due_and_wakes_for_a_sooner_one(
-    store: SqliteStore, clock: ManualClock
-) -> None:
-    scheduler = TimerScheduler(store, clock, {KIND: _sender(store)})
-    (late,) = await store.add_timers([_job(clock, 3600, user="late")])
-    async with _running(scheduler):
-        await _until(lambda: _asleep(clock))
-        (soon,) = await store.add_timers([_job(clock, 60, user="soon")])
-        scheduler.wake()
-        clock.advance(59)
-        await asyncio.sleep(0.05)
-        assert scheduler.ran == 0
-        clock.advance(1)
-        await _until(lambda: _state(store, soon.id, "done"))
-        assert await _state(store, late.id, "pending")
-        clock.advance(3600)
-        await _until(lambda: _state(store, late.id, "done"))
-    assert scheduler.ran == 2
-    assert _count(store, "SELECT count(*) FROM notifications") == 2
-
-
-async def _asleep(clock: ManualClock) -> bool:
-    return clock.sleepers > 0
-
-
-async def _state(store: SqliteStore, timer_id: str, state: str) -> bool:
-    (job,) = await store.get_timers(OWNER, [timer_id])
-    return job.state == state
-
-
 async def test_jobs_due_while_the_server_was_down_run_once_at_start(
     tmp_path: Path, clock: ManualClock
 ) -> None:
@@ -238,34 +129,6 @@ async def test_jobs_due_while_the_server_was_down_run_once_at_start(
 async def _all_done(store: SqliteStore, jobs: list[Timer]) -> bool:
     found = await store.get_timers(OWNER, [j.id for j in jobs])
     return all(j.state == "done" for j in found)
-
-
-async def test_a_failing_job_is_retried_later_then_failed_never_dropped_silently(
-    store: SqliteStore, clock: ManualClock, caplog: pytest.LogCaptureFixture
-) -> None:
-    async def broken(job: Timer) -> None:
-        raise RuntimeError("the downstream is unavailable")
-
-    scheduler = TimerScheduler(store, clock, {KIND: broken})
-    (job,) = await store.add_timers([_job(clock, 0)])
-    assert await scheduler.run_due() == 1
-    (retried,) = await store.get_timers(OWNER, [job.id])
-    assert retried.state == "pending"
-    assert retried.attempts == 1
-    assert retried.due_at == clock.now().replace(
-        microsecond=clock.now().microsecond // 1000 * 1000
-    ) + timedelta(seconds=2)
-    assert await scheduler.run_due() == 0  # not due again yet
-    for _ in range(MAX_ATTEMPTS - 1):
-        clock.advance(3600)
-        assert await scheduler.run_due() == 1
-    (failed,) = await store.get_timers(OWNER, [job.id])
-    assert failed.state == "failed"
-    assert "content" not in failed.payload
-    assert failed.attempts == MAX_ATTEMPTS
-    assert any(r.message == "timers.failed" for r in caplog.records)
-    clock.advance(3600)
-    assert await scheduler.run_due() == 0
 
 
 async def test_finished_jobs_are_purged_a_month_later_in_slices_and_pending_ones_never(

@@ -7,8 +7,11 @@ from diagnoxix.store.postgres.devices import PgDeviceQueries
 from diagnoxix.store.postgres.keys import PgKeyQueries
 from diagnoxix.store.postgres.marks import PgMarks
 from diagnoxix.store.postgres.preferences import PgPreferenceQueries
+from diagnoxix.store.postgres.push import PgPushQueries
 from diagnoxix.store.postgres.staff import PgStaffQueries
 from diagnoxix.store.postgres.store import PgCore
+from diagnoxix.store.postgres.timers import PgTimerQueries
+from diagnoxix.store.postgres.webhooks import PgWebhookQueries
 
 
 class PgStore(
@@ -18,6 +21,9 @@ class PgStore(
     PgStaffQueries,
     PgDeviceQueries,
     PgPreferenceQueries,
+    PgTimerQueries,
+    PgWebhookQueries,
+    PgPushQueries,
     PgCore,
 ):
     """`Store` on a PostgreSQL database. Use `open()`/`close()` (the app does it in a cleanup

@@ -54,6 +54,7 @@ NO_BOUND = 2**62
 # store's margin too): its row goes with the purge.
 DEVICE_EXPIRY_MARGIN_SECONDS = 60
 
+_CLAIM_TAKEN = "SELECT 1 FROM idempotency_keys WHERE api_key_id = $1 AND key = $2"
 _INSERT_NOTIFICATIONS = (
     "INSERT INTO notifications (seq, id, user_id, type, title, message, data, priority, created_at,"
     " expires_at, links) SELECT $1::bigint + t.ord - 1, t.r->>0, t.r->>1, t.r->>2, t.r->>3, t.r->>4,"
@@ -272,7 +273,15 @@ class PgCore(PgAccess):
         except Exception as exc:  # validated drafts never get here (NaN, an unknown priority)
             log.error("store.stage_failed", extra={"error": type(exc).__name__})
             raise StoreError("the notification could not be encoded for storage") from None
-        notes = await self._write(_Insert(self._insert_together, staged, rows, now, stamp), sequenced=True)
+        try:
+            insert = _Insert(self._insert_together, staged, rows, now, stamp)
+            notes = await self._write(insert, sequenced=True)
+        except StoreError:
+            # Another process inserted the same claim between this write's check and its insert
+            # (a retry racing the request, a job's run racing its cancel): its unique key refused.
+            if rows.claim is not None and await self._fetchval(_CLAIM_TAKEN, *rows.claim[:2]):
+                raise IdempotencyConflict("this Idempotency-Key was already used") from None
+            raise
         if notes is None:
             raise IdempotencyConflict("this Idempotency-Key was already used")
         return notes
