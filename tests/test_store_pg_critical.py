@@ -1,0 +1,185 @@
+"""Critical results and messaging on PostgreSQL only: two `PgStore`s on one database are two
+processes of one deployment. What one process could never get wrong: two acknowledging the same
+item at once, a step finished while its item is acknowledged, an item opened twice, an action
+answered twice; and the migration's triggers themselves."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from diagnoxix.clock import ManualClock
+from diagnoxix.store.correction_records import Correction
+from diagnoxix.store.critical_records import Acknowledgement, CriticalItemExists
+from diagnoxix.store.postgres.database import PgStore
+from diagnoxix.store.protocols import IdempotencyConflict
+
+from .critical_support import open_item, send_step
+
+ITEMS = 40
+
+
+@pytest.fixture
+async def stores(pg_dsn: str) -> AsyncIterator[tuple[PgStore, PgStore]]:
+    clock = ManualClock()
+    one, two = PgStore(pg_dsn, clock=clock), PgStore(pg_dsn, clock=clock)
+    await one.open()
+    await two.open()
+    try:
+        yield one, two
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def _rows(dsn: str, sql: str, *args: Any) -> list[Any]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return list(await conn.fetch(sql, *args))
+    finally:
+        await conn.close()
+
+
+async def test_two_processes_acknowledging_the_same_items_at_once_close_each_once(
+    stores: tuple[PgStore, PgStore], pg_dsn: str
+) -> None:
+    one, two = stores
+    heard: dict[str, list[Correction]] = {"one": [], "two": []}
+    one.add_correction_listener(heard["one"].append)
+    two.add_correction_listener(heard["two"].append)
+    for i in range(ITEMS):
+        await open_item(one, f"item-{i}", target="group:ward", steps=[60])
+        await send_step(two, f"item-{i}", 0, [f"a{i}", f"b{i}"])
+    before = await one.last_seq()
+    results = await asyncio.gather(
+        *(
+            store.acknowledge_critical(f"item-{i}", Acknowledgement(who, "http"))
+            for i in range(ITEMS)
+            for store, who in ((one, f"a{i}"), (two, f"b{i}"))
+        )
+    )
+    for i in range(ITEMS):
+        pair = results[2 * i : 2 * i + 2]
+        assert sorted(r.outcome for r in pair) == ["already", "done"], i
+        (won,) = [r for r in pair if r.outcome == "done"]
+        # Both callers are told who won.
+        assert {r.item.acknowledged_by for r in pair if r.item} == {won.item and won.item.acknowledged_by}
+        assert len(won.corrections) == 2
+    # One `acknowledged` correction per copy, each with a seq of its own, none lost nor doubled.
+    rows = await _rows(pg_dsn, "SELECT seq, notification_id FROM corrections WHERE kind = 'acknowledged'")
+    assert len(rows) == 2 * ITEMS
+    assert sorted(r[0] for r in rows) == list(range(before + 1, before + 2 * ITEMS + 1))
+    assert len({r[1] for r in rows}) == 2 * ITEMS
+    assert await one.last_seq() == before + 2 * ITEMS
+    # Each process heard its own, in seq order; together, all of them.
+    for own in heard.values():
+        assert [c.seq for c in own] == sorted(c.seq for c in own)
+    assert sorted(c.seq for own in heard.values() for c in own) == [r for r in sorted(r[0] for r in rows)]
+    events = await _rows(pg_dsn, "SELECT count(*) FROM critical_events WHERE event = 'acknowledged'")
+    assert events[0][0] == ITEMS
+    # Every pending step was cancelled with its item.
+    pending = await _rows(pg_dsn, "SELECT count(*) FROM timers WHERE state = 'pending'")
+    assert pending[0][0] == 0
+
+
+async def test_a_step_finished_while_its_item_is_acknowledged_elsewhere_happens_or_not(
+    stores: tuple[PgStore, PgStore], pg_dsn: str
+) -> None:
+    one, two = stores
+    for i in range(ITEMS):
+        await open_item(one, f"item-{i}", steps=[60])
+        await send_step(one, f"item-{i}", 0, ["u1"])
+
+    async def finish(i: int) -> bool:
+        try:
+            await two.finish_critical_step(f"item-{i}.1", [])
+        except IdempotencyConflict:
+            return False
+        return True
+
+    finishing = asyncio.gather(*(finish(i) for i in range(ITEMS)))
+    acks = await asyncio.gather(
+        *(one.acknowledge_critical(f"item-{i}", Acknowledgement("u1", "socket")) for i in range(ITEMS))
+    )
+    finished = await finishing
+    assert all(a.outcome == "done" for a in acks)
+    states = dict(
+        (r[0], r[1]) for r in await _rows(pg_dsn, "SELECT id, state FROM timers WHERE id LIKE 'item-%.1'")
+    )
+    # A step either ran (done) or was cancelled by the acknowledgement, never both, never neither.
+    assert [states[f"item-{i}.1"] for i in range(ITEMS)] == ["done" if f else "cancelled" for f in finished]
+
+
+async def test_an_item_opened_by_two_processes_at_once_is_stored_once(
+    stores: tuple[PgStore, PgStore], pg_dsn: str
+) -> None:
+    one, two = stores
+    results = await asyncio.gather(
+        *(open_item(s, f"item-{i}", steps=[60]) for i in range(ITEMS) for s in (one, two)),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(r, CriticalItemExists) for r in results) == ITEMS
+    assert sum(not isinstance(r, BaseException) for r in results) == ITEMS
+    counts = await _rows(
+        pg_dsn,
+        "SELECT (SELECT count(*) FROM timers), (SELECT count(*) FROM critical_events WHERE event = 'opened')",
+    )
+    assert tuple(counts[0]) == (2 * ITEMS, ITEMS)
+    # Two processes running the same scheduled send's job: one opens its item.
+    claimed = await asyncio.gather(
+        open_item(one, "sched-a", claim_timer="job-1"),
+        open_item(two, "sched-b", claim_timer="job-1"),
+        return_exceptions=True,
+    )
+    assert sorted(type(r).__name__ for r in claimed) == ["CriticalItem", "IdempotencyConflict"]
+
+
+async def test_an_action_answered_in_two_processes_at_once_is_recorded_once(
+    stores: tuple[PgStore, PgStore],
+) -> None:
+    one, two = stores
+    results = await asyncio.gather(
+        *(
+            s.record_action_answer(f"n-{i}", "u1", a)
+            for i in range(ITEMS)
+            for s, a in ((one, "yes"), (two, "no"))
+        )
+    )
+    for i in range(ITEMS):
+        pair = results[2 * i : 2 * i + 2]
+        assert sorted(r.recorded for r in pair) == [False, True]
+        assert pair[0].action == pair[1].action
+
+
+async def test_the_triggers_record_deliveries_and_keep_the_timeline_append_only(
+    stores: tuple[PgStore, PgStore], pg_dsn: str
+) -> None:
+    one, _ = stores
+    await open_item(one, "item-t", target="group:ward")
+    copies = await send_step(one, "item-t", 0, ["u1", "u2"])
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        stamp = "2030-01-01T00:00:00.000Z"
+        # Written to a plain client, or acknowledged by a v1 one: once, whatever comes after.
+        await conn.execute("UPDATE notifications SET delivered_at = $1 WHERE id = $2", stamp, copies[1].id)
+        await conn.execute("UPDATE notifications SET delivered_at = $1 WHERE id = $2", stamp, copies[1].id)
+        await conn.execute("UPDATE notifications SET read_at = $1", stamp)
+        for sql in ("UPDATE critical_events SET event = 'x'", "DELETE FROM critical_events"):
+            with pytest.raises(asyncpg.RaiseError, match="append-only"):
+                await conn.execute(sql)
+    finally:
+        await conn.close()
+    timeline = await one.critical_timeline("item-t")
+    assert [(e.event, e.user_id, e.step) for e in timeline] == [
+        ("opened", None, None),
+        ("sent", "u1", 0),
+        ("sent", "u2", 0),
+        ("delivered", "u2", 0),
+    ]
+    assert timeline[-1].at is not None
+    assert timeline[-1].at.year == 2030
+    assert [c.delivered_at is not None for c in await one.critical_copies("item-t")] == [False, True]
