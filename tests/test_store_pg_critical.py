@@ -6,6 +6,7 @@ answered twice; and the migration's triggers themselves."""
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -93,23 +94,34 @@ async def test_a_step_finished_while_its_item_is_acknowledged_elsewhere_happens_
     for i in range(ITEMS):
         await open_item(one, f"item-{i}", steps=[60])
         await send_step(one, f"item-{i}", 0, ["u1"])
+    jitter = random.Random(16)
 
-    async def finish(i: int) -> bool:
+    async def finish(i: int, wait: float = 0.0) -> bool:
+        await asyncio.sleep(wait)
         try:
             await two.finish_critical_step(f"item-{i}.1", [])
         except IdempotencyConflict:
             return False
         return True
 
-    finishing = asyncio.gather(*(finish(i) for i in range(ITEMS)))
-    acks = await asyncio.gather(
-        *(one.acknowledge_critical(f"item-{i}", Acknowledgement("u1", "socket")) for i in range(ITEMS))
-    )
-    finished = await finishing
-    assert all(a.outcome == "done" for a in acks)
-    states = dict(
-        (r[0], r[1]) for r in await _rows(pg_dsn, "SELECT id, state FROM timers WHERE id LIKE 'item-%.1'")
-    )
+    async def acknowledge(i: int, wait: float = 0.0) -> str:
+        await asyncio.sleep(wait)
+        return (await one.acknowledge_critical(f"item-{i}", Acknowledgement("u1", "socket"))).outcome
+
+    # One process acknowledges first: the other's step never runs. The other way round: the
+    # step ran, and the acknowledgement has nothing left to cancel.
+    assert await acknowledge(0) == "done"
+    assert await finish(0) is False
+    assert await finish(1) is True
+    assert await acknowledge(1) == "done"
+    # At once, in either order.
+    raced = range(2, ITEMS)
+    finishing = asyncio.gather(*(finish(i, jitter.uniform(0, 0.03)) for i in raced))
+    acks = await asyncio.gather(*(acknowledge(i, jitter.uniform(0, 0.03)) for i in raced))
+    finished = [False, True, *await finishing]
+    assert set(acks) == {"done"}
+    rows = await _rows(pg_dsn, "SELECT id, state FROM timers WHERE id LIKE 'item-%.1'")
+    states = {r[0]: r[1] for r in rows}
     # A step either ran (done) or was cancelled by the acknowledgement, never both, never neither.
     assert [states[f"item-{i}.1"] for i in range(ITEMS)] == ["done" if f else "cancelled" for f in finished]
 
