@@ -177,7 +177,9 @@ async def test_the_triggers_record_deliveries_and_keep_the_timeline_append_only(
     try:
         stamp = "2030-01-01T00:00:00.000Z"
         # Written to a plain client, or acknowledged by a v1 one: once, whatever comes after.
+        delivered = "SELECT count(*) FROM critical_events WHERE event = 'delivered'"
         await conn.execute("UPDATE notifications SET delivered_at = $1 WHERE id = $2", stamp, copies[1].id)
+        assert await conn.fetchval(delivered) == 1
         await conn.execute("UPDATE notifications SET delivered_at = $1 WHERE id = $2", stamp, copies[1].id)
         await conn.execute("UPDATE notifications SET read_at = $1", stamp)
         for sql in ("UPDATE critical_events SET event = 'x'", "DELETE FROM critical_events"):
