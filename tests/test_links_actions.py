@@ -292,4 +292,3 @@ async def test_the_python_clients_send_links_and_answer_actions(make_service: An
         assert bad.value.status == 422
         assert "url" in (bad.value.details or {})
     assert [h.action for h in heard] == ["decline"]
-

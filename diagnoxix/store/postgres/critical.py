@@ -1,4 +1,4 @@
-"""Critical results on PostgreSQL (`CriticalStore`): groups, items, copies, timeline.
+"""Critical results on PostgreSQL (`CriticalStore`): items, copies, timeline (groups: `groups`).
 
 A mixin of `PgStore`, the twin of `store.sqlite.critical`. An item's sends are timers; a trigger
 of the critical migration records the copies a send stored, with one event each, in that send's
@@ -6,11 +6,12 @@ transaction, whichever process ran it.
 
 Across processes the database decides what must happen once:
 - acknowledging closes the item with `UPDATE ... WHERE state = 'open' RETURNING`: of two
-  processes acknowledging at once, the second waits for the first to commit and then changes
-  nothing (`already`). The winner, in the same transaction, takes each pending step's claim (as a
-  cancellation does), cancels the steps, appends the event and gives each live copy an
-  `acknowledged` correction with a seq of its own (a sequenced write: those seqs are committed
-  and published in order with every other process's);
+  processes acknowledging at once, the second (its row lock waits for the first's commit; its
+  write takes seqs, so the seq lock orders it after the first anyway) finds the item closed and
+  changes nothing (`already`). The winner, in the same transaction, takes each pending step's
+  claim (as a cancellation does), cancels the steps, appends the event and gives each live copy
+  an `acknowledged` correction with a seq of its own, committed and published in seq order with
+  every other process's notifications and corrections;
 - a step's or a scheduled send's claim is an `INSERT ... ON CONFLICT DO NOTHING` on the claims'
   primary key, so a job runs, is cancelled or opens its item once;
 - an item id is its primary key: a retry of the same open in another process stores nothing.
@@ -33,12 +34,11 @@ from diagnoxix.store.critical_records import (
     CriticalEvent,
     CriticalItem,
     CriticalItemExists,
-    Group,
-    GroupMember,
     NewCriticalItem,
     critical_owner,
 )
-from diagnoxix.store.postgres.access import PgAccess, WriteTx
+from diagnoxix.store.postgres.access import WriteTx
+from diagnoxix.store.postgres.groups import GroupQueries
 from diagnoxix.store.protocols import IdempotencyConflict
 from diagnoxix.store.timer_records import TIMER_CLAIMS, NewTimer
 
@@ -144,82 +144,12 @@ class _Refused(Exception):
         self.why = why
 
 
-class CriticalQueries(PgAccess):
+class CriticalQueries(GroupQueries):
     """`CriticalStore` on PostgreSQL."""
 
     if TYPE_CHECKING:  # `PgCore` has it; a definition here would hide that one
 
         def _corrected(self, correction: Correction) -> None: ...
-
-    # -- groups ------------------------------------------------------------------------------
-
-    async def put_group(self, name: str) -> bool:
-        stamp = self._now_stamp()
-
-        async def put(tx: WriteTx) -> bool:
-            return bool(
-                await tx.conn.fetchval(
-                    "INSERT INTO groups (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING"
-                    " RETURNING 1",
-                    name,
-                    stamp,
-                )
-            )
-
-        return await self._write(put)
-
-    async def delete_group(self, name: str) -> bool:
-        async def delete(tx: WriteTx) -> bool:
-            return bool(await tx.conn.fetchval("DELETE FROM groups WHERE name = $1 RETURNING 1", name))
-
-        return await self._write(delete)
-
-    async def list_groups(self) -> list[Group]:
-        rows = await self._fetch(
-            "SELECT g.name, g.created_at, count(m.user_id), coalesce(sum(m.on_duty), 0) FROM groups AS g"
-            " LEFT JOIN group_members AS m ON m.group_name = g.name GROUP BY g.name ORDER BY g.name"
-        )
-        return [Group(r[0], parse_timestamp(r[1]), int(r[2]), int(r[3])) for r in rows]
-
-    async def group_members(self, name: str) -> list[GroupMember] | None:
-        rows = await self._fetch(
-            "SELECT m.user_id, m.on_duty, m.added_at FROM groups AS g"
-            " LEFT JOIN group_members AS m ON m.group_name = g.name WHERE g.name = $1 ORDER BY m.user_id",
-            name,
-        )
-        if not rows:
-            return None
-        return [GroupMember(name, r[0], bool(r[1]), parse_timestamp(r[2])) for r in rows if r[0] is not None]
-
-    async def set_group_member(self, name: str, user_id: str, on_duty: bool) -> bool:
-        stamp = self._now_stamp()
-
-        async def put(tx: WriteTx) -> bool:
-            return bool(
-                await tx.conn.fetchval(
-                    "INSERT INTO group_members (group_name, user_id, on_duty, added_at)"
-                    " SELECT name, $1, $2, $3 FROM groups WHERE name = $4"
-                    " ON CONFLICT (group_name, user_id) DO UPDATE SET on_duty = excluded.on_duty RETURNING 1",
-                    user_id,
-                    int(on_duty),
-                    stamp,
-                    name,
-                )
-            )
-
-        return await self._write(put)
-
-    async def remove_group_member(self, name: str, user_id: str) -> bool:
-        async def remove(tx: WriteTx) -> bool:
-            return bool(
-                await tx.conn.fetchval(
-                    "DELETE FROM group_members WHERE group_name = $1 AND user_id = $2 RETURNING 1",
-                    name,
-                    user_id,
-                )
-            )
-
-        return await self._write(remove)
 
     # -- items -------------------------------------------------------------------------------
 
@@ -376,8 +306,8 @@ class CriticalQueries(PgAccess):
 
         async def acknowledge(tx: WriteTx) -> tuple[Any, list[Correction] | None]:
             conn = tx.conn
-            # First wins: a second acknowledgement (in this process or another) waits for the
-            # first's commit, then finds the item closed and changes nothing.
+            # First wins: a second acknowledgement (in this process or another, after this one's
+            # commit) finds the item closed and changes nothing.
             won = await conn.fetchval(
                 "UPDATE critical_items SET state = 'acknowledged', acknowledged_at = $1,"
                 " acknowledged_by = $2, acknowledged_via = $3, device = $4, on_behalf = $5, ack_id = $6"
