@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,10 +17,12 @@ import pytest
 from diagnoxix.clock import ManualClock
 from diagnoxix.store.correction_records import Correction
 from diagnoxix.store.critical_records import Acknowledgement, CriticalItemExists
+from diagnoxix.store.messaging_records import StoredTemplate
 from diagnoxix.store.postgres.database import PgStore
 from diagnoxix.store.protocols import IdempotencyConflict
 
 from .critical_support import open_item, send_step
+from .pg_server import PgCluster
 
 ITEMS = 40
 
@@ -197,3 +200,67 @@ async def test_the_triggers_record_deliveries_and_keep_the_timeline_append_only(
     assert timeline[-1].at is not None
     assert timeline[-1].at.year == 2030
     assert [c.delivered_at is not None for c in await one.critical_copies("item-t")] == [False, True]
+
+
+@pytest.fixture
+async def icu_dsn(pg_cluster: PgCluster) -> AsyncIterator[str]:
+    """A database whose default collation is ICU's English one (case folded, punctuation last),
+    as many deployments' are."""
+    name = f"t_icu_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(pg_cluster.dsn("postgres"))
+    try:
+        await admin.execute(
+            f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' LOCALE_PROVIDER icu"
+            " ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+        )
+    finally:
+        await admin.close()
+    try:
+        yield pg_cluster.dsn(name)
+    finally:
+        pg_cluster.drop_database(name)
+
+
+async def test_lists_order_text_as_sqlite_does_on_any_collation_and_by_their_index(icu_dsn: str) -> None:
+    store = PgStore(icu_dsn, clock=ManualClock())
+    await store.open()
+    try:
+        assert await store._fetchval("SELECT 'a' < 'B'") is True  # not byte order
+        names = ["ward-b", "Ward-a", "ward_c", "ward-B"]
+        in_bytes = sorted(names, key=lambda n: n.encode())
+        for name in names:
+            await store.put_group(name)
+            await store.set_group_member("ward-b", name, True)
+            await store.save_template(StoredTemplate(name, "en", "t", "m", store._clock.now(), "admin"))
+            await store.save_template(StoredTemplate("lab", name, "t", "m", store._clock.now(), "admin"))
+            await open_item(store, name)
+        assert [g.name for g in await store.list_groups()] == in_bytes
+        assert [m.user_id for m in await store.group_members("ward-b") or []] == in_bytes
+        templates = [(t.type, t.locale) for t in await store.list_templates()]
+        assert templates == sorted(
+            [(n, "en") for n in names] + [("lab", n) for n in names],
+            key=lambda t: (t[0].encode(), t[1].encode()),
+        )
+        newest = in_bytes[::-1]
+        assert [i.id for i in await store.critical_items(open_only=False, limit=10)] == newest
+        assert [i.id for i in await store.critical_items(open_only=True, limit=10)] == newest
+        # The lists read their index in its order, without sorting the table.
+        for where, index in (("", "critical_items_recent"), ("WHERE state = 'open'", "critical_items_open")):
+            plan = await _plan(
+                icu_dsn,
+                f'SELECT id FROM critical_items {where} ORDER BY created_at COLLATE "C" DESC,'
+                ' id COLLATE "C" DESC LIMIT 50',
+            )
+            assert index in plan
+            assert "Sort" not in plan
+    finally:
+        await store.close()
+
+
+async def _plan(dsn: str, sql: str) -> str:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("SET enable_seqscan = off")
+        return "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {sql}"))
+    finally:
+        await conn.close()

@@ -44,8 +44,9 @@ CREATE TABLE critical_items (
     -- the acknowledgement that closed it (its corrections' ids start with it)
     ack_id           text
 );
-CREATE INDEX critical_items_open ON critical_items (created_at, id) WHERE state = 'open';
-CREATE INDEX critical_items_recent ON critical_items (created_at, id);
+-- The lists, newest first: in byte order (as SQLite orders text), whatever the database's collation.
+CREATE INDEX critical_items_open ON critical_items (created_at COLLATE "C", id COLLATE "C") WHERE state = 'open';
+CREATE INDEX critical_items_recent ON critical_items (created_at COLLATE "C", id COLLATE "C");
 
 -- Each notification an item stored: its recipient, and the step that sent it (0: the first send).
 CREATE TABLE critical_copies (

@@ -47,6 +47,8 @@ _ITEM = (
     " acknowledged_at, acknowledged_by, acknowledged_via, device, on_behalf,"
     " (SELECT min(due_at) FROM timers WHERE owner = 'critical:' || critical_items.id AND state = 'pending')"
 )
+# Text in byte order, as SQLite orders it, whatever the database's collation (the indexes' order).
+_NEWEST_FIRST = 'created_at COLLATE "C" DESC, id COLLATE "C" DESC'
 _EVENT_COLUMNS = "item_id, at, event, step, channel, user_id, actor, details"
 _INSERT_EVENTS = (
     f"INSERT INTO critical_events ({_EVENT_COLUMNS}) SELECT e.item_id, e.at, e.event, e.step, e.channel,"
@@ -244,7 +246,7 @@ class CriticalQueries(GroupQueries):
     async def critical_items(self, *, open_only: bool, limit: int) -> list[CriticalItem]:
         where = "WHERE state = 'open'" if open_only else ""
         rows = await self._fetch(
-            f"SELECT {_ITEM} FROM critical_items {where} ORDER BY created_at DESC, id DESC LIMIT $1", limit
+            f"SELECT {_ITEM} FROM critical_items {where} ORDER BY {_NEWEST_FIRST} LIMIT $1", limit
         )
         return [_item(r) for r in rows]
 

@@ -1,5 +1,6 @@
 """Groups of staff on PostgreSQL (`CriticalStore`'s groups and members, with an on-duty switch
-per member): a mixin of `PgStore`, the twin of the groups part of `store.sqlite.critical`."""
+per member): a mixin of `PgStore`, the twin of the groups part of `store.sqlite.critical`.
+Listed in byte order, as SQLite orders text, whatever the database's collation."""
 
 from __future__ import annotations
 
@@ -35,14 +36,16 @@ class GroupQueries(PgAccess):
     async def list_groups(self) -> list[Group]:
         rows = await self._fetch(
             "SELECT g.name, g.created_at, count(m.user_id), coalesce(sum(m.on_duty), 0) FROM groups AS g"
-            " LEFT JOIN group_members AS m ON m.group_name = g.name GROUP BY g.name ORDER BY g.name"
+            " LEFT JOIN group_members AS m ON m.group_name = g.name"
+            ' GROUP BY g.name ORDER BY g.name COLLATE "C"'
         )
         return [Group(r[0], parse_timestamp(r[1]), int(r[2]), int(r[3])) for r in rows]
 
     async def group_members(self, name: str) -> list[GroupMember] | None:
         rows = await self._fetch(
             "SELECT m.user_id, m.on_duty, m.added_at FROM groups AS g"
-            " LEFT JOIN group_members AS m ON m.group_name = g.name WHERE g.name = $1 ORDER BY m.user_id",
+            " LEFT JOIN group_members AS m ON m.group_name = g.name"
+            ' WHERE g.name = $1 ORDER BY m.user_id COLLATE "C"',
             name,
         )
         if not rows:

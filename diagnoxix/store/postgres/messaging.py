@@ -4,6 +4,7 @@ A mixin of `PgStore`, the twin of `store.sqlite.messaging` (tables `user_locales
 `message_templates` of the critical and messaging migration, `action_answers` of the core). An
 answer is recorded once across processes: its notification id is the primary key, and a second
 insert, here or in another process, waits for the first to commit and then finds its row.
+Templates are listed in byte order, as SQLite orders text, whatever the database's collation.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class MessagingQueries(PgAccess):
     async def list_templates(self) -> list[StoredTemplate]:
         rows = await self._fetch(
             "SELECT type, locale, title, message, updated_at, updated_by FROM message_templates"
-            " ORDER BY type, locale"
+            ' ORDER BY type COLLATE "C", locale COLLATE "C"'
         )
         return [
             StoredTemplate(str(t), str(loc), str(title), str(msg), parse_timestamp(str(at)), str(by))
