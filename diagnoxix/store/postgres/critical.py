@@ -45,7 +45,8 @@ from diagnoxix.store.timer_records import TIMER_CLAIMS, NewTimer
 _ITEM = (
     "id, owner, target, type, priority, requires_ack, policy, state, created_at, request_hash,"
     " acknowledged_at, acknowledged_by, acknowledged_via, device, on_behalf,"
-    " (SELECT min(due_at) FROM timers WHERE owner = 'critical:' || critical_items.id AND state = 'pending')"
+    " (SELECT min(due_at COLLATE \"C\") FROM timers WHERE owner = 'critical:' || critical_items.id"
+    " AND state = 'pending')"
 )
 # Text in byte order, as SQLite orders it, whatever the database's collation (the indexes' order).
 _NEWEST_FIRST = 'created_at COLLATE "C" DESC, id COLLATE "C" DESC'
@@ -379,7 +380,7 @@ class CriticalQueries(GroupQueries):
             [c[1] for c in copies],
             [c[2] for c in copies],
         )
-        made = [_acknowledged(r) for r in rows]
+        made = sorted((_acknowledged(r) for r in rows), key=lambda fix: fix.seq)
 
         def committed() -> None:
             # Right after the commit, in commit order with every notification: each copy's
