@@ -292,20 +292,3 @@ async def test_the_python_clients_send_links_and_answer_actions(make_service: An
         assert bad.value.status == 422
         assert "url" in (bad.value.details or {})
     assert [h.action for h in heard] == ["decline"]
-
-
-async def test_an_answer_is_purged_with_its_notification(make_service: Any) -> None:
-    clock = ManualClock()
-    service = await _linked_service(make_service, clock=clock, retention_days=(("normal", 1),))
-    sent = await service.send("user-7", "Appointment", actions=ACTIONS_IN[:1])
-    resp = await _answer(service, service.token("user-7"), sent["id"], "confirm")
-    assert resp.status == 200
-    store = service.app[STORE]
-    again = await store.record_action_answer(sent["id"], "user-7", "decline")
-    assert (again.recorded, again.action) == (False, "confirm")
-    clock.advance(2 * 24 * 3600)
-    while await store.purge_expired():
-        pass
-    # The answer went with the notification: a new one for that id would be the first.
-    fresh = await store.record_action_answer(sent["id"], "user-7", "decline")
-    assert (fresh.recorded, fresh.action) == (True, "decline")

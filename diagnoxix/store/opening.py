@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import cast
 
 from diagnoxix.clock import Clock, SystemClock
 from diagnoxix.config import Settings
@@ -28,7 +27,7 @@ async def open_store(
     PostgreSQL (`store_url`) is shared by any number of serving processes.
     `clock`: what decides expiry (the system's unless a test moves one by hand).
     """
-    store: SqliteStore | PgStore
+    store: Store
     if settings.store_url:
         # Shared by every process of the deployment: no serving lock, the broker carries commits.
         store = PgStore(settings.store_url, clock=clock)
@@ -38,7 +37,7 @@ async def open_store(
         )
     await store.open()
     try:
-        yield cast(Store, store)
+        yield store
     finally:
         await store.close()
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from diagnoxix.store.postgres.corrections import PgCorrections
+from diagnoxix.store.postgres.critical import CriticalQueries
 from diagnoxix.store.postgres.devices import PgDeviceQueries
 from diagnoxix.store.postgres.keys import PgKeyQueries
 from diagnoxix.store.postgres.marks import PgMarks
+from diagnoxix.store.postgres.messaging import MessagingQueries
 from diagnoxix.store.postgres.preferences import PgPreferenceQueries
 from diagnoxix.store.postgres.push import PgPushQueries
 from diagnoxix.store.postgres.staff import PgStaffQueries
@@ -24,6 +26,8 @@ class PgStore(
     PgTimerQueries,
     PgWebhookQueries,
     PgPushQueries,
+    CriticalQueries,
+    MessagingQueries,
     PgCore,
 ):
     """`Store` on a PostgreSQL database. Use `open()`/`close()` (the app does it in a cleanup
