@@ -33,7 +33,7 @@ from diagnoxix.delivery.push.vapid import VAPID_META_KEY, generate_vapid_pem
 from diagnoxix.delivery.revocations import RevokedTokens
 from diagnoxix.delivery.scheduled import SCHEDULED_SEND, ScheduledSends
 from diagnoxix.delivery.service import NotificationService
-from diagnoxix.delivery.timers import Handler, TimerScheduler
+from diagnoxix.delivery.timers import SHARED_RECHECK_SECONDS, Handler, TimerScheduler
 from diagnoxix.delivery.webhook_channel import WebhookChannel
 from diagnoxix.delivery.webhook_events import ActionWebhooks, CriticalWebhooks
 from diagnoxix.delivery.wording import TemplateBook
@@ -195,7 +195,13 @@ async def _timers_context(app: web.Application) -> AsyncIterator[None]:
         **channel.handlers,
     }
     handlers |= app[PUSH].handlers()
-    scheduler = TimerScheduler(store, app[CLOCK], handlers)
+    scheduler = TimerScheduler(
+        store,
+        app[CLOCK],
+        handlers,
+        # Other processes add jobs too, and one may die holding a job's lease.
+        recheck_seconds=SHARED_RECHECK_SECONDS if app[SETTINGS].store_url else None,
+    )
     channel.webhooks.wake = scheduler.wake
     critical.wake = scheduler.wake
     # In-process sends (typed senders, the dashboard's form) of critical ones open items too.

@@ -38,6 +38,8 @@ MAX_ATTEMPTS = 10
 RETRY_CAP_SECONDS = 300
 # After the store failed to answer, the loop tries again this much later (real seconds).
 STORE_RETRY_SECONDS = 1.0
+# With a store shared by several processes, the longest a due job can wait for a scheduler.
+SHARED_RECHECK_SECONDS = 5.0
 
 
 class Deferred(Exception):
@@ -52,9 +54,20 @@ class Deferred(Exception):
 class TimerScheduler:
     """Runs due jobs with the handler registered for their kind. `run()` is the loop's task."""
 
-    def __init__(self, store: TimerStore, clock: Clock, handlers: dict[str, Handler]) -> None:
+    def __init__(
+        self,
+        store: TimerStore,
+        clock: Clock,
+        handlers: dict[str, Handler],
+        *,
+        recheck_seconds: float | None = None,
+    ) -> None:
         self._store = store
         self._clock = clock
+        # A store shared with other processes: look again at least this often (seconds of real
+        # time), as a job may come due that no `wake()` here announces (another process added it,
+        # or took it and died before finishing: its lease ends).
+        self._recheck = recheck_seconds
         self._handlers = dict(handlers)
         self._wakeup = asyncio.Event()
         # Jobs this process ran to completion (a claim taken already or a failure not counted).
@@ -86,6 +99,8 @@ class TimerScheduler:
         waits: list[asyncio.Future[object]] = [asyncio.ensure_future(self._wakeup.wait())]
         if next_due is not None:
             waits.append(asyncio.ensure_future(self._clock.sleep_until(next_due)))
+        if self._recheck is not None:
+            waits.append(asyncio.ensure_future(asyncio.sleep(self._recheck)))
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
