@@ -282,7 +282,7 @@ async def test_stalled_client_sees_close_code_1013(make_service: Any) -> None:
         while (msg := await ws.receive()).type == aiohttp.WSMsgType.TEXT:
             pass
     assert msg.type == aiohttp.WSMsgType.CLOSE
-    assert ws.close_code == 1013
+    assert msg.data == 1013  # not ws.close_code: the server may drop TCP before our echo (1006)
     assert hub.connections_of("slow-reader") == 0
     # What it missed is still in the store and comes back on reconnect with since.
     again = await svc.connect("slow-reader", since=0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,6 +48,8 @@ T = TypeVar("T")
 PURGE_SLICE = 1000
 # Reads share a small pool: the event loop is the limit long before PostgreSQL is.
 POOL_MIN, POOL_MAX = 1, 8
+# The stored and delivered counts are recounted at most this often (seconds).
+COUNT_SECONDS = 5.0
 # A seq beyond any real one: the upper bound of a read that names none. Another process may have
 # committed more than this one has heard of, so the database's own view is the bound.
 NO_BOUND = 2**62
@@ -77,6 +80,8 @@ class PgCore(PgAccess):
         self._correction_listeners: list[CorrectionListener] = []
         self._epoch = ""
         self._last_committed = 0
+        # (when, stored, delivered, this process's commits then): the last count (`counts`).
+        self._counted: tuple[float, int, int, int] | None = None
         self._closing = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -184,14 +189,25 @@ class PgCore(PgAccess):
         return False
 
     async def counts(self) -> StoreCounts:
-        row = await self._fetchrow("SELECT count(*), count(delivered_at) FROM notifications")
-        assert row is not None
+        """Counted by the database (every process's rows): again once this process committed
+        since, else at most every COUNT_SECONDS (the dashboard and `/metrics` poll this, and a
+        count scans the table)."""
+        now = time.monotonic()
         writer = self._writer
+        commits = writer.stats.commits if writer else 0
+        counted = self._counted
+        if counted is None or counted[3] != commits or now - counted[0] >= COUNT_SECONDS:
+            row = await self._fetchrow("SELECT count(*), count(delivered_at) FROM notifications")
+            assert row is not None
+            counted = self._counted = (now, int(row[0]), int(row[1]), commits)
+        _, stored, delivered, _ = counted
         return StoreCounts(
-            stored=int(row[0]),
-            delivered=int(row[1]),
+            stored=stored,
+            delivered=delivered,
             commits=writer.stats.commits if writer else 0,
             commit_failures=writer.stats.failures if writer else 0,
+            batch_sizes=writer.stats.batch_sizes.snapshot() if writer else None,
+            commit_seconds=writer.stats.commit_seconds.snapshot() if writer else None,
         )
 
     async def check(self) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ import asyncpg
 
 from diagnoxix.store.postgres.access import Write
 from diagnoxix.store.protocols import StoreClosed, StoreError
+from diagnoxix.tally import Buckets
 
 log = logging.getLogger("diagnoxix.store")
 
@@ -52,11 +54,20 @@ class _Op:
     future: asyncio.Future[Any] | None
 
 
+# Upper bounds of the metrics' histograms (as the SQLite writer's): writes per transaction, and
+# seconds from a batch's start to its commit (network round trips included).
+BATCH_SIZE_BOUNDS = (1, 2, 5, 10, 50, 100, 500, 1000, 5000)
+COMMIT_SECONDS_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+
+
 @dataclass(slots=True)
 class WriterStats:
+    """This process's transactions: committed, failed, and their shape (for `/metrics`)."""
+
     commits: int = 0
     failures: int = 0
-    stored: int = 0
+    batch_sizes: Buckets = field(default_factory=lambda: Buckets(BATCH_SIZE_BOUNDS))
+    commit_seconds: Buckets = field(default_factory=lambda: Buckets(COMMIT_SECONDS_BOUNDS))
 
 
 class _Tx:
@@ -152,6 +163,7 @@ class PgWriter:
                     _settle(op, exc=StoreError("the write failed"))
 
     async def _batch(self, ops: list[_Op]) -> None:
+        began = time.perf_counter()
         try:
             results = await self._transaction(ops)
         except Exception as exc:
@@ -170,6 +182,8 @@ class PgWriter:
                 await self._batch([op])
             return
         self.stats.commits += 1
+        self.stats.batch_sizes.observe(len(ops))
+        self.stats.commit_seconds.observe(time.perf_counter() - began)
         for op, result in zip(ops, results, strict=True):
             _settle(op, result=result)
 
