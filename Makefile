@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: run test lint bench install install-dev system-deps clean screenshots docs
+.PHONY: run test test-postgresql lint bench install install-dev system-deps clean screenshots docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,9 +33,24 @@ run: install
 system-deps:
 	bash scripts/system-deps.sh
 
-## Install the test tools (and Chromium) and run every test
+## Install the test tools (and Chromium, PostgreSQL, Redis) and run every test: the whole suite,
+## then the app tests again with their servers on PostgreSQL (test-postgresql)
 test: install-dev system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(MAKE) --no-print-directory test-postgresql
+
+# The app tests that run unchanged on the PostgreSQL store (each server on a fresh database).
+PG_APP_TESTS = tests/test_api.py tests/test_ws_delivery.py tests/test_ws_frames.py tests/test_protocol.py \
+	tests/test_validation.py tests/test_hostile_clients.py tests/test_corrections.py tests/test_webhooks.py \
+	tests/test_webhook_events.py tests/test_push.py tests/test_preferences.py tests/test_devices.py \
+	tests/test_sse.py tests/test_scheduled.py tests/test_typed_sends.py tests/test_templates.py \
+	tests/test_links_actions.py tests/test_digest.py tests/test_rate_limits.py tests/test_request_order.py \
+	tests/test_service.py tests/test_ws_auth.py tests/test_ws_idle.py tests/test_hub_room.py \
+	tests/test_metrics.py tests/test_readiness.py tests/test_secrets_in_logs.py
+
+## The app tests again, each server on a fresh PostgreSQL database instead of an SQLite file
+test-postgresql: install-dev system-deps
+	DIAGNOXIX_TEST_STORE=postgresql $(BIN)/python -m pytest -q -p no:cacheprovider $(PG_APP_TESTS)
 
 ## ruff (lint and format), mypy --strict (package, SDK, tests, bench), the layering contracts (pyproject.toml)
 lint: install-dev

@@ -64,6 +64,16 @@ class Service:
 TEST_STORE = os.environ.get("DIAGNOXIX_TEST_STORE", "sqlite")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """On PostgreSQL, the tests that look inside the SQLite file have nothing to look at."""
+    if TEST_STORE != "postgresql":
+        return
+    skip = pytest.mark.skip(reason="looks inside the SQLite file (DIAGNOXIX_TEST_STORE=postgresql)")
+    for item in items:
+        if item.get_closest_marker("sqlite_file") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def make_settings(tmp_path: Path, request: pytest.FixtureRequest) -> Callable[..., Settings]:
     made = 0

@@ -409,6 +409,7 @@ async def test_the_document_states_the_servers_own_token_ceiling(make_service: A
     assert resp.status == 201  # 900.0 is the integer 900 to JSON Schema, so to the server too
 
 
+@pytest.mark.sqlite_file
 async def test_audit_log_records_sends_and_is_append_only(service: Service) -> None:
 
     await service.send("u1", "t")

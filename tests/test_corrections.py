@@ -76,6 +76,7 @@ async def unread(service: Service, user_id: str) -> int:
     return int((await resp.json())["unread"])
 
 
+@pytest.mark.sqlite_file
 async def test_a_retraction_reaches_every_device_of_the_user_and_nobody_else(service: Service) -> None:
     phone, _ = await live(service, "patient-1")
     tablet, _ = await live(service, "patient-1")

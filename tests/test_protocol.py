@@ -397,6 +397,7 @@ async def test_broadcast_reaches_a_user_who_was_offline_once(service: Service) -
     await ws.close()
 
 
+@pytest.mark.sqlite_file
 async def test_nothing_expired_is_served_and_purge_deletes_it(make_service: Any) -> None:
     clock = ManualClock()
     service: Service = await make_service(clock=clock)

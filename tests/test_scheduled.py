@@ -303,6 +303,7 @@ async def test_pending_sends_are_listed_soonest_first_a_page_at_a_time(make_serv
     await _get(svc, "/v1/scheduled?after=not-an-id", status=404)
 
 
+@pytest.mark.sqlite_file
 async def test_a_thousand_sends_due_at_the_same_instant_all_go_out_exactly_once(
     make_service: MakeService,
 ) -> None:

@@ -298,6 +298,7 @@ async def test_permessage_deflate_is_off_by_default(service: Service) -> None:
     await ws.close()
 
 
+@pytest.mark.sqlite_file
 async def test_a_client_that_stops_reading_gets_everything_in_order_later(make_service: Any) -> None:
     """Frames go out through the shared fan-out while a socket has room and through the
     connection's own sender once it has none; the switch loses, repeats and reorders nothing."""
