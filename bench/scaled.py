@@ -1,0 +1,446 @@
+"""The scaled-out scenario (issue 16): two processes on PostgreSQL and Redis against one on SQLite.
+
+In one run, on the same load clients and the same message:
+
+- `ours`: one `run.py` process on an SQLite file, as the targeted and steady scenarios start it;
+- `ours-scaled`: two `run.py` processes sharing one PostgreSQL database (`DIAGNOXIX_STORE`) and one
+  Redis (`DIAGNOXIX_BROKER`), the same `DIAGNOXIX_SECRET_KEY`, an API key made by
+  `run.py apikey create --store`; the clients connect half to each;
+- `ceiling`: bare aiohttp (`bench/ceiling_server.py`), no store, for scale.
+
+Two steps per system: (S1) HTTP batches of 1,000 through one process, every notification delivered
+to the connected clients (for the scaled system, half of them on the other process, through Redis):
+throughput and server CPU per delivered notification; (S2) one notification per request at a fixed
+rate (two sender processes at half the rate each; for the scaled system one sends to each process):
+server CPU per request and latency from send to frame. "Server CPU" counts every server-side
+process: ours, and for the scaled system also the postmaster with all its children and
+redis-server. PostgreSQL and Redis are throwaway servers on loopback, stopped by PID at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.backing import BackingError, Postgres, Redis, reaped_cpu_seconds
+from bench.common import (
+    NOTE_MESSAGE,
+    NOTE_TITLE,
+    NOTE_TYPE,
+    REPO_ROOT,
+    burst_plan,
+    cpu_seconds,
+    free_port,
+    machine_busy_seconds,
+    note_data,
+    user_id,
+)
+from bench.procs import BenchError, Server, Workers, python
+from bench.report import Row
+from bench.scenarios import Bench, split
+
+DELIVERY_TIMEOUT = 60.0
+SETTLE_SECONDS = 1.0
+TARGET_CPU_RATIO = 2.0
+
+
+@dataclass(frozen=True)
+class ScaledSizes:
+    users: int
+    burst_count: int
+    burst_runs: int
+    rate: float
+    seconds: float
+    steady_runs: int
+    # The whole scenario, servers' start and stop included; the run stops when it is exceeded.
+    limit_seconds: float
+
+
+SIZES = {
+    "full": ScaledSizes(2000, 20000, 5, 1000.0, 5.0, 3, 600.0),
+    "quick": ScaledSizes(1000, 10000, 3, 1000.0, 3.0, 2, 240.0),
+    "smoke": ScaledSizes(100, 1000, 1, 200.0, 1.0, 1, 60.0),
+}
+
+
+@dataclass
+class Group:
+    """Processes counted as one: looked up again at the end (PostgreSQL starts backends), plus the
+    CPU of the children `reaper` waited for meanwhile (a backend that exited inside the window)."""
+
+    pids: Callable[[], list[int]]
+    reaper: int | None = None
+
+
+class TreeMeter:
+    """CPU seconds each group of processes used between `start()` and `stop()`."""
+
+    def __init__(self, groups: dict[str, Group]) -> None:
+        self.groups = groups
+        self.before: dict[str, dict[int, float]] = {}
+        self.reaped: dict[str, float] = {}
+        self.machine = 0.0
+        self.started = 0.0
+
+    def start(self) -> None:
+        self.before = {name: {p: cpu_seconds(p) for p in g.pids()} for name, g in self.groups.items()}
+        self.reaped = {n: reaped_cpu_seconds(g.reaper) for n, g in self.groups.items() if g.reaper}
+        self.machine = machine_busy_seconds()
+        self.started = time.monotonic()
+
+    def stop(self) -> dict[str, float]:
+        """Per group, CPU seconds; "wall": seconds; "machine": every process on the machine."""
+        used: dict[str, float] = {"wall": time.monotonic() - self.started}
+        for name, group in self.groups.items():
+            before = self.before[name]
+            total = sum(cpu_seconds(p) - before.get(p, 0.0) for p in group.pids())
+            if group.reaper:
+                total += reaped_cpu_seconds(group.reaper) - self.reaped[name]
+            used[name] = total
+        used["machine"] = machine_busy_seconds() - self.machine
+        return used
+
+
+@dataclass
+class System:
+    name: str
+    servers: list[Server]
+    key: str | None
+    groups: dict[str, Group]
+    # S1's batches go to the first server; S2's senders use these ports (one per sender).
+    send_ports: list[int]
+    cpu: dict[str, list[float]] = field(default_factory=dict)
+
+    def server_groups(self) -> list[str]:
+        return list(self.groups)
+
+
+@dataclass
+class Results:
+    burst_rate: list[float] = field(default_factory=list)
+    burst_cpu_us: list[float] = field(default_factory=list)
+    burst_parts: dict[str, list[float]] = field(default_factory=dict)
+    request_cpu_us: list[float] = field(default_factory=list)
+    request_parts: dict[str, list[float]] = field(default_factory=dict)
+    p50: list[float] = field(default_factory=list)
+    p99: list[float] = field(default_factory=list)
+    errors: int = 0
+    rows: list[Row] = field(default_factory=list)
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def _percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))]
+
+
+class Scaled:
+    """One run of the scenario on a `Bench` (its load clients, temp dir and HTTP session)."""
+
+    def __init__(self, bench: Bench, sizes: ScaledSizes, senders: Workers) -> None:
+        self.bench = bench
+        self.sizes = sizes
+        self.senders = senders
+        self.users = [user_id(i) for i in range(sizes.users)]
+        self.owner: dict[str, int] = {}
+        self.results: dict[str, Results] = {}
+
+    # -- systems ---------------------------------------------------------------------------
+
+    async def start_sqlite(self) -> System:
+        db, key = self.bench.new_db("scaled-sqlite")
+        server = await self.bench.start("ours", db=db)
+        return System("ours", [server], key, {"ours": Group(lambda: [server.pid])}, [server.port] * 2)
+
+    async def start_ceiling(self) -> System:
+        server = await self.bench.start("ceiling")
+        return System("ceiling", [server], None, {"ceiling": Group(lambda: [server.pid])}, [server.port] * 2)
+
+    async def start_scaled(self, pg: Postgres, redis: Redis) -> System:
+        await asyncio.to_thread(pg.psql, "CREATE DATABASE bench")
+        dsn = pg.dsn("bench")
+        env = self.bench._ours_env() | {"DIAGNOXIX_STORE": dsn, "DIAGNOXIX_BROKER": redis.url}
+        made = await asyncio.to_thread(
+            subprocess.run,
+            [python(), "run.py", "apikey", "create", "bench", "--store", dsn],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if made.returncode != 0:
+            raise BenchError(f"run.py apikey create --store failed: {made.stderr[-1000:]}")
+        key = made.stdout.strip().splitlines()[-1]
+        servers = []
+        for name in ("ours-scaled-a", "ours-scaled-b"):
+            port = free_port()
+            argv = [python(), "run.py", "--port", str(port)]
+            log = self.bench.tmp / f"{name}-{port}.log"
+            servers.append(Server(name, argv, port=port, log_path=log, ready_path="/healthz", env=env))
+        self.bench.servers.extend(servers)
+        for server in servers:
+            server.start()
+        await asyncio.gather(*(s.wait_ready(self.bench.http) for s in servers))
+        a, b = servers
+        groups = {
+            "ours A": Group(lambda: [a.pid]),
+            "ours B": Group(lambda: [b.pid]),
+            "postgres": Group(pg.pids, reaper=pg.pid),
+            "redis": Group(lambda: [redis.pid]),
+        }
+        return System("ours-scaled", servers, key, groups, [a.port, b.port])
+
+    async def connect(self, system: System) -> None:
+        """Half of the users to each process (all to the one when there is one)."""
+        halves = split(self.users, len(system.servers))
+        self.owner = {}
+        for server, half in zip(system.servers, halves, strict=True):
+            await self.bench.connect(system.name, server.port, half)
+            for worker, part in enumerate(split(half, self.bench.workers.receivers)):
+                self.owner.update((u, worker) for u in part)
+        await asyncio.sleep(SETTLE_SECONDS)
+
+    def expected(self, users: list[str]) -> list[int]:
+        per_worker = Counter(self.owner[u] for u in users)
+        return [per_worker[w] for w in range(self.bench.workers.receivers)]
+
+    # -- measuring -------------------------------------------------------------------------
+
+    async def timed(
+        self, system: System, users: list[str], trigger: Callable[[], Awaitable[Any]], *, parse: bool
+    ) -> dict[str, float]:
+        """Arm the clients, run `trigger()`, wait for every frame; CPU seconds per group, wall,
+        and "seconds" from the trigger to the last frame."""
+        workers = self.bench.workers
+        arms = [{"expected": n, "parse": parse} for n in self.expected(users)]
+        await workers.call_receivers("arm", 10.0, per_worker=arms)
+        clients = Group(lambda: [*workers.pids, *self.senders.pids, os.getpid()])
+        meter = TreeMeter(system.groups | {"clients": clients})
+        meter.start()
+        started = time.monotonic()
+        await trigger()
+        replies = await workers.call_receivers("wait", DELIVERY_TIMEOUT + 10, within=DELIVERY_TIMEOUT)
+        used = meter.stop()
+        missing = sum(r["expected"] - r["received"] for r in replies)
+        if missing:
+            raise BenchError(f"{missing} frames never arrived from {system.name}")
+        used["seconds"] = max(r["t_last"] for r in replies if r["expected"]) - started
+        return used
+
+    def _server_seconds(self, system: System, used: dict[str, float]) -> float:
+        return sum(used[name] for name in system.groups)
+
+    async def burst(self, system: System) -> None:
+        """S1: batches of 1,000 through the first process, all at once, as a backend's outbox."""
+        sizes, result = self.sizes, self.results.setdefault(system.name, Results())
+        plan = burst_plan(sizes.users, sizes.burst_count)
+        first = system.servers[0]
+        if system.name == "ceiling":
+            spec = {"users": sizes.users, "count": sizes.burst_count}
+            await self.bench.post_json(first.port, "/bench/prepare", spec)
+
+            async def trigger() -> None:
+                await self.bench.post_json(first.port, "/bench/burst", {})
+
+        else:
+            bodies = [
+                json.dumps(
+                    {
+                        "notifications": [
+                            {"user_id": u, "type": NOTE_TYPE, "title": NOTE_TITLE, "message": NOTE_MESSAGE}
+                            | {"data": note_data(i)}
+                            for i, u in plan[start : start + 1000]
+                        ]
+                    }
+                ).encode()
+                for start in range(0, len(plan), 1000)
+            ]
+
+            async def trigger() -> None:
+                await self.bench.post_batches(first.port, bodies, system.key)
+
+        for run in range(sizes.burst_runs):
+            self.bench.log(f"  scaled S1: {system.name} burst {run + 1}/{sizes.burst_runs}")
+            used = await self.timed(system, [u for _, u in plan], trigger, parse=False)
+            result.burst_rate.append(sizes.burst_count / used["seconds"])
+            result.burst_cpu_us.append(self._server_seconds(system, used) / sizes.burst_count * 1e6)
+            for name in system.groups:
+                result.burst_parts.setdefault(name, []).append(used[name] / sizes.burst_count * 1e6)
+            self._others(system, used, "S1")
+            await asyncio.sleep(0.5)
+
+    async def steady(self, system: System) -> None:
+        """S2: one notification per request at a fixed rate, two senders at half the rate each."""
+        sizes, result = self.sizes, self.results.setdefault(system.name, Results())
+        per_sender = int(sizes.rate / 2 * sizes.seconds)
+        total = 2 * per_sender
+        users = [self.users[i % len(self.users)] for i in range(per_sender)] * 2
+        kind = "raw" if system.name == "ceiling" else "ours"
+        errors = 0
+
+        async def trigger() -> None:
+            nonlocal errors
+            calls = [
+                self.senders.call(
+                    index,
+                    "steady",
+                    sizes.seconds + 60,
+                    kind=kind,
+                    port=port,
+                    users=self.users,
+                    rate=sizes.rate / 2,
+                    seconds=sizes.seconds,
+                    api_key=system.key,
+                )
+                for index, port in enumerate(system.send_ports)
+            ]
+            errors += sum(r["errors"] for r in await asyncio.gather(*calls))
+
+        for run in range(sizes.steady_runs):
+            self.bench.log(
+                f"  scaled S2: {system.name} {sizes.rate:,.0f}/s run {run + 1}/{sizes.steady_runs}"
+            )
+            used = await self.timed(system, users, trigger, parse=True)
+            latencies = [
+                x for r in await self.bench.workers.call_receivers("latencies", 30.0) for x in r["latencies"]
+            ]
+            result.p50.append(_percentile(latencies, 50) * 1000)
+            result.p99.append(_percentile(latencies, 99) * 1000)
+            result.request_cpu_us.append(self._server_seconds(system, used) / total * 1e6)
+            for name in system.groups:
+                result.request_parts.setdefault(name, []).append(used[name] / total * 1e6)
+            self._others(system, used, "S2")
+            await asyncio.sleep(0.5)
+        result.errors += errors
+
+    def _others(self, system: System, used: dict[str, float], step: str) -> None:
+        server = self._server_seconds(system, used)
+        others = max(0.0, used["machine"] - server - used["clients"])
+        system.cpu.setdefault(f"{step} server cores", []).append(server / used["wall"])
+        system.cpu.setdefault(f"{step} other cores", []).append(others / used["wall"])
+
+    async def measure(self, system: System) -> None:
+        try:
+            await self.connect(system)
+            await self.burst(system)
+            await self.steady(system)
+            await self.bench.disconnect()
+        finally:
+            for server in system.servers:
+                await server.stop()
+
+    # -- report ----------------------------------------------------------------------------
+
+    def rows(self, systems: list[System]) -> list[Row]:
+        sizes = self.sizes
+        s1 = f"S1. HTTP batch, {sizes.burst_count:,} to {sizes.users:,} users"
+        s2 = f"S2. {sizes.rate:,.0f}/s, one per request, {sizes.seconds:.0f} s"
+        specs: list[tuple[str, str, Callable[[Results], list[float]], str]] = [
+            (f"{s1}: throughput", "notif/s", lambda r: r.burst_rate, "S1"),
+            (f"{s1}: server CPU per notification", "µs", lambda r: r.burst_cpu_us, "S1"),
+            (f"{s2}: server CPU per request", "µs", lambda r: r.request_cpu_us, "S2"),
+            (f"{s2}: p50", "ms", lambda r: r.p50, "S2"),
+            (f"{s2}: p99", "ms", lambda r: r.p99, "S2"),
+        ]
+        rows = []
+        for title, unit, pick, step in specs:
+            ceiling = self.results.get("ceiling")
+            sqlite = self.results.get("ours")
+            for system in systems:
+                result = self.results[system.name]
+                row = Row(title, system.name, unit, list(pick(result)))
+                row.server_cpu = system.cpu.get(f"{step} server cores", [])
+                row.others_cpu = system.cpu.get(f"{step} other cores", [])
+                row.walls = [1.0] * len(row.others_cpu)
+                if ceiling is not None and pick(ceiling) and row.samples:
+                    row.ratio = row.median / _median(pick(ceiling))
+                parts = result.burst_parts if step == "S1" else result.request_parts
+                if "CPU" in title and len(parts) > 1:
+                    row.note = ", ".join(f"{name} {_median(v):.1f}" for name, v in parts.items())
+                if system.name == "ours-scaled" and sqlite is not None and pick(sqlite):
+                    vs = row.median / _median(pick(sqlite))
+                    row.note = f"{vs:.2f}x SQLite" + (f"; {row.note}" if row.note else "")
+                    if title.endswith("per notification"):
+                        row.target = f"≤ {TARGET_CPU_RATIO:.0f}x SQLite's"
+                        row.met = vs <= TARGET_CPU_RATIO
+                if title.endswith("p99"):
+                    row.note = f"{result.errors} errors" + (f"; {row.note}" if row.note else "")
+                rows.append(row)
+        return rows
+
+    def ratio_table(self) -> str:
+        sqlite, scaled = self.results.get("ours"), self.results.get("ours-scaled")
+        if sqlite is None or scaled is None:
+            return ""
+        lines = [
+            "| measure | ours (SQLite, 1 process) | ours-scaled (2 processes) | scaled ÷ SQLite | target |",
+            "|---|---|---|---|---|",
+        ]
+        measures: list[tuple[str, Callable[[Results], list[float]], str]] = [
+            ("S1 throughput (notif/s)", lambda r: r.burst_rate, ""),
+            ("S1 server CPU per delivered notification (µs)", lambda r: r.burst_cpu_us, "≤ 2x"),
+            ("S2 server CPU per request (µs)", lambda r: r.request_cpu_us, ""),
+            ("S2 p50 send → frame (ms)", lambda r: r.p50, ""),
+            ("S2 p99 send → frame (ms)", lambda r: r.p99, ""),
+        ]
+        for label, pick, target in measures:
+            a, b = _median(pick(sqlite)), _median(pick(scaled))
+            met = "" if not target else " (met)" if b / a <= TARGET_CPU_RATIO else " (MISSED)"
+            lines.append(f"| {label} | {a:,.1f} | {b:,.1f} | {b / a:.2f}x | {target or '—'}{met} |")
+        for step, parts in (
+            ("S1 µs/notification", scaled.burst_parts),
+            ("S2 µs/request", scaled.request_parts),
+        ):
+            where = ", ".join(f"{name} {_median(v):.1f}" for name, v in parts.items())
+            lines.append(f"\nscaled, where the server CPU goes ({step}): {where}")
+        return "\n".join(lines)
+
+
+async def run_scaled(bench: Bench, mode: str) -> None:
+    """The scenario, bounded by its sizes' time limit; every process it starts is stopped by PID."""
+    sizes = SIZES[mode]
+    try:
+        pg = Postgres()
+        redis = Redis(Path(tempfile.mkdtemp(prefix="redis-", dir=bench.tmp)))
+    except BackingError as exc:
+        bench.log(f"  scaled: skipped ({exc})")
+        return
+    senders = Workers(0, senders=2)
+    scaled = Scaled(bench, sizes, senders)
+    started = len(bench.servers)
+    try:
+        async with asyncio.timeout(sizes.limit_seconds):
+            try:
+                pg.start()
+                redis.start()
+            except (BackingError, subprocess.SubprocessError) as exc:
+                raise BenchError(f"scaled: {exc}") from exc
+            systems = []
+            for start in (scaled.start_ceiling, scaled.start_sqlite, lambda: scaled.start_scaled(pg, redis)):
+                system = await start()
+                systems.append(system)
+                await scaled.measure(system)
+        bench.rows.extend(scaled.rows(systems))
+        bench.log(scaled.ratio_table())
+    finally:
+        for server in bench.servers[started:]:
+            server.kill_now()
+        senders.stop()
+        redis.stop()
+        pg.stop()
