@@ -60,6 +60,15 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def _is_backend(pid: int) -> bool:
+    """A client connection's backend: its title is `postgres: USER DB HOST(PORT) STATE`."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return b"127.0.0.1(" in cmdline.read()
+    except OSError:
+        return False
+
+
 def reaped_cpu_seconds(pid: int) -> float:
     """CPU time of `pid`'s children that have exited and been waited for (cutime + cstime)."""
     try:
@@ -100,9 +109,11 @@ class Postgres:
         assert self.proc is not None
         return self.proc.pid
 
-    def pids(self) -> list[int]:
-        """The postmaster and every process it started (backends, writers, launchers)."""
-        return [self.pid, *children(self.pid)]
+    def pids(self, *, backends: bool) -> list[int]:
+        """The backends serving clients' connections, or the rest: the postmaster and its helpers
+        (checkpointer, WAL writer, background writer, autovacuum, ...)."""
+        found = [p for p in children(self.pid) if _is_backend(p) == backends]
+        return found if backends else [self.pid, *found]
 
     def dsn(self, database: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"

@@ -1,0 +1,109 @@
+"""What the scaled-out scenario (`bench/scaled.py`) measured, as rows of the run's table and as
+the ratio table it prints: the scaled system against one process on SQLite."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bench.report import Row
+
+# CPU per delivered notification, two processes on PostgreSQL and Redis against one on SQLite.
+TARGET_CPU_RATIO = 2.0
+
+
+@dataclass
+class Results:
+    """One system's samples; `*_parts`: the same CPU per process group (ours A, postgres, ...)."""
+
+    burst_rate: list[float] = field(default_factory=list)
+    burst_cpu_us: list[float] = field(default_factory=list)
+    burst_parts: dict[str, list[float]] = field(default_factory=dict)
+    request_cpu_us: list[float] = field(default_factory=list)
+    request_parts: dict[str, list[float]] = field(default_factory=dict)
+    p50: list[float] = field(default_factory=list)
+    p99: list[float] = field(default_factory=list)
+    http_p99: list[float] = field(default_factory=list)
+    errors: int = 0
+    # Per step ("S1", "S2"): the server-side processes' and everyone else's CPU, in cores, per run.
+    server_cores: dict[str, list[float]] = field(default_factory=dict)
+    other_cores: dict[str, list[float]] = field(default_factory=dict)
+
+
+Pick = Callable[[Results], list[float]]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def _parts(parts: dict[str, list[float]]) -> str:
+    return ", ".join(f"{name} {median(v):.1f}" for name, v in parts.items())
+
+
+def rows(s1: str, s2: str, results: dict[str, Results]) -> list[Row]:
+    """Rows for the run's table; "÷ ceiling" as elsewhere, the ratio to SQLite in the notes."""
+    specs: list[tuple[str, str, Pick, str]] = [
+        (f"{s1}: throughput", "notif/s", lambda r: r.burst_rate, "S1"),
+        (f"{s1}: server CPU per notification", "µs", lambda r: r.burst_cpu_us, "S1"),
+        (f"{s2}: server CPU per request", "µs", lambda r: r.request_cpu_us, "S2"),
+        (f"{s2}: p50", "ms", lambda r: r.p50, "S2"),
+        (f"{s2}: p99", "ms", lambda r: r.p99, "S2"),
+    ]
+    ceiling, sqlite = results.get("ceiling"), results.get("ours")
+    out = []
+    for title, unit, pick, step in specs:
+        for system, result in results.items():
+            row = Row(title, system, unit, list(pick(result)))
+            row.server_cpu = result.server_cores.get(step, [])
+            row.others_cpu = result.other_cores.get(step, [])
+            row.walls = [1.0] * len(row.others_cpu)
+            if ceiling is not None and pick(ceiling) and row.samples:
+                row.ratio = row.median / median(pick(ceiling))
+            notes = []
+            if system == "ours-scaled" and sqlite is not None and pick(sqlite):
+                vs = row.median / median(pick(sqlite))
+                notes.append(f"{vs:.2f}x SQLite")
+                if title.endswith("per notification"):
+                    row.target = f"≤ {TARGET_CPU_RATIO:.0f}x SQLite's"
+                    row.met = vs <= TARGET_CPU_RATIO
+            parts = result.burst_parts if step == "S1" else result.request_parts
+            if "CPU" in title and len(parts) > 1:
+                notes.append(_parts(parts))
+            if title.endswith("p99"):
+                notes.append(f"HTTP 201 p99 {median(result.http_p99):.1f} ms; {result.errors} errors")
+            row.note = "; ".join(notes)
+            out.append(row)
+    return out
+
+
+def ratio_table(results: dict[str, Results]) -> str:
+    """Markdown: SQLite, scaled, their ratio; then where the scaled system's CPU goes."""
+    sqlite, scaled = results.get("ours"), results.get("ours-scaled")
+    if sqlite is None or scaled is None:
+        return ""
+    lines = [
+        "| measure | ours (SQLite, 1 process) | ours-scaled (2 processes) | scaled ÷ SQLite | target |",
+        "|---|---|---|---|---|",
+    ]
+    measures: list[tuple[str, Pick, bool]] = [
+        ("S1 throughput (notif/s)", lambda r: r.burst_rate, False),
+        ("S1 server CPU per delivered notification (µs)", lambda r: r.burst_cpu_us, True),
+        ("S2 server CPU per request (µs)", lambda r: r.request_cpu_us, False),
+        ("S2 p50 send → frame (ms)", lambda r: r.p50, False),
+        ("S2 p99 send → frame (ms)", lambda r: r.p99, False),
+    ]
+    for label, pick, target in measures:
+        a, b = median(pick(sqlite)), median(pick(scaled))
+        verdict = "—"
+        if target:
+            verdict = f"≤ {TARGET_CPU_RATIO:.0f}x: " + ("met" if b / a <= TARGET_CPU_RATIO else "MISSED")
+        lines.append(f"| {label} | {a:,.1f} | {b:,.1f} | {b / a:.2f}x | {verdict} |")
+    lines.append("")
+    lines.append(
+        f"ours-scaled, server CPU by process, S1 (µs per notification): {_parts(scaled.burst_parts)}"
+    )
+    lines.append(f"ours-scaled, server CPU by process, S2 (µs per request): {_parts(scaled.request_parts)}")
+    lines.append(f"ours (SQLite), S2 (µs per request): {_parts(sqlite.request_parts)}")
+    return "\n".join(lines)
