@@ -22,10 +22,15 @@ class Results:
     burst_parts: dict[str, list[float]] = field(default_factory=dict)
     request_cpu_us: list[float] = field(default_factory=list)
     request_parts: dict[str, list[float]] = field(default_factory=dict)
+    # The same less what the processes use idle (S0) in as long: what a request adds.
+    request_net_us: list[float] = field(default_factory=list)
     p50: list[float] = field(default_factory=list)
     p99: list[float] = field(default_factory=list)
     http_p99: list[float] = field(default_factory=list)
     errors: int = 0
+    # S0: cores the server-side processes use with the clients connected and nothing sent.
+    idle_cores: float = float("nan")
+    idle_parts: dict[str, float] = field(default_factory=dict)
     # Per step ("S1", "S2"): the server-side processes' and everyone else's CPU, in cores, per run.
     server_cores: dict[str, list[float]] = field(default_factory=dict)
     other_cores: dict[str, list[float]] = field(default_factory=dict)
@@ -42,7 +47,7 @@ def _parts(parts: dict[str, list[float]]) -> str:
     return ", ".join(f"{name} {median(v):.1f}" for name, v in parts.items())
 
 
-def rows(s1: str, s2: str, results: dict[str, Results]) -> list[Row]:
+def rows(s0: str, s1: str, s2: str, results: dict[str, Results]) -> list[Row]:
     """Rows for the run's table; "÷ ceiling" as elsewhere, the ratio to SQLite in the notes."""
     specs: list[tuple[str, str, Pick, str]] = [
         (f"{s1}: throughput", "notif/s", lambda r: r.burst_rate, "S1"),
@@ -53,6 +58,11 @@ def rows(s1: str, s2: str, results: dict[str, Results]) -> list[Row]:
     ]
     ceiling, sqlite = results.get("ceiling"), results.get("ours")
     out = []
+    for system, result in results.items():
+        row = Row(f"{s0}: server CPU", system, "% core", [result.idle_cores * 100])
+        if len(result.idle_parts) > 1:
+            row.note = ", ".join(f"{name} {cores * 100:.1f}" for name, cores in result.idle_parts.items())
+        out.append(row)
     for title, unit, pick, step in specs:
         for system, result in results.items():
             row = Row(title, system, unit, list(pick(result)))
@@ -88,9 +98,11 @@ def ratio_table(results: dict[str, Results]) -> str:
         "|---|---|---|---|---|",
     ]
     measures: list[tuple[str, Pick, bool]] = [
+        ("S0 idle, clients connected: server CPU (% of a core)", lambda r: [r.idle_cores * 100], False),
         ("S1 throughput (notif/s)", lambda r: r.burst_rate, False),
         ("S1 server CPU per delivered notification (µs)", lambda r: r.burst_cpu_us, True),
         ("S2 server CPU per request (µs)", lambda r: r.request_cpu_us, False),
+        ("S2 the same less idle CPU (µs)", lambda r: r.request_net_us, False),
         ("S2 p50 send → frame (ms)", lambda r: r.p50, False),
         ("S2 p99 send → frame (ms)", lambda r: r.p99, False),
     ]
