@@ -69,10 +69,10 @@ def rows(s0: str, s1: str, s2: str, results: dict[str, Results]) -> list[Row]:
             row.server_cpu = result.server_cores.get(step, [])
             row.others_cpu = result.other_cores.get(step, [])
             row.walls = [1.0] * len(row.others_cpu)
-            if ceiling is not None and pick(ceiling) and row.samples:
+            if ceiling is not None and pick(ceiling) and row.samples and median(pick(ceiling)) > 0:
                 row.ratio = row.median / median(pick(ceiling))
             notes = []
-            if system == "ours-scaled" and sqlite is not None and pick(sqlite):
+            if system == "ours-scaled" and sqlite is not None and pick(sqlite) and median(pick(sqlite)) > 0:
                 vs = row.median / median(pick(sqlite))
                 notes.append(f"{vs:.2f}x SQLite")
                 if title.endswith("per notification"):
@@ -108,10 +108,11 @@ def ratio_table(results: dict[str, Results]) -> str:
     ]
     for label, pick, target in measures:
         a, b = median(pick(sqlite)), median(pick(scaled))
+        ratio = b / a if a > 0 else float("nan")  # NaN compares False: no ratio, target missed
         verdict = "—"
         if target:
-            verdict = f"≤ {TARGET_CPU_RATIO:.0f}x: " + ("met" if b / a <= TARGET_CPU_RATIO else "MISSED")
-        lines.append(f"| {label} | {a:,.1f} | {b:,.1f} | {b / a:.2f}x | {verdict} |")
+            verdict = f"≤ {TARGET_CPU_RATIO:.0f}x: " + ("met" if ratio <= TARGET_CPU_RATIO else "MISSED")
+        lines.append(f"| {label} | {a:,.1f} | {b:,.1f} | {ratio:.2f}x | {verdict} |")
     lines.append("")
     lines.append(
         f"ours-scaled, server CPU by process, S1 (µs per notification): {_parts(scaled.burst_parts)}"
