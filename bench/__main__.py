@@ -30,7 +30,7 @@ from bench.procs import BenchError, Workers
 from bench.report import cells, markdown_table
 from bench.scenarios import FULL, QUICK, SMOKE, Bench
 
-SCENARIOS = ("memory", "targeted", "steady", "storm")
+SCENARIOS = ("memory", "targeted", "steady", "storm", "scaled")
 MEMORY_SYSTEMS = ["ceiling", "ceiling-deflate", "peer", "ours"]
 TARGETED_SYSTEMS = ["ceiling", "peer", "ours-service", "ours-typed", "ours-http"]
 STEADY_SYSTEMS = ["ceiling", "peer", "ours"]
@@ -80,6 +80,12 @@ async def run(args: argparse.Namespace, tmp: Path) -> Bench:
                             await bench.steady(chosen(STEADY_SYSTEMS))
                         elif scenario == "storm":
                             await bench.storm()
+                        elif scenario == "scaled":
+                            from bench.scaled import run_scaled
+
+                            await run_scaled(
+                                bench, "smoke" if args.smoke else "quick" if args.quick else "full"
+                            )
             finally:
                 await bench.stop_all()
     finally:
