@@ -1,12 +1,13 @@
-"""The one writer of a process on PostgreSQL: every write of this process, batched into one
-transaction (group commit), in the order submitted.
+"""The one writer of a process on PostgreSQL: every write of this process, batched (group
+commit): what is queued at once goes in two transactions, the writes that take seqs first, then
+the others (marks, bookkeeping, keys), which need no lock.
 
-Seqs across processes. A batch that takes seqs (notifications, corrections) first takes one
+Seqs across processes. The transaction that takes seqs (notifications, corrections) first takes one
 session advisory lock, shared by every process of the deployment, reads the counter, commits,
 runs its after-commit callbacks (they hand the notifications to the broker), awaits the barrier
 (the broker has accepted them), and only then unlocks. So the next seq any process commits is
 both visible and published after this one: a reader never sees seq n+1 without n, and every hub
-hears the events in seq order. Batches that take no seq (marks, keys, devices) skip the lock.
+hears the events in seq order, and the lock is held only for writes that need it.
 
 A batch whose transaction fails is run again write by write, each in its own transaction, so a
 refused write (a constraint, a text PostgreSQL cannot store) fails alone. Writes are written to
@@ -155,12 +156,19 @@ class PgWriter:
                 await self._wake.wait()
                 continue
             ops, self._queue = self._queue[:MAX_OPS_PER_BATCH], self._queue[MAX_OPS_PER_BATCH:]
-            try:
-                await self._batch(ops)
-            except Exception:  # never leave the writer dead: fail what is waiting and go on
-                log.exception("store.writer_failed")
-                for op in ops:
-                    _settle(op, exc=StoreError("the write failed"))
+            # Two transactions: the writes that take seqs, under the lock every process waits
+            # for, then the rest (marks, bookkeeping, keys) without it. Writes queued together
+            # never wait on one another, so only `flush` cares about their order, and it is
+            # answered with the second.
+            for group in ([op for op in ops if op.sequenced], [op for op in ops if not op.sequenced]):
+                if not group:
+                    continue
+                try:
+                    await self._batch(group)
+                except Exception:  # never leave the writer dead: fail what is waiting and go on
+                    log.exception("store.writer_failed")
+                    for op in group:
+                        _settle(op, exc=StoreError("the write failed"))
 
     async def _batch(self, ops: list[_Op]) -> None:
         began = time.perf_counter()
