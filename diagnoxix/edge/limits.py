@@ -37,6 +37,8 @@ from diagnoxix.errors import ApiError
 # live as long as the socket.
 _SOCKET_PATH = "/v1/ws/notifications"
 _API_KEY_BEARER = "bearer dxn_"
+# Addresses remembered with their latest failed credential are swept once this many pile up.
+_FAILED_SWEEP_AT = 1024
 
 
 class RequestLimits:
@@ -50,6 +52,11 @@ class RequestLimits:
         self._failures: RateLimitItem | None = RateLimitItemPerMinute(failures) if failures else None
         per_key = settings.api_key_requests_per_second
         self._per_key: RateLimitItem | None = RateLimitItemPerSecond(per_key) if per_key else None
+        # Address -> when it last failed to authenticate (monotonic). Every request with an API
+        # key offers credentials; one from an address that failed nothing within the failures'
+        # window cannot be over their limit, so the limiter is asked only for the others.
+        self._failed_at: dict[str, float] = {}
+        self._sweep_at = _FAILED_SWEEP_AT
 
     async def admit(self, request: web.BaseRequest) -> None:
         """Raise ApiError 429 when this request's address is over a limit."""
@@ -65,6 +72,7 @@ class RequestLimits:
         if (
             failures is not None
             and offers_credentials
+            and self._failed_lately(address, failures)
             and not await self._limiter.test(failures, "failures", address)
         ):
             raise await self._too_many(failures, "failures", address, "failed credentials")
@@ -83,7 +91,21 @@ class RequestLimits:
 
     async def failed_credentials(self, request: web.BaseRequest) -> None:
         if self._failures is not None:
-            await self._limiter.hit(self._failures, "failures", self._forwarding.address(request))
+            address = self._forwarding.address(request)
+            self._failed_at[address] = time.monotonic()
+            if len(self._failed_at) >= self._sweep_at:
+                self._sweep(self._failures)
+            await self._limiter.hit(self._failures, "failures", address)
+
+    def _failed_lately(self, address: str, failures: RateLimitItem) -> bool:
+        """Whether `address` failed within the failures' window (a second more, to be safe)."""
+        at = self._failed_at.get(address)
+        return at is not None and time.monotonic() - at <= failures.get_expiry() + 1
+
+    def _sweep(self, failures: RateLimitItem) -> None:
+        horizon = time.monotonic() - failures.get_expiry() - 1
+        self._failed_at = {a: at for a, at in self._failed_at.items() if at > horizon}
+        self._sweep_at = max(_FAILED_SWEEP_AT, 2 * len(self._failed_at))
 
     async def _too_many(self, item: RateLimitItem, kind: str, key: str, what: str) -> ApiError:
         stats = await self._limiter.get_window_stats(item, kind, key)
