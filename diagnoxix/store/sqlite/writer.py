@@ -21,6 +21,7 @@ whole batch.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 import time
@@ -239,7 +240,7 @@ class GroupCommitWriter:
         # Stored with millisecond precision: keep the returned copy identical to what is read back.
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)
         stamp = format_timestamp(now)
-        tx = self._executor.submit(self._open_transaction, self.seqs.next_seq, stamp).result
+        tx = _Opening(functools.partial(self._open_transaction, self.seqs.next_seq, stamp))
         staged: list[Staged] = []
         bulk: dict[tuple[str, Callable[[int], None] | None], list[Sequence[Any]]] = {}
         executes: list[tuple[list[Statement], Query | None]] = []
@@ -269,8 +270,6 @@ class GroupCommitWriter:
                 elif isinstance(op, Execute):
                     executes.append((op.statements, op.query))
                 kept.append(op)
-            if chunk:
-                self._executor.submit(self._insert, tx, chunk)
             encoded = [(sql, encode_rows(rows)) for (sql, _), rows in bulk.items()]
             self.seqs.staged(guess)
         except Exception:  # never leave the thread's transaction open: every later batch would fail
@@ -279,7 +278,8 @@ class GroupCommitWriter:
             fail_all(ops, StoreError("the write could not be committed"))
             return None
         loop = asyncio.get_running_loop()
-        result = loop.run_in_executor(self._executor, self._commit, tx, encoded, executes)
+        # The last chunk goes with the commit: a batch of one chunk is one step on the thread.
+        result = loop.run_in_executor(self._executor, self._commit, tx, chunk, encoded, executes)
         return _Batch(kept, staged, list(bulk), now, stamp, result, began, sum(len(s.drafts) for s in staged))
 
     async def _finish(self, batch: _Batch, following: _Batch | None) -> None:
@@ -351,8 +351,8 @@ class GroupCommitWriter:
             self._conn.close()
             self._conn = None
 
-    # Each runs on the writer thread, in the order submitted. `tx` is a callable returning the
-    # batch's Transaction (the result of the first step): the steps queue behind each other.
+    # Each runs on the writer thread, in the order submitted. `tx` returns the batch's Transaction,
+    # begun by whichever step calls it first: the steps queue behind each other.
 
     def _open_transaction(self, next_seq: int, created_at: str) -> Transaction:
         if self._conn is None:
@@ -361,18 +361,37 @@ class GroupCommitWriter:
         tx.begin()
         return tx
 
-    def _insert(self, tx: Callable[[], Transaction], inserts: list[InsertRows]) -> None:
+    def _insert(self, tx: _Opening, inserts: list[InsertRows]) -> None:
         tx().insert(inserts)
 
     def _commit(
         self,
-        tx: Callable[[], Transaction],
+        tx: _Opening,
+        inserts: list[InsertRows],
         bulk: list[tuple[str, str]],
         executes: list[tuple[list[Statement], Query | None]],
     ) -> BatchDone:
-        done = tx().finish(bulk, executes)
+        transaction = tx()
+        if inserts:
+            transaction.insert(inserts)
+        done = transaction.finish(bulk, executes)
         self.seqs.thread_committed(done.last_seq)
         return done
 
-    def _abandon(self, tx: Callable[[], Transaction]) -> None:
-        tx().abandon()
+    def _abandon(self, tx: _Opening) -> None:
+        if tx.begun is not None:
+            tx.begun.abandon()
+
+
+@dataclass(slots=True)
+class _Opening:
+    """A batch's transaction, begun on the writer thread by the first of its steps to run there:
+    a batch of one chunk (every single send) takes one step, begin to commit, not three."""
+
+    begin: Callable[[], Transaction]
+    begun: Transaction | None = None
+
+    def __call__(self) -> Transaction:
+        if self.begun is None:
+            self.begun = self.begin()
+        return self.begun
