@@ -67,6 +67,17 @@ async def test_concurrent_writes_share_few_commits(store: SqliteStore) -> None:
     assert counts.commits < 50, counts
 
 
+async def test_the_writer_keeps_its_statement_journal_in_memory(store: SqliteStore) -> None:
+    """A transaction that touches four 16 KiB pages would otherwise create, write and unlink a
+    temporary file for its statement journal, on every commit."""
+    writer = store._w
+    temp_store = await asyncio.get_running_loop().run_in_executor(
+        writer._executor,
+        lambda: writer._conn.execute("PRAGMA temp_store").fetchone()[0] if writer._conn else None,
+    )
+    assert temp_store == 2  # MEMORY
+
+
 async def test_stored_rows_read_back_exactly(store: SqliteStore) -> None:
     (note,) = await store.insert_notifications([_draft("u1", "Lab Result Ready")])
     (again,) = await store.get_notifications([note.id])
