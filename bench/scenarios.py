@@ -26,6 +26,7 @@ from bench.common import (
     NOTE_TITLE,
     NOTE_TYPE,
     burst_plan,
+    cpu_seconds,
     free_port,
     note_data,
     rss_kib,
@@ -34,8 +35,14 @@ from bench.common import (
 from bench.procs import BenchError, CpuMeter, Server, Workers, python
 from bench.report import Row
 
-# Idle sockets need a moment after the last handshake: our server reads each one's backlog.
+# Idle sockets need a moment after the last handshake: our server reads each one's backlog (and
+# records each device) after the client already sees its socket open. At least this long, then
+# until the server is idle (under IDLE_CORES over IDLE_WINDOW), at most SETTLE_MAX_SECONDS: a run
+# that starts while the server still works through the connections measures that work.
 SETTLE_SECONDS = 1.0
+SETTLE_MAX_SECONDS = 15.0
+IDLE_CORES = 0.05
+IDLE_WINDOW = 0.25
 # The storm target is 10 s: waiting half as long again for stragglers is enough to call it missed.
 STORM_WAIT_SECONDS = 15.0
 # Generous bounds: a scenario that takes longer than this has failed, and the run stops.
@@ -170,6 +177,16 @@ class Bench:
         if failed:
             raise BenchError(f"{failed} of {len(users)} connections to {system} failed")
 
+    async def settle(self, server: Server) -> None:
+        """Wait until the server has done what the connections just made gave it to do."""
+        await asyncio.sleep(SETTLE_SECONDS)
+        deadline = time.monotonic() + SETTLE_MAX_SECONDS - SETTLE_SECONDS
+        while time.monotonic() < deadline:
+            before = cpu_seconds(server.pid)
+            await asyncio.sleep(IDLE_WINDOW)
+            if (cpu_seconds(server.pid) - before) / IDLE_WINDOW < IDLE_CORES:
+                return
+
     async def disconnect(self) -> None:
         await self.workers.call_receivers("close", 60.0)
 
@@ -265,10 +282,10 @@ class Bench:
                 for count in sizes.memory_counts:
                     await self.connect(system, server.port, users[done:count], deflate=True)
                     done = count
-                    await asyncio.sleep(SETTLE_SECONDS)
+                    await self.settle(server)
                     memory[system, count].samples.append((rss_kib(server.pid) - base) / count)
                 await self._broadcasts(system, server, key, top, broadcast[system])
-                await asyncio.sleep(SETTLE_SECONDS)
+                await self.settle(server)
                 memory[system, -1].samples.append((rss_kib(server.pid) - base) / top)
                 await self.disconnect()
                 await self.stop(server)
@@ -336,7 +353,7 @@ class Bench:
             server_kind = {"ours-service": "ours-service", "ours-typed": "ours-service", "ours-http": "ours"}
             server = await self.start(server_kind.get(system, system), db=db)
             await self.connect(system, server.port, users)
-            await asyncio.sleep(SETTLE_SECONDS)
+            await self.settle(server)
             if system == "ours-http":
                 bodies = [
                     json.dumps(
@@ -409,7 +426,7 @@ class Bench:
             db, key = self.new_db(f"steady-{system}") if system == "ours" else (None, None)
             server = await self.start(system, db=db)
             await self.connect(system, server.port, users)
-            await asyncio.sleep(SETTLE_SECONDS)
+            await self.settle(server)
             p50 = Row(f"{label}: p50", system, "ms", [])
             p99 = Row(f"{label}: p99", system, "ms", [])
             # The server's CPU time (every thread) over the run, per request it answered.
