@@ -19,13 +19,13 @@ import sqlite3
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from importlib import metadata
 from pathlib import Path
 
 import aiohttp
 
-from bench.common import raise_nofile
+from bench.common import FD_MARGIN, raise_nofile
 from bench.procs import BenchError, Workers
 from bench.report import cells, markdown_table
 from bench.scenarios import FULL, QUICK, SMOKE, Bench
@@ -58,6 +58,9 @@ def machine() -> str:
 
 async def run(args: argparse.Namespace, tmp: Path) -> Bench:
     sizes = SMOKE if args.smoke else QUICK if args.quick else FULL
+    if args.connections and args.connections > max(sizes.memory_counts):
+        # Opt-in: one more step of the memory ramp; the broadcast then goes to that many.
+        sizes = replace(sizes, memory_counts=(*sizes.memory_counts, args.connections))
 
     def chosen(systems: list[str]) -> list[str]:
         return [s for s in systems if not args.systems or s in args.systems]
@@ -112,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=sorted({*MEMORY_SYSTEMS, *TARGETED_SYSTEMS, *STEADY_SYSTEMS}),
         help="only these servers (default: all; the storm is ours alone)",
     )
+    parser.add_argument(
+        "--connections",
+        type=int,
+        help="memory and broadcast: also measure at this many connections (at most the descriptor"
+        f" limit less {FD_MARGIN}: 19,900 where it is 20,000); longer, so not in the default run",
+    )
     parser.add_argument("--max-minutes", type=float, default=None, help="stop the run after this long")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     parser.add_argument(
@@ -121,8 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (server logs, databases)")
     args = parser.parse_args(argv)
     if args.max_minutes is None:
-        args.max_minutes = 5.0 if args.quick else 20.0
-    raise_nofile()
+        args.max_minutes = (5.0 if args.quick else 20.0) * (3 if args.connections else 1)
+    limit = raise_nofile()
+    if args.connections is not None and not 0 < args.connections <= limit - FD_MARGIN:
+        parser.error(
+            f"--connections must be between 1 and {limit - FD_MARGIN}: each server holds every socket"
+            f" and this process's descriptor limit (RLIMIT_NOFILE, inherited) is {limit}"
+        )
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
     header = machine()

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# 10,000 sockets per process plus files, pipes and the listening socket.
-WANTED_NOFILE = 20_000
+# Descriptors a server keeps besides its sockets (database files, the listening socket, pipes):
+# what a process's descriptor limit leaves for connections is the limit less this.
+FD_MARGIN = 100
 
 # The seed guide's message shape, sized like a real lab-result notification (~300 bytes on the wire).
 NOTE_TYPE = "lab_result_ready"
@@ -24,10 +25,14 @@ NOTE_TITLE = "Lab Result Ready"
 NOTE_MESSAGE = "Your Complete Blood Count result is ready to view. Sign in to the patient portal to see it."
 
 
-def raise_nofile(wanted: int = WANTED_NOFILE) -> int:
-    """Raise the soft RLIMIT_NOFILE as far as the hard limit allows; returns the new soft limit."""
+def raise_nofile() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (20,000 here; 2**20 if unlimited); returns it.
+
+    Servers and load clients started by the benchmark inherit it, so each may hold that many
+    sockets less `FD_MARGIN`.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    target = 2**20 if hard == resource.RLIM_INFINITY else hard
     if soft == resource.RLIM_INFINITY or soft >= target:
         return soft
     resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))

@@ -75,7 +75,16 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# Built once: `json.loads` with hooks builds a new decoder for every body it parses.
+_strict_decode = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_no_constants).decode
+
+
 def decode_json(raw: str | bytes) -> Any:
     """Parse untrusted JSON strictly: ValueError for invalid JSON, NaN or Infinity, or an object
-    with a repeated key (DuplicateKey); RecursionError for absurd nesting."""
-    return json.loads(raw, object_pairs_hook=_unique_keys, parse_constant=_no_constants)
+    with a repeated key (DuplicateKey); RecursionError for absurd nesting. Otherwise exactly as
+    `json.loads(raw, object_pairs_hook=..., parse_constant=...)`, bytes in any encoding it reads."""
+    if isinstance(raw, bytes):
+        raw = raw.decode(json.detect_encoding(raw), "surrogatepass")
+    elif raw.startswith("\ufeff"):
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", raw, 0)
+    return _strict_decode(raw)

@@ -21,9 +21,20 @@ _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message"
 
 
 class JsonFormatter(logging.Formatter):
+    # The timestamp up to its seconds, formatted once a second rather than for every line: one
+    # (second, text) tuple, replaced whole.
+    _second: tuple[int, str] = (-1, "")
+
+    def _timestamp(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        cached = self._second
+        if cached[0] != second:
+            cached = self._second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(second)))
+        return f"{cached[1]}.{int(record.msecs):03d}Z"
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "ts": self._timestamp(record),
             "level": record.levelname.lower(),
             "logger": record.name,
             "event": record.getMessage(),
@@ -55,6 +66,9 @@ class PlainFormatter(logging.Formatter):
 
 # Libraries that log statement parameters (notification content) at DEBUG: never below WARNING.
 CONTENT_LOGGERS = ("aiosqlite",)
+# Set on a request once its API key is verified (`api.common.require_api_key`): the access line
+# names the key (its id, never the secret), so a send needs no log line of its own.
+ACCESS_API_KEY = web.RequestKey("diagnoxix.access_api_key", str)
 
 
 def configure_logging(level: str, *, as_json: bool) -> None:
@@ -78,8 +92,8 @@ def configure_logging(level: str, *, as_json: bool) -> None:
 
 
 class AccessLogger(AbstractAccessLogger):
-    """One line per request: method, path without query, status, duration, the client's address.
-    Never the query."""
+    """One line per request: method, path without query, status, duration, the client's address,
+    and the id of the API key it was made with, if any. Never the query."""
 
     def client(self, request: web.BaseRequest) -> str | None:
         """The client's address: the peer's here; `edge.clients` names the one a trusted proxy
@@ -87,13 +101,14 @@ class AccessLogger(AbstractAccessLogger):
         return request.remote
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info(
-            "http.request",
-            extra={
-                "method": request.method,
-                "path": request.path,
-                "status": response.status,
-                "duration_ms": round(time * 1000, 2),
-                "remote": self.client(request),
-            },
-        )
+        fields = {
+            "method": request.method,
+            "path": request.path,
+            "status": response.status,
+            "duration_ms": round(time * 1000, 2),
+            "remote": self.client(request),
+        }
+        api_key = request.get(ACCESS_API_KEY)
+        if api_key is not None:
+            fields["api_key"] = api_key
+        self.logger.info("http.request", extra=fields)

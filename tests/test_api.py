@@ -64,6 +64,20 @@ async def test_revoked_key_stops_working_at_once(service: Service) -> None:
     assert "revoked" in err["message"]
 
 
+async def test_a_key_in_use_is_refused_at_once_when_revoked(service: Service) -> None:
+    """The server remembers keys it found (no database read per request); revoking one (as the
+    dashboard does) still refuses its very next request."""
+    for _ in range(3):
+        await service.send("u1")
+    key_id = service.api_key.split("_")[1]
+    assert await service.app[API_KEYS].revoke(key_id)
+    resp = await service.client.post(
+        "/v1/notifications", json={"user_id": "u1", "title": "t"}, headers=service.auth()
+    )
+    err = await _error(resp, 401, "invalid_api_key")
+    assert "revoked" in err["message"]
+
+
 async def test_test_notification_needs_a_key_outside_dev_mode(service: Service, dev_service: Service) -> None:
     body = {"user_id": "user-123", "title": "Test Notification", "message": "This is a test message"}
     await _error(await service.client.post("/v1/ws/test-notification", json=body), 401, "api_key_required")

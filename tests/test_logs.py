@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from diagnoxix.keys import STORE
 from diagnoxix.logs import CONTENT_LOGGERS, JsonFormatter, configure_logging
 
 from .conftest import Service
@@ -89,3 +90,28 @@ def test_a_line_is_one_json_object_whatever_its_fields_hold() -> None:
     record.reason = "bye"
     entry = json.loads(JsonFormatter().format(record))
     assert (entry["event"], entry["level"], entry["logger"]) == ("ws.close", "info", "diagnoxix.ws")
+
+
+async def test_the_access_line_names_the_api_key_and_a_send_adds_no_line_of_its_own(
+    service: Service, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One line per API request, not two: the key's id (never its secret) on the access line; the
+    rest of a send (how many, from which seq) is in the audit log."""
+    caplog.set_level(logging.INFO)
+    await service.send("patient-5")
+    refused = await service.client.post("/v1/notifications", json={"user_id": "patient-5", "title": "t"})
+    assert refused.status == 401
+    key_id = service.api_key.split("_")[1]
+    access = [r for r in caplog.records if r.getMessage() == "http.request"]
+    assert [getattr(r, "api_key", None) for r in access if r.__dict__["path"] == "/v1/notifications"] == [
+        key_id,
+        None,
+    ]
+    assert not [r for r in caplog.records if r.getMessage() == "api.send"]
+    text = "\n".join(JsonFormatter().format(r) for r in caplog.records)
+    assert key_id in text
+    assert service.api_key not in text
+    audit = await service.app[STORE].audit_entries(limit=5)
+    assert [(e["action"], e["details"]["count"]) for e in audit if e["action"] == "notification.send"] == [
+        ("notification.send", 1)
+    ]

@@ -12,6 +12,7 @@ from diagnoxix.auth import API_KEY_PREFIX, InvalidCredentials
 from diagnoxix.errors import ApiError
 from diagnoxix.json_encoding import DuplicateKey, decode_json
 from diagnoxix.keys import API_KEYS, LIMITS, TOKENS
+from diagnoxix.logs import ACCESS_API_KEY
 from diagnoxix.models import ApiKey
 from diagnoxix.rules import READ_IDS, USER_ID_SHAPE, Bounds, FieldErrors, ids_problem, is_valid_user_id
 from diagnoxix.store.protocols import StoreClosed, StoreError
@@ -51,6 +52,7 @@ async def require_api_key(request: web.Request) -> ApiKey:
     except InvalidCredentials as exc:
         raise ApiError(401, "invalid_api_key", str(exc)) from None
     await request.app[LIMITS].api_key_request(api_key.id)
+    request[ACCESS_API_KEY] = api_key.id
     return api_key
 
 

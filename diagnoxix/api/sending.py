@@ -248,7 +248,9 @@ async def send_notifications(request: web.Request) -> web.Response:
     request.app[STORE].record_audit(
         actor, "notification.send", target, {"count": len(notes), "first_seq": notes[0].seq}
     )
-    log.info("api.send", extra={"api_key": api_key.id, "count": len(notes), "first_seq": notes[0].seq})
+    # Debug only: the access line names the key, the audit log holds the rest (a line costs
+    # ~20 µs, a twentieth of a single send's work).
+    log.debug("api.send", extra={"api_key": api_key.id, "count": len(notes), "first_seq": notes[0].seq})
     return _send_response(request, notes, batch)
 
 

@@ -49,6 +49,8 @@ log = logging.getLogger("diagnoxix.limits")
 # live as long as the socket.
 _SOCKET_PATH = "/v1/ws/notifications"
 _API_KEY_BEARER = "bearer dxn_"
+# Addresses remembered with their latest failed credential are swept once this many pile up.
+_FAILED_SWEEP_AT = 1024
 
 
 class RequestLimits:
@@ -66,6 +68,11 @@ class RequestLimits:
         self._failures: RateLimitItem | None = RateLimitItemPerMinute(failures) if failures else None
         per_key = settings.api_key_requests_per_second
         self._per_key: RateLimitItem | None = RateLimitItemPerSecond(per_key) if per_key else None
+        # Address -> when it last failed to authenticate (monotonic). Every request with an API
+        # key offers credentials; one from an address that failed nothing within the failures'
+        # window cannot be over their limit, so the limiter is asked only for the others.
+        self._failed_at: dict[str, float] = {}
+        self._sweep_at = _FAILED_SWEEP_AT
 
     def share(self, url: str, prefix: str, up: Callable[[], bool]) -> None:
         """Count in Redis at `url` (keys under `<prefix>:limits`) from now on, while `up()` says
@@ -125,6 +132,7 @@ class RequestLimits:
         if (
             failures is not None
             and offers_credentials
+            and (self._shared is not None or self._failed_lately(address, failures))
             and not await self._test(failures, "failures", address)
         ):
             raise await self._too_many(failures, "failures", address, "failed credentials")
@@ -143,7 +151,22 @@ class RequestLimits:
 
     async def failed_credentials(self, request: web.BaseRequest) -> None:
         if self._failures is not None:
-            await self._hit(self._failures, "failures", self._forwarding.address(request))
+            address = self._forwarding.address(request)
+            self._failed_at[address] = time.monotonic()
+            if len(self._failed_at) >= self._sweep_at:
+                self._sweep(self._failures)
+            await self._hit(self._failures, "failures", address)
+
+    def _failed_lately(self, address: str, failures: RateLimitItem) -> bool:
+        """Whether `address` failed here within the failures' window (a second more, to be safe).
+        Only for this process's own counters: shared ones count other processes' failures too."""
+        at = self._failed_at.get(address)
+        return at is not None and time.monotonic() - at <= failures.get_expiry() + 1
+
+    def _sweep(self, failures: RateLimitItem) -> None:
+        horizon = time.monotonic() - failures.get_expiry() - 1
+        self._failed_at = {a: at for a, at in self._failed_at.items() if at > horizon}
+        self._sweep_at = max(_FAILED_SWEEP_AT, 2 * len(self._failed_at))
 
     async def _too_many(self, item: RateLimitItem, kind: str, key: str, what: str) -> ApiError:
         stats = await self._window(item, kind, key)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -204,6 +204,21 @@ class Transaction:
         """Roll back: the loop could not prepare the rest of the batch."""
         if self._conn.in_transaction:
             self._conn.execute("ROLLBACK")
+
+
+@dataclass(slots=True)
+class Opening:
+    """A batch's transaction, begun on the writer thread by the first of its steps to run there
+    (`writer.GroupCommitWriter._begin`): a batch of one chunk (every single send) takes one step,
+    begin to commit, not three."""
+
+    begin: Callable[[], Transaction]
+    begun: Transaction | None = None
+
+    def __call__(self) -> Transaction:
+        if self.begun is None:
+            self.begun = self.begin()
+        return self.begun
 
 
 def _still_in_transaction(conn: sqlite3.Connection) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import mmap
 import os
 from pathlib import Path
 
@@ -26,14 +27,17 @@ def create_private_file(path: Path) -> None:
             log.warning("store.file_permissions", extra={"path": str(path), "advice": "chmod 600"})
 
 
+def _lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
 def take_serving_lock(path: Path) -> int:
     """Lock the file beside the database for this process; returns the descriptor holding it.
 
     A serving process's hub sees only what its own writer commits, so two servers on one file
     would each miss the other's notifications: the second is refused.
     """
-    lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(_lock_path(path), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -46,6 +50,39 @@ def take_serving_lock(path: Path) -> int:
 
 def release_serving_lock(fd: int) -> None:
     os.close(fd)  # closing the descriptor releases the flock
+
+
+# The lock file also tells the serving process of API-key revocations, for its cache of keys
+# (`store.sqlite.key_cache`): whoever revokes one (a command on the same database, the server
+# itself) writes fresh random bytes at the start of the file once the revocation is committed,
+# and the server, which keeps those bytes mapped into its memory, compares them before it trusts
+# what it remembers: a memory read per request, not a system call. Nothing else writes the file,
+# and flock ignores its content.
+REVOCATION_MARK_BYTES = 8
+
+
+def signal_key_revoked(path: Path) -> None:
+    """Tell a process serving this database that an API key was revoked (raises OSError)."""
+    fd = os.open(_lock_path(path), os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.pwrite(fd, os.urandom(REVOCATION_MARK_BYTES), 0)
+    finally:
+        os.close(fd)
+
+
+class RevocationMark:
+    """The revocation bytes of the lock file held by `lock_fd`, mapped read-only."""
+
+    def __init__(self, lock_fd: int) -> None:
+        if os.fstat(lock_fd).st_size < REVOCATION_MARK_BYTES:
+            os.ftruncate(lock_fd, REVOCATION_MARK_BYTES)  # a file from before: never shrunk
+        self._map = mmap.mmap(lock_fd, REVOCATION_MARK_BYTES, prot=mmap.PROT_READ)
+
+    def current(self) -> bytes:
+        return self._map[:REVOCATION_MARK_BYTES]
+
+    def close(self) -> None:
+        self._map.close()
 
 
 def partial_path(beside: Path, purpose: str) -> Path:

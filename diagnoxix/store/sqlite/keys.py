@@ -1,18 +1,22 @@
 """API keys and the audit log in the embedded store (`KeyStore`).
 
-A mixin of `SqliteStore`, kept apart so each module holds one concern. Key lookups by id are point
-reads on the event loop (`_read_now`): every API request makes one.
+A mixin of `SqliteStore`, kept apart so each module holds one concern. Every API request looks
+its key up by id: a serving process answers from the keys it found recently (`key_cache`), else
+with a point read on the event loop (`_read_now`).
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from diagnoxix.json_encoding import encode_json
 from diagnoxix.models import ApiKey, format_timestamp
 from diagnoxix.store.sqlite.access import SqliteAccess
+from diagnoxix.store.sqlite.files import signal_key_revoked
+from diagnoxix.store.sqlite.key_cache import KeyCache
 from diagnoxix.store.sqlite.rows import audit_entry, row_to_api_key
 
 log = logging.getLogger("diagnoxix.store")
@@ -24,6 +28,10 @@ IDEMPOTENCY_PURGE_SLICE = 1000
 
 class KeyQueries(SqliteAccess):
     """API keys and the audit log (`KeyStore`), on the store's primitives (`SqliteAccess`)."""
+
+    # Set by `SqliteStore`: the database file, and the keys found recently (serving only).
+    _path: Path
+    _key_cache: KeyCache | None
 
     async def create_api_key(self, key_id: str, name: str, secret_hash: str) -> ApiKey:
         now = self._clock.now()
@@ -38,7 +46,20 @@ class KeyQueries(SqliteAccess):
             "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
             [(self._now_stamp(), key_id)],
         )
+        if changed:
+            self._key_revoked()
         return changed > 0
+
+    def _key_revoked(self) -> None:
+        """A revocation committed: no cache of keys, here or in the serving process, trusts a
+        key it remembers from before (see `key_cache`)."""
+        if self._key_cache is not None:
+            self._key_cache.forget()
+        try:
+            signal_key_revoked(self._path)
+        except OSError as exc:
+            # The revocation stands; a serving process notices it when it reads the key again.
+            log.warning("store.key_revocation_not_signalled", extra={"error": type(exc).__name__})
 
     def touch_api_key(self, key_id: str) -> None:
         self._execute_nowait(
@@ -62,6 +83,18 @@ class KeyQueries(SqliteAccess):
         )
 
     async def find_api_key(self, key_id: str) -> tuple[ApiKey, str] | None:
+        cache = self._key_cache
+        if cache is None:
+            return await self._read_api_key(key_id)
+        found = cache.get(key_id)
+        if found is None:
+            mark = cache.mark()
+            found = await self._read_api_key(key_id)
+            if found is not None:
+                cache.put(key_id, found, mark)
+        return found
+
+    async def _read_api_key(self, key_id: str) -> tuple[ApiKey, str] | None:
         rows = await self._read_now(
             "SELECT id, name, created_at, last_used_at, revoked_at, secret_hash FROM api_keys WHERE id = ?",
             (key_id,),

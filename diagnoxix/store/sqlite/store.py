@@ -39,6 +39,7 @@ from diagnoxix.store.sqlite.corrections import CorrectionQueries
 from diagnoxix.store.sqlite.critical import CriticalQueries
 from diagnoxix.store.sqlite.devices import DeviceQueries
 from diagnoxix.store.sqlite.files import create_private_file, release_serving_lock, take_serving_lock
+from diagnoxix.store.sqlite.key_cache import KeyCache, serving_key_cache
 from diagnoxix.store.sqlite.keys import KeyQueries
 from diagnoxix.store.sqlite.marks import DeliveryMarks
 from diagnoxix.store.sqlite.messaging import MessagingQueries
@@ -96,6 +97,8 @@ class SqliteStore(
         # writer commits, so two servers on one file would each miss the other's notifications.
         self._exclusive = exclusive
         self._lock_fd: int | None = None
+        # API keys found recently: serving processes only (their lock file counts revocations).
+        self._key_cache: KeyCache | None = None
         self._synchronous = synchronous
         self._reader_conn: aiosqlite.Connection | None = None
         # For point reads by key on the event loop itself (see `_read_now`).
@@ -168,6 +171,10 @@ class SqliteStore(
             f"PRAGMA wal_autocheckpoint={self._wal_limit_pages}",
             # Deleted rows (purged notifications, revoked keys) are overwritten, not left on disk.
             "PRAGMA secure_delete=ON",
+            # The statement journal (each insert can be undone alone) in memory: with 16 KiB pages
+            # it passed SQLite's 64 KiB spill limit at four pages, and every transaction created,
+            # wrote and unlinked a temporary file (a third of a single send's commit).
+            "PRAGMA temp_store=MEMORY",
         ]
 
     async def _prepare_file(self) -> None:
@@ -213,8 +220,12 @@ class SqliteStore(
 
     def _take_lock(self) -> None:
         self._lock_fd = take_serving_lock(self._path)
+        self._key_cache = serving_key_cache(self._lock_fd)
 
     def _release_lock(self) -> None:
+        if self._key_cache is not None:
+            self._key_cache.close()
+            self._key_cache = None
         if self._lock_fd is not None:
             release_serving_lock(self._lock_fd)
             self._lock_fd = None
