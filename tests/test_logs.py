@@ -111,6 +111,7 @@ async def test_the_access_line_names_the_api_key_and_a_send_adds_no_line_of_its_
     text = "\n".join(JsonFormatter().format(r) for r in caplog.records)
     assert key_id in text
     assert service.api_key not in text
+    await service.app[STORE].flush()  # audit rows are bookkeeping: committed with the next batch
     audit = await service.app[STORE].audit_entries(limit=5)
     assert [(e["action"], e["details"]["count"]) for e in audit if e["action"] == "notification.send"] == [
         ("notification.send", 1)
