@@ -30,7 +30,6 @@ from diagnoxix.models import (
 from diagnoxix.store.protocols import StoreError
 from diagnoxix.store.sqlite.migrations import MigrationError, discover
 from diagnoxix.store.sqlite.store import SqliteStore
-from diagnoxix.store.sqlite.writer import CROWDED_COMMIT_INTERVAL
 
 from .servers import start_app
 
@@ -69,27 +68,6 @@ async def test_concurrent_writes_share_few_commits(store: SqliteStore) -> None:
     assert counts.stored == 500
     # Group commit: 500 concurrent sends must not cost 500 transactions (each one an fsync).
     assert counts.commits < 50, counts
-
-
-async def test_crowding_writers_share_commits_a_lone_writer_never_waits(tmp_path: Path) -> None:
-    """When more than one awaited write shared the last transaction, the next begins no sooner
-    than CROWDED_COMMIT_INTERVAL after it: with a fast disk, 1,000 single sends a second would
-    otherwise commit one or two at a time, each commit costing ~0.5 ms of CPU."""
-    store = SqliteStore(tmp_path / "crowd.sqlite3", synchronous="OFF")  # commits far under 2 ms
-    await store.open()
-    try:
-        writer = store._w
-        for _ in range(3):  # a lone writer: one insert per transaction, never held back
-            await store.insert_notifications([_draft()])
-        assert not writer._crowded
-        await asyncio.gather(*(store.insert_notifications([_draft()]) for _ in range(2)))
-        assert writer._crowded
-        crowded_began = writer._began_at
-        await store.insert_notifications([_draft()])  # the next transaction waits its turn
-        assert writer._began_at - crowded_began >= CROWDED_COMMIT_INTERVAL
-        assert not writer._crowded  # ... and carried one write: the next one does not wait
-    finally:
-        await store.close()
 
 
 async def test_the_writer_keeps_its_statement_journal_in_memory(store: SqliteStore) -> None:

@@ -52,11 +52,6 @@ MAX_NOTIFICATIONS_PER_BATCH = 20000
 # Within a transaction, notifications go to the writer thread in chunks of about this many, so it
 # stores one chunk while the event loop prepares the next.
 CHUNK_NOTIFICATIONS = 2000
-# When writers crowd in (the last transaction carried more than one awaited write), the next one
-# begins no sooner than this after the last began: a commit costs ~0.5 ms of CPU whatever it
-# carries, and with a fast disk 1,000 single sends a second would otherwise commit 1-2 at a time.
-# A lone writer (one awaited write per transaction) never waits.
-CROWDED_COMMIT_INTERVAL = 0.002
 
 
 # Upper bounds of the metrics' histograms: writes per transaction, and seconds from a batch's
@@ -116,9 +111,6 @@ class GroupCommitWriter:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diagnoxix-writer")
-        # When the last transaction began (loop time), and whether writers crowded into it.
-        self._began_at = 0.0
-        self._crowded = False
         # Touched only on the writer thread.
         self._conn: sqlite3.Connection | None = None
 
@@ -204,7 +196,6 @@ class GroupCommitWriter:
                         stopping = True
                     else:
                         ops.append(first)
-                        await self._crowded_wait()
                 if not stopping:
                     stopping = self._take_queued(ops)
                 # Hand the next batch to the thread before publishing the one it is committing.
@@ -229,14 +220,6 @@ class GroupCommitWriter:
             fail_all(pending, StoreError("the store's writer stopped"))
             raise
 
-    async def _crowded_wait(self) -> None:
-        """Under crowding, let the next transaction begin only `CROWDED_COMMIT_INTERVAL` after the
-        last one did, so that more writes share it."""
-        if self._crowded:
-            wait = self._began_at + CROWDED_COMMIT_INTERVAL - asyncio.get_running_loop().time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-
     def _take_queued(self, ops: list[Op]) -> bool:
         """Add what is queued now to `ops`, within the batch limits; True once stop was asked."""
         notes = sum(len(op.drafts) for op in ops if isinstance(op, Insert))
@@ -253,8 +236,6 @@ class GroupCommitWriter:
     def _begin(self, ops: list[Op]) -> _Batch | None:
         """Start a batch's transaction on the writer thread and feed it as it is prepared."""
         began = time.perf_counter()
-        self._began_at = asyncio.get_running_loop().time()
-        self._crowded = sum(1 for op in ops if isinstance(op, Insert | Execute)) > 1
         now = self._clock.now()
         # Stored with millisecond precision: keep the returned copy identical to what is read back.
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)
