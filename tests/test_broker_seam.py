@@ -28,6 +28,12 @@ class OtherProcess:
     def publish(self, notifications: Sequence[Notification]) -> None:
         self.seqs.extend(n.seq for n in notifications)
 
+    def wants(self, user_id: str) -> bool:
+        return True
+
+    def passed(self, seq: int, count: int) -> None:
+        raise AssertionError("a subscriber that wants everything is handed everything")
+
     def send_control(self, user_id: str, text: str, seq: int | None = None) -> None:
         self.controls.append((user_id, text))
 

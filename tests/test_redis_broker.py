@@ -193,7 +193,8 @@ def test_a_notification_travels_as_its_frame_and_comes_back_whole() -> None:
         expires_at=parse_timestamp("2026-06-01T10:30:00.000Z"),
         links=Links(url="https://portal.example.org/r/1", actions=(Action("Confirm", action="confirm"),)),
     )
-    frame, expires = orjson.loads(notifications([note]))["n"][0]
+    frame, expires, user, seq = orjson.loads(notifications([note]))["n"][0]
+    assert (user, seq) == ("patient-10", 42)  # outside the frame: read without reading it
     back = notification_from_frame(frame, expires)
     assert back.encode_frame() == note.encode_frame()
     assert back.to_wire() == note.to_wire()

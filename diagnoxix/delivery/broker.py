@@ -33,6 +33,16 @@ class BrokerSubscriber(Protocol):
     def publish(self, notifications: Sequence[Notification]) -> None:
         """Committed notifications, in seq order."""
 
+    def wants(self, user_id: str) -> bool:
+        """Whether a notification for this recipient (a user, or '*' for everyone) would go
+        anywhere here. A broker that must rebuild each notification it hears from another
+        process may leave out the others, and tell `passed` instead."""
+
+    def passed(self, seq: int, count: int) -> None:
+        """`count` committed notifications, the last one `seq`, were left out because nobody here
+        wants them (`wants`), in their place in seq order: nothing to fan out, but the
+        watermark moves past them."""
+
     def send_control(self, user_id: str, text: str, seq: int | None = None) -> None:
         """A control frame for every v1 connection of the user (of everyone for '*'). With a seq
         (a correction's), it is an event of the user's stream, fanned out in seq order."""

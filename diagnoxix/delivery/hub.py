@@ -237,6 +237,14 @@ class Hub:
                     conn.offer(frame, note.id)
                 counters.fanned_out(note, len(recipients), note.created_at, now)
 
+    def wants(self, user_id: str) -> bool:
+        return user_id == BROADCAST_RECIPIENT or user_id in self._by_user
+
+    def passed(self, seq: int, count: int) -> None:
+        if seq > self.high_seq:
+            self.high_seq = seq
+        self.published += count
+
     def connections_of(self, user_id: str) -> int:
         return len(self._by_user.get(user_id, ()))
 

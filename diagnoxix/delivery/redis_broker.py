@@ -5,6 +5,10 @@ seq, disconnects, revocations) is one message on one channel, `<prefix>:events`,
 process receives the same events in the same order. This process's own hub hears them from the
 channel too, never directly: there is one order, the channel's, everywhere.
 
+What a process hears costs it little beyond what its own clients need: a notification whose
+recipient has no connection here is passed over by its seq, without reading its frame, and one
+this process published itself comes back as the very object it sent, not rebuilt from the frame.
+
 Calls never await: they queue a PUBLISH on the link (`redis_link.RedisLink`), which pipelines
 them in order; `drain()` awaits what was queued. When Redis is down or restarts, live fan-out
 stops for the moment: what is published meanwhile is dropped (it is in the store), the listener
@@ -31,6 +35,10 @@ from diagnoxix.redis_client import REPLY_TIMEOUT_SECONDS
 
 log = logging.getLogger("diagnoxix.broker")
 
+# Notifications this process published and has not yet heard back, by seq, kept to hand its hub
+# the objects themselves; past this many (Redis dropped what was sent) they are forgotten.
+OWN_KEPT_MAX = 50_000
+
 
 class RedisBroker:
     def __init__(self, link: RedisLink, prefix: str) -> None:
@@ -45,6 +53,7 @@ class RedisBroker:
         # `start` stopped waiting for a first subscription: when it comes, events may be missing.
         self._gave_up_waiting = False
         self._unreadable = 0
+        self._own: dict[int, Notification] = {}
         link.add_source(self._lost)
         link.merge_publishes(self.channel, redis_events.merge)
 
@@ -55,6 +64,11 @@ class RedisBroker:
 
     def publish(self, notifications: Sequence[Notification]) -> None:
         if notifications:
+            own = self._own
+            if len(own) + len(notifications) > OWN_KEPT_MAX:
+                own.clear()
+            for note in notifications:
+                own[note.seq] = note
             self._link.send("PUBLISH", self.channel, redis_events.notifications(notifications))
 
     def send_control(self, user_id: str, text: str, seq: int | None = None) -> None:
@@ -143,21 +157,61 @@ class RedisBroker:
         try:
             events = redis_events.decode(raw)
         except redis_events.BadMessage as exc:
-            # Someone else's message on our channel (choose another DIAGNOXIX_BROKER_PREFIX), or a
-            # newer version's: logged the first time, then counted. Never its content.
-            self._unreadable += 1
-            if self._unreadable == 1:
-                log.warning("broker.unreadable_message", extra={"channel": self.channel, "error": str(exc)})
+            self._unreadable_message(exc)
             return
         for event in events:
             if event is None:
                 self._resync()
+                continue
+            if isinstance(event, redis_events.Relayed):
+                self._relay(event)
                 continue
             for subscriber in self._subscribers:
                 try:
                     event(subscriber)
                 except Exception:  # one subscriber's failure must not stop the listener
                     log.exception("broker.subscriber_failed")
+
+    def _relay(self, relayed: redis_events.Relayed) -> None:
+        """Hand each subscriber the notifications it wants, rebuilt once whoever wants them, and
+        the seqs of the others (`BrokerSubscriber.passed`)."""
+        own = self._own
+        rebuilt: dict[int, Notification] = {}
+        for subscriber in self._subscribers:
+            notes: list[Notification] = []
+            skipped, last = 0, 0
+            try:
+                for position, entry in enumerate(relayed.entries):
+                    frame, _, user, seq = entry
+                    if user is not None and seq is not None and not subscriber.wants(user):
+                        skipped, last = skipped + 1, seq
+                        continue
+                    note = rebuilt.get(position)
+                    if note is None:
+                        note = own.get(seq) if seq is not None else None
+                        if note is None or note.frame != frame:
+                            note = relayed.rebuild(entry)
+                        rebuilt[position] = note
+                    notes.append(note)
+                if notes:
+                    subscriber.publish(notes)
+                if skipped:
+                    subscriber.passed(last, skipped)
+            except redis_events.BadMessage as exc:
+                self._unreadable_message(exc)
+                return
+            except Exception:  # one subscriber's failure must not stop the listener
+                log.exception("broker.subscriber_failed")
+        for _, _, _, seq in relayed.entries:
+            if seq is not None:
+                own.pop(seq, None)
+
+    def _unreadable_message(self, exc: redis_events.BadMessage) -> None:
+        """Someone else's message on our channel (choose another DIAGNOXIX_BROKER_PREFIX), or a
+        newer version's: logged the first time, then counted. Never its content."""
+        self._unreadable += 1
+        if self._unreadable == 1:
+            log.warning("broker.unreadable_message", extra={"channel": self.channel, "error": str(exc)})
 
     def _resync(self) -> None:
         for listener in self._resync_listeners:

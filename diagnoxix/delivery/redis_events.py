@@ -1,6 +1,6 @@
 """What the Redis broker's channel carries: one JSON message per broker call, compact.
 
-    {"k":"n","n":[[frame, expires],...]}       committed notifications, in seq order
+    {"k":"n","n":[[frame, expires, user, seq],...]}   committed notifications, in seq order
     {"k":"c","u":user,"t":text,"s":seq|null}   a control frame (an unread count, a correction)
     {"k":"d","u":user,"c":code,"r":reason}     close the user's connections
     {"k":"r","u":user,"t":[[token,expiry],...],"a":all}   revoked devices
@@ -9,8 +9,11 @@
 Events queued together go as one message, a JSON array of them (`merge`), in their order.
 
 A notification travels as its frame (`Notification.encode_frame`, the very text its sockets are
-sent, so every process sends the same bytes) and its expiry, which the frame lacks; the
-receiving process rebuilds the `Notification` from them. The envelope holds only strings,
+sent, so every process sends the same bytes), its expiry, which the frame lacks, and, outside
+the frame, its recipient and seq: a process rebuilds the `Notification` from the frame only when
+its recipient has a connection there (`Relayed`), and learns the seq of every other one without
+reading its frame. A message of an earlier version, `[frame, expires]`, is still read (a rolling
+upgrade): each of those is rebuilt. The envelope holds only strings,
 integers, booleans and null, where orjson writes what the standard library would
 (`json_encoding`), so it is written by orjson directly.
 """
@@ -18,6 +21,7 @@ integers, booleans and null, where orjson writes what the standard library would
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -34,7 +38,8 @@ def merge(events: list[bytes]) -> bytes:
 
 
 def notifications(notes: Sequence[Notification]) -> bytes:
-    return orjson.dumps({"k": "n", "n": [[note.encode_frame(), _expires(note)] for note in notes]})
+    entries = [[note.encode_frame(), _expires(note), note.user_id, note.seq] for note in notes]
+    return orjson.dumps({"k": "n", "n": entries})
 
 
 def _expires(note: Notification) -> str | None:
@@ -99,8 +104,28 @@ class BadMessage(ValueError):
     """A message on the channel that this service did not write (or a newer version did)."""
 
 
+# One committed notification as it crossed: (frame, expires, recipient, seq); recipient and seq
+# are None in a message of an earlier version, which must be rebuilt to learn them.
+Entry = tuple[str, str | None, str | None, int | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Relayed:
+    """Committed notifications from the channel, in seq order, not yet rebuilt: the broker
+    rebuilds those a subscriber wants (`RedisBroker`)."""
+
+    entries: list[Entry]
+
+    def rebuild(self, entry: Entry) -> Notification:
+        """The notification of one entry; BadMessage if its frame is not one this service wrote."""
+        try:
+            return notification_from_frame(entry[0], entry[1])
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            raise BadMessage(type(exc).__name__) from None
+
+
 # One event read from the channel, to hand to each subscriber; None for a resync request.
-Event = Callable[[BrokerSubscriber], None]
+Event = Callable[[BrokerSubscriber], None] | Relayed
 
 
 def decode(raw: bytes) -> list[Event | None]:
@@ -113,12 +138,24 @@ def decode(raw: bytes) -> list[Event | None]:
     return [_event(event) for event in message] if isinstance(message, list) else [_event(message)]
 
 
+def _entry(entry: Any) -> Entry:
+    if len(entry) == 2:  # an earlier version's
+        frame, expires = entry
+        user, seq = None, None
+    else:
+        frame, expires, user, seq = entry
+        if not isinstance(user, str) or type(seq) is not int:
+            raise TypeError("recipient or seq")
+    if not isinstance(frame, str) or not (expires is None or isinstance(expires, str)):
+        raise TypeError("frame or expiry")
+    return frame, expires, user, seq
+
+
 def _event(event: Any) -> Event | None:
     try:
         kind = event["k"]
         if kind == "n":
-            notes = [notification_from_frame(frame, expires) for frame, expires in event["n"]]
-            return lambda subscriber: subscriber.publish(notes)
+            return Relayed([_entry(entry) for entry in event["n"]])
         if kind == "c":
             user_id, text, seq = str(event["u"]), str(event["t"]), event["s"]
             seq = None if seq is None else int(seq)
