@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from diagnoxix.models import ApiKey
+from diagnoxix.store.key_cache import KeyCache
 from diagnoxix.store.sqlite.files import (
     RevocationMark,
     release_serving_lock,
     signal_key_revoked,
     take_serving_lock,
 )
-from diagnoxix.store.sqlite.key_cache import KeyCache
 from diagnoxix.store.sqlite.store import SqliteStore
 
 HASH = "h" * 64

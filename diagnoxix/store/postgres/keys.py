@@ -1,6 +1,8 @@
 """API keys and the audit log on PostgreSQL (`KeyStore`), as `store.sqlite.keys` does them.
 
-A mixin of `PgStore`. The audit log is append-only in the database itself (a trigger refuses
+A mixin of `PgStore`. Like a serving SQLite store, each process answers API-key lookups from the
+keys it found recently (`store.key_cache`), told of revocations by PostgreSQL
+(`key_revocations`). The audit log is append-only in the database itself (a trigger refuses
 UPDATE and DELETE, db/postgresql/0001_core.sql). Its ids come from a sequence shared by every
 process, so they are unique and only roughly in commit order across processes.
 """
@@ -13,7 +15,9 @@ from typing import Any
 
 from diagnoxix.json_encoding import encode_json
 from diagnoxix.models import ApiKey, format_timestamp
+from diagnoxix.store.key_cache import KeyCache
 from diagnoxix.store.postgres.access import PgAccess, WriteTx
+from diagnoxix.store.postgres.key_revocations import NOTIFY, RevocationListener
 from diagnoxix.store.postgres.rows import AUDIT_COLUMNS, BYTEWISE, audit_entry, changed, row_to_api_key
 
 log = logging.getLogger("diagnoxix.store")
@@ -27,8 +31,11 @@ _KEY_COLUMNS = "id, name, created_at, last_used_at, revoked_at"
 class PgKeyQueries(PgAccess):
     """API keys and the audit log (`KeyStore`), on the store's primitives (`PgAccess`)."""
 
-    # Set by `PgCore`: shutting down (bookkeeping writes are dropped).
+    # Set by `PgCore`: shutting down (bookkeeping writes are dropped); the keys found recently,
+    # and what tells this process of revocations (every process's).
     _closing: bool
+    _key_cache: KeyCache
+    _revocations: RevocationListener
 
     async def create_api_key(self, key_id: str, name: str, secret_hash: str) -> ApiKey:
         now = self._clock.now()
@@ -53,9 +60,16 @@ class PgKeyQueries(PgAccess):
             status = await tx.conn.execute(
                 "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL", stamp, key_id
             )
-            return changed(status) > 0
+            if not changed(status):
+                return False
+            # Every process's cache of keys hears of it once this commits (`key_revocations`).
+            await tx.conn.execute(NOTIFY)
+            return True
 
-        return await self._write(revoke)
+        revoked = await self._write(revoke)
+        if revoked:
+            self._key_cache.forget()
+        return revoked
 
     def touch_api_key(self, key_id: str) -> None:
         stamp = self._now_stamp()
@@ -88,6 +102,12 @@ class PgKeyQueries(PgAccess):
         self._write_nowait(append)
 
     async def find_api_key(self, key_id: str) -> tuple[ApiKey, str] | None:
+        """From the keys this process found recently while it hears of revocations, else read.
+        The first lookup starts listening: a command that never looks a key up never does."""
+        self._revocations.start()
+        return await self._key_cache.find(key_id, self._read_api_key)
+
+    async def _read_api_key(self, key_id: str) -> tuple[ApiKey, str] | None:
         row = await self._fetchrow(f"SELECT {_KEY_COLUMNS}, secret_hash FROM api_keys WHERE id = $1", key_id)
         if row is None:
             return None

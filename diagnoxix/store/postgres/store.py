@@ -26,7 +26,9 @@ from diagnoxix.models import (
     StoreCounts,
     format_timestamp,
 )
+from diagnoxix.store.key_cache import KeyCache
 from diagnoxix.store.postgres.access import PgAccess, Write, WriteTx
+from diagnoxix.store.postgres.key_revocations import RevocationListener
 from diagnoxix.store.postgres.migrations import migrate
 from diagnoxix.store.postgres.writer import CONNECT_TIMEOUT, Barrier, PgWriter
 from diagnoxix.store.protocols import (
@@ -83,6 +85,8 @@ class PgCore(PgAccess):
         # (when, stored, delivered, this process's commits then): the last count (`counts`).
         self._counted: tuple[float, int, int, int] | None = None
         self._closing = False
+        self._revocations = RevocationListener(dsn)
+        self._key_cache = KeyCache(self._revocations)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -113,6 +117,8 @@ class PgCore(PgAccess):
         if self._closing:
             return
         self._closing = True
+        await self._revocations.aclose()
+        self._key_cache.close()
         if self._writer is not None:
             await self._writer.stop()
         if self._pool is not None:

@@ -9,6 +9,7 @@ import mmap
 import os
 from pathlib import Path
 
+from diagnoxix.store.key_cache import KeyCache
 from diagnoxix.store.protocols import StoreError
 
 log = logging.getLogger("diagnoxix.store")
@@ -53,7 +54,7 @@ def release_serving_lock(fd: int) -> None:
 
 
 # The lock file also tells the serving process of API-key revocations, for its cache of keys
-# (`store.sqlite.key_cache`): whoever revokes one (a command on the same database, the server
+# (`store.key_cache`): whoever revokes one (a command on the same database, the server
 # itself) writes fresh random bytes at the start of the file once the revocation is committed,
 # and the server, which keeps those bytes mapped into its memory, compares them before it trusts
 # what it remembers: a memory read per request, not a system call. Nothing else writes the file,
@@ -118,3 +119,8 @@ def remove_quietly(*paths: Path) -> None:
     for path in paths:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def serving_key_cache(lock_fd: int) -> KeyCache:
+    """The cache of keys of a process that holds the serving lock (`take_serving_lock`)."""
+    return KeyCache(RevocationMark(lock_fd))

@@ -14,9 +14,9 @@ from typing import Any
 
 from diagnoxix.json_encoding import encode_json
 from diagnoxix.models import ApiKey, format_timestamp
+from diagnoxix.store.key_cache import KeyCache
 from diagnoxix.store.sqlite.access import SqliteAccess
 from diagnoxix.store.sqlite.files import signal_key_revoked
-from diagnoxix.store.sqlite.key_cache import KeyCache
 from diagnoxix.store.sqlite.rows import audit_entry, row_to_api_key
 
 log = logging.getLogger("diagnoxix.store")
@@ -86,13 +86,7 @@ class KeyQueries(SqliteAccess):
         cache = self._key_cache
         if cache is None:
             return await self._read_api_key(key_id)
-        found = cache.get(key_id)
-        if found is None:
-            mark = cache.mark()
-            found = await self._read_api_key(key_id)
-            if found is not None:
-                cache.put(key_id, found, mark)
-        return found
+        return await cache.find(key_id, self._read_api_key)
 
     async def _read_api_key(self, key_id: str) -> tuple[ApiKey, str] | None:
         rows = await self._read_now(

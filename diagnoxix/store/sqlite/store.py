@@ -24,6 +24,7 @@ from diagnoxix.models import (
     StoreCounts,
     format_timestamp,
 )
+from diagnoxix.store.key_cache import KeyCache
 from diagnoxix.store.protocols import (
     CommitListener,
     Correction,
@@ -38,8 +39,12 @@ from diagnoxix.store.sqlite.checkpoint import CHECKPOINT_DELAY_SECONDS, WAL_LIMI
 from diagnoxix.store.sqlite.corrections import CorrectionQueries
 from diagnoxix.store.sqlite.critical import CriticalQueries
 from diagnoxix.store.sqlite.devices import DeviceQueries
-from diagnoxix.store.sqlite.files import create_private_file, release_serving_lock, take_serving_lock
-from diagnoxix.store.sqlite.key_cache import KeyCache, serving_key_cache
+from diagnoxix.store.sqlite.files import (
+    create_private_file,
+    release_serving_lock,
+    serving_key_cache,
+    take_serving_lock,
+)
 from diagnoxix.store.sqlite.keys import KeyQueries
 from diagnoxix.store.sqlite.marks import DeliveryMarks
 from diagnoxix.store.sqlite.messaging import MessagingQueries

@@ -2,25 +2,27 @@
 
 Every request with an API key looks its key up by id. A point read from SQLite costs 40-60 µs on
 the event loop while the writer commits (each commit makes the reader's page cache stale): about
-a twelfth of an ordinary send. The rows found are kept here instead, for `KEY_CACHE_SECONDS` at
-most, and the secret is still checked against the stored hash on every request (`auth.ApiKeys`).
+a twelfth of an ordinary send; from PostgreSQL it is a round trip. The rows found are kept here
+instead, for `KEY_CACHE_SECONDS` at most, and the secret is still checked against the stored
+hash on every request (`auth.ApiKeys`).
 
-A revocation takes effect at once all the same. Whoever revokes a key, this process (the
-dashboard) or another one on the same database (`run.py apikey revoke`), marks it in the serving
-lock file once it is committed (`files.signal_key_revoked`), and this cache reads that mark (from
-memory: the file is mapped) before it answers: a changed mark empties it. A lookup remembers its
-row only if the mark did not change while it read, so a revocation committed during the read is
-never forgotten. The time limit is a backstop for a revocation that was committed but never
-marked (the revoking process died in between, or someone changed the table by hand).
+A revocation takes effect at once all the same: the cache empties whenever what tells of
+revocations (`Revocations`) changes, and it remembers a row only if that did not change while
+the row was read, so a revocation committed during the read is never forgotten. What tells of
+them is the store's: on SQLite a mark in the serving lock file (`store.sqlite.files`), written
+by whoever revokes a key; on PostgreSQL a notification every process listens for
+(`store.postgres.key_revocations`). The time limit is a backstop for a revocation that was
+committed but never told (the revoking process died in between, or someone changed the table
+by hand).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from diagnoxix.models import ApiKey
-from diagnoxix.store.sqlite.files import RevocationMark
 
 # The longest a key found is trusted without reading it again.
 KEY_CACHE_SECONDS = 5.0
@@ -32,7 +34,8 @@ FoundKey = tuple[ApiKey, str]
 
 
 class Revocations(Protocol):
-    """What tells of revocations (`files.RevocationMark`): a value that changes with each one."""
+    """What tells of revocations: a value that changes with each one (and, while nothing can tell,
+    with every call: then nothing remembered is trusted)."""
 
     def current(self) -> bytes: ...
 
@@ -68,6 +71,16 @@ class KeyCache:
             return None
         return entry[0]
 
+    async def find(self, key_id: str, read: Callable[[str], Awaitable[FoundKey | None]]) -> FoundKey | None:
+        """The key from memory, else as `read` finds it (then remembered, if still current)."""
+        found = self.get(key_id)
+        if found is None:
+            mark = self.mark()
+            found = await read(key_id)
+            if found is not None:
+                self.put(key_id, found, mark)
+        return found
+
     def put(self, key_id: str, found: FoundKey, mark: tuple[int, bytes]) -> None:
         """Remember an active key read after `mark`, unless a revocation came in since."""
         if not found[0].active or self.mark() != mark:
@@ -84,8 +97,3 @@ class KeyCache:
     def close(self) -> None:
         self._keys.clear()
         self._revocations.close()
-
-
-def serving_key_cache(lock_fd: int) -> KeyCache:
-    """The cache of a process that holds the serving lock (`files.take_serving_lock`)."""
-    return KeyCache(RevocationMark(lock_fd))
