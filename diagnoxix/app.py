@@ -163,7 +163,10 @@ async def _push_context(app: web.Application) -> AsyncIterator[None]:
     beside the server secret), and the router, which hears of every commit after the hub."""
     store = app[STORE]
     pem = await store.get_or_create_meta(VAPID_META_KEY, generate_vapid_pem)
-    push = PushChannel(store, app[CLOCK], app[SETTINGS], pem, app[HUB].connections_of)
+    # With several processes, a user with no connection here may have one in another: the push
+    # router asks every process's presence before pushing at once (`delivery.push.router`).
+    online = app[PRESENCE].online if app[SETTINGS].broker_url else None
+    push = PushChannel(store, app[CLOCK], app[SETTINGS], pem, app[HUB].connections_of, online)
     push.router.subscribed.update(await store.push_subscribed_users())
     store.add_commit_listener(push.router.route)
     # A retraction of a pushed notification is pushed too, with the same Topic.

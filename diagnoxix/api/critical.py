@@ -20,8 +20,9 @@ from aiohttp import web
 from diagnoxix.api.common import invalid, read_json_object, require_api_key, store_errors_as_503
 from diagnoxix.auth import API_KEY_PREFIX, InvalidCredentials
 from diagnoxix.delivery.critical import CriticalService
+from diagnoxix.delivery.presence import online_recipients
 from diagnoxix.errors import ApiError
-from diagnoxix.keys import CRITICAL, HUB, SERVICE, STORE, TOKENS
+from diagnoxix.keys import CRITICAL, PRESENCE, SERVICE, STORE, TOKENS
 from diagnoxix.models import ApiKey, Notification, NotificationDraft, format_timestamp
 from diagnoxix.rules import (
     MAX_IDEMPOTENCY_KEY_CHARS,
@@ -318,12 +319,10 @@ async def send_to_group(request: web.Request) -> web.Response:
         item_id=item_id_for(api_key, key),
         request_hash=request_hash,
     )
-    hub = request.app[HUB]
+    online = await online_recipients(request.app[PRESENCE], notes)  # in any process
     body = {
         "critical": await status_body(request, found),
-        "notifications": [
-            n.to_api() | {"delivery": n.delivery_state(hub.connections_of(n.user_id) > 0)} for n in notes
-        ],
+        "notifications": [n.to_api() | {"delivery": n.delivery_state(n.user_id in online)} for n in notes],
     }
     return web.json_response(body, status=201, headers={"Idempotent-Replayed": "true"} if replayed else None)
 

@@ -350,6 +350,7 @@ def output_schemas() -> dict[str, Schema]:
                 "status": {"type": "string"},
                 "connections": count,
                 "users_online": count,
+                "this_process": all_required({"connections": count, "users_online": count}),
                 "notifications": all_required({"stored": count, "delivered": count, "published": count}),
                 "send_queue_depth": count,
                 "rss_kib": {"type": ["integer", "null"], "minimum": 0},

@@ -36,8 +36,9 @@ from diagnoxix.api.scheduled import (
     split_schedules,
 )
 from diagnoxix.api.users import setup_user_routes
+from diagnoxix.delivery.presence import online_recipients
 from diagnoxix.errors import ApiError
-from diagnoxix.keys import CLOCK, HUB, SERVICE, SETTINGS, STARTED_AT, STORE, TIME_ZONES
+from diagnoxix.keys import CLOCK, HUB, PRESENCE, SERVICE, SETTINGS, STARTED_AT, STORE, TIME_ZONES
 from diagnoxix.models import ApiKey, Notification
 from diagnoxix.process_stats import current_rss_bytes, peak_rss_bytes
 from diagnoxix.rules import (
@@ -55,13 +56,12 @@ from diagnoxix.store.protocols import IdempotencyClaim, IdempotencyConflict, Sto
 log = logging.getLogger("diagnoxix.api")
 
 
-def _delivery_state(request: web.Request, note: Notification) -> str:
-    return note.delivery_state(request.app[HUB].connections_of(note.user_id) > 0)
-
-
-def _delivery(request: web.Request, note: Notification) -> dict[str, Any]:
+async def _delivery(request: web.Request, note: Notification) -> dict[str, Any]:
+    """The notification with its delivery state: "sending" when its user is connected to any
+    process (`delivery.presence.online_recipients`)."""
+    online = await online_recipients(request.app[PRESENCE], [note])
     body = note.to_api()
-    body["delivery"] = _delivery_state(request, note)
+    body["delivery"] = note.delivery_state(note.user_id in online)
     return body
 
 
@@ -69,16 +69,20 @@ def _delivery(request: web.Request, note: Notification) -> dict[str, Any]:
 
 
 async def stats(request: web.Request) -> web.Response:
-    """Aggregate counts only: nothing here identifies a patient."""
+    """Aggregate counts only: nothing here identifies a patient. Connections and users online
+    are counted in every process (`this_process`: the answering one's); the rest are this
+    process's."""
     app = request.app
     hub, store = app[HUB], app[STORE]
     counts = await store.counts()
+    connections, users_online = await app[PRESENCE].totals()
     rss = current_rss_bytes()
     return web.json_response(
         {
             "status": "ok",
-            "connections": hub.connection_count,
-            "users_online": hub.user_count,
+            "connections": connections,
+            "users_online": users_online,
+            "this_process": {"connections": hub.connection_count, "users_online": hub.user_count},
             "notifications": {
                 "stored": counts.stored,
                 "delivered": counts.delivered,
@@ -107,7 +111,7 @@ async def test_notification(request: web.Request) -> web.Response:
     (note,) = await request.app[SERVICE].send([draft])
     request.app[STORE].record_audit(actor, "notification.test", draft.user_id, {"id": note.id})
     log.info("api.test_notification", extra={"id": note.id, "user_id": note.user_id, "type": note.type})
-    return web.json_response({"success": True, "notification": _delivery(request, note)}, status=201)
+    return web.json_response({"success": True, "notification": await _delivery(request, note)}, status=201)
 
 
 # -- sending -------------------------------------------------------------------------------
@@ -166,20 +170,21 @@ async def _replayed_response(
             "idempotency_key_expired",
             "what this Idempotency-Key stored has expired; send again with a new key",
         )
-    return _send_response(request, notes, batch, replayed=True)
+    return await _send_response(request, notes, batch, replayed=True)
 
 
-def _send_response(
+async def _send_response(
     request: web.Request, notes: list[Notification], batch: bool, *, replayed: bool = False
 ) -> web.Response:
-    """201 with the stored notifications, each with its delivery state.
+    """201 with the stored notifications, each with its delivery state (its user connected to
+    any process or not: one question to presence for the whole batch).
 
     Assembled from each notification's encoded frame (see `Notification.encode_api`): a batch of
     a thousand would otherwise be turned into a thousand dicts and encoded all over again.
     """
     headers = {"Idempotent-Replayed": "true"} if replayed else None
-    hub = request.app[HUB]  # looked up once, not per notification of a batch of a thousand
-    encoded = [n.encode_api(n.delivery_state(hub.connections_of(n.user_id) > 0)) for n in notes]
+    online = await online_recipients(request.app[PRESENCE], notes)
+    encoded = [n.encode_api(n.delivery_state(n.user_id in online)) for n in notes]
     if batch:
         text = f'{{"count":{len(notes)},"notifications":[{",".join(encoded)}]}}'
     else:
@@ -251,7 +256,7 @@ async def send_notifications(request: web.Request) -> web.Response:
     # Debug only: the access line names the key, the audit log holds the rest (a line costs
     # ~20 µs, a twentieth of a single send's work).
     log.debug("api.send", extra={"api_key": api_key.id, "count": len(notes), "first_seq": notes[0].seq})
-    return _send_response(request, notes, batch)
+    return await _send_response(request, notes, batch)
 
 
 async def send_broadcast(request: web.Request) -> web.Response:
@@ -263,13 +268,13 @@ async def send_broadcast(request: web.Request) -> web.Response:
         raise invalid(errors)
     # A store that cannot answer is a 503: `store_errors_as_503` wraps every sending route.
     (note,) = await request.app[SERVICE].send([draft])
-    recipients = request.app[HUB].connection_count
+    recipients, _ = await request.app[PRESENCE].totals()  # in every process
     request.app[STORE].record_audit(
         f"apikey:{api_key.id}", "notification.broadcast", None, {"id": note.id, "connections": recipients}
     )
     log.info("api.broadcast", extra={"api_key": api_key.id, "id": note.id, "connections": recipients})
     return web.json_response(
-        {"notification": _delivery(request, note), "connections": recipients}, status=201
+        {"notification": await _delivery(request, note), "connections": recipients}, status=201
     )
 
 

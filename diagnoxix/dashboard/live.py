@@ -20,7 +20,8 @@ from diagnoxix.dashboard.security import same_origin
 from diagnoxix.dashboard.sessions import Staff, current_staff
 from diagnoxix.dashboard.state import DASHBOARD
 from diagnoxix.dashboard.stats import overview_figures
-from diagnoxix.keys import HUB, PRESENCE, STORE
+from diagnoxix.delivery.presence import online_recipients
+from diagnoxix.keys import PRESENCE, STORE
 from diagnoxix.models import utc_now
 from diagnoxix.rules import MAX_ID_CHARS
 
@@ -85,7 +86,7 @@ async def _snapshot(
         found = await request.config_dict[STORE].get_notifications(watching)
         if found:
             note = found[0]
-            online = request.config_dict[HUB].connections_of(note.user_id) > 0
+            online = note.user_id in await online_recipients(request.config_dict[PRESENCE], [note])
             snapshot["watch"] = {"id": note.id, "state": delivery_state(note, online)}
     return snapshot
 

@@ -9,7 +9,8 @@ from aiohttp import web
 from diagnoxix.dashboard.pages_send import delivery_state
 from diagnoxix.dashboard.render import render
 from diagnoxix.dashboard.sessions import require_staff
-from diagnoxix.keys import HUB, STORE
+from diagnoxix.delivery.presence import online_recipients
+from diagnoxix.keys import PRESENCE, STORE
 from diagnoxix.rules import CURSOR_SEQ, is_type_name, is_valid_user_id, next_cursor
 from diagnoxix.store.protocols import NOTIFICATION_STATUSES
 
@@ -44,8 +45,8 @@ async def notifications_page(request: web.Request) -> web.StreamResponse:
             before_seq=cursor(query.get("before")),
             limit=PAGE_SIZE,
         )
-    hub = request.config_dict[HUB]
-    rows = [(note, delivery_state(note, hub.connections_of(note.user_id) > 0)) for note in notes]
+    online = await online_recipients(request.config_dict[PRESENCE], notes)  # one question, any process
+    rows = [(note, delivery_state(note, note.user_id in online)) for note in notes]
     filters = {"user": user_id, "type": kind, "status": status}
     filter_query = {k: v for k, v in filters.items() if v}
     next_query: dict[str, Any] | None = None

@@ -16,9 +16,10 @@ from multidict import MultiDictProxy
 
 from diagnoxix.dashboard.render import render
 from diagnoxix.dashboard.sessions import Staff, checked_form, require_staff
+from diagnoxix.delivery.presence import online_recipients
 from diagnoxix.delivery.service import APPOINTMENT_STATUSES
 from diagnoxix.json_encoding import decode_json
-from diagnoxix.keys import HUB, SERVICE, STORE
+from diagnoxix.keys import PRESENCE, SERVICE, STORE
 from diagnoxix.models import PRIORITIES, Notification
 from diagnoxix.rules import FieldErrors, check_priority, check_title_message, check_type
 from diagnoxix.store.protocols import StoreError
@@ -133,7 +134,7 @@ async def send_page(request: web.Request) -> web.StreamResponse:
         found = await request.config_dict[STORE].get_notifications([sent_id])
         if found:
             note = found[0]
-            online = request.config_dict[HUB].connections_of(note.user_id) > 0
+            online = note.user_id in await online_recipients(request.config_dict[PRESENCE], [note])
             context["sent"] = note
             context["sent_state"] = delivery_state(note, online)
             # A critical one opened an item: it stays open until a person acknowledges it.
@@ -154,7 +155,7 @@ async def send(request: web.Request) -> web.StreamResponse:
         return await render(request, "send.html", context, staff=staff, status=503)
     store = request.config_dict[STORE]
     if note.is_broadcast:
-        connections = request.config_dict[HUB].connection_count
+        connections, _ = await request.config_dict[PRESENCE].totals()  # in every process
         store.record_audit(
             staff.actor, "notification.broadcast", None, {"id": note.id, "connections": connections}
         )

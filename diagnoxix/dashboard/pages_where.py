@@ -18,7 +18,8 @@ from aiohttp import web
 from diagnoxix.dashboard.pages_send import delivery_state
 from diagnoxix.dashboard.render import render
 from diagnoxix.dashboard.sessions import require_staff
-from diagnoxix.keys import HUB, STORE
+from diagnoxix.delivery.presence import online_recipients
+from diagnoxix.keys import PRESENCE, STORE
 from diagnoxix.models import Notification, parse_timestamp
 from diagnoxix.rules.corrections import is_notification_id
 from diagnoxix.store.critical_records import CriticalItem
@@ -112,7 +113,7 @@ async def notification_page(request: web.Request) -> web.StreamResponse:
     if not found:
         raise web.HTTPNotFound(reason="no such notification (or it has expired)")
     note = found[0]
-    online = request.config_dict[HUB].connections_of(note.user_id) > 0
+    online = note.user_id in await online_recipients(request.config_dict[PRESENCE], [note])
     item = None if note.is_broadcast else await store.critical_item_of(note.id)
     pushes = (await store.push_attempts([note.id])).get(note.id, [])
     webhooks = (await store.webhook_deliveries_of([note.id])).get(note.id, [])

@@ -103,13 +103,12 @@ class StatsSampler:
         return {"sent": sent, "delivered": delivered}
 
     def figures(self) -> dict[str, Any]:
-        """Every figure the overview shows, by its `data-stat` name."""
+        """The overview's figures by their `data-stat` names, but connections and users online
+        (`overview_figures` counts them in every process)."""
         hub = self._hub
         sent_minute, delivered_minute = self._since(60)
         sent_hour, delivered_hour = self._since(3600)
         return {
-            "connections": hub.connection_count,
-            "users_online": hub.user_count,
             "sent_minute": sent_minute,
             "sent_hour": sent_hour,
             "delivered_minute": delivered_minute,
@@ -126,4 +125,4 @@ async def overview_figures(sampler: StatsSampler, presence: Presence) -> dict[st
     """The overview's figures, with connections and users online counted in every process (the
     rest are this process's)."""
     connections, users = await presence.totals()
-    return sampler.figures() | {"connections": connections, "users_online": users}
+    return {"connections": connections, "users_online": users} | sampler.figures()

@@ -14,7 +14,9 @@ lost commands (an outage, a restart) it writes its whole share again. A process 
 within PRESENCE_TTL_SECONDS. A process that stops cleanly removes its share at once.
 
 Answers count this process's connections from its hub (exact, at once) and the other processes'
-from Redis. While Redis is down they count this process's connections only.
+from Redis. While Redis is down they count this process's connections only. `online` (who of
+these users is connected: delivery states, the push router's check) asks Redis once per
+question, and only about users with no connection here; it waits at most ONLINE_WAIT_SECONDS.
 """
 
 from __future__ import annotations
@@ -23,12 +25,15 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Iterable
+from typing import Any
 
 from redis.exceptions import RedisError
 
 from diagnoxix.delivery.hub import Hub
 from diagnoxix.delivery.presence import OnlineUser, merge_online
 from diagnoxix.delivery.redis_link import Command, RedisLink
+from diagnoxix.redis_client import REPLY_TIMEOUT_SECONDS
 
 log = logging.getLogger("diagnoxix.presence")
 
@@ -41,6 +46,9 @@ REWRITE_EVERY_BEATS = 30
 TOTALS_REUSE_SECONDS = 1.0
 # Users per HSET when a whole share is written.
 HSET_CHUNK = 1000
+# The longest `online` waits for Redis, round trips and a new connection included; then it
+# answers with this process's connections (a push goes out: the safe side).
+ONLINE_WAIT_SECONDS = REPLY_TIMEOUT_SECONDS
 _ALIVE = ""
 
 
@@ -80,6 +88,9 @@ class RedisPresence:
         self._leaving = False
         self._task: asyncio.Task[None] | None = None
         self._totals: tuple[float, tuple[int, int]] | None = None
+        # The other processes' ids as `online` last read them: their shares are read in the same
+        # round trip as the list of processes, which a second one completes only when it grew.
+        self._known: list[bytes] = []
         hub.add_connection_listener(self._changed)
         link.add_source(self._commands)
 
@@ -203,3 +214,45 @@ class RedisPresence:
         totals = (sum(count for _, count, _ in online), len(online))
         self._totals = (now, totals)
         return totals
+
+    async def online(self, user_ids: Iterable[str]) -> set[str]:
+        hub = self._hub
+        found: set[str] = set()
+        asked: list[str] = []
+        for user in dict.fromkeys(user_ids):
+            if hub.connections_of(user):
+                found.add(user)
+            else:
+                asked.append(user)
+        if not asked or not self._link.up:
+            return found
+        try:
+            async with asyncio.timeout(ONLINE_WAIT_SECONDS):
+                return found | await self._online_elsewhere(asked)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.debug("presence.read_failed", extra={"error": type(exc).__name__})
+            return found
+
+    async def _online_elsewhere(self, users: list[str]) -> set[str]:
+        """Which of `users` the other processes' shares hold."""
+        known = self._known
+        pipe = self._link.client.pipeline(transaction=False)
+        pipe.smembers(self._processes)
+        for pid in known:
+            pipe.hmget(self._share_prefix + pid.decode(), users)
+        members, *replies = await pipe.execute()
+        others = sorted(pid for pid in members if isinstance(pid, bytes) and pid != self._process_id)
+        # A process that left since is not counted; one that joined is read now.
+        shares: list[list[Any]] = [r for pid, r in zip(known, replies, strict=True) if pid in members]
+        if joined := [pid for pid in others if pid not in known]:
+            pipe = self._link.client.pipeline(transaction=False)
+            for pid in joined:
+                pipe.hmget(self._share_prefix + pid.decode(), users)
+            shares += await pipe.execute()
+        self._known = others
+        online: set[str] = set()
+        for values in shares:
+            for user, value in zip(users, values, strict=True):
+                if value and (entry := _parse_entry(value)) is not None and entry[0] > 0:
+                    online.add(user)
+        return online

@@ -118,9 +118,17 @@ class _ScrapeCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         s, c = self._s, self._s.counters
-        yield GaugeMetricFamily("diagnoxix_connections", "Open WebSocket connections.", value=s.connections)
+        # This process's, as every figure here: with several processes Prometheus holds one series
+        # per process (docs/scaling.md says how to add them up).
         yield GaugeMetricFamily(
-            "diagnoxix_users_online", "Users with at least one open connection.", value=s.users_online
+            "diagnoxix_connections",
+            "Open WebSocket and SSE connections to this process.",
+            value=s.connections,
+        )
+        yield GaugeMetricFamily(
+            "diagnoxix_users_online",
+            "Users with at least one open connection to this process.",
+            value=s.users_online,
         )
         yield GaugeMetricFamily(
             "diagnoxix_send_queue_frames",

@@ -11,7 +11,7 @@ from diagnoxix.delivery.digests import PUSH_DIGEST, Digests
 from diagnoxix.delivery.preferences import ChannelPreferences
 from diagnoxix.delivery.push.digest import PUSH_DIGEST_SEND, DigestSendJobs, PushDigestJobs
 from diagnoxix.delivery.push.escalations import PushEscalations
-from diagnoxix.delivery.push.jobs import PushJobStore, PushRouteJobs, PushSendJobs
+from diagnoxix.delivery.push.jobs import Online, PushJobStore, PushRouteJobs, PushSendJobs
 from diagnoxix.delivery.push.retractions import (
     PUSH_RETRACT,
     PUSH_RETRACT_SEND,
@@ -33,15 +33,21 @@ class PushChannel:
         settings: Settings,
         vapid_pem: str,
         connected: Callable[[str], int],
+        online: Online | None = None,
     ) -> None:
+        """`connected`: this process's connections of a user; `online`: with several processes,
+        who of some users is connected in any of them (`delivery.presence.Presence.online`)."""
         self.signer = VapidSigner(vapid_pem, settings.push_contact)
         self.sender = PushSender(
             self.signer, timeout=settings.push_timeout_seconds, allow_loopback=settings.push_allow_loopback
         )
-        self.router = PushRouter(store, clock, settings, connected)
+        self.router = PushRouter(store, clock, settings, connected, shared=online is not None)
         chosen = ChannelPreferences(store, clock, settings.critical_categories)
         digests = Digests(settings.digest_windows, settings.critical_categories)
-        self.route_jobs = PushRouteJobs(store, clock, self.router.subscribed, chosen, digests)
+        delays = {p: d for p, d in settings.push_delays if d is not None}
+        self.route_jobs = PushRouteJobs(
+            store, clock, self.router.subscribed, chosen, digests, online=online, delays=delays
+        )
         self.escalations = PushEscalations(store, clock)
         self.send_jobs = PushSendJobs(store, clock, self.sender, settings)
         # Digests (`delivery.push.digest`) and retractions (`delivery.push.retractions`): their

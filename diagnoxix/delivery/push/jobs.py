@@ -3,7 +3,12 @@
 `push` (one per commit and delay, naming its notifications): when it comes due, a notification
 that is gone (retracted, expired) or delivered (acknowledged by a v1 client, or written to a plain
 one) is not pushed; each other one becomes one `push_send` job per subscription of its user, in
-the transaction that finishes the `push` job.
+the transaction that finishes the `push` job. A job marked `IF_OFFLINE` (several processes: its
+users had no connection in the process that routed it) first asks presence, once for all its
+users, who is connected in any process: their notifications go into a new `push` job due after
+their priority's delay, in the same transaction, as if they had been connected there. Presence
+answers within Redis's reply timeout, and without Redis (or on any failure) says nobody: the
+push goes out at once, the safe side for a patient.
 
 `push_send` (one per notification and subscription): posts the push and records the answer in
 the transaction that finishes the job, so a push the service accepted (201) is never sent again,
@@ -17,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
 from typing import Protocol
 
@@ -27,6 +32,7 @@ from diagnoxix.delivery.digests import PUSH_DIGEST, Digests
 from diagnoxix.delivery.preferences import ChannelPreferences
 from diagnoxix.delivery.push.payload import URGENCY, push_payload, push_topic, push_ttl
 from diagnoxix.delivery.push.sender import UNUSABLE_KEY, PushAnswer, PushSender
+from diagnoxix.models import Notification
 from diagnoxix.store.critical_records import CriticalStore
 from diagnoxix.store.protocols import (
     IdempotencyConflict,
@@ -36,11 +42,15 @@ from diagnoxix.store.protocols import (
     StoreError,
     TimerStore,
 )
-from diagnoxix.store.push_records import PUSH_OWNER, PUSH_SEND, PushAttempt, PushSubscription
+from diagnoxix.store.push_records import PUSH_OWNER, PUSH_ROUTE, PUSH_SEND, PushAttempt, PushSubscription
 from diagnoxix.store.timer_records import NewTimer, Timer
 
 # The channel's name in users' preferences (`rules.preferences.CHANNELS`).
 PUSH = "push"
+# A `push` job's payload flag: push only to users connected in no process (see the module's doc).
+IF_OFFLINE = "if_offline"
+# Which of these users have a connection in any process (`delivery.presence.Presence.online`).
+Online = Callable[[Iterable[str]], Awaitable[set[str]]]
 
 log = logging.getLogger("diagnoxix.push")
 
@@ -75,8 +85,14 @@ class PushRouteJobs:
         unsubscribed: set[str],
         chosen: ChannelPreferences,
         digests: Digests | None = None,
+        *,
+        online: Online | None = None,
+        delays: dict[str, int] | None = None,
     ) -> None:
         self._store = store
+        # For `IF_OFFLINE` jobs: who is connected in any process, and the priorities' delays.
+        self._online = online
+        self._delays = delays or {}
         # A digested type joins the user's digest rather than being pushed on its own.
         self._digests = digests or Digests((), ())
         self._clock = clock
@@ -90,6 +106,9 @@ class PushRouteJobs:
         undelivered = [note for note in notes if note.delivered_at is None]
         wanted = await self._chosen.allowed(undelivered, PUSH)
         waiting = [note for note, ok in zip(undelivered, wanted, strict=True) if ok]
+        deferred: list[NewTimer] = []
+        if job.payload.get(IF_OFFLINE) and waiting and self._online is not None:
+            waiting, deferred = await self._unless_online(waiting, self._online)
         users = {note.user_id for note in waiting}
         subscriptions = await self._store.push_subscriptions_of(sorted(users)) if users else {}
         self._subscribed.difference_update(users - set(subscriptions))
@@ -110,7 +129,32 @@ class PushRouteJobs:
             for note in waiting
             if note.user_id in subscriptions and self._digests.digested(note)
         ]
-        await self._store.route_push(job.id, sends, joins)
+        await self._store.route_push(job.id, [*deferred, *sends], joins)
+
+    async def _unless_online(
+        self, notes: list[Notification], online: Online
+    ) -> tuple[list[Notification], list[NewTimer]]:
+        """`notes` split: those to push now, and `push` jobs that wait their priority's delay for
+        the others, whose users are connected in some process."""
+        try:
+            connected = await online({note.user_id for note in notes})
+        except Exception:  # a surprise: push (the safe side), and say so
+            log.exception("push.presence_failed")
+            return notes, []
+        now = self._clock.now()
+        now_notes: list[Notification] = []
+        later: dict[int, list[str]] = {}
+        for note in notes:
+            delay = self._delays.get(note.priority, 0) if note.user_id in connected else 0
+            if delay > 0:
+                later.setdefault(delay, []).append(note.id)
+            else:
+                now_notes.append(note)
+        jobs = [
+            NewTimer(PUSH_ROUTE, PUSH_OWNER, now + timedelta(seconds=delay), {"notification_ids": ids})
+            for delay, ids in later.items()
+        ]
+        return now_notes, jobs
 
 
 class PushSendJobs:

@@ -6,6 +6,11 @@ here, else once the priority's delay for an acknowledgement has passed. When the
 pushes only what is still undelivered (an `ack` meanwhile, or a plain client that got the frame,
 cancels it: `jobs`).
 
+With several processes (`shared`), a user with no connection here may have one in another: the
+job due at once is marked `IF_OFFLINE`, and when it runs it asks every process's presence, once
+for the whole job, and gives the users found connected their priority's delay (`jobs`). The send
+path never waits for Redis.
+
 Deciding costs the send path a set lookup per notification: the users with subscriptions are
 held in memory (loaded at start, kept current by registrations and removals). The jobs of a
 commit are handed to the store's next batch of writes in one statement, never awaited: the
@@ -20,6 +25,7 @@ from datetime import timedelta
 
 from diagnoxix.clock import Clock
 from diagnoxix.config import Settings
+from diagnoxix.delivery.push.jobs import IF_OFFLINE
 from diagnoxix.models import Notification
 from diagnoxix.store.protocols import PushStore
 from diagnoxix.store.push_records import PUSH_OWNER, PUSH_ROUTE
@@ -30,11 +36,19 @@ class PushRouter:
     """The store's commit listener for push (`route`)."""
 
     def __init__(
-        self, store: PushStore, clock: Clock, settings: Settings, connected: Callable[[str], int]
+        self,
+        store: PushStore,
+        clock: Clock,
+        settings: Settings,
+        connected: Callable[[str], int],
+        *,
+        shared: bool = False,
     ) -> None:
         self._store = store
         self._clock = clock
+        # This process's connections of a user; `shared`: other processes hold connections too.
         self._connected = connected
+        self._shared = shared
         self._delays = {p: d for p, d in settings.push_delays if d is not None}
         self.subscribed: set[str] = set()
         # Called once jobs are written (the timers' scheduler looks again at what is due).
@@ -47,18 +61,27 @@ class PushRouter:
         if not subscribed:
             return
         # One job per delay: a burst of a thousand notifications is a row or two, not a thousand.
-        by_delay: dict[int, list[str]] = {}
+        by_delay: dict[tuple[int, bool], list[str]] = {}
         for note in notifications:
             if note.user_id not in subscribed or note.priority not in delays:
                 continue
-            delay = delays[note.priority] if self._connected(note.user_id) else 0
-            by_delay.setdefault(delay, []).append(note.id)
+            delay = delays[note.priority]
+            # Connected here: after the delay. Else at once; with several processes, unless the
+            # user is connected in another one (asked when the job runs).
+            here = self._connected(note.user_id)
+            key = (delay, False) if here else (0, self._shared and delay > 0)
+            by_delay.setdefault(key, []).append(note.id)
         if not by_delay:
             return
         now = self._clock.now()
         jobs = [
-            NewTimer(PUSH_ROUTE, PUSH_OWNER, now + timedelta(seconds=delay), {"notification_ids": ids})
-            for delay, ids in by_delay.items()
+            NewTimer(
+                PUSH_ROUTE,
+                PUSH_OWNER,
+                now + timedelta(seconds=delay),
+                {"notification_ids": ids, IF_OFFLINE: True} if if_offline else {"notification_ids": ids},
+            )
+            for (delay, if_offline), ids in by_delay.items()
         ]
         self._store.queue_push_jobs(jobs, self._written)
 
