@@ -29,7 +29,9 @@ from diagnoxix.delivery.critical import CRITICAL_SEND, CriticalService
 from diagnoxix.delivery.hub import Hub
 from diagnoxix.delivery.presence import LocalPresence
 from diagnoxix.delivery.push.channel import PushChannel
+from diagnoxix.delivery.push.router import PUSH_SUBSCRIBED
 from diagnoxix.delivery.push.vapid import VAPID_META_KEY, generate_vapid_pem
+from diagnoxix.delivery.redis_broker import RedisBroker
 from diagnoxix.delivery.revocations import RevokedTokens
 from diagnoxix.delivery.scheduled import SCHEDULED_SEND, ScheduledSends
 from diagnoxix.delivery.service import NotificationService
@@ -168,6 +170,12 @@ async def _push_context(app: web.Application) -> AsyncIterator[None]:
     online = app[PRESENCE].online if app[SETTINGS].broker_url else None
     push = PushChannel(store, app[CLOCK], app[SETTINGS], pem, app[HUB].connections_of, online)
     push.router.subscribed.update(await store.push_subscribed_users())
+    # A registration taken by any process reaches every process's router at once; after Redis
+    # may have lost one, the users are read again.
+    broker = app[BROKER]
+    broker.on_announcement(PUSH_SUBSCRIBED, push.router.subscribed.add)
+    if isinstance(broker, RedisBroker):
+        broker.on_resync(push.router.reload_soon)
     store.add_commit_listener(push.router.route)
     # A retraction of a pushed notification is pushed too, with the same Topic.
     store.add_correction_listener(push.retractions.corrected)

@@ -17,7 +17,7 @@ import pytest
 from redis.asyncio import Redis
 
 from diagnoxix.delivery.redis_presence import ONLINE_WAIT_SECONDS
-from diagnoxix.keys import PRESENCE, PUSH
+from diagnoxix.keys import BROKER, PRESENCE, PUSH
 
 from .cluster_support import eventually
 from .dashboard_support import LiveServer, StaffClient, start_server
@@ -232,6 +232,53 @@ async def test_without_redis_each_process_answers_for_itself_and_pushes_at_once(
     await eventually(pushed, timeout=DELAY + 10, what="the push without Redis")
     assert _pushed(pushes, browser)[0] - sent_at < DELAY
     await ws.close()
+
+
+async def test_a_registration_through_one_process_pushes_what_another_sends(
+    servers: tuple[LiveServer, LiveServer],
+    http: aiohttp.ClientSession,
+    pushes: PushService,
+    redis_server: RedisServer,
+) -> None:
+    """B started before the registrations: it learns of each, live through Redis, and once Redis
+    is back after losing one, by reading the users again."""
+    a, b = servers
+    pushes.vapid_key = a.app[PUSH].public_key
+    key = await b.api_key()
+    dora, eve = pushes.browser(), pushes.browser()
+    await _subscribe(http, a, "dora", dora)
+    sent = await _post(http, b, "/v1/notifications", key, {"user_id": "dora", "title": "Result"})
+
+    async def dora_pushed() -> bool:
+        return bool(_pushed(pushes, dora))
+
+    await eventually(dora_pushed, timeout=DELAY + 10, what="Dora's push for B's send")
+    assert pushes.accepted(dora)[0].payload["id"] == sent["notification"]["id"]
+
+    # Eve registers through A while Redis is away: the announcement is lost.
+    await redis_server.kill()
+
+    async def down() -> bool:
+        return b.app[BROKER].state == "down"
+
+    await eventually(down, what="B without Redis")
+    await _subscribe(http, a, "eve", eve)
+    await redis_server.start()
+
+    async def up() -> bool:
+        return (
+            a.app[BROKER].state == "up"
+            and b.app[BROKER].state == "up"
+            and "eve" in b.app[PUSH].router.subscribed
+        )
+
+    await eventually(up, timeout=20, what="B read the users again")
+    await _post(http, b, "/v1/notifications", key, {"user_id": "eve", "title": "Result"})
+
+    async def eve_pushed() -> bool:
+        return bool(_pushed(pushes, eve))
+
+    await eventually(eve_pushed, timeout=DELAY + 10, what="Eve's push for B's send")
 
 
 async def test_a_hung_redis_holds_a_question_no_longer_than_the_reply_timeout(

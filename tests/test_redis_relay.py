@@ -66,8 +66,9 @@ async def _publish(redis: RedisServer, payload: Any) -> None:
 
 
 async def test_a_process_passes_over_what_nobody_there_wants_and_still_resumes_it_whole(
-    make_service: MakeService, redis_server: RedisServer, pg_dsn: str
+    pg_dsn: str, redis_server: RedisServer, make_service: MakeService
 ) -> None:
+    # The database and Redis first: they outlive the apps, which stop at the test's end.
     a = await make_service(store_url=pg_dsn, broker_url=redis_server.url)
     b = await make_service(store_url=pg_dsn, broker_url=redis_server.url)
     hub_a: Hub = a.app[HUB]

@@ -12,8 +12,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from diagnoxix.api.common import authorize_user, invalid, read_json_object, store_errors_as_503
+from diagnoxix.delivery.push.router import PUSH_SUBSCRIBED
 from diagnoxix.errors import ApiError
-from diagnoxix.keys import PUSH, SETTINGS, STORE
+from diagnoxix.keys import BROKER, PUSH, SETTINGS, STORE
 from diagnoxix.models import BROADCAST_RECIPIENT
 from diagnoxix.rules import FieldErrors
 from diagnoxix.rules.corrections import is_notification_id
@@ -51,7 +52,9 @@ async def add_subscription(request: web.Request) -> web.Response:
         NewPushSubscription(user_id, checked.endpoint, checked.p256dh, checked.auth, checked.host, agent),
         limit=settings.push_subscriptions_per_user,
     )
+    # This process's router at once; every other process's through the broker.
     request.app[PUSH].router.subscribed.add(user_id)
+    request.app[BROKER].announce(PUSH_SUBSCRIBED, user_id)
     store.record_audit(actor, "push.subscribed", user_id, {"subscription_id": sub.id, "host": sub.host})
     return web.json_response({"subscription": sub.to_api()}, status=201)
 

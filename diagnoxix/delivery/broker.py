@@ -2,14 +2,15 @@
 
 Committed notifications, and control events that are not notifications: a new unread count, a
 disconnect, a revocation of devices (every process updates its revoked list and closes their
-sockets). Nothing pushes straight into the local hub; with one process
+sockets). And announcements: what every process keeps in memory and must learn of at once (the
+users with push subscriptions). Nothing pushes straight into the local hub; with one process
 the broker is in-process, and with several processes behind a load balancer, where a user's
 sockets may be open in any of them, it is Redis pub/sub (`redis_broker.RedisBroker`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,6 +26,10 @@ class Revocation:
     tokens: tuple[tuple[str, float], ...]
     # Every device of the user: close all their sockets, those of tokens without a record too.
     all_devices: bool
+
+
+# Hears a user id announced on a topic (`Broker.announce`).
+AnnouncementListener = Callable[[str], None]
 
 
 class BrokerSubscriber(Protocol):
@@ -70,6 +75,13 @@ class Broker(Protocol):
     def revoke(self, revocation: Revocation) -> None:
         """Revoked devices: every process refuses their tokens and closes their sockets."""
 
+    def announce(self, topic: str, user_id: str) -> None:
+        """Something every process keeps in memory changed for a user (e.g. `push.subscribed`):
+        every process's listeners of the topic (`on_announcement`) hear the user id, this
+        process's too (in-process: before this returns)."""
+
+    def on_announcement(self, topic: str, listener: AnnouncementListener) -> None: ...
+
     async def drain(self) -> None:
         """Return once everything handed over before this call is on its way to every process
         (or dropped because the way is down). A store shared by several processes awaits it
@@ -87,6 +99,7 @@ class InProcessBroker:
 
     def __init__(self) -> None:
         self._subscribers: list[BrokerSubscriber] = []
+        self._announcements: dict[str, list[AnnouncementListener]] = {}
 
     def subscribe(self, subscriber: BrokerSubscriber) -> None:
         self._subscribers.append(subscriber)
@@ -106,6 +119,13 @@ class InProcessBroker:
     def revoke(self, revocation: Revocation) -> None:
         for subscriber in self._subscribers:
             subscriber.revoke(revocation)
+
+    def announce(self, topic: str, user_id: str) -> None:
+        for listener in self._announcements.get(topic, ()):
+            listener(user_id)
+
+    def on_announcement(self, topic: str, listener: AnnouncementListener) -> None:
+        self._announcements.setdefault(topic, []).append(listener)
 
     async def drain(self) -> None:
         return

@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from diagnoxix.delivery import redis_events
-from diagnoxix.delivery.broker import BrokerSubscriber, Revocation
+from diagnoxix.delivery.broker import AnnouncementListener, BrokerSubscriber, Revocation
 from diagnoxix.delivery.redis_link import BACKOFF_FIRST_SECONDS, BACKOFF_MAX_SECONDS, Command, RedisLink
 from diagnoxix.models import Notification
 from diagnoxix.redis_client import REPLY_TIMEOUT_SECONDS
@@ -54,6 +54,7 @@ class RedisBroker:
         self._gave_up_waiting = False
         self._unreadable = 0
         self._own: dict[int, Notification] = {}
+        self._announcements: dict[str, list[AnnouncementListener]] = {}
         link.add_source(self._lost)
         link.merge_publishes(self.channel, redis_events.merge)
 
@@ -79,6 +80,12 @@ class RedisBroker:
 
     def revoke(self, revocation: Revocation) -> None:
         self._link.send("PUBLISH", self.channel, redis_events.revocation(revocation))
+
+    def announce(self, topic: str, user_id: str) -> None:
+        self._link.send("PUBLISH", self.channel, redis_events.announcement(topic, user_id))
+
+    def on_announcement(self, topic: str, listener: AnnouncementListener) -> None:
+        self._announcements.setdefault(topic, []).append(listener)
 
     async def drain(self) -> None:
         await self._link.drain()
@@ -166,6 +173,9 @@ class RedisBroker:
             if isinstance(event, redis_events.Relayed):
                 self._relay(event)
                 continue
+            if isinstance(event, redis_events.Announced):
+                self._announced(event)
+                continue
             for subscriber in self._subscribers:
                 try:
                     event(subscriber)
@@ -205,6 +215,13 @@ class RedisBroker:
         for _, _, _, seq in relayed.entries:
             if seq is not None:
                 own.pop(seq, None)
+
+    def _announced(self, event: redis_events.Announced) -> None:
+        for listener in self._announcements.get(event.topic, ()):
+            try:
+                listener(event.user_id)
+            except Exception:  # one listener's failure must not stop the listener
+                log.exception("broker.announcement_listener_failed")
 
     def _unreadable_message(self, exc: redis_events.BadMessage) -> None:
         """Someone else's message on our channel (choose another DIAGNOXIX_BROKER_PREFIX), or a

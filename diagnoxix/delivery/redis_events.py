@@ -4,6 +4,7 @@
     {"k":"c","u":user,"t":text,"s":seq|null}   a control frame (an unread count, a correction)
     {"k":"d","u":user,"c":code,"r":reason}     close the user's connections
     {"k":"r","u":user,"t":[[token,expiry],...],"a":all}   revoked devices
+    {"k":"a","t":topic,"u":user}              an announcement (`Broker.announce`)
     {"k":"x"}                                  events were lost: every process resyncs
 
 Events queued together go as one message, a JSON array of them (`merge`), in their order.
@@ -67,6 +68,10 @@ def revocation(revoked: Revocation) -> bytes:
     )
 
 
+def announcement(topic: str, user_id: str) -> bytes:
+    return orjson.dumps({"k": "a", "t": topic, "u": user_id})
+
+
 def notification_from_frame(frame: str, expires: str | None) -> Notification:
     """The committed notification a frame was encoded from (`Notification.to_wire` backwards).
 
@@ -124,8 +129,16 @@ class Relayed:
             raise BadMessage(type(exc).__name__) from None
 
 
+@dataclass(frozen=True, slots=True)
+class Announced:
+    """An announcement from the channel, for the broker's listeners of its topic."""
+
+    topic: str
+    user_id: str
+
+
 # One event read from the channel, to hand to each subscriber; None for a resync request.
-Event = Callable[[BrokerSubscriber], None] | Relayed
+Event = Callable[[BrokerSubscriber], None] | Relayed | Announced
 
 
 def decode(raw: bytes) -> list[Event | None]:
@@ -167,6 +180,8 @@ def _event(event: Any) -> Event | None:
             tokens = tuple((str(token), float(expiry)) for token, expiry in event["t"])
             revoked = Revocation(str(event["u"]), tokens, bool(event["a"]))
             return lambda subscriber: subscriber.revoke(revoked)
+        if kind == "a":
+            return Announced(str(event["t"]), str(event["u"]))
         if kind == "x":
             return None
     except (ValueError, KeyError, TypeError, IndexError) as exc:

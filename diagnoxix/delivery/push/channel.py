@@ -78,6 +78,7 @@ class PushChannel:
         self.retractions.on_added = wake
 
     async def close(self) -> None:
+        await self.router.close()
         for sends in (self.digest_sends, self.retraction_sends):
             await sends.close()
         await self.send_jobs.close()

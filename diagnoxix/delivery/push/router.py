@@ -12,7 +12,11 @@ for the whole job, and gives the users found connected their priority's delay (`
 path never waits for Redis.
 
 Deciding costs the send path a set lookup per notification: the users with subscriptions are
-held in memory (loaded at start, kept current by registrations and removals). The jobs of a
+held in memory (loaded at start, kept current by registrations and removals). With several
+processes, a registration taken by one is announced to all (`PUSH_SUBSCRIBED`, through the
+broker), and after the broker may have lost events each process reads the users again
+(`reload_soon`): otherwise a process started before the registration would never push for
+what is sent through it. The jobs of a
 commit are handed to the store's next batch of writes in one statement, never awaited: the
 notifications are durable first, their jobs a commit later (a kill -9 in that instant loses the
 pushes, never the notifications).
@@ -20,6 +24,9 @@ pushes, never the notifications).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 
@@ -27,9 +34,15 @@ from diagnoxix.clock import Clock
 from diagnoxix.config import Settings
 from diagnoxix.delivery.push.jobs import IF_OFFLINE
 from diagnoxix.models import Notification
-from diagnoxix.store.protocols import PushStore
+from diagnoxix.store.protocols import PushStore, StoreError
 from diagnoxix.store.push_records import PUSH_OWNER, PUSH_ROUTE
 from diagnoxix.store.timer_records import NewTimer
+
+log = logging.getLogger("diagnoxix.push")
+
+
+# The broker's topic (`Broker.announce`): a user registered a push subscription.
+PUSH_SUBSCRIBED = "push.subscribed"
 
 
 class PushRouter:
@@ -54,6 +67,25 @@ class PushRouter:
         # Called once jobs are written (the timers' scheduler looks again at what is due).
         self.on_added: Callable[[], None] = lambda: None
         self.routed = 0
+        self._reload: asyncio.Task[None] | None = None
+
+    def reload_soon(self) -> None:
+        """Read the users with subscriptions again (registrations announced meanwhile may have
+        been lost); without awaiting."""
+        if self._reload is None or self._reload.done():
+            self._reload = asyncio.create_task(self._reload_users(), name="diagnoxix-push-users")
+
+    async def _reload_users(self) -> None:
+        try:
+            self.subscribed.update(await self._store.push_subscribed_users())
+        except StoreError as exc:
+            log.warning("push.reload_failed", extra={"error": type(exc).__name__})
+
+    async def close(self) -> None:
+        if self._reload is not None:
+            self._reload.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reload
 
     def route(self, notifications: Sequence[Notification]) -> None:
         """Commit listener: synchronous, awaits nothing."""
