@@ -26,6 +26,7 @@ from typing import Any
 import asyncpg
 
 from diagnoxix.outages import Outage
+from diagnoxix.store.postgres.writer import DRIVER_ERRORS
 
 log = logging.getLogger("diagnoxix.store")
 
@@ -92,7 +93,7 @@ class RevocationListener:
                 wait = RETRY_FIRST_SECONDS
                 await lost.wait()
                 self.outage.failed(None, what="listening")
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except DRIVER_ERRORS as exc:  # a connect timeout is an OSError (TimeoutError)
                 self.outage.failed(exc, what="listening")
             finally:
                 self._listening = False

@@ -30,7 +30,7 @@ from diagnoxix.store.key_cache import KeyCache
 from diagnoxix.store.postgres.access import PgAccess, Write, WriteTx
 from diagnoxix.store.postgres.key_revocations import RevocationListener
 from diagnoxix.store.postgres.migrations import migrate
-from diagnoxix.store.postgres.writer import CONNECT_TIMEOUT, Barrier, PgWriter
+from diagnoxix.store.postgres.writer import CONNECT_TIMEOUT, DRIVER_ERRORS, Barrier, PgWriter
 from diagnoxix.store.protocols import (
     CommitListener,
     Correction,
@@ -105,7 +105,7 @@ class PgCore(PgAccess):
             self._writer = PgWriter(self._dsn, barrier=lambda: self._barrier)
             await self._writer.start()
             self._epoch = await self.get_or_create_meta("epoch", lambda: uuid.uuid4().hex)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DRIVER_ERRORS as exc:
             await self.close()
             raise StoreError(f"cannot open the PostgreSQL database: {_reason(exc)}") from None
         except BaseException:
@@ -141,7 +141,7 @@ class PgCore(PgAccess):
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
         try:
             return list(await self._p.fetch(sql, *args))
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DRIVER_ERRORS as exc:
             raise StoreError(f"the database is not answering ({type(exc).__name__})") from None
 
     async def _fetchrow(self, sql: str, *args: Any) -> Any | None:

@@ -37,6 +37,15 @@ SEQ_LOCK = 0x6469_6167_6E6F_7378 & 0x7FFF_FFFF_FFFF_FFFF
 MAX_OPS_PER_BATCH = 5000
 
 # Seconds to wait for the database to accept a connection before saying it does not answer.
+# What the driver raises when the database or the connection fails: a connection reset, a
+# refusal, a protocol state asyncpg gives up on (InternalClientError, e.g. on a session the
+# server ended mid-statement). Each becomes a StoreError, never a traceback.
+DRIVER_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 CONNECT_TIMEOUT = 10.0
 # The longest a batch waits for the seq lock (another process stalled holding it): then its
 # writers hear StoreError (503) rather than wait forever.
@@ -253,7 +262,7 @@ class PgWriter:
         self._conn = None
         try:
             self._conn = await self._connect()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DRIVER_ERRORS as exc:
             # The next batch tries again; its writers hear StoreError (503) meanwhile.
             log.warning("store.reconnect_failed", extra={"error": type(exc).__name__})
 
