@@ -1,4 +1,5 @@
--- The stored and delivered counts (`/metrics`, the dashboard) kept by the database itself.
+-- The stored and delivered counts (`/metrics`, the dashboard) kept by the database itself, and a
+-- job's lease apart from its due time.
 
 -- No process writes notifications between the seed below and the triggers taking over: this lock
 -- waits for writes in flight and holds off new ones until the migration commits.
@@ -86,3 +87,9 @@ END;
 $$;
 CREATE TRIGGER notifications_counted_truncate AFTER TRUNCATE ON notifications
     FOR EACH STATEMENT EXECUTE FUNCTION notifications_counted_truncate();
+
+-- A job a process took (`due_timers`) is held until `leased_until`; `due_at` stays the time it is
+-- due (`GET /v1/scheduled` shows it). A job is due when both have passed. A job rescheduled
+-- (retried, revived) is held by nobody: NULL.
+ALTER TABLE timers ADD COLUMN leased_until text;
+CREATE INDEX timers_leased ON timers (leased_until) WHERE state = 'pending' AND leased_until IS NOT NULL;

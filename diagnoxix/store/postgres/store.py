@@ -29,6 +29,7 @@ from diagnoxix.models import (
 )
 from diagnoxix.store.postgres.access import PgAccess, Write, WriteTx
 from diagnoxix.store.postgres.migrations import migrate
+from diagnoxix.store.postgres.timers import TimerLeases
 from diagnoxix.store.postgres.writer import CONNECT_TIMEOUT, Barrier, PgWriter
 from diagnoxix.store.protocols import (
     CommitListener,
@@ -74,9 +75,12 @@ class PgCore(PgAccess):
     """Lifecycle, the writer, notifications' insert and purge, meta. The query mixins
     (`PgStore`) add the rest of the protocols."""
 
-    def __init__(self, dsn: str, *, clock: Clock | None = None) -> None:
+    def __init__(self, dsn: str, *, clock: Clock | None = None, leases: TimerLeases | None = None) -> None:
+        """`leases`: how long a job taken by `due_timers` is held from every other process
+        (`timers.TimerLeases`, from the settings; the shortest lease by default)."""
         self._dsn = dsn
         self._clock = clock or SystemClock()
+        self._leases = leases or TimerLeases()
         self._pool: Any = None
         self._writer: PgWriter | None = None
         self._barrier: Barrier | None = None
