@@ -10,6 +10,7 @@ from pathlib import Path
 from diagnoxix.clock import Clock, SystemClock
 from diagnoxix.config import Settings
 from diagnoxix.store.postgres.database import PgStore
+from diagnoxix.store.postgres.timers import TimerLeases
 from diagnoxix.store.protocols import BackupError, BackupReport, RestoreReport, Store
 from diagnoxix.store.sqlite.backup import backup_database
 from diagnoxix.store.sqlite.restore import restore_database
@@ -29,8 +30,10 @@ async def open_store(
     """
     store: Store
     if settings.store_url:
-        # Shared by every process of the deployment: no serving lock, the broker carries commits.
-        store = PgStore(settings.store_url, clock=clock)
+        # Shared by every process of the deployment: no serving lock, the broker carries commits;
+        # a job one process took is held from the others for longer than it may take.
+        leases = TimerLeases.for_webhook_timeout(settings.webhook_timeout_seconds)
+        store = PgStore(settings.store_url, clock=clock, leases=leases)
     else:
         store = SqliteStore(
             settings.db_path, synchronous=settings.sqlite_synchronous, exclusive=serving, clock=clock

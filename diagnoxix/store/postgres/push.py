@@ -5,7 +5,8 @@ A push job's effect is an HTTP call, so it cannot commit with it: the job is cla
 idempotency record ('timer', job id), whose trigger marks it done) in the transaction that records
 the answer, and a job whose claim is taken is never run again, by any process. A send job is
 taken by `due_timers` (its lease, `postgres.timers`) and then leased for as long as a push may
-take (`lease_push`); a process that dies meanwhile leaves it to be sent when that lease ends.
+take (`lease_push`: its `leased_until`, its due time kept); a process that dies meanwhile leaves it
+to be sent when that lease ends.
 """
 
 from __future__ import annotations
@@ -187,7 +188,7 @@ class PgPushQueries(PgAccess):
 
         async def lease(tx: WriteTx) -> None:
             await tx.conn.execute(
-                "UPDATE timers SET due_at = $1 WHERE id = $2 AND state = 'pending'", due, job_id
+                "UPDATE timers SET leased_until = $1 WHERE id = $2 AND state = 'pending'", due, job_id
             )
 
         await self._write(lease)
@@ -213,7 +214,7 @@ class PgPushQueries(PgAccess):
             sql = "UPDATE timers SET attempts = attempts + 1, state = 'failed', finished_at = $1 " + pending
             value = stamp
         else:
-            sql = "UPDATE timers SET attempts = attempts + 1, due_at = $1 " + pending
+            sql = "UPDATE timers SET attempts = attempts + 1, due_at = $1, leased_until = NULL " + pending
             value = format_timestamp(due_at)
 
         async def retry(tx: WriteTx) -> None:

@@ -1,8 +1,9 @@
 """The PostgreSQL store: a pool for reads, one writer per process (`writer.PgWriter`), the same
 protocols as the SQLite store (`store.protocols`), shared by every process of a deployment.
 
-What a process knows only of its own commits (the counts for `/metrics`) is per process; what
-every process must agree on (seqs, idempotency claims, timers) is in the database.
+What a process knows only of its own commits (its writer's statistics for `/metrics`) is per
+process; what every process must agree on (seqs, idempotency claims, timers, the stored and
+delivered counts) is in the database.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from diagnoxix.store.key_cache import KeyCache
 from diagnoxix.store.postgres.access import PgAccess, Write, WriteTx
 from diagnoxix.store.postgres.key_revocations import RevocationListener
 from diagnoxix.store.postgres.migrations import migrate
+from diagnoxix.store.postgres.timers import TimerLeases
 from diagnoxix.store.postgres.writer import CONNECT_TIMEOUT, DRIVER_ERRORS, Barrier, PgWriter
 from diagnoxix.store.protocols import (
     CommitListener,
@@ -50,8 +52,12 @@ T = TypeVar("T")
 PURGE_SLICE = 1000
 # Reads share a small pool: the event loop is the limit long before PostgreSQL is.
 POOL_MIN, POOL_MAX = 1, 8
-# The stored and delivered counts are recounted at most this often (seconds).
-COUNT_SECONDS = 5.0
+# The stored and delivered counts are read again at most this often (seconds), unless this
+# process committed since.
+COUNT_SECONDS = 1.0
+# The counts: the sums of the counters the database keeps as notifications change (migration
+# `0004_counts`), never a scan of the table.
+_COUNTS = "SELECT coalesce(sum(stored), 0), coalesce(sum(delivered), 0) FROM notification_counts"
 # A seq beyond any real one: the upper bound of a read that names none. Another process may have
 # committed more than this one has heard of, so the database's own view is the bound.
 NO_BOUND = 2**62
@@ -71,9 +77,12 @@ class PgCore(PgAccess):
     """Lifecycle, the writer, notifications' insert and purge, meta. The query mixins
     (`PgStore`) add the rest of the protocols."""
 
-    def __init__(self, dsn: str, *, clock: Clock | None = None) -> None:
+    def __init__(self, dsn: str, *, clock: Clock | None = None, leases: TimerLeases | None = None) -> None:
+        """`leases`: how long a job taken by `due_timers` is held from every other process
+        (`timers.TimerLeases`, from the settings; the shortest lease by default)."""
         self._dsn = dsn
         self._clock = clock or SystemClock()
+        self._leases = leases or TimerLeases()
         self._pool: Any = None
         self._writer: PgWriter | None = None
         self._barrier: Barrier | None = None
@@ -195,15 +204,15 @@ class PgCore(PgAccess):
         return False
 
     async def counts(self) -> StoreCounts:
-        """Counted by the database (every process's rows): again once this process committed
-        since, else at most every COUNT_SECONDS (the dashboard and `/metrics` poll this, and a
-        count scans the table)."""
+        """Counted by the database as every process commits (its counters: a few rows summed,
+        whatever the table's size); read again once this process committed since, else at most
+        every COUNT_SECONDS (the dashboard and `/metrics` poll this)."""
         now = time.monotonic()
         writer = self._writer
         commits = writer.stats.commits if writer else 0
         counted = self._counted
         if counted is None or counted[3] != commits or now - counted[0] >= COUNT_SECONDS:
-            row = await self._fetchrow("SELECT count(*), count(delivered_at) FROM notifications")
+            row = await self._fetchrow(_COUNTS)
             assert row is not None
             counted = self._counted = (now, int(row[0]), int(row[1]), commits)
         _, stored, delivered, _ = counted
@@ -273,7 +282,8 @@ class PgCore(PgAccess):
                 log.exception("store.listener_failed")
 
     def _forget(self, deleted: int) -> None:
-        """`deleted` notifications left the store (a retraction): nothing is counted here."""
+        """`deleted` notifications left the store (a retraction): the database's counters
+        followed the delete itself."""
 
     # -- notifications ---------------------------------------------------------------------
 

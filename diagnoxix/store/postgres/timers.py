@@ -9,22 +9,28 @@ insert waits for the first transaction, then conflicts, and stores nothing.
 
 The lease. Every process runs the timer loop over the one database, so `due_timers` claims what
 it returns: in one statement it picks due jobs `FOR UPDATE SKIP LOCKED` (another process's
-concurrent pick skips them) and moves their `due_at` to now + `TIMER_LEASE`, so every other
-process sees them not due until the lease ends. The jobs come back with the due time they had (a
-job taken again once a lease ended: that lease's end), their attempts untouched. A handler then
-finishes its job (the claim above, `finish_timer`, `cancel_timer`), reschedules it (`retry_timer`,
-a webhook's failed attempt) or leases it again for longer (`lease_push`). A process that dies
-mid-job leaves it pending and due when its lease ends, as a restart runs it on SQLite; the next
-scheduler to read what is due runs it (each sleeps until the soonest due time it read, or until
-woken), and its claim still stores its effect once. A handler running longer than the lease may
-find its job run by another process too: a stored effect is still stored once (the claim), an
-outgoing call (a webhook) may go twice with the same `webhook-id`, as after a crash.
+concurrent pick skips them) and sets their `leased_until` to now + the lease (`TimerLeases`), so
+every other process sees them not due until the lease ends. `due_at` stays the job's own time
+(`GET /v1/scheduled` shows it, leased or not); a job is due once both have passed. The jobs come
+back as stored, their attempts untouched. A handler then finishes its job (the claim above,
+`finish_timer`, `cancel_timer`), reschedules it (`retry_timer`, a webhook's failed attempt: a new
+due time, no lease) or leases it for as long as its own call may take (`lease_push`). A process
+that dies mid-job leaves it pending and due when its lease ends, as a restart runs it on SQLite;
+the next scheduler to read what is due runs it (each sleeps until the soonest due time it read,
+or until woken), and its claim still stores its effect once.
+
+A lease outlasts what its job can take, so no other process runs a job while its handler still
+does: a webhook delivery waits on its receiver up to `DIAGNOXIX_WEBHOOK_TIMEOUT`, and its lease is
+that plus `LEASE_MARGIN` (at least `TIMER_LEASE`); every other job only reads and writes the
+database (a push leases itself for its own timeout, `lease_push`), and gets `TIMER_LEASE`, so a job
+a dead process held is late by at most that much.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,12 +39,15 @@ from diagnoxix.models import format_timestamp, new_ids, parse_timestamp
 from diagnoxix.store.postgres.access import PgAccess, WriteTx
 from diagnoxix.store.protocols import IdempotencyClaim, IdempotencyConflict, StoreError, TimerKeyTaken
 from diagnoxix.store.timer_records import TIMER_CLAIMS, NewTimer, Timer
+from diagnoxix.store.webhook_records import WEBHOOK_DELIVERY
 
-# How long a job `due_timers` returned is not due for any other process: longer than any handler
-# takes (a webhook attempt is bounded by DIAGNOXIX_WEBHOOK_TIMEOUT, 10 s by default; a push send
-# leases itself for its own timeout), short enough that a job a dead process held is not late by
+# The shortest lease: how long a job `due_timers` returned is not due for any other process, unless
+# it may take longer (`TimerLeases`). Short enough that a job a dead process held is not late by
 # much.
 TIMER_LEASE = timedelta(minutes=2)
+# A lease outlasts the longest outgoing call of its job by this much: what the job does besides
+# (a read before, its final write after, the database busy) and clocks of several machines apart.
+LEASE_MARGIN = timedelta(minutes=1)
 # Finished jobs deleted per statement: the writer is never held long.
 TIMER_PURGE_SLICE = 1000
 
@@ -58,14 +67,36 @@ _CLAIM = (
     "INSERT INTO idempotency_keys (api_key_id, key, request_hash, notification_ids, status, created_at)"
     " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING"
 )
-# Picks due jobs no other transaction holds and leases them; returns each with the due time it had.
+# Picks due jobs no other transaction holds and no lease holds, and leases them: a webhook
+# delivery until $4, any other job until $3.
 _CLAIM_DUE = (
-    "WITH due AS (SELECT id, due_at FROM timers WHERE state = 'pending' AND due_at <= $1"
-    " ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)"
-    " UPDATE timers AS t SET due_at = $3 FROM due WHERE t.id = due.id"
-    " RETURNING t.id, t.kind, t.owner, t.key, due.due_at, t.payload, t.state, t.attempts, t.created_at,"
-    " t.finished_at, t.result"
+    "WITH due AS (SELECT id FROM timers WHERE state = 'pending' AND due_at <= $1"
+    " AND (leased_until IS NULL OR leased_until <= $1) ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)"
+    f" UPDATE timers AS t SET leased_until = CASE WHEN t.kind = '{WEBHOOK_DELIVERY}' THEN $4 ELSE $3 END"
+    " FROM due WHERE t.id = due.id RETURNING t.id, t.kind, t.owner, t.key, t.due_at, t.payload, t.state,"
+    " t.attempts, t.created_at, t.finished_at, t.result"
 )
+# When the soonest pending job is due: its due time, or its lease's end while one holds it (a lease
+# always ends after the due time it was taken at). Each part by its own index.
+_NEXT_DUE = (
+    "SELECT least((SELECT min(due_at) FROM timers WHERE state = 'pending' AND leased_until IS NULL),"
+    " (SELECT min(leased_until) FROM timers WHERE state = 'pending' AND leased_until IS NOT NULL))"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TimerLeases:
+    """How long a job `due_timers` returned is held from every other process, by kind: longer than
+    its handler can run (the module's doc)."""
+
+    default: timedelta = TIMER_LEASE
+    webhook: timedelta = TIMER_LEASE
+
+    @classmethod
+    def for_webhook_timeout(cls, seconds: float) -> TimerLeases:
+        """The leases for the configured `DIAGNOXIX_WEBHOOK_TIMEOUT`: a delivery's outlasts it by
+        `LEASE_MARGIN`, however long it is."""
+        return cls(webhook=max(TIMER_LEASE, timedelta(seconds=seconds) + LEASE_MARGIN))
 
 
 def timer_rows(timers: Sequence[NewTimer], now: datetime) -> tuple[list[str], list[list[Any]]]:
@@ -119,6 +150,9 @@ def timer_row(row: Any) -> Timer:
 
 class PgTimerQueries(PgAccess):
     """Durable timers (`TimerStore`) on PostgreSQL."""
+
+    # Set by `PgCore`: the leases `due_timers` takes.
+    _leases: TimerLeases
 
     async def add_timers(
         self, timers: Sequence[NewTimer], idempotency: IdempotencyClaim | None = None
@@ -188,17 +222,17 @@ class PgTimerQueries(PgAccess):
     async def due_timers(self, *, limit: int) -> list[Timer]:
         """Claims what it returns: see the module's doc (the lease)."""
         now = self._clock.now()
-        lease_end = format_timestamp(now + TIMER_LEASE)
+        ends = (format_timestamp(now + self._leases.default), format_timestamp(now + self._leases.webhook))
 
         async def claim(tx: WriteTx) -> list[Any]:
-            rows: list[Any] = await tx.conn.fetch(_CLAIM_DUE, format_timestamp(now), limit, lease_end)
+            rows: list[Any] = await tx.conn.fetch(_CLAIM_DUE, format_timestamp(now), limit, *ends)
             return rows
 
         jobs = [timer_row(row) for row in await self._write(claim)]
         return sorted(jobs, key=lambda job: (job.due_at, job.id))
 
     async def next_due_at(self) -> datetime | None:
-        due = await self._fetchval("SELECT min(due_at) FROM timers WHERE state = 'pending'")
+        due = await self._fetchval(_NEXT_DUE)
         return parse_timestamp(due) if due else None
 
     async def get_timers(self, owner: str, timer_ids: Sequence[str]) -> list[Timer]:
@@ -258,7 +292,10 @@ class PgTimerQueries(PgAccess):
             )
             value = self._now_stamp()
         else:
-            sql = "UPDATE timers SET attempts = attempts + 1, due_at = $1 WHERE id = $2 AND state = 'pending'"
+            sql = (
+                "UPDATE timers SET attempts = attempts + 1, due_at = $1, leased_until = NULL"
+                " WHERE id = $2 AND state = 'pending'"
+            )
             value = format_timestamp(due_at)
 
         async def retry(tx: WriteTx) -> None:

@@ -190,8 +190,8 @@ class PgWebhookQueries(PgAccess):
             first = stamp
         else:
             sql = (
-                f"UPDATE timers SET attempts = attempts + 1, due_at = $1, payload = {_NOTED}"
-                " WHERE id = $2 AND state = 'pending'"
+                "UPDATE timers SET attempts = attempts + 1, due_at = $1, leased_until = NULL,"
+                f" payload = {_NOTED} WHERE id = $2 AND state = 'pending'"
             )
             first = format_timestamp(due_at)
 
@@ -229,7 +229,8 @@ class PgWebhookQueries(PgAccess):
     async def revive_dead_webhook(self, timer_id: str, actor: str) -> bool:
         stamp = self._now_stamp()
         return await self._change(
-            "UPDATE timers SET state = 'pending', due_at = $1, attempts = 0, finished_at = NULL,"
+            "UPDATE timers SET state = 'pending', due_at = $1, leased_until = NULL, attempts = 0,"
+            " finished_at = NULL,"
             " payload = json_text_set(payload, json_build_object('since', $1::text, 'revived_by', $2::text))"
             f" WHERE id = $3 AND {_DEAD} AND json_nul_hidden(payload)::json -> 'content' IS NOT NULL",
             stamp,
