@@ -271,3 +271,32 @@ async def test_a_copy_delivered_adds_a_delivered_event(store: Any) -> None:
     assert [e.event for e in timeline].count("delivered") == 1
     (delivered,) = [c for c in await store.critical_copies("item-n") if c.delivered_at is not None]
     assert delivered.user_id == "u2"
+
+
+async def test_copies_delivered_among_other_notifications_add_one_event_each(store: Any) -> None:
+    """Delivery marks come in batches of mostly other notifications: only the copies among them
+    add a `delivered` event, once each however often they are marked."""
+    if not hasattr(store, "acknowledge"):
+        pytest.skip("this store's delivery marks are not ported yet")
+    await open_item(store, "item-p", target="group:ward-4")
+    copies = await send_step(store, "item-p", 0, ["u1", "u2", "u3"])
+    others = await store.insert_notifications(plain_drafts(["u1", "u2", "u4"]))
+    batch = [(n.id, n.user_id) for n in [others[0], copies[0], others[1], copies[2], others[2]]]
+    store.record_deliveries(batch, [])
+    store.record_deliveries(batch[:2], [])
+    await store.flush()
+    timeline = await store.critical_timeline("item-p")
+    delivered = sorted(e[2] for e in _events(timeline) if e[0] == "delivered")
+    assert delivered == ["u1", "u3"]
+
+
+async def test_a_copy_read_after_its_delivery_adds_no_second_delivered_event(store: Any) -> None:
+    if not hasattr(store, "acknowledge"):
+        pytest.skip("this store's delivery marks are not ported yet")
+    await open_item(store, "item-q", target="group:ward-5")
+    (copy,) = await send_step(store, "item-q", 0, ["u1"])
+    store.record_deliveries([(copy.id, copy.user_id)], [])
+    await store.flush()
+    assert await store.mark_read("u1", [copy.id])
+    timeline = await store.critical_timeline("item-q")
+    assert [e.event for e in timeline].count("delivered") == 1
