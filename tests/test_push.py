@@ -15,13 +15,14 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from diagnoxix.clock import ManualClock
+from diagnoxix.delivery.push.jobs import MAX_IN_FLIGHT
 from diagnoxix.keys import PUSH, STORE
 from diagnoxix.rules.escalation import Policy, Step
 from diagnoxix.rules.preferences import Preferences
-from diagnoxix.store.push_records import NewPushSubscription
+from diagnoxix.store.push_records import PUSH_OWNER, PUSH_SEND, NewPushSubscription
 
 from .conftest import Service
-from .push_service import HANG, Browser, PushService, b64url_decode
+from .push_service import HANG, HANG_SECONDS, Browser, PushService, b64url_decode
 
 MakeService = Callable[..., Awaitable[Service]]
 # Pushes to loopback are for tests; delays of a second keep the routing tests short.
@@ -386,6 +387,39 @@ async def test_a_push_service_that_does_not_answer_holds_up_no_other_push(
     assert time.monotonic() - started < 1.5  # not after ana's 2 s timeout
     (attempt,) = await _attempts(svc, slow_note["id"], 1)
     assert (attempt.status, attempt.outcome) == (0, "retry")
+
+
+@pytest.mark.sqlite_file  # reads the lease as the job's due time, as the SQLite store keeps it
+async def test_a_push_queued_behind_every_slot_is_leased_for_its_wait_too(
+    make_service: MakeService, pushes: PushService
+) -> None:
+    """Every slot held by a push service that does not answer: the pushes queued behind them are
+    leased for that wait as well, so no other process takes them and pushes them a second time
+    before they even start."""
+    timeout = 5.0
+    svc = await _service(make_service, pushes, push_timeout_seconds=timeout)
+    users = [f"patient-{i}" for i in range(MAX_IN_FLIGHT + 5)]
+    for user in users:
+        await _subscribe(svc, user, pushes.browser(HANG))
+    resp = await svc.client.post(
+        "/v1/notifications",
+        json={"notifications": [{"user_id": user, "title": "Result"} for user in users]},
+        headers=svc.auth(),
+    )
+    assert resp.status == 201, await resp.text()
+    store = svc.app[STORE]
+    started = time.time()
+
+    async def leases() -> list[float]:
+        jobs = await store.pending_timers(PUSH_OWNER, PUSH_SEND, after_id=None, limit=1000)
+        return sorted(job.due_at.timestamp() for job in jobs)
+
+    while len(held := [at for at in await leases() if at > started + timeout]) < len(users):
+        assert time.time() - started < HANG_SECONDS - 0.5, "not every push leased in time"
+        await asyncio.sleep(0.05)
+    # The first MAX_IN_FLIGHT start at once; the five behind them wait up to one timeout more.
+    first, queued = held[:MAX_IN_FLIGHT], held[MAX_IN_FLIGHT:]
+    assert min(queued) - max(first) >= timeout - 1.0
 
 
 # -- the user's preferences, and critical results' escalation ---------------------------------------

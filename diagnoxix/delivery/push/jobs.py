@@ -165,6 +165,11 @@ class PushSendJobs:
     longest a push may take) and sends in a task of its own, at most `MAX_IN_FLIGHT` at once. A
     push cut short by a crash or a shutdown is sent when its lease ends: its answer was never
     recorded, so it counts as never sent.
+
+    The lease covers the wait for a slot too: a push queued behind `n` others starts within
+    `n // MAX_IN_FLIGHT` push timeouts, each slot being freed within one. A lease of a single
+    timeout would end, under a backlog, before the push even starts, and another process would
+    take the job and push it a second time.
     """
 
     def __init__(self, store: PushJobStore, clock: Clock, sender: PushSender, settings: Settings) -> None:
@@ -173,21 +178,33 @@ class PushSendJobs:
         self._sender = sender
         self._titled = settings.push_titled_types
         self._ttl = settings.push_ttl_seconds
-        self._lease = timedelta(seconds=settings.push_timeout_seconds + LEASE_MARGIN_SECONDS)
+        self._timeout = timedelta(seconds=settings.push_timeout_seconds)
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._in_flight: dict[str, asyncio.Task[None]] = {}
+        # Jobs being leased, not yet in flight.
+        self._leasing: set[str] = set()
         # Called when a push is to be tried again (the timers look again at what is due next).
         self.on_rescheduled: Callable[[], None] = lambda: None
         # Answers by status, for tests and logs.
         self.answers: dict[int, int] = {}
 
     async def __call__(self, job: Timer) -> None:
-        if job.id in self._in_flight:
+        if job.id in self._in_flight or job.id in self._leasing:
             return
-        await self._store.lease_push(job.id, self._clock.now() + self._lease)
+        # Counted before the first await: the timers may hand over a slice of jobs at once.
+        ahead = len(self._in_flight) + len(self._leasing)
+        self._leasing.add(job.id)
+        try:
+            await self._store.lease_push(job.id, self._clock.now() + self.lease(ahead))
+        finally:
+            self._leasing.discard(job.id)
         task = asyncio.get_running_loop().create_task(self._run(job), name="diagnoxix-push-send")
         self._in_flight[job.id] = task
         task.add_done_callback(lambda _: self._in_flight.pop(job.id, None))
+
+    def lease(self, ahead: int) -> timedelta:
+        """How long a push with `ahead` pushes in flight or queued before it may take."""
+        return self._timeout * (ahead // MAX_IN_FLIGHT + 1) + timedelta(seconds=LEASE_MARGIN_SECONDS)
 
     async def _run(self, job: Timer) -> None:
         try:
