@@ -95,6 +95,9 @@ class RevocationListener:
                 self.outage.failed(None, what="listening")
             except DRIVER_ERRORS as exc:  # a connect timeout is an OSError (TimeoutError)
                 self.outage.failed(exc, what="listening")
+            except Exception as exc:  # a driver's surprise must not end listening for good
+                log.warning("store.key_revocations_failed", extra={"error": type(exc).__name__})
+                self.outage.failed(exc, what="listening")
             finally:
                 self._listening = False
                 if conn is not None:
