@@ -420,6 +420,10 @@ async def test_a_push_queued_behind_every_slot_is_leased_for_its_wait_too(
     # The first MAX_IN_FLIGHT start at once; the five behind them wait up to one timeout more.
     first, queued = held[:MAX_IN_FLIGHT], held[MAX_IN_FLIGHT:]
     assert min(queued) - max(first) >= timeout - 1.0
+    # Every push answered (the service holds each HANG_SECONDS) before the app stops: nothing is
+    # left in flight for the teardown.
+    await _until(lambda: len(pushes.received) >= len(users), timeout=3 * HANG_SECONDS + 10)
+    await asyncio.sleep(1.0)
 
 
 # -- the user's preferences, and critical results' escalation ---------------------------------------
