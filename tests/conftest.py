@@ -19,6 +19,7 @@ from diagnoxix.keys import API_KEYS, TOKENS
 from .dashboard_support import CHROMIUM, launch_chromium
 from .pg_server import pg_cluster, pg_dsn  # noqa: F401 - fixtures
 from .processes import Launcher
+from .push_service import PushService
 from .redis_server import RedisServer, require_redis_server
 from .servers import start_app
 from .store_backends import store, store_clock  # noqa: F401 - fixtures
@@ -150,3 +151,13 @@ async def browser() -> AsyncIterator[Browser]:
             yield chromium
         finally:
             await chromium.close()
+
+
+@pytest.fixture
+async def pushes() -> AsyncIterator[PushService]:
+    """A push service on a loopback port (`push_service`), closed at teardown."""
+    service = await PushService.start()
+    try:
+        yield service
+    finally:
+        await service.close()

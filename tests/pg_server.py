@@ -10,6 +10,7 @@ unless DIAGNOXIX_REQUIRE_SERVERS is set (CI sets it: there a missing server is a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pwd
 import shutil
@@ -20,13 +21,15 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
+from diagnoxix.clock import Clock
+from diagnoxix.store.postgres.database import PgStore
 from diagnoxix.store.postgres.migrations import migrate
 
 START_TIMEOUT = 30.0
@@ -192,3 +195,20 @@ def pg_dsn(pg_cluster: PgCluster) -> Iterator[str]:
         yield pg_cluster.dsn(name)
     finally:
         pg_cluster.drop_database(name)
+
+
+@contextlib.asynccontextmanager
+async def two_pg_stores(dsn: str, clock: Clock | None = None) -> AsyncIterator[tuple[PgStore, PgStore]]:
+    """Two processes' stores on one database, opened in order and closed in reverse; with one
+    `clock`, the machines agree on the time."""
+    first = PgStore(dsn) if clock is None else PgStore(dsn, clock=clock)
+    await first.open()
+    try:
+        second = PgStore(dsn) if clock is None else PgStore(dsn, clock=clock)
+        await second.open()
+        try:
+            yield first, second
+        finally:
+            await second.close()
+    finally:
+        await first.close()

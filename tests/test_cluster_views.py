@@ -35,15 +35,6 @@ SETTINGS: dict[str, Any] = {
 
 
 @pytest.fixture
-async def pushes() -> AsyncIterator[PushService]:
-    service = await PushService.start()
-    try:
-        yield service
-    finally:
-        await service.close()
-
-
-@pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
         yield session

@@ -20,13 +20,6 @@ from .push_service import PushService
 
 
 @pytest.fixture
-async def pushes() -> AsyncIterator[PushService]:
-    service = await PushService.start()
-    yield service
-    await service.close()
-
-
-@pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[LiveServer]:
     live = await start_server(tmp_path, push_hosts=("127.0.0.1",), push_allow_loopback=True)
     yield live

@@ -34,15 +34,6 @@ LAB = "lab_result_ready"
 
 
 @pytest.fixture
-async def pushes() -> AsyncIterator[PushService]:
-    service = await PushService.start()
-    try:
-        yield service
-    finally:
-        await service.close()
-
-
-@pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     made = await Receiver(new_webhook_secret()).start()
     try:

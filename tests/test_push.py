@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -32,15 +32,6 @@ PUSH_SETTINGS: dict[str, Any] = {
     "push_delays": (("low", None), ("normal", 1), ("high", 1), ("critical", 1)),
 }
 GENERIC = "New message from your clinic"
-
-
-@pytest.fixture
-async def pushes() -> AsyncIterator[PushService]:
-    service = await PushService.start()
-    try:
-        yield service
-    finally:
-        await service.close()
 
 
 async def _service(make_service: MakeService, pushes: PushService, **overrides: Any) -> Service:

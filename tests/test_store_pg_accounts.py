@@ -17,7 +17,7 @@ import pytest
 from diagnoxix.clock import ManualClock
 from diagnoxix.store.postgres.database import PgStore
 
-from .pg_server import PgCluster
+from .pg_server import PgCluster, two_pg_stores
 
 ROUNDS = 25
 HOUR = timedelta(hours=1)
@@ -31,17 +31,8 @@ def clock() -> ManualClock:
 @pytest.fixture
 async def stores(pg_dsn: str, clock: ManualClock) -> AsyncIterator[tuple[PgStore, PgStore]]:
     """Two processes' stores on one database (the same clock: the machines agree on the time)."""
-    first = PgStore(pg_dsn, clock=clock)
-    second = PgStore(pg_dsn, clock=clock)
-    await first.open()
-    try:
-        await second.open()
-        try:
-            yield first, second
-        finally:
-            await second.close()
-    finally:
-        await first.close()
+    async with two_pg_stores(pg_dsn, clock) as both:
+        yield both
 
 
 async def _both(first: Awaitable[Any], second: Awaitable[Any]) -> tuple[Any, Any]:

@@ -23,7 +23,7 @@ from diagnoxix.models import BROADCAST_RECIPIENT, Notification, NotificationDraf
 from diagnoxix.store.postgres.database import PgStore
 from diagnoxix.store.postgres.migrations import MIGRATIONS_DIR, migrate
 
-from .pg_server import PgCluster
+from .pg_server import PgCluster, two_pg_stores
 
 
 def _draft(user: str = "u1", title: str = "t", **fields: Any) -> NotificationDraft:
@@ -61,14 +61,9 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 async def stores(pg_dsn: str, clock: ManualClock) -> AsyncIterator[tuple[PgStore, PgStore]]:
-    first, second = PgStore(pg_dsn, clock=clock), PgStore(pg_dsn, clock=clock)
-    await first.open()
-    await second.open()
-    try:
-        yield first, second
-    finally:
-        await first.close()
-        await second.close()
+    """Two processes' stores on one database (the same clock: the machines agree on the time)."""
+    async with two_pg_stores(pg_dsn, clock) as both:
+        yield both
 
 
 async def test_counts_follow_every_path_that_changes_notifications(

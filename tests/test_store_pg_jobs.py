@@ -25,6 +25,7 @@ from diagnoxix.store.protocols import IdempotencyConflict
 from diagnoxix.store.push_records import NewPushSubscription
 from diagnoxix.store.timer_records import NewTimer, Timer
 
+from .pg_server import two_pg_stores
 from .test_store_contract_timers import KIND, OWNER, job_at, sender, stored
 
 JOBS = 200
@@ -37,14 +38,9 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 async def stores(pg_dsn: str, clock: ManualClock) -> AsyncIterator[tuple[PgStore, PgStore]]:
-    first, second = PgStore(pg_dsn, clock=clock), PgStore(pg_dsn, clock=clock)
-    await first.open()
-    await second.open()
-    try:
-        yield first, second
-    finally:
-        await first.close()
-        await second.close()
+    """Two processes' stores on one database (the same clock: the machines agree on the time)."""
+    async with two_pg_stores(pg_dsn, clock) as both:
+        yield both
 
 
 async def test_two_processes_racing_for_due_jobs_claim_each_once(

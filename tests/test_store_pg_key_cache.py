@@ -18,23 +18,15 @@ from diagnoxix.store.key_cache import KEY_CACHE_SECONDS, KeyCache
 from diagnoxix.store.postgres.database import PgStore
 from diagnoxix.store.postgres.key_revocations import CHANNEL, RevocationListener
 
-from .pg_server import free_port
+from .pg_server import free_port, two_pg_stores
 
 HASH = "h" * 64
 
 
 @pytest.fixture
 async def stores(pg_dsn: str) -> AsyncIterator[tuple[PgStore, PgStore]]:
-    first, second = PgStore(pg_dsn), PgStore(pg_dsn)
-    await first.open()
-    try:
-        await second.open()
-        try:
-            yield first, second
-        finally:
-            await second.close()
-    finally:
-        await first.close()
+    async with two_pg_stores(pg_dsn) as both:
+        yield both
 
 
 async def _listening(store: PgStore) -> None:
