@@ -67,7 +67,10 @@ class Stager:
     and every id of the batch made in one go (a batch of 20,000 single sends, as the typed senders
     make, would otherwise draw random bytes and format an expiry 20,000 times)."""
 
-    def __init__(self, now: datetime, stamp: str, count: int) -> None:
+    def __init__(self, now: datetime, stamp: str, count: int, *, json_rows: bool = True) -> None:
+        """`json_rows`: encode each insert's rows as one JSON array (SQLite reads them with
+        `json_each`); PostgreSQL takes its columns as arrays from the `Staged` instead."""
+        self._json_rows = json_rows
         self._now = now
         self._stamp = stamp
         self._ids = new_ids(count, int(now.timestamp() * 1000))
@@ -100,6 +103,7 @@ class Stager:
         expires: list[tuple[datetime | None, str | None]] = []
         heads: list[str] = []
         rows: list[list[str | None]] = []
+        json_rows = self._json_rows
         for nid, draft in zip(ids, drafts, strict=True):
             if draft.priority not in PRIORITIES:
                 raise ValueError("unknown priority")  # validated drafts never get here
@@ -114,24 +118,25 @@ class Stager:
             data_json.append(encoded)
             expires.append(found)
             heads.append(head)
-            rows.append(
-                [
-                    nid,
-                    draft.user_id,
-                    draft.type,
-                    draft.title,
-                    draft.message,
-                    encoded,
-                    draft.priority,
-                    found[1],
-                    draft.links.stored_json() if draft.links is not None else None,
-                ]
-            )
+            if json_rows:
+                rows.append(
+                    [
+                        nid,
+                        draft.user_id,
+                        draft.type,
+                        draft.title,
+                        draft.message,
+                        encoded,
+                        draft.priority,
+                        found[1],
+                        draft.links.stored_json() if draft.links is not None else None,
+                    ]
+                )
         staged = Staged(drafts, ids, data_json, expires, heads, seq_guess)
         staged.notes = committed_notifications(staged, seq_guess, now, stamp)
         return staged, InsertRows(
-            len(rows),
-            encode_rows(rows),
+            len(drafts),
+            encode_rows(rows) if json_rows else "",
             (claim.api_key_id, claim.key, claim.request_hash, claim.status) if claim else None,
             json.dumps(ids) if claim else "",
         )
