@@ -9,6 +9,7 @@ from pathlib import Path
 
 from diagnoxix.app import SHUTDOWN_GRACE_SECONDS
 from diagnoxix.config import Settings
+from diagnoxix.edge.server import SHUTDOWN_LIMIT_SECONDS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SITE = REPO_ROOT / "deploy" / "nginx" / "diagnoxix.conf"
@@ -71,8 +72,10 @@ def test_the_unit_its_settings_and_the_wrapper_fit_together() -> None:
     data = Path(env["DIAGNOXIX_DB"]).parent
     assert data == Path("/var/lib") / unit["StateDirectory"]
     assert unit["ReadWritePaths"] == str(data)
-    # systemd waits for the graceful shutdown before it kills.
+    # systemd waits for the graceful shutdown before it kills, and for the server's own limit on a
+    # stuck one, so the journal says what held it.
     assert _seconds(unit["TimeoutStopSec"]) >= 2 * SHUTDOWN_GRACE_SECONDS
+    assert _seconds(unit["TimeoutStopSec"]) > SHUTDOWN_LIMIT_SECONDS
     assert env["DIAGNOXIX_TRUSTED_PROXIES"] == "127.0.0.1"
     # The command line runs as the same user, the same code, with the same settings.
     wrapper = WRAPPER.read_text(encoding="utf-8")

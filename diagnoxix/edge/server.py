@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -38,6 +39,16 @@ from diagnoxix.errors import error_response
 log = logging.getLogger("diagnoxix.http")
 # Start and stop of the serving process (the command line logs `server.start`).
 lifecycle = logging.getLogger("diagnoxix")
+
+# The whole shutdown (handlers' grace, sockets, the app's cleanup: the store's last commit, pushes
+# and webhooks in flight) gets this long. A shutdown stuck past it names what it waits for and
+# ends the process with STUCK_EXIT_CODE, rather than hold a SIGTERM'd server until its supervisor
+# kills it blind. Whatever a sender was told is stored was committed before it was told.
+SHUTDOWN_LIMIT_SECONDS = 25.0
+STUCK_EXIT_CODE = 70  # EX_SOFTWARE
+# At most this many waiting tasks named in the log line, each by its innermost coroutines.
+STUCK_TASKS_NAMED = 20
+STUCK_CHAIN_NAMED = 4
 
 # Sent to a connection over its address's cap, before anything of it is read. How long to wait is
 # a guess: a flood's connections are let go within the header timeout.
@@ -175,12 +186,14 @@ def serve(
     port: int,
     on_ready: Callable[[], None],
     reuse_port: bool = False,
+    shutdown_limit: float = SHUTDOWN_LIMIT_SECONDS,
     **runner_options: Any,
 ) -> None:
     """Serve until SIGINT or SIGTERM, then shut down gracefully (what `web.run_app` does, with
     `GuardedAppRunner`). Raises what start-up raises (a port in use, a store that cannot open).
-    `reuse_port`: share the port with the other workers (`edge.workers`)."""
-    asyncio.run(_serve(app, host, port, on_ready, reuse_port, runner_options))
+    `reuse_port`: share the port with the other workers (`edge.workers`). A shutdown that takes
+    longer than `shutdown_limit` seconds ends the process (`SHUTDOWN_LIMIT_SECONDS`)."""
+    asyncio.run(_serve(app, host, port, on_ready, reuse_port, shutdown_limit, runner_options))
 
 
 async def _serve(
@@ -189,6 +202,7 @@ async def _serve(
     port: int,
     on_ready: Callable[[], None],
     reuse_port: bool,
+    shutdown_limit: float,
     runner_options: dict[str, Any],
 ) -> None:
     stop = asyncio.Event()
@@ -212,8 +226,12 @@ async def _serve(
         stopping_at = time.monotonic()
         lifecycle.info("server.stopping", extra={"signal": received[0]})
     finally:
+        cleanup = asyncio.ensure_future(runner.cleanup())
         with contextlib.suppress(asyncio.CancelledError):
-            await runner.cleanup()
+            done, _ = await asyncio.wait([cleanup], timeout=shutdown_limit)
+            if not done:
+                _stuck(shutdown_limit)
+            await cleanup
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
     if serving:
@@ -222,3 +240,30 @@ async def _serve(
             "server.stop",
             extra={"signal": received[0], "shutdown_seconds": round(time.monotonic() - stopping_at, 3)},
         )
+
+
+def _stuck(limit: float) -> None:
+    """Name what the shutdown still waits for (each task's name and the innermost coroutine it
+    awaits in: code, never data), then end the process: nothing else would end it but a kill."""
+    waiting = [_waits_in(task) for task in asyncio.all_tasks() if task is not asyncio.current_task()][
+        :STUCK_TASKS_NAMED
+    ]
+    lifecycle.error("server.shutdown_stuck", extra={"seconds": limit, "waiting": waiting})
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(STUCK_EXIT_CODE)
+
+
+def _waits_in(task: asyncio.Task[Any]) -> str:
+    """`name: outer > ... > inner (file:line)`: the innermost coroutines the task awaits in, and
+    where the innermost one outside asyncio itself stands."""
+    chain: list[str] = []
+    where = ""
+    coro: Any = task.get_coro()
+    while coro is not None and (hasattr(coro, "cr_frame") or hasattr(coro, "gi_frame")):
+        chain.append(getattr(coro, "__qualname__", type(coro).__name__))
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None and "asyncio" not in frame.f_code.co_filename:
+            where = f" ({frame.f_code.co_filename}:{frame.f_lineno})"
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return f"{task.get_name()}: {' > '.join(chain[-STUCK_CHAIN_NAMED:])}{where}"
