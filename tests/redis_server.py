@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import ssl
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -35,17 +37,32 @@ def require_redis_server() -> None:
     pytest.skip(missing)
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for a TLS-only redis-server: its certificate and key, and the CA that signed it."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
 class RedisServer:
-    def __init__(self, directory: Path, *, password: str | None = None) -> None:
+    def __init__(self, directory: Path, *, password: str | None = None, tls: TlsFiles | None = None) -> None:
+        """`tls`: serve TLS only on the port (no plain-text port); clients need not present a
+        certificate."""
         self.directory = directory
         self.password = password
+        self.tls = tls
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         directory.mkdir(parents=True, exist_ok=True)
 
     @property
     def url(self) -> str:
+        """`redis://`, or with TLS `rediss://` trusting the server's CA (redis-py's `ssl_ca_certs`)."""
         auth = f":{self.password}@" if self.password else ""
+        if self.tls is not None:
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls.ca}"
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     @property
@@ -54,10 +71,14 @@ class RedisServer:
 
     async def start(self) -> None:
         """Start on `port` (again, after a kill) and return once it answers."""
+        ports = ["--port", str(self.port)]
+        if self.tls is not None:
+            ports = ["--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no"]
+            ports += ["--tls-cert-file", str(self.tls.cert), "--tls-key-file", str(self.tls.key)]
+            ports += ["--tls-ca-cert-file", str(self.tls.ca)]
         argv = [
             str(REDIS_SERVER),
-            "--port",
-            str(self.port),
+            *ports,
             "--bind",
             "127.0.0.1",
             "--save",
@@ -85,8 +106,11 @@ class RedisServer:
             await asyncio.sleep(0.02)
 
     async def _answers(self) -> bool:
+        context = None
+        if self.tls is not None:
+            context = ssl.create_default_context(cafile=str(self.tls.ca))
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.port, ssl=context)
         except OSError:
             return False
         try:

@@ -33,6 +33,7 @@ from playwright.async_api import Browser, expect
 from .dashboard_support import ADMIN, ADMIN_PASSWORD
 from .processes import REPO_ROOT, RUN_PY, Launcher, Server, child_env, create_api_key, free_port
 from .sse_client import SseReader
+from .tls_certs import make_certificate
 
 NGINX = Path("/usr/sbin/nginx")
 SITE = REPO_ROOT / "deploy" / "nginx" / "diagnoxix.conf"
@@ -140,17 +141,6 @@ class Nginx:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
-
-
-def make_certificate(directory: Path) -> tuple[Path, Path]:
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=30,
-    )  # fmt: skip
-    return cert, key
 
 
 def start_nginx(directory: Path, backend: int, cert: Path, key: Path, portal_html: str | None) -> Nginx:
