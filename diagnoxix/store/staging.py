@@ -67,10 +67,15 @@ class Stager:
     and every id of the batch made in one go (a batch of 20,000 single sends, as the typed senders
     make, would otherwise draw random bytes and format an expiry 20,000 times)."""
 
-    def __init__(self, now: datetime, stamp: str, count: int, *, json_rows: bool = True) -> None:
+    def __init__(
+        self, now: datetime, stamp: str, count: int, *, json_rows: bool = True, guessing: bool = True
+    ) -> None:
         """`json_rows`: encode each insert's rows as one JSON array (SQLite reads them with
-        `json_each`); PostgreSQL takes its columns as arrays from the `Staged` instead."""
+        `json_each`); PostgreSQL takes its columns as arrays from the `Staged` instead.
+        `guessing`: build the notifications for the seq guessed (see `stage`); a store whose
+        guesses are often wrong (several processes take seqs) builds them once, after the commit."""
         self._json_rows = json_rows
+        self._guessing = guessing
         self._now = now
         self._stamp = stamp
         self._ids = new_ids(count, int(now.timestamp() * 1000))
@@ -133,7 +138,8 @@ class Stager:
                     ]
                 )
         staged = Staged(drafts, ids, data_json, expires, heads, seq_guess)
-        staged.notes = committed_notifications(staged, seq_guess, now, stamp)
+        if self._guessing:
+            staged.notes = committed_notifications(staged, seq_guess, now, stamp)
         return staged, InsertRows(
             len(drafts),
             encode_rows(rows) if json_rows else "",

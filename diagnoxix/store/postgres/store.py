@@ -303,7 +303,8 @@ class PgCore(PgAccess):
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)
         stamp = format_timestamp(now)
         try:
-            staged, rows = Stager(now, stamp, len(drafts), json_rows=False).stage(
+            # No guessing: several processes take seqs, and inserts run together in one batch.
+            staged, rows = Stager(now, stamp, len(drafts), json_rows=False, guessing=False).stage(
                 drafts, idempotency, lifetimes or {}, self._last_committed + 1
             )
         except Exception as exc:  # validated drafts never get here (NaN, an unknown priority)
