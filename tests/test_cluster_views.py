@@ -136,6 +136,13 @@ async def test_a_send_through_a_counts_a_connection_to_b_in_answers_stats_and_da
         where = await (await staff.get(f"/dashboard/notifications/{one['notification']['id']}")).text()
         assert "sending" in where
         assert "queued" not in where
+        # The patient's page on A counts B's connection, and its history says "sending" too.
+        user = await (await staff.get("/dashboard/users/patient-1")).text()
+        assert 'data-user-stat="connections">1<' in user
+        assert 'data-connections-elsewhere="1"' in user
+        assert "Not connected" not in user
+        assert "state-sending" in user
+        assert "state-queued" not in user
     finally:
         await staff.close()
     await ws.close()

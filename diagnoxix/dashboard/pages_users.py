@@ -51,10 +51,13 @@ async def user_page(request: web.Request) -> web.StreamResponse:
     store, hub = request.config_dict[STORE], request.config_dict[HUB]
     before = cursor(request.query.get("before"))
     history = await store.history(user_id, before_seq=before, limit=PAGE_SIZE)
+    # This process's connections in detail; the count is every process's (`Presence`).
     connections = sorted(
         (c for c in hub.iter_connections() if c.user_id == user_id), key=lambda c: c.connected_at
     )
-    online = bool(connections)
+    everywhere, _ = await request.config_dict[PRESENCE].user(user_id)
+    count = max(everywhere, len(connections))
+    online = count > 0
     prefs = await store.get_preferences(user_id)
     critical = request.config_dict[SETTINGS].critical_categories
     context = {
@@ -62,6 +65,8 @@ async def user_page(request: web.Request) -> web.StreamResponse:
         "history": [(note, delivery_state(note, online)) for note in history],
         "unread": await store.unread_count(user_id),
         "connections": connections,
+        "connection_count": count,
+        "elsewhere": count - len(connections),
         "devices": await store.list_devices(user_id, limit=MAX_DEVICES_LISTED),
         "preferences": None if prefs is None else to_api(prefs, critical),
         "preferences_critical": critical,
