@@ -36,9 +36,14 @@ READ_REFRESH_TICKS = 5
 
 @dataclass(frozen=True, slots=True)
 class _Sample:
+    """The store's totals at `at`, and what was sent and delivered since the first sample: only
+    increases count, so a purge or a retraction (the totals fall) is not negative activity."""
+
     at: float
     stored: int
     delivered: int
+    sent_since: int = 0
+    delivered_since: int = 0
 
 
 def process_memory_bytes() -> int:
@@ -67,7 +72,19 @@ class StatsSampler:
             counts = await self._store.counts()
         except StoreError:
             return  # shutting down: keep the last figures
-        self._samples.append(_Sample(time.monotonic(), counts.stored, counts.delivered))
+        last = self._samples[-1] if self._samples else None
+        if last is None:
+            self._samples.append(_Sample(time.monotonic(), counts.stored, counts.delivered))
+            return
+        self._samples.append(
+            _Sample(
+                time.monotonic(),
+                counts.stored,
+                counts.delivered,
+                last.sent_since + max(0, counts.stored - last.stored),
+                last.delivered_since + max(0, counts.delivered - last.delivered),
+            )
+        )
 
     async def refresh_reads(self) -> None:
         now = utc_now()
@@ -93,13 +110,13 @@ class StatsSampler:
             if latest.at - sample.at > seconds + 0.5:
                 break
             base = sample
-        return latest.stored - base.stored, latest.delivered - base.delivered
+        return latest.sent_since - base.sent_since, latest.delivered_since - base.delivered_since
 
     def series(self) -> dict[str, list[int]]:
         """Per-second sent and delivered counts for the chart, oldest first."""
         recent = list(self._samples)[-(CHART_POINTS + 1) :]
-        sent = [b.stored - a.stored for a, b in pairwise(recent)]
-        delivered = [b.delivered - a.delivered for a, b in pairwise(recent)]
+        sent = [b.sent_since - a.sent_since for a, b in pairwise(recent)]
+        delivered = [b.delivered_since - a.delivered_since for a, b in pairwise(recent)]
         return {"sent": sent, "delivered": delivered}
 
     def figures(self) -> dict[str, Any]:
