@@ -74,9 +74,8 @@ async def test_the_writer_keeps_its_statement_journal_in_memory(store: SqliteSto
     """A transaction that touches four 16 KiB pages would otherwise create, write and unlink a
     temporary file for its statement journal, on every commit."""
     writer = store._w
-    temp_store = await asyncio.get_running_loop().run_in_executor(
-        writer._executor,
-        lambda: writer._conn.execute("PRAGMA temp_store").fetchone()[0] if writer._conn else None,
+    temp_store = await writer._thread.call(
+        lambda: writer._conn.execute("PRAGMA temp_store").fetchone()[0] if writer._conn else None
     )
     assert temp_store == 2  # MEMORY
 

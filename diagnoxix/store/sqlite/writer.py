@@ -26,7 +26,6 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -39,6 +38,7 @@ from diagnoxix.store.protocols import IdempotencyClaim, IdempotencyConflict, Sto
 from diagnoxix.store.sqlite.batch import BatchDone, Opening, Query, Statement, Transaction
 from diagnoxix.store.sqlite.ops import Bulk, Execute, Flush, Insert, Op, fail, fail_all, resolve, translate
 from diagnoxix.store.sqlite.seqs import SeqCounter
+from diagnoxix.store.sqlite.thread import CallThread
 from diagnoxix.store.staging import InsertRows, Lifetimes, Staged, Stager, committed_notes
 from diagnoxix.tally import Buckets
 
@@ -110,7 +110,7 @@ class GroupCommitWriter:
         self._queue: asyncio.Queue[Op | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diagnoxix-writer")
+        self._thread = CallThread("diagnoxix-writer")
         # Touched only on the writer thread.
         self._conn: sqlite3.Connection | None = None
 
@@ -120,7 +120,7 @@ class GroupCommitWriter:
 
     async def start(self) -> None:
         """Open the connection on the writer thread; if that fails, `stop()` still cleans up."""
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._connect)
+        await self._thread.call(self._connect)
         self._task = asyncio.create_task(self._run(), name="diagnoxix-store-writer")
 
     async def stop(self) -> None:
@@ -134,9 +134,9 @@ class GroupCommitWriter:
                 await self._task
         finally:
             # Queued behind whatever the thread still has; the thread ends once it is done.
-            closed = self._executor.submit(self._disconnect)
-            self._executor.shutdown(wait=False)
-        await asyncio.wrap_future(closed)
+            closed = self._thread.call(self._disconnect)
+            self._thread.stop()
+        await closed
 
     def submit(self, op: Op) -> None:
         if not self.running:
@@ -263,7 +263,7 @@ class GroupCommitWriter:
                     chunk.append(rows)
                     in_chunk += rows.count
                     if in_chunk >= CHUNK_NOTIFICATIONS:
-                        self._executor.submit(self._insert, tx, chunk)
+                        self._thread.submit(self._insert, tx, chunk)
                         chunk, in_chunk = [], 0
                 elif isinstance(op, Bulk):
                     bulk.setdefault((op.sql, op.on_rows), []).extend(op.rows)
@@ -274,12 +274,11 @@ class GroupCommitWriter:
             self.seqs.staged(guess)
         except Exception:  # never leave the thread's transaction open: every later batch would fail
             log.exception("store.batch_failed", extra={"ops": len(ops)})
-            self._executor.submit(self._abandon, tx)
+            self._thread.submit(self._abandon, tx)
             fail_all(ops, StoreError("the write could not be committed"))
             return None
-        loop = asyncio.get_running_loop()
         # The last chunk goes with the commit: a batch of one chunk is one step on the thread.
-        result = loop.run_in_executor(self._executor, self._commit, tx, chunk, encoded, executes)
+        result = self._thread.call(self._commit, tx, chunk, encoded, executes)
         return _Batch(kept, staged, list(bulk), now, stamp, result, began, sum(len(s.drafts) for s in staged))
 
     async def _finish(self, batch: _Batch, following: _Batch | None) -> None:
