@@ -72,10 +72,8 @@ class StatsSampler:
             counts = await self._store.counts()
         except StoreError:
             return  # shutting down: keep the last figures
-        last = self._samples[-1] if self._samples else None
-        if last is None:
-            self._samples.append(_Sample(time.monotonic(), counts.stored, counts.delivered))
-            return
+        # The first sample counts from itself: nothing sent or delivered before it.
+        last = self._samples[-1] if self._samples else _Sample(0.0, counts.stored, counts.delivered)
         self._samples.append(
             _Sample(
                 time.monotonic(),

@@ -67,15 +67,10 @@ class Stager:
     and every id of the batch made in one go (a batch of 20,000 single sends, as the typed senders
     make, would otherwise draw random bytes and format an expiry 20,000 times)."""
 
-    def __init__(
-        self, now: datetime, stamp: str, count: int, *, json_rows: bool = True, guessing: bool = True
-    ) -> None:
+    def __init__(self, now: datetime, stamp: str, count: int, *, json_rows: bool = True) -> None:
         """`json_rows`: encode each insert's rows as one JSON array (SQLite reads them with
-        `json_each`); PostgreSQL takes its columns as arrays from the `Staged` instead.
-        `guessing`: build the notifications for the seq guessed (see `stage`); a store whose
-        guesses are often wrong (several processes take seqs) builds them once, after the commit."""
+        `json_each`); PostgreSQL takes its columns as arrays from the `Staged` instead."""
         self._json_rows = json_rows
-        self._guessing = guessing
         self._now = now
         self._stamp = stamp
         self._ids = new_ids(count, int(now.timestamp() * 1000))
@@ -87,7 +82,7 @@ class Stager:
         drafts: Sequence[NotificationDraft],
         claim: IdempotencyClaim | None,
         lifetimes: Lifetimes,
-        seq_guess: int,
+        seq_guess: int | None,
     ) -> tuple[Staged, InsertRows]:
         """Give each draft its id and expiry, encode it, and return it with its rows for the
         thread: [id, user_id, type, title, message, data (JSON text), priority, expires_at, links]
@@ -96,7 +91,8 @@ class Stager:
         The notifications are built here too, for `seq_guess` as the first seq: this runs while
         the thread stores the previous rows, and building them after the commit would delay
         sending every one of them (20-25 ms of a burst of 20,000). `committed_notes` checks the
-        guess.
+        guess. No guess (None): a store whose guesses are often wrong (several processes take
+        seqs) builds them once, after the commit.
         """
         start = self._taken
         ids = self._ids[start : start + len(drafts)]
@@ -137,8 +133,8 @@ class Stager:
                         draft.links.stored_json() if draft.links is not None else None,
                     ]
                 )
-        staged = Staged(drafts, ids, data_json, expires, heads, seq_guess)
-        if self._guessing:
+        staged = Staged(drafts, ids, data_json, expires, heads, seq_guess or 0)
+        if seq_guess is not None:
             staged.notes = committed_notifications(staged, seq_guess, now, stamp)
         return staged, InsertRows(
             len(drafts),

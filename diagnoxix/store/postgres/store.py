@@ -94,7 +94,6 @@ class PgCore(PgAccess):
         self._mark_listeners: list[MarkListener] = []
         self._correction_listeners: list[CorrectionListener] = []
         self._epoch = ""
-        self._last_committed = 0
         # (when, stored, delivered, this process's commits then): the last count (`counts`).
         self._counted: tuple[float, int, int, int] | None = None
         self._closing = False
@@ -109,7 +108,6 @@ class PgCore(PgAccess):
             conn = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT)
             try:
                 await migrate(conn)
-                self._last_committed = int(await conn.fetchval("SELECT last FROM seq_counter"))
             finally:
                 await conn.close()
             self._pool = await asyncpg.create_pool(
@@ -270,7 +268,6 @@ class PgCore(PgAccess):
 
     def _committed(self, notifications: list[Notification]) -> None:
         """Every listener hears of a commit, whatever another one did with it."""
-        self._last_committed = max(self._last_committed, notifications[-1].seq)
         for listener in self._commit_listeners:
             try:
                 listener(notifications)
@@ -303,9 +300,9 @@ class PgCore(PgAccess):
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)
         stamp = format_timestamp(now)
         try:
-            # No guessing: several processes take seqs, and inserts run together in one batch.
-            staged, rows = Stager(now, stamp, len(drafts), json_rows=False, guessing=False).stage(
-                drafts, idempotency, lifetimes or {}, self._last_committed + 1
+            # No seq guessed: several processes take seqs, and inserts run together in one batch.
+            staged, rows = Stager(now, stamp, len(drafts), json_rows=False).stage(
+                drafts, idempotency, lifetimes or {}, None
             )
         except Exception as exc:  # validated drafts never get here (NaN, an unknown priority)
             log.error("store.stage_failed", extra={"error": type(exc).__name__})
