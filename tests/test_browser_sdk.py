@@ -41,6 +41,7 @@ PORTAL_PAGE = """<!doctype html>
   window.received = [];
   window.unread = null;
   window.states = [];
+  window.welcomes = [];
   window.notify = DiagnoxixNotify.connect({{
     url: params.get("ws"),
     token: params.get("token"),
@@ -58,6 +59,7 @@ PORTAL_PAGE = """<!doctype html>
     document.getElementById("badge").textContent = String(count);
   }});
   notify.on("state", (state) => states.push(state));
+  notify.on("welcome", (welcome) => welcomes.push(welcome));
 </script>
 </body></html>
 """
