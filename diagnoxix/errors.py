@@ -26,6 +26,15 @@ _HTTP_CODES = {
 }
 
 
+_RETRY = {"Retry-After": "5"}
+
+
+class Unavailable(RuntimeError):
+    """Something a request needs cannot answer now (the database restarting, the store shutting
+    down): the client should retry, so a 503, never a 500. The store's errors are of this kind;
+    routes answer them with their own words where they can, this is the net under the rest."""
+
+
 class ApiError(Exception):
     def __init__(
         self,
@@ -88,6 +97,14 @@ def response_for(request: web.BaseRequest, exc: Exception) -> web.Response:
             message = exc.reason
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return error_response(exc.status, _HTTP_CODES.get(exc.status, "error"), message, None, headers)
+    if isinstance(exc, Unavailable):
+        log.info(
+            "api.unavailable",
+            extra={"path": request.path, "method": request.method, "error": type(exc).__name__},
+        )
+        return error_response(
+            503, "unavailable", "the server cannot answer this now; retry shortly", None, _RETRY
+        )
     if isinstance(exc, ConnectionError):
         # The client went away mid-request (e.g. during a WebSocket handshake): not our error.
         log.info("api.client_gone", extra={"path": request.path, "method": request.method})

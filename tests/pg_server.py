@@ -1,6 +1,7 @@
 """A throwaway PostgreSQL cluster for the tests: Debian's server binaries, a data directory in
 /tmp, loopback only, no durability settings (nothing here must survive the machine, only a
-process). Started once per test session, each test gets a database of its own.
+process; a test that crashes PostgreSQL itself asks for a `durable` cluster of its own).
+Started once per test session, each test gets a database of its own.
 
 PostgreSQL refuses to run as root: as root (as on CI) the cluster runs as the `postgres` user the
 Debian package creates. Skipped where PostgreSQL is not installed (`apt-get install postgresql`),
@@ -58,8 +59,11 @@ def free_port() -> int:
 class PgCluster:
     """One postmaster on 127.0.0.1:`port`, its data under `root`; `stop()` ends it by its PID."""
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, *, durable: bool = False) -> None:
         self._bin = bindir
+        # As in production: a commit is on disk when it returns, so a crash loses nothing
+        # committed. Off by default: the other tests never crash it, and run faster without.
+        self._durable = durable
         self.root = Path(tempfile.mkdtemp(prefix="diagnoxix-pg-"))
         self.port = free_port()
         self._user: dict[str, Any] = {}
@@ -77,7 +81,12 @@ class PgCluster:
             capture_output=True,
             **self._user,
         )
-        log = os.open(self.root / "server.log", os.O_WRONLY | os.O_CREAT, 0o600)
+        self.restart()
+
+    def restart(self) -> None:
+        """Start the postmaster on the existing data directory (after `crash`: with recovery)."""
+        data = self.root / "data"
+        log = os.open(self.root / "server.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._proc = subprocess.Popen(
             [
                 str(self._bin / "postgres"),
@@ -89,12 +98,8 @@ class PgCluster:
                 "listen_addresses=127.0.0.1",
                 "-c",
                 f"unix_socket_directories={self.root}",
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
+                *([] if self._durable else ["-c", "fsync=off", "-c", "synchronous_commit=off"]),
+                *([] if self._durable else ["-c", "full_page_writes=off"]),
                 "-c",
                 "max_connections=300",
                 "-c",
@@ -131,6 +136,10 @@ class PgCluster:
         self._psql(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
         return name
 
+    def create_empty_database(self, name: str) -> None:
+        """A database the service migrates itself, on start."""
+        self._psql(f"CREATE DATABASE {name}")
+
     def make_template(self) -> None:
         """The template every test database is copied from: migrated, then left alone."""
         self._psql(f"CREATE DATABASE {TEMPLATE}")
@@ -159,6 +168,15 @@ class PgCluster:
 
     def drop_database(self, name: str) -> None:
         self._psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", check=False)
+
+    def crash(self) -> None:
+        """End the postmaster as a crash would (immediate shutdown: no checkpoint, every session
+        cut, recovery on the next start); the data directory stays for `restart`."""
+        proc = self._proc
+        assert proc is not None
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGQUIT)
+        proc.wait(timeout=20)
 
     def stop(self) -> None:
         proc = self._proc

@@ -13,6 +13,7 @@ from diagnoxix.api.openapi import openapi_document
 from diagnoxix.keys import API_KEYS, STORE
 from diagnoxix_client import NotifyClient
 
+from .api_routes import BODIES, documented_routes, needs_api_key
 from .conftest import Service
 
 
@@ -368,44 +369,18 @@ async def test_openapi_describes_exactly_the_served_routes(service: Service) -> 
     assert served == documented
 
 
-# A valid body for each route that takes one.
-_BODIES: dict[str, dict[str, Any]] = {
-    "/v1/ws/test-notification": {"user_id": "u1", "title": "t"},
-    "/v1/notifications": {"user_id": "u1", "title": "t"},
-    "/v1/broadcasts": {"title": "t"},
-    "/v1/users/{user_id}/notifications/read": {"ids": ["n1"]},
-    "/v1/tokens": {"user_id": "u1"},
-    "/v1/notifications/{notification_id}/retract": {"reason": "r"},
-    "/v1/notifications/{notification_id}": {"title": "t", "reason": "r"},
-    "/v1/groups/{group}/members/{user_id}": {"on_duty": True},
-    "/v1/groups/{group}/notifications": {"title": "t"},
-    "/v1/notifications/{notification_id}/acknowledgement": {"reason": "r"},
-}
-
-
 async def test_a_store_that_cannot_answer_is_a_documented_503_on_every_route_with_a_key(
     service: Service,
 ) -> None:
-    doc = openapi_document(service.settings)
     await service.app[STORE].close()  # as at shutdown: the API key check itself cannot run
     checked = 0
-    for path, operations in doc["paths"].items():
-        for method, operation in operations.items():
-            if {"apiKey": []} not in operation.get("security", []):
-                continue
-            url = (
-                path.replace("{user_id}", "u1")
-                .replace("{token_id}", "0123456789abcdef")
-                .replace("{schedule_id}", "s1")
-                .replace("{notification_id}", "n1")
-                .replace("{group}", "ward:b-nurses")
-                .replace("{critical_id}", "c1")
-                .replace("{subscription_id}", "01234567-89ab-cdef-0123-456789abcdef")
-            )
-            resp = await service.client.request(method, url, json=_BODIES.get(path), headers=service.auth())
-            await _error(resp, 503, "shutting_down")
-            assert "503" in operation["responses"], (method, path)
-            checked += 1
+    for method, path, url, operation in documented_routes(service.settings):
+        if not needs_api_key(operation):
+            continue
+        resp = await service.client.request(method, url, json=BODIES.get(path), headers=service.auth())
+        await _error(resp, 503, "shutting_down")
+        assert "503" in operation["responses"], (method, path)
+        checked += 1
     # 13, the four of /v1/scheduled, the two corrections, the three of preferences, the eleven
     # of critical results, the HTTP ack, the two of a user's locale, and the three of push
     # subscriptions and one notification by id

@@ -47,7 +47,10 @@ class Readiness:
         if HUB in app and app[HUB].closed:
             return "the server is shutting down"
         now = time.monotonic()
-        failures = (await app[STORE].counts()).commit_failures
+        try:
+            failures = (await app[STORE].counts()).commit_failures
+        except StoreError as exc:  # a shared database that is gone (PostgreSQL down, restarting)
+            return f"the store is not answering ({exc})"
         failed_since = failures != self._failures_seen
         if failed_since:
             self._failures_seen, self._failed_at = failures, now

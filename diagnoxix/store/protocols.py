@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from diagnoxix.errors import Unavailable
 from diagnoxix.models import ApiKey, Device, IdempotencyRecord, Notification, NotificationDraft, StoreCounts
 from diagnoxix.rules.preferences import Preferences
 from diagnoxix.store.backup_records import BackupReport as BackupReport
@@ -51,8 +52,9 @@ MarkListener = Callable[[str, Mapping[tuple[str, str], int]], None]
 Delivered = tuple[str, str]
 
 
-class StoreError(RuntimeError):
-    """The store could not do what was asked (closed, or the database refused)."""
+class StoreError(Unavailable):
+    """The store could not do what was asked (closed, or the database refused): a request
+    that meets one no route answered itself gets a 503 (`errors.Unavailable`)."""
 
 
 class StoreClosed(StoreError):

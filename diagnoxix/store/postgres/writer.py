@@ -25,6 +25,7 @@ from typing import Any
 
 import asyncpg
 
+from diagnoxix.outages import Outage
 from diagnoxix.store.postgres.access import Write
 from diagnoxix.store.protocols import StoreClosed, StoreError
 from diagnoxix.tally import Buckets
@@ -55,6 +56,10 @@ LOCK_TIMEOUT_MS = 10_000
 BARRIER_TIMEOUT = 5.0
 
 Barrier = Callable[[], Awaitable[None]]
+
+
+class _NoConnection(StoreError):
+    """The writer has no connection and could not make one: its whole batch fails at once."""
 
 
 @dataclass(slots=True)
@@ -120,6 +125,8 @@ class PgWriter:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.stats = WriterStats()
+        # One warning when the database stops answering, one line when it answers again.
+        self.outage = Outage(log, "store.database")
 
     @property
     def running(self) -> bool:
@@ -184,9 +191,19 @@ class PgWriter:
         try:
             results = await self._transaction(ops)
         except Exception as exc:
-            if not isinstance(exc, StoreError | ValueError | asyncpg.PostgresError):
-                # The connection failed (closed, reset, left mid-protocol): start a new one.
+            conn = self._conn
+            if not isinstance(exc, StoreError | ValueError) and (conn is None or conn.is_closed()):
+                # The connection failed (closed, reset, ended by a restarting server): start a
+                # new one.
                 await self._reconnect()
+            if isinstance(exc, _NoConnection) or self._conn is None:
+                # Nothing to retry write by write: the database does not answer. Every writer
+                # hears it at once (503) instead of one connection attempt each.
+                self.stats.failures += 1
+                self.outage.failed(exc)
+                for op in ops:
+                    _settle(op, exc=StoreError("the database is not answering"), outage=True)
+                return
             if len(ops) == 1:
                 if not isinstance(exc, StoreError | ValueError):
                     self.stats.failures += 1
@@ -198,6 +215,7 @@ class PgWriter:
             for op in ops:
                 await self._batch([op])
             return
+        self.outage.recovered()
         self.stats.commits += 1
         self.stats.batch_sizes.observe(len(ops))
         self.stats.commit_seconds.observe(time.perf_counter() - began)
@@ -210,7 +228,7 @@ class PgWriter:
             await self._reconnect()
             conn = self._conn
             if conn is None:
-                raise StoreError("the database is not answering")
+                raise _NoConnection("the database is not answering")
         sequenced = any(op.sequenced for op in ops)
         state = _BatchState()
         locked = False
@@ -264,7 +282,7 @@ class PgWriter:
             self._conn = await self._connect()
         except DRIVER_ERRORS as exc:
             # The next batch tries again; its writers hear StoreError (503) meanwhile.
-            log.warning("store.reconnect_failed", extra={"error": type(exc).__name__})
+            self.outage.failed(exc, what="connect")
 
 
 async def _run_ops(ops: list[_Op], state: _BatchState, conn: Any) -> list[Any]:
@@ -287,10 +305,15 @@ async def _run_ops(ops: list[_Op], state: _BatchState, conn: Any) -> list[Any]:
     return results
 
 
-def _settle(op: _Op, *, result: Any = None, exc: BaseException | None = None) -> None:
+def _settle(op: _Op, *, result: Any = None, exc: BaseException | None = None, outage: bool = False) -> None:
     if op.future is None:
         if exc is not None:
-            log.error("store.bookkeeping_failed", extra={"error": type(exc).__name__})
+            # While the database is gone the outage was logged once; a refused write is an error.
+            log.log(
+                logging.DEBUG if outage else logging.ERROR,
+                "store.bookkeeping_failed",
+                extra={"error": type(exc).__name__},
+            )
         return
     if op.future.done():
         return

@@ -1,0 +1,48 @@
+"""Every documented route of the API, filled in so it can be called: for the tests that sweep
+them all (a store that cannot answer, a database that crashed)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from diagnoxix.api.openapi import openapi_document
+from diagnoxix.config import Settings
+
+# A valid body for each route that takes one.
+BODIES: dict[str, dict[str, Any]] = {
+    "/v1/ws/test-notification": {"user_id": "u1", "title": "t"},
+    "/v1/notifications": {"user_id": "u1", "title": "t"},
+    "/v1/broadcasts": {"title": "t"},
+    "/v1/users/{user_id}/notifications/read": {"ids": ["n1"]},
+    "/v1/tokens": {"user_id": "u1"},
+    "/v1/notifications/{notification_id}/retract": {"reason": "r"},
+    "/v1/notifications/{notification_id}": {"title": "t", "reason": "r"},
+    "/v1/groups/{group}/members/{user_id}": {"on_duty": True},
+    "/v1/groups/{group}/notifications": {"title": "t"},
+    "/v1/notifications/{notification_id}/acknowledgement": {"reason": "r"},
+}
+
+_PARAMETERS = {
+    "{user_id}": "u1",
+    "{token_id}": "0123456789abcdef",
+    "{schedule_id}": "s1",
+    "{notification_id}": "n1",
+    "{group}": "ward:b-nurses",
+    "{critical_id}": "c1",
+    "{subscription_id}": "01234567-89ab-cdef-0123-456789abcdef",
+}
+
+
+def documented_routes(settings: Settings) -> Iterator[tuple[str, str, str, dict[str, Any]]]:
+    """(method, documented path, URL to call, its OpenAPI operation) for every operation."""
+    for path, operations in openapi_document(settings)["paths"].items():
+        url = path
+        for name, value in _PARAMETERS.items():
+            url = url.replace(name, value)
+        for method, operation in operations.items():
+            yield method, path, url, operation
+
+
+def needs_api_key(operation: dict[str, Any]) -> bool:
+    return {"apiKey": []} in operation.get("security", [])

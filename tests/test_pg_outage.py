@@ -1,0 +1,120 @@
+"""PostgreSQL crashes and comes back under a running process: sends answer 503 with the JSON
+error shape while it is gone (never another 5xx, never a traceback), `/readyz` says so, and once
+it is back the same process stores and delivers again by itself, with nothing stored lost or
+doubled for a client that resumes."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from .api_routes import BODIES, documented_routes, needs_api_key
+from .cluster_support import MakeService, eventually, welcome
+from .pg_server import PgCluster, server_bin, skip_or_fail
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[PgCluster]:
+    """A cluster of this test's own: crashing the session's would take every other test's."""
+    bindir = server_bin()
+    if bindir is None:
+        skip_or_fail("PostgreSQL is not installed (apt-get install postgresql)")
+        raise AssertionError("unreachable")
+    cluster = PgCluster(bindir, durable=True)
+    try:
+        cluster.start()
+        cluster.create_empty_database("notify")
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+async def _post(service: Any, user_id: str, title: str) -> tuple[int, dict[str, Any]]:
+    body = {"user_id": user_id, "title": title, "message": "msg"}
+    resp = await service.client.post("/v1/notifications", json=body, headers=service.auth())
+    return resp.status, await resp.json()
+
+
+async def _every_route_answers_without_a_500(service: Any) -> None:
+    """While the database is gone: every documented route answers, a 503 with the JSON error
+    shape where it needed the database; a socket is refused with a close code that says to come
+    back later, never 1011."""
+    token = service.token("u1")
+    for method, path, url, operation in documented_routes(service.settings):
+        if path in {"/v1/ws/notifications", "/v1/sse/notifications"}:
+            continue
+        auth = service.auth() if needs_api_key(operation) else {"Authorization": f"Bearer {token}"}
+        resp = await service.client.request(method, url, json=BODIES.get(path), headers=auth)
+        text = await resp.text()
+        assert resp.status < 500 or resp.status == 503, (method, path, resp.status, text)
+        if resp.status == 503 and path != "/metrics":
+            assert set((await resp.json())["error"]) == {"code", "message", "details"}, (method, path, text)
+    ws = await service.connect("patient-2", v1=True, since=0)
+    msg = await ws.receive(timeout=10)
+    if msg.type == aiohttp.WSMsgType.TEXT:  # let in: it must still be whole
+        assert json.loads(msg.data)["type"] == "welcome", msg.data
+        await ws.close()
+    else:
+        assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, 1013), msg
+    sse = await service.client.get(f"/v1/sse/notifications?token={service.token('patient-2')}&since=0")
+    assert sse.status in (200, 503), (sse.status, await sse.text())
+    sse.close()
+
+
+async def test_postgresql_crashes_and_comes_back(
+    make_service: MakeService, own_cluster: PgCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="diagnoxix")
+    service = await make_service(store_url=own_cluster.dsn("notify"))
+    ws = await service.connect("patient-1", v1=True, since=0)
+    await welcome(ws)
+    before = await service.send("patient-1", "before")
+    assert (await ws.receive_json(timeout=5))["id"] == before["id"]
+
+    own_cluster.crash()
+    status, body = await _post(service, "patient-1", "while PostgreSQL is down")
+    assert status == 503, body
+    assert set(body["error"]) == {"code", "message", "details"}
+    ready = await service.client.get("/readyz")
+    assert ready.status == 503, await ready.text()
+    await _every_route_answers_without_a_500(service)
+
+    own_cluster.restart()
+    stored: list[dict[str, Any]] = []
+
+    async def stores_again() -> bool:
+        status, body = await _post(service, "patient-1", f"after the restart {len(stored)}")
+        assert status in (201, 503), body
+        if status == 201:
+            stored.append(body["notification"])
+        return status == 201
+
+    await eventually(stores_again, timeout=20, what="the process stores again once PostgreSQL is back")
+
+    async def ready_again() -> bool:
+        # Unready for a few seconds after the last failed commit, by design (`ops.readiness`).
+        return (await service.client.get("/readyz")).status == 200
+
+    await eventually(ready_again, timeout=10, what="/readyz ready once the store commits again")
+    # The socket opened before the crash got what was stored after it, live; a fresh one
+    # resuming from the same cursor gets the same, once.
+    live = [await ws.receive_json(timeout=5) for _ in stored]
+    assert [f["id"] for f in live] == [n["id"] for n in stored]
+    resumed = await service.connect("patient-1", v1=True, since=before["seq"])
+    frames = [await resumed.receive_json(timeout=5) for _ in stored]
+    assert [f["id"] for f in frames] == [n["id"] for n in stored]
+    assert (await welcome(resumed))["recovered"] is True
+    await resumed.close()
+    await ws.close()
+    # One warning for the outage and one line when it was over, not one per failed write; no
+    # error, no traceback of ours.
+    events = [r.getMessage() for r in caplog.records if r.name.startswith("diagnoxix")]
+    assert events.count("store.database.down") == 1
+    assert events.count("store.database.up") == 1
+    assert not [r for r in caplog.records if r.name.startswith("diagnoxix") and r.levelno >= logging.ERROR]
+    assert not [r for r in caplog.records if r.name.startswith("diagnoxix") and r.exc_info]
