@@ -92,6 +92,17 @@ async def test_root_and_every_page_send_strangers_to_the_login_form(
     assert refused.value.status == 401
 
 
+async def test_the_address_without_its_slash_leads_in_and_keeps_the_session(staff: StaffClient) -> None:
+    # `/dashboard` is outside the cookie's path (`/dashboard/`): a page answered there would start
+    # a session whose cookie replaces the signed-in one.
+    signed_in = staff.cookie()
+    resp = await staff.get("/dashboard")
+    assert (resp.status, resp.headers["Location"]) == (302, "/dashboard/")
+    assert "Set-Cookie" not in resp.headers
+    assert staff.cookie() == signed_in
+    assert (await staff.get("/dashboard/")).status == 200
+
+
 async def test_login_starts_a_new_session_and_logout_revokes_it_on_the_server(
     server: LiveServer, anonymous: StaffClient
 ) -> None:

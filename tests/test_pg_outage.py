@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -15,7 +16,9 @@ import pytest
 
 from .api_routes import BODIES, documented_routes, needs_api_key
 from .cluster_support import MakeService, eventually, welcome
+from .dashboard_support import StaffClient, start_server
 from .pg_server import PgCluster, server_bin, skip_or_fail
+from .test_dashboard_security import PAGES
 
 
 @pytest.fixture
@@ -118,3 +121,33 @@ async def test_postgresql_crashes_and_comes_back(
     assert events.count("store.database.up") == 1
     assert not [r for r in caplog.records if r.name.startswith("diagnoxix") and r.levelno >= logging.ERROR]
     assert not [r for r in caplog.records if r.name.startswith("diagnoxix") and r.exc_info]
+
+
+async def test_the_dashboard_says_the_database_is_gone_without_a_500(
+    own_cluster: PgCluster, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    live = await start_server(tmp_path, store_url=own_cluster.dsn("notify"))
+    staff = StaffClient(live)
+    try:
+        assert (await staff.login()).status == 303
+        pages = [*PAGES, "/dashboard/critical", "/dashboard/groups", "/dashboard/webhooks"]
+        pages += ["/dashboard/templates", "/dashboard/users/patient-1"]
+        for page in pages:
+            assert (await staff.get(page)).status == 200, page
+        own_cluster.crash()
+        for page in pages:
+            resp = await staff.get(page)
+            assert resp.status == 503, (page, resp.status)
+            assert resp.headers["Content-Type"].startswith("text/html"), page
+            assert "The database is not answering" in await resp.text(), page
+        own_cluster.restart()
+
+        async def back() -> bool:
+            return (await staff.get("/dashboard/")).status == 200
+
+        # Still signed in: the session outlived the outage.
+        await eventually(back, timeout=20, what="the dashboard answers once PostgreSQL is back")
+    finally:
+        await staff.close()
+        await live.close()
+    assert not [r for r in caplog.records if r.name.startswith("diagnoxix") and r.levelno >= logging.ERROR]

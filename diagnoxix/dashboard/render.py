@@ -12,9 +12,12 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from diagnoxix.dashboard.sessions import Staff, anonymous_csrf, current_staff
+from diagnoxix.errors import Unavailable
 from diagnoxix.models import parse_timestamp
 
 log = logging.getLogger("diagnoxix.dashboard")
+
+_RETRY = {"Retry-After": "5"}
 
 # The navigation, in order: (path, label). Templates mark the current one with aria-current.
 NAV = (
@@ -58,6 +61,11 @@ async def html_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         if exc.status < 400:
             raise
         status, reason = exc.status, exc.reason
+    except Unavailable as exc:
+        # The database is restarting or gone: the store logged the outage once; nothing to fix here.
+        log.info("dashboard.unavailable", extra={"path": request.path, "error": type(exc).__name__})
+        context = {"status": 503, "reason": "The database is not answering; try again in a moment"}
+        return await render(request, "error.html", context, staff=None, status=503, headers=_RETRY)
     except Exception:
         # The traceback goes to the log (ids only, never form content); the page says no more.
         log.exception("dashboard.unhandled", extra={"path": request.path, "method": request.method})

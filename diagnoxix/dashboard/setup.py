@@ -142,8 +142,10 @@ def setup_dashboard(app: web.Application) -> None:
     router.add_get("/test-client", pages_tools.test_client_page)
     router.add_post("/test-client", pages_tools.test_client_connect)
     router.add_static("/static/", STATIC_DIR)
+    # Before the sub-app, whose prefix would take `/dashboard` too: its 404 page, outside the
+    # cookie's path, would start a new session whose cookie replaces the signed-in one.
+    app.router.add_get("/dashboard", _to_dashboard)
     app.add_subapp("/dashboard/", dashboard)
     app.router.add_get("/", _to_dashboard)
-    app.router.add_get("/dashboard", _to_dashboard)
     app.cleanup_ctx.append(_dashboard_context)
     app.on_shutdown.insert(0, _close_live_sockets)
