@@ -13,7 +13,7 @@ from diagnoxix.api.openapi import openapi_document
 from diagnoxix.keys import API_KEYS, STORE
 from diagnoxix_client import NotifyClient
 
-from .api_routes import BODIES, documented_routes, needs_api_key
+from .api_routes import BODIES, call_every_route, documented_routes, needs_api_key
 from .conftest import Service
 
 
@@ -385,6 +385,9 @@ async def test_a_store_that_cannot_answer_is_a_documented_503_on_every_route_wit
     # of critical results, the HTTP ack, the two of a user's locale, and the three of push
     # subscriptions and one notification by id
     assert checked == 40
+    # And the rest (probes, stats, metrics, a user's own routes): a 503 at worst, never a 500.
+    for method, path, status, text in await call_every_route(service):
+        assert status < 500 or status == 503, (method, path, status, text)
 
 
 async def test_the_document_states_the_servers_own_token_ceiling(make_service: Any) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from .api_routes import BODIES, documented_routes, needs_api_key
+from .api_routes import call_every_route
 from .cluster_support import MakeService, eventually, welcome
 from .dashboard_support import StaffClient, start_server
 from .pg_server import PgCluster, server_bin, skip_or_fail
@@ -47,16 +47,10 @@ async def _every_route_answers_without_a_500(service: Any) -> None:
     """While the database is gone: every documented route answers, a 503 with the JSON error
     shape where it needed the database; a socket is refused with a close code that says to come
     back later, never 1011."""
-    token = service.token("u1")
-    for method, path, url, operation in documented_routes(service.settings):
-        if path in {"/v1/ws/notifications", "/v1/sse/notifications"}:
-            continue
-        auth = service.auth() if needs_api_key(operation) else {"Authorization": f"Bearer {token}"}
-        resp = await service.client.request(method, url, json=BODIES.get(path), headers=auth)
-        text = await resp.text()
-        assert resp.status < 500 or resp.status == 503, (method, path, resp.status, text)
-        if resp.status == 503 and path != "/metrics":
-            assert set((await resp.json())["error"]) == {"code", "message", "details"}, (method, path, text)
+    for method, path, status, text in await call_every_route(service):
+        assert status < 500 or status == 503, (method, path, status, text)
+        if status == 503 and path != "/metrics":
+            assert set(json.loads(text)["error"]) == {"code", "message", "details"}, (method, path, text)
     ws = await service.connect("patient-2", v1=True, since=0)
     msg = await ws.receive(timeout=10)
     if msg.type == aiohttp.WSMsgType.TEXT:  # let in: it must still be whole
