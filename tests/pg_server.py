@@ -178,6 +178,23 @@ class PgCluster:
         proc.send_signal(signal.SIGQUIT)
         proc.wait(timeout=20)
 
+    def _processes(self) -> list[int]:
+        """The postmaster and its children (the sessions, the background workers)."""
+        assert self._proc is not None
+        pid = self._proc.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return [pid, *map(int, children)]
+
+    def freeze(self) -> None:
+        """PostgreSQL stops answering without closing anything (SIGSTOP), as behind a network
+        that drops every packet: connections open, sessions and new connections hang."""
+        for pid in self._processes():
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for pid in self._processes():
+            os.kill(pid, signal.SIGCONT)
+
     def stop(self) -> None:
         proc = self._proc
         if proc is not None and proc.poll() is None:

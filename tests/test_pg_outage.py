@@ -5,8 +5,10 @@ doubled for a client that resumes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -144,4 +146,51 @@ async def test_the_dashboard_says_the_database_is_gone_without_a_500(
     finally:
         await staff.close()
         await live.close()
+    assert not [r for r in caplog.records if r.name.startswith("diagnoxix") and r.levelno >= logging.ERROR]
+
+
+async def test_a_database_that_stops_answering_gets_a_503_not_a_hang(
+    make_service: MakeService, own_cluster: PgCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL stopped (SIGSTOP: connections stay open and nothing answers, as behind a
+    network that drops everything): a send and a read are answered 503 in bounded time, and the
+    process serves again by itself once the database answers."""
+    caplog.set_level(logging.DEBUG, logger="diagnoxix")
+    service = await make_service(store_url=own_cluster.dsn("notify"))
+    ws = await service.connect("patient-1", v1=True, since=0)
+    await welcome(ws)
+    before = await service.send("patient-1", "before")
+    assert (await ws.receive_json(timeout=5))["id"] == before["id"]
+    own_cluster.freeze()
+    try:
+        started = time.monotonic()
+        send, read = await asyncio.wait_for(
+            asyncio.gather(
+                _post(service, "patient-1", "while PostgreSQL does not answer"),
+                service.client.get("/v1/users/patient-1/notifications", headers=service.auth()),
+            ),
+            timeout=60,
+        )
+        assert send[0] == 503, send
+        assert read.status == 503, await read.text()
+        # Bounded by the statement and connection timeouts (15 s and 10 s), not by the network.
+        assert time.monotonic() - started < 45
+    finally:
+        own_cluster.thaw()
+    stored: list[dict[str, Any]] = []
+
+    async def stores_again() -> bool:
+        status, body = await _post(service, "patient-1", f"after {len(stored)}")
+        assert status in (201, 503), body
+        if status == 201:
+            stored.append(body["notification"])
+        return status == 201
+
+    await eventually(stores_again, timeout=30, what="the process stores again once PostgreSQL answers")
+    live = [await ws.receive_json(timeout=5) for _ in stored]
+    assert [f["id"] for f in live] == [n["id"] for n in stored]
+    await ws.close()
+    events = [r.getMessage() for r in caplog.records if r.name.startswith("diagnoxix")]
+    assert events.count("store.database.down") == 1
+    assert events.count("store.database.up") == 1
     assert not [r for r in caplog.records if r.name.startswith("diagnoxix") and r.levelno >= logging.ERROR]

@@ -52,6 +52,9 @@ T = TypeVar("T")
 PURGE_SLICE = 1000
 # Reads share a small pool: the event loop is the limit long before PostgreSQL is.
 POOL_MIN, POOL_MAX = 1, 8
+# The longest a read may take before the database is taken not to answer (a 503): a stopped
+# database, or one behind a network that drops everything, must not hold requests forever.
+READ_TIMEOUT = 10.0
 # The stored and delivered counts are read again at most this often (seconds), unless this
 # process committed since.
 COUNT_SECONDS = 1.0
@@ -111,7 +114,11 @@ class PgCore(PgAccess):
             finally:
                 await conn.close()
             self._pool = await asyncpg.create_pool(
-                self._dsn, min_size=POOL_MIN, max_size=POOL_MAX, timeout=CONNECT_TIMEOUT
+                self._dsn,
+                min_size=POOL_MIN,
+                max_size=POOL_MAX,
+                timeout=CONNECT_TIMEOUT,
+                command_timeout=READ_TIMEOUT,
             )
             self._writer = PgWriter(self._dsn, barrier=lambda: self._barrier)
             await self._writer.start()

@@ -51,6 +51,15 @@ CONNECT_TIMEOUT = 10.0
 # The longest a batch waits for the seq lock (another process stalled holding it): then its
 # writers hear StoreError (503) rather than wait forever.
 LOCK_TIMEOUT_MS = 10_000
+# The longest any one statement of the writer may take, the seq lock's wait included: past it the
+# database is taken to be gone (stopped, or behind a network that drops everything), the
+# connection is dropped, and the batch's writers hear StoreError (503) rather than wait forever.
+# A COMMIT that times out may still have committed: a sender retrying with the same
+# Idempotency-Key never stores twice.
+STATEMENT_TIMEOUT = LOCK_TIMEOUT_MS / 1000 + 5.0
+# The database ends the writer's session (and so frees the seq lock it may hold) within about
+# 20 s of this process vanishing behind a broken network: TCP keepalives on the server's side.
+_KEEPALIVES = {"tcp_keepalives_idle": "5", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "3"}
 # The longest a commit waits for the broker to accept its events before letting the next writer
 # go (the broker then counts them lost: clients recover them by resume).
 BARRIER_TIMEOUT = 5.0
@@ -192,7 +201,11 @@ class PgWriter:
             results = await self._transaction(ops)
         except Exception as exc:
             conn = self._conn
-            if not isinstance(exc, StoreError | ValueError) and (conn is None or conn.is_closed()):
+            if isinstance(exc, TimeoutError):
+                # The database stopped answering: no new connection now (it would wait as long
+                # again); the next batch makes one.
+                self._drop()
+            elif not isinstance(exc, StoreError | ValueError) and (conn is None or conn.is_closed()):
                 # The connection failed (closed, reset, ended by a restarting server): start a
                 # new one.
                 await self._reconnect()
@@ -245,10 +258,19 @@ class PgWriter:
                 results = await _run_ops(ops, state, conn)
                 if sequenced and state.next_seq != first:
                     await conn.execute("UPDATE seq_counter SET last = $1", state.next_seq - 1)
-            except BaseException:
-                await tx.rollback()
+            except BaseException as exc:
+                if isinstance(exc, TimeoutError):
+                    # Mid-statement with a database that does not answer: a rollback would wait
+                    # as long again. The session is dropped instead (the server rolls it back).
+                    conn.terminate()
+                else:
+                    await tx.rollback()
                 raise
-            await tx.commit()
+            try:
+                await tx.commit()
+            except TimeoutError:
+                conn.terminate()
+                raise
             for callback in state.callbacks:
                 try:
                     callback()
@@ -264,20 +286,33 @@ class PgWriter:
         finally:
             if locked and not conn.is_closed():
                 # A closed connection's session lock died with it.
-                await conn.execute("SELECT pg_advisory_unlock($1)", SEQ_LOCK)
+                try:
+                    await conn.execute("SELECT pg_advisory_unlock($1)", SEQ_LOCK)
+                except DRIVER_ERRORS:
+                    # Its writes may have committed: never fail them for this. The session goes,
+                    # and the lock with it; the next batch connects again.
+                    conn.terminate()
         return results
 
     async def _connect(self) -> Any:
         return await asyncpg.connect(
             self._dsn,
             timeout=CONNECT_TIMEOUT,
-            server_settings={"lock_timeout": str(LOCK_TIMEOUT_MS), "application_name": "diagnoxix-writer"},
+            command_timeout=STATEMENT_TIMEOUT,
+            server_settings={
+                "lock_timeout": str(LOCK_TIMEOUT_MS),
+                "application_name": "diagnoxix-writer",
+                **_KEEPALIVES,
+            },
         )
 
-    async def _reconnect(self) -> None:
+    def _drop(self) -> None:
         if self._conn is not None and not self._conn.is_closed():
             self._conn.terminate()
         self._conn = None
+
+    async def _reconnect(self) -> None:
+        self._drop()
         try:
             self._conn = await self._connect()
         except DRIVER_ERRORS as exc:
