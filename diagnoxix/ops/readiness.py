@@ -55,7 +55,10 @@ class Readiness:
         if failed_since:
             self._failures_seen, self._failed_at = failures, now
         if self._failed_at is not None and now - self._failed_at < FAILURE_HOLD_SECONDS:
-            return "the store could not commit a write a moment ago (disk full or failing?)"
+            return (
+                "the store could not commit a write a moment ago"
+                " (disk full or failing, the file locked by another program, or the database gone?)"
+            )
         probe = self._probe
         # A probe under way is shared; a finished one is reused while its answer is fresh.
         if probe is None or (probe.done() and now - self._answered_at >= PROBE_REUSE_SECONDS):
