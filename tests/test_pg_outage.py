@@ -16,6 +16,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from diagnoxix.keys import API_KEYS
+
 from .api_routes import call_every_route
 from .cluster_support import MakeService, eventually, welcome
 from .dashboard_support import StaffClient, start_server
@@ -143,6 +145,38 @@ async def test_the_dashboard_says_the_database_is_gone_without_a_500(
 
         # Still signed in: the session outlived the outage.
         await eventually(back, timeout=20, what="the dashboard answers once PostgreSQL is back")
+    finally:
+        await staff.close()
+        await live.close()
+    assert not [r for r in caplog.records if r.name.startswith("diagnoxix") and r.levelno >= logging.ERROR]
+
+
+async def test_the_dashboards_live_socket_carries_on_across_an_outage(
+    own_cluster: PgCluster, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    live = await start_server(tmp_path, store_url=own_cluster.dsn("notify"))
+    staff = StaffClient(live)
+    try:
+        assert (await staff.login()).status == 303
+        _, key = await live.app[API_KEYS].create("clinic")
+        body = {"user_id": "patient-1", "title": "Result", "message": "m"}
+        async with staff.http.post(
+            live.url + "/v1/notifications", json=body, headers={"Authorization": f"Bearer {key}"}
+        ) as resp:
+            note = (await resp.json())["notification"]
+        sock = await staff.http.ws_connect(live.url + "/dashboard/live", headers={"Origin": live.url})
+        await sock.send_json({"type": "watch", "id": note["id"]})
+
+        async def watched() -> bool:
+            return "watch" in await sock.receive_json(timeout=5)
+
+        await eventually(watched, what="a snapshot with the watched notification")
+        own_cluster.crash()
+        await asyncio.sleep(2.5)  # a few pushes meet the database gone
+        own_cluster.restart()
+        # The socket is still open and, once the database is back, says where it is again.
+        await eventually(watched, timeout=30, what="the watched notification once PostgreSQL is back")
+        await sock.close()
     finally:
         await staff.close()
         await live.close()

@@ -21,6 +21,7 @@ from diagnoxix.dashboard.sessions import Staff, current_staff
 from diagnoxix.dashboard.state import DASHBOARD
 from diagnoxix.dashboard.stats import overview_figures
 from diagnoxix.delivery.presence import online_recipients
+from diagnoxix.errors import Unavailable
 from diagnoxix.keys import PRESENCE, STORE
 from diagnoxix.models import utc_now
 from diagnoxix.rules import MAX_ID_CHARS
@@ -103,9 +104,14 @@ async def _push(request: web.Request, sock: LiveSocket, staff: Staff, watching: 
             if sock.ended.is_set():
                 await ws.close(code=sock.close_code, message=b"session ended")
                 return
-            presence, cursor = feed.since(cursor)
-            snapshot = await _snapshot(request, watching, presence)
-            await ws.send_str(json.dumps(snapshot, separators=(",", ":")))
+            presence, seen = feed.since(cursor)
+            try:
+                snapshot = await _snapshot(request, watching, presence)
+            except Unavailable:
+                snapshot = None  # the database is not answering: the next push tries again
+            if snapshot is not None:
+                await ws.send_str(json.dumps(snapshot, separators=(",", ":")))
+                cursor = seen
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(sock.ended.wait(), PUSH_INTERVAL_SECONDS)
     except (ConnectionError, RuntimeError):
