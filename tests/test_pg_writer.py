@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import asyncpg
 import pytest
 
 from diagnoxix.clock import ManualClock
 from diagnoxix.models import Notification, NotificationDraft, format_timestamp
 from diagnoxix.store.postgres.database import PgStore
+from diagnoxix.store.postgres.writer import LOCK_TIMEOUT_MS, SEQ_LOCK
 from diagnoxix.store.protocols import StoreError
 
 
@@ -157,4 +160,29 @@ async def test_writes_wait_for_the_database_and_fail_cleanly_when_it_is_gone(pg_
         assert note.seq >= 1
         assert isinstance(outcome, list | StoreError)
     finally:
+        await store.close()
+
+
+async def test_a_seq_lock_held_elsewhere_fails_the_whole_batch_at_once(pg_dsn: str) -> None:
+    """Another process stalled holding the seq lock: the sends waiting behind it fail together
+    after the lock timeout (503), not one lock timeout after another; once it is free, they go."""
+    store = PgStore(pg_dsn)
+    await store.open()
+    holder = await asyncpg.connect(pg_dsn)
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", SEQ_LOCK)
+        started = time.monotonic()
+        # A batch of three (queued together) behind the one that is waiting already.
+        first = asyncio.ensure_future(store.insert_notifications([_draft(title="first")]))
+        await asyncio.sleep(0.2)
+        rest = [store.insert_notifications([_draft(title=f"then {i}")]) for i in range(3)]
+        outcomes = await asyncio.gather(first, *rest, return_exceptions=True)
+        assert all(isinstance(o, StoreError) for o in outcomes), outcomes
+        # Two lock timeouts (the first batch, then the other three together), not four.
+        assert time.monotonic() - started < 2.5 * LOCK_TIMEOUT_MS / 1000
+        await holder.execute("SELECT pg_advisory_unlock($1)", SEQ_LOCK)
+        (note,) = await store.insert_notifications([_draft(title="after")])
+        assert note.seq >= 1
+    finally:
+        await holder.close()
         await store.close()

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -220,5 +222,47 @@ async def test_two_workers_share_one_port(
         err.close()
     log = (tmp_path / "workers.stderr").read_text()
     assert code == 0, log
+    assert "workers.stop" in log
+    assert "Traceback" not in log
+
+
+async def test_workers_that_cannot_start_are_retried_and_a_stop_is_not_held_up(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """A database that is not there yet: each worker exits at start and is started again later
+    and later; a stop signal meanwhile ends the supervisor at once, not after the wait."""
+    nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
+    stderr = tmp_path / "workers.stderr"
+    with stderr.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, str(RUN_PY), "--port", str(free_port()), "--workers", "2"],
+            cwd=REPO_ROOT,
+            env=_env(nowhere, redis_server),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+        )
+    try:
+
+        def waits() -> list[float]:
+            lines = [json.loads(line) for line in stderr.read_text().splitlines() if line.startswith("{")]
+            return [line["restart_in"] for line in lines if line.get("event") == "workers.died"]
+
+        async with asyncio.timeout(40):
+            while max(waits(), default=0.0) < 4.0:
+                await asyncio.sleep(0.1)
+        # Both slots died and each waits longer after each death (1 s, 2 s, 4 s, ...).
+        assert sorted(set(waits()))[:3] == [1.0, 2.0, 4.0]
+        stopping = time.monotonic()
+        os.kill(proc.pid, signal.SIGTERM)
+        code = await asyncio.to_thread(proc.wait, 30)
+        assert time.monotonic() - stopping < 2.0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = stderr.read_text()
+    # 1 when a worker was failing its start as the signal came; never killed for want of stopping.
+    assert code in (0, 1), log
     assert "workers.stop" in log
     assert "Traceback" not in log

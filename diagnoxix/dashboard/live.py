@@ -21,10 +21,10 @@ from diagnoxix.dashboard.sessions import Staff, current_staff
 from diagnoxix.dashboard.state import DASHBOARD
 from diagnoxix.dashboard.stats import overview_figures
 from diagnoxix.delivery.presence import online_recipients
-from diagnoxix.errors import Unavailable
 from diagnoxix.keys import PRESENCE, STORE
 from diagnoxix.models import utc_now
 from diagnoxix.rules import MAX_ID_CHARS
+from diagnoxix.store.protocols import StoreError
 
 PUSH_INTERVAL_SECONDS = 1.0
 PRESENCE_ON_OPEN = 10
@@ -107,7 +107,7 @@ async def _push(request: web.Request, sock: LiveSocket, staff: Staff, watching: 
             presence, seen = feed.since(cursor)
             try:
                 snapshot = await _snapshot(request, watching, presence)
-            except Unavailable:
+            except StoreError:
                 snapshot = None  # the database is not answering: the next push tries again
             if snapshot is not None:
                 await ws.send_str(json.dumps(snapshot, separators=(",", ":")))

@@ -42,6 +42,9 @@ class Supervisor:
         self._argv = [sys.executable, *argv]
         self._workers: dict[int, tuple[subprocess.Popen[bytes], float]] = {}
         self._delays: dict[int, float] = {}
+        # Slots whose worker died, and when to start it again: the loop goes on watching the
+        # others and the stop signals meanwhile.
+        self._restart_at: dict[int, float] = {}
         self._stopping: str | None = None
 
     def run(self) -> int:
@@ -52,16 +55,20 @@ class Supervisor:
         log.info("workers.start", extra={"workers": self._count})
         while self._stopping is None:
             time.sleep(0.2)
+            now = time.monotonic()
             for slot, (proc, started) in list(self._workers.items()):
                 code = proc.poll()
                 if code is None or self._stopping is not None:
                     continue
-                delay = self._restart_delay(slot, time.monotonic() - started)
+                delay = self._restart_delay(slot, now - started)
                 log.warning(
                     "workers.died", extra={"worker": slot, "pid": proc.pid, "code": code, "restart_in": delay}
                 )
-                time.sleep(delay)
-                if self._stopping is None:
+                del self._workers[slot]
+                self._restart_at[slot] = now + delay
+            for slot, due in list(self._restart_at.items()):
+                if due <= now and self._stopping is None:
+                    del self._restart_at[slot]
                     self._start(slot)
         return self._stop_all()
 

@@ -50,7 +50,7 @@ class Readiness:
         try:
             failures = (await app[STORE].counts()).commit_failures
         except StoreError as exc:  # a shared database that is gone (PostgreSQL down, restarting)
-            return f"the store is not answering ({exc})"
+            return str(exc)
         failed_since = failures != self._failures_seen
         if failed_since:
             self._failures_seen, self._failed_at = failures, now

@@ -52,12 +52,16 @@ MarkListener = Callable[[str, Mapping[tuple[str, str], int]], None]
 Delivered = tuple[str, str]
 
 
-class StoreError(Unavailable):
-    """The store could not do what was asked (closed, or the database refused): a request
-    that meets one no route answered itself gets a 503 (`errors.Unavailable`)."""
+class StoreError(RuntimeError):
+    """The store could not do what was asked (closed, or the database refused)."""
 
 
-class StoreClosed(StoreError):
+class StoreUnavailable(StoreError, Unavailable):
+    """The store cannot answer now (shutting down, the database gone or not answering): a
+    request that meets one where no route answered it itself gets a 503 (`errors.Unavailable`)."""
+
+
+class StoreClosed(StoreUnavailable):
     """A write arrived after the store started shutting down."""
 
 

@@ -42,6 +42,7 @@ from diagnoxix.store.protocols import (
     MarkListener,
     StoreClosed,
     StoreError,
+    StoreUnavailable,
 )
 from diagnoxix.store.staging import InsertRows, Staged, Stager, committed_notes
 
@@ -158,9 +159,12 @@ class PgCore(PgAccess):
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
         try:
-            return list(await self._p.fetch(sql, *args))
+            # The whole read, the wait for a pooled connection included: a query that timed out
+            # is cancelled on the server while the caller is answered.
+            async with asyncio.timeout(READ_TIMEOUT):
+                return list(await self._p.fetch(sql, *args))
         except DRIVER_ERRORS as exc:
-            raise StoreError(f"the database is not answering ({type(exc).__name__})") from None
+            raise StoreUnavailable(f"the database is not answering ({type(exc).__name__})") from None
 
     async def _fetchrow(self, sql: str, *args: Any) -> Any | None:
         rows = await self._fetch(sql, *args)
@@ -236,7 +240,7 @@ class PgCore(PgAccess):
 
     async def check(self) -> None:
         if self._writer is None or not self._writer.running:
-            raise StoreError("the writer is not running")
+            raise StoreUnavailable("the writer is not running")
         await self._fetchval("SELECT 1")
 
     async def check_writable(self) -> None:

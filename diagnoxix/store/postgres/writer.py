@@ -27,7 +27,7 @@ import asyncpg
 
 from diagnoxix.outages import Outage
 from diagnoxix.store.postgres.access import Write
-from diagnoxix.store.protocols import StoreClosed, StoreError
+from diagnoxix.store.protocols import StoreClosed, StoreError, StoreUnavailable
 from diagnoxix.tally import Buckets
 
 log = logging.getLogger("diagnoxix.store")
@@ -58,8 +58,14 @@ LOCK_TIMEOUT_MS = 10_000
 # Idempotency-Key never stores twice.
 STATEMENT_TIMEOUT = LOCK_TIMEOUT_MS / 1000 + 5.0
 # The database ends the writer's session (and so frees the seq lock it may hold) within about
-# 20 s of this process vanishing behind a broken network: TCP keepalives on the server's side.
-_KEEPALIVES = {"tcp_keepalives_idle": "5", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "3"}
+# 20 s of this process vanishing behind a broken network: TCP keepalives on the server's side
+# while nothing is in flight, and a limit on unacknowledged data while something is.
+_KEEPALIVES = {
+    "tcp_keepalives_idle": "5",
+    "tcp_keepalives_interval": "5",
+    "tcp_keepalives_count": "3",
+    "tcp_user_timeout": "20000",
+}
 # The longest a commit waits for the broker to accept its events before letting the next writer
 # go (the broker then counts them lost: clients recover them by resume).
 BARRIER_TIMEOUT = 5.0
@@ -67,7 +73,7 @@ BARRIER_TIMEOUT = 5.0
 Barrier = Callable[[], Awaitable[None]]
 
 
-class _NoConnection(StoreError):
+class _NoConnection(StoreUnavailable):
     """The writer has no connection and could not make one: its whole batch fails at once."""
 
 
@@ -205,17 +211,20 @@ class PgWriter:
                 # The database stopped answering: no new connection now (it would wait as long
                 # again); the next batch makes one.
                 self._drop()
-            elif not isinstance(exc, StoreError | ValueError) and (conn is None or conn.is_closed()):
-                # The connection failed (closed, reset, ended by a restarting server): start a
-                # new one.
+            elif not isinstance(exc, StoreError | ValueError) and (
+                not isinstance(exc, asyncpg.PostgresError) or conn is None or conn.is_closed()
+            ):
+                # The connection failed (closed, reset, left mid-protocol, ended by a restarting
+                # server): start a new one.
                 await self._reconnect()
-            if isinstance(exc, _NoConnection) or self._conn is None:
-                # Nothing to retry write by write: the database does not answer. Every writer
-                # hears it at once (503) instead of one connection attempt each.
+            if isinstance(exc, _NoConnection | asyncpg.LockNotAvailableError) or self._conn is None:
+                # Nothing to retry write by write: the database does not answer, or the seq lock
+                # stayed taken (another process stalled holding it). Every writer hears it at once
+                # (503) instead of one more wait each.
                 self.stats.failures += 1
                 self.outage.failed(exc)
                 for op in ops:
-                    _settle(op, exc=StoreError("the database is not answering"), outage=True)
+                    _settle(op, exc=StoreUnavailable("the database is not answering"), outage=True)
                 return
             if len(ops) == 1:
                 if not isinstance(exc, StoreError | ValueError):
@@ -259,18 +268,10 @@ class PgWriter:
                 if sequenced and state.next_seq != first:
                     await conn.execute("UPDATE seq_counter SET last = $1", state.next_seq - 1)
             except BaseException as exc:
-                if isinstance(exc, TimeoutError):
-                    # Mid-statement with a database that does not answer: a rollback would wait
-                    # as long again. The session is dropped instead (the server rolls it back).
-                    conn.terminate()
-                else:
+                if not isinstance(exc, TimeoutError):  # a timeout drops the session (below)
                     await tx.rollback()
                 raise
-            try:
-                await tx.commit()
-            except TimeoutError:
-                conn.terminate()
-                raise
+            await tx.commit()
             for callback in state.callbacks:
                 try:
                     callback()
@@ -283,6 +284,12 @@ class PgWriter:
                         await asyncio.wait_for(barrier(), BARRIER_TIMEOUT)
                     except Exception:
                         log.exception("store.barrier_failed")
+        except TimeoutError:
+            # A statement timed out: the database does not answer. A rollback or an unlock would
+            # wait as long again; the session is dropped instead (the server rolls it back and
+            # frees the seq lock).
+            conn.terminate()
+            raise
         finally:
             if locked and not conn.is_closed():
                 # A closed connection's session lock died with it.

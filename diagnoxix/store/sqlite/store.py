@@ -33,6 +33,7 @@ from diagnoxix.store.protocols import (
     MarkListener,
     StoreClosed,
     StoreError,
+    StoreUnavailable,
 )
 from diagnoxix.store.sqlite.batch import Query, Statement
 from diagnoxix.store.sqlite.checkpoint import CHECKPOINT_DELAY_SECONDS, WAL_LIMIT_PAGES, Checkpointer
@@ -403,11 +404,11 @@ class SqliteStore(
 
     async def check(self) -> None:
         if self._writer is None or not self._writer.running:
-            raise StoreError("the writer is not running")
+            raise StoreUnavailable("the writer is not running")
         try:
             await self._read("SELECT 1", ())
         except sqlite3.Error as exc:
-            raise StoreError(f"the database is not answering ({type(exc).__name__})") from None
+            raise StoreUnavailable(f"the database is not answering ({type(exc).__name__})") from None
 
     async def flush(self) -> None:
         await self._w.flush()

@@ -34,7 +34,13 @@ from typing import Any
 from diagnoxix.clock import Clock
 from diagnoxix.json_encoding import encode_rows
 from diagnoxix.models import Notification, NotificationDraft, format_timestamp
-from diagnoxix.store.protocols import IdempotencyClaim, IdempotencyConflict, StoreClosed, StoreError
+from diagnoxix.store.protocols import (
+    IdempotencyClaim,
+    IdempotencyConflict,
+    StoreClosed,
+    StoreError,
+    StoreUnavailable,
+)
 from diagnoxix.store.sqlite.batch import BatchDone, Opening, Query, Statement, Transaction
 from diagnoxix.store.sqlite.ops import Bulk, Execute, Flush, Insert, Op, fail, fail_all, resolve, translate
 from diagnoxix.store.sqlite.seqs import SeqCounter
@@ -217,7 +223,7 @@ class GroupCommitWriter:
                 op = self._queue.get_nowait()
                 if op is not None:
                     pending.append(op)
-            fail_all(pending, StoreError("the store's writer stopped"))
+            fail_all(pending, StoreUnavailable("the store's writer stopped"))
             raise
 
     def _take_queued(self, ops: list[Op]) -> bool:
