@@ -1,5 +1,5 @@
-"""The OpenAPI paths and schemas of critical results (`api.critical`): groups and members, group
-sends, acknowledgements and their status, escalation policies."""
+"""The OpenAPI paths and schemas of critical results (`api.groups`, `api.critical`): groups and
+members, group sends, acknowledgements and their status, escalation policies."""
 
 from __future__ import annotations
 

@@ -26,6 +26,7 @@ from diagnoxix.api.common import (
 from diagnoxix.api.corrections import setup_correction_routes
 from diagnoxix.api.critical import is_tracked, send_tracked, setup_critical_routes
 from diagnoxix.api.devices import setup_device_routes
+from diagnoxix.api.groups import setup_group_routes
 from diagnoxix.api.messaging import setup_messaging_routes
 from diagnoxix.api.openapi import openapi_document
 from diagnoxix.api.preferences import setup_preference_routes
@@ -301,6 +302,7 @@ def setup_routes(app: web.Application) -> None:
     setup_scheduled_routes(app)
     setup_correction_routes(app)
     setup_preference_routes(app)
+    setup_group_routes(app)
     setup_critical_routes(app)
     setup_messaging_routes(app)
     app.router.add_get("/healthz", health)
