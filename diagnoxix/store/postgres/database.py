@@ -5,6 +5,7 @@ from __future__ import annotations
 from diagnoxix.store.postgres.corrections import PgCorrections
 from diagnoxix.store.postgres.critical import CriticalQueries
 from diagnoxix.store.postgres.devices import PgDeviceQueries
+from diagnoxix.store.postgres.inserts import PgInserts
 from diagnoxix.store.postgres.keys import PgKeyQueries
 from diagnoxix.store.postgres.marks import PgMarks
 from diagnoxix.store.postgres.messaging import MessagingQueries
@@ -17,6 +18,7 @@ from diagnoxix.store.postgres.webhooks import PgWebhookQueries
 
 
 class PgStore(
+    PgInserts,
     PgMarks,
     PgCorrections,
     PgKeyQueries,

@@ -17,13 +17,7 @@ from typing import Any
 import aiosqlite
 
 from diagnoxix.clock import Clock, SystemClock
-from diagnoxix.models import (
-    BROADCAST_RECIPIENT,
-    Notification,
-    NotificationDraft,
-    StoreCounts,
-    format_timestamp,
-)
+from diagnoxix.models import Notification, NotificationDraft, StoreCounts, format_timestamp
 from diagnoxix.store.key_cache import KeyCache
 from diagnoxix.store.protocols import (
     CommitListener,
@@ -51,6 +45,7 @@ from diagnoxix.store.sqlite.marks import DeliveryMarks
 from diagnoxix.store.sqlite.messaging import MessagingQueries
 from diagnoxix.store.sqlite.migrations import migrate
 from diagnoxix.store.sqlite.preferences import PreferenceQueries
+from diagnoxix.store.sqlite.purge import PurgeQueries
 from diagnoxix.store.sqlite.push import PushQueries
 from diagnoxix.store.sqlite.restores import UNDONE_RANGES, UndoneSeqs, highest_seq_sql
 from diagnoxix.store.sqlite.seqs import SeqCounter
@@ -65,8 +60,6 @@ log = logging.getLogger("diagnoxix.store")
 PAGE_SIZE = 16384
 # How long a connection waits for a lock held by another process (e.g. a CLI command).
 BUSY_TIMEOUT_MS = 5000
-# Purging deletes in slices so one purge never holds the write lock for long.
-PURGE_SLICE = 1000
 
 
 class SqliteStore(
@@ -81,6 +74,7 @@ class SqliteStore(
     CriticalQueries,
     MessagingQueries,
     PushQueries,
+    PurgeQueries,
 ):
     """`Store` on one SQLite file. Use `open()`/`close()` (the app does it in a cleanup context)."""
 
@@ -352,48 +346,6 @@ class SqliteStore(
         lifetimes: Mapping[str, int] | None = None,
     ) -> list[Notification]:
         return await self._w.insert(drafts, idempotency, lifetimes or {})
-
-    async def purge_expired(self) -> int:
-        """Delete one slice of expired notifications (secure_delete overwrites them).
-
-        Returns how many were deleted. The per-recipient purge marks move in the same transaction,
-        so a crash can never leave a purged seq unrecorded.
-        """
-        now = self._now_stamp()
-        rows = await self._read(
-            "SELECT seq FROM notifications WHERE expires_at IS NOT NULL AND expires_at <= ?"
-            f" ORDER BY seq LIMIT 1 OFFSET {PURGE_SLICE - 1}",
-            (now,),
-        )
-        # The slice: every expired row up to the PURGE_SLICE-th lowest expired seq (or all of them).
-        top = int(rows[0][0]) if rows else self.max_seq
-        expired = "expires_at IS NOT NULL AND expires_at <= ? AND seq <= ?"
-        deleted = await self._w.execute(
-            (
-                "INSERT INTO purge_marks (user_id, purged_through) SELECT user_id, max(seq)"
-                f" FROM notifications WHERE {expired} GROUP BY user_id"
-                " ON CONFLICT (user_id) DO UPDATE SET purged_through ="
-                " max(purged_through, excluded.purged_through)",
-                [(now, top)],
-            ),
-            (
-                "DELETE FROM broadcast_receipts WHERE notification_id IN"
-                f" (SELECT id FROM notifications WHERE user_id = ? AND {expired})",
-                [(BROADCAST_RECIPIENT, now, top)],
-            ),
-            # An answer to an action goes with its notification.
-            (
-                "DELETE FROM action_answers WHERE notification_id IN"
-                f" (SELECT id FROM notifications WHERE {expired})",
-                [(now, top)],
-            ),
-            # A device whose token has expired can no longer connect, revoked or not.
-            ("DELETE FROM devices WHERE expires_at <= ?", [(self._outlived(),)]),
-            # Last: the count returned is this statement's.
-            (f"DELETE FROM notifications WHERE {expired}", [(now, top)]),
-        )
-        self._stored_at_open -= deleted
-        return deleted
 
     async def get_or_create_meta(self, key: str, default: Callable[[], str]) -> str:
         await self._execute(
