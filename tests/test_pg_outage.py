@@ -79,7 +79,10 @@ async def test_postgresql_crashes_and_comes_back(
     assert (await ws.receive_json(timeout=5))["id"] == before["id"]
 
     own_cluster.crash()
-    status, body = await _post(service, "patient-1", "while PostgreSQL is down")
+    body = {"user_id": "patient-1", "title": "while PostgreSQL is down", "message": "msg"}
+    resp = await service.client.post("/v1/notifications", json=body, headers=service.auth())
+    assert resp.headers["Retry-After"] == "5"
+    status, body = resp.status, await resp.json()
     assert status == 503, body
     assert set(body["error"]) == {"code", "message", "details"}
     ready = await service.client.get("/readyz")

@@ -105,9 +105,12 @@ def invalid(errors: FieldErrors) -> ApiError:
 
 
 def store_unavailable(exc: StoreError) -> ApiError:
+    retry = {"Retry-After": "5"}
     if isinstance(exc, StoreClosed):
-        return ApiError(503, "shutting_down", "the server is shutting down; retry shortly")
-    return ApiError(503, "store_unavailable", "the notification could not be stored; retry shortly")
+        return ApiError(503, "shutting_down", "the server is shutting down; retry shortly", headers=retry)
+    return ApiError(
+        503, "store_unavailable", "the notification could not be stored; retry shortly", headers=retry
+    )
 
 
 def store_errors_as_503(handler: Handler) -> Handler:
