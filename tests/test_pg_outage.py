@@ -23,6 +23,7 @@ from .api_routes import call_every_route
 from .cluster_support import MakeService, eventually, welcome
 from .dashboard_support import StaffClient, start_server
 from .pg_server import PgCluster, server_bin, skip_or_fail
+from .redis_server import RedisServer
 from .test_dashboard_security import PAGES
 
 
@@ -236,3 +237,46 @@ async def test_a_database_that_stops_answering_gets_a_503_not_a_hang(
     assert events.count("store.database.down") == 1
     assert events.count("store.database.up") == 1
     assert not [r for r in caplog.records if r.name.startswith("diagnoxix") and r.levelno >= logging.ERROR]
+
+
+async def test_two_processes_on_redis_come_back_together_in_one_seq_order(
+    make_service: MakeService, own_cluster: PgCluster, redis_server: RedisServer
+) -> None:
+    """Both processes of a deployment lose PostgreSQL at once; once it is back, sends through
+    either reach a client on the other, live and on resume, each once and in seq order."""
+    dsn = own_cluster.dsn("notify")
+    a = await make_service(store_url=dsn, broker_url=redis_server.url)
+    b = await make_service(store_url=dsn, broker_url=redis_server.url)
+    ws = await a.connect("patient-1", v1=True, since=0)
+    await welcome(ws)
+    before = await b.send("patient-1", "before")
+    assert (await ws.receive_json(timeout=5))["id"] == before["id"]
+
+    own_cluster.crash()
+    for service in (a, b):
+        status, body = await _post(service, "patient-1", "while PostgreSQL is down")
+        assert status == 503, body
+    own_cluster.restart()
+    stored: list[dict[str, Any]] = []
+
+    async def both_store_again() -> bool:
+        for service in (b, a):
+            status, body = await _post(service, "patient-1", f"after {len(stored)}")
+            assert status in (201, 503), body
+            if status != 201:
+                return False
+            stored.append(body["notification"])
+        return True
+
+    await eventually(both_store_again, timeout=30, what="both processes store once PostgreSQL is back")
+    seqs = [n["seq"] for n in stored]
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == len(seqs)
+    live = [await ws.receive_json(timeout=5) for _ in stored]
+    assert [f["id"] for f in live] == [n["id"] for n in stored]
+    resumed = await b.connect("patient-1", v1=True, since=before["seq"])
+    frames = [await resumed.receive_json(timeout=5) for _ in stored]
+    assert [f["id"] for f in frames] == [n["id"] for n in stored]
+    assert (await welcome(resumed))["recovered"] is True
+    await resumed.close()
+    await ws.close()

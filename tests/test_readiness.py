@@ -157,3 +157,29 @@ async def test_concurrent_probes_share_one_write(service: Service) -> None:
     assert {r.status for r in answers} == {200}
     # One probe write, not fifty.
     assert (await service.app[STORE].counts()).commits - before == 1
+
+
+@pytest.mark.sqlite_file
+async def test_another_program_holding_the_write_lock_is_a_503_in_bounded_time(service: Service) -> None:
+    """An operator's tool keeps a write transaction open on the file: a send waits out the busy
+    timeout and gets a 503 (never a hang, never a 500); the server is unready meanwhile and stores
+    again as soon as the lock is let go."""
+    before = await service.send("patient-1", "before")
+    other = sqlite3.connect(service.settings.db_path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        body = {"user_id": "patient-1", "title": "while locked", "message": "m"}
+        resp = await asyncio.wait_for(
+            service.client.post("/v1/notifications", json=body, headers=service.auth()), 30
+        )
+        assert resp.status == 503, await resp.text()
+        assert (await resp.json())["error"]["code"] == "store_unavailable"
+        # Bounded by SQLite's busy timeout (5 s per attempt), not by the other program.
+        assert time.monotonic() - started < 15
+        assert (await service.client.get("/readyz")).status == 503
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    after = await service.send("patient-1", "after")
+    assert after["seq"] > before["seq"]
