@@ -31,8 +31,8 @@ _RETRY = {"Retry-After": "5"}
 
 class Unavailable(RuntimeError):
     """Something a request needs cannot answer now (the database restarting, the store shutting
-    down): the client should retry, so a 503, never a 500. The store's errors are of this kind;
-    routes answer them with their own words where they can, this is the net under the rest."""
+    down): the client should retry, so a 503, never a 500. The store's `StoreUnavailable` is of
+    this kind; routes answer it in their own words where they can, this is the net under the rest."""
 
 
 class ApiError(Exception):

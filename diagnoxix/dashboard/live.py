@@ -108,7 +108,7 @@ async def _push(request: web.Request, sock: LiveSocket, staff: Staff, watching: 
             try:
                 snapshot = await _snapshot(request, watching, presence)
             except StoreError:
-                snapshot = None  # the database is not answering: the next push tries again
+                snapshot = None  # the store could not answer (the database gone?): try next push
             if snapshot is not None:
                 await ws.send_str(json.dumps(snapshot, separators=(",", ":")))
                 cursor = seen
