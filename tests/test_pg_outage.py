@@ -49,6 +49,47 @@ async def _post(service: Any, user_id: str, title: str) -> tuple[int, dict[str, 
     return resp.status, await resp.json()
 
 
+async def _stores_again(*services: Any, timeout: float, what: str) -> list[dict[str, Any]]:
+    """Send through each service in turn (503 meanwhile, never anything else) until every one
+    stores; the notifications stored, in the order sent."""
+    stored: list[dict[str, Any]] = []
+
+    async def all_store() -> bool:
+        for service in services:
+            status, body = await _post(service, "patient-1", f"after the outage {len(stored)}")
+            assert status in (201, 503), body
+            if status != 201:
+                return False
+            stored.append(body["notification"])
+        return True
+
+    await eventually(all_store, timeout=timeout, what=what)
+    return stored
+
+
+async def _received_once_in_order(ws: aiohttp.ClientWebSocketResponse, stored: list[dict[str, Any]]) -> None:
+    frames = [await ws.receive_json(timeout=5) for _ in stored]
+    assert [f["id"] for f in frames] == [n["id"] for n in stored]
+
+
+async def _resumes_with(service: Any, since: int, stored: list[dict[str, Any]]) -> None:
+    """A fresh socket resuming from `since` gets exactly `stored`, once, and says it recovered."""
+    resumed = await service.connect("patient-1", v1=True, since=since)
+    await _received_once_in_order(resumed, stored)
+    assert (await welcome(resumed))["recovered"] is True
+    await resumed.close()
+
+
+def _one_outage_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """One warning when the database went and one line when it was back, not one per failed
+    write; no error and no traceback of ours."""
+    ours = [r for r in caplog.records if r.name.startswith("diagnoxix")]
+    events = [r.getMessage() for r in ours]
+    assert events.count("store.database.down") == 1
+    assert events.count("store.database.up") == 1
+    assert not [r for r in ours if r.levelno >= logging.ERROR or r.exc_info]
+
+
 async def _every_route_answers_without_a_500(service: Any) -> None:
     """While the database is gone: every documented route answers, a 503 with the JSON error
     shape where it needed the database; a socket is refused with a close code that says to come
@@ -91,16 +132,7 @@ async def test_postgresql_crashes_and_comes_back(
     await _every_route_answers_without_a_500(service)
 
     own_cluster.restart()
-    stored: list[dict[str, Any]] = []
-
-    async def stores_again() -> bool:
-        status, body = await _post(service, "patient-1", f"after the restart {len(stored)}")
-        assert status in (201, 503), body
-        if status == 201:
-            stored.append(body["notification"])
-        return status == 201
-
-    await eventually(stores_again, timeout=20, what="the process stores again once PostgreSQL is back")
+    stored = await _stores_again(service, timeout=20, what="the process stores again once PostgreSQL is back")
 
     async def ready_again() -> bool:
         # Unready for a few seconds after the last failed commit, by design (`ops.readiness`).
@@ -109,21 +141,10 @@ async def test_postgresql_crashes_and_comes_back(
     await eventually(ready_again, timeout=10, what="/readyz ready once the store commits again")
     # The socket opened before the crash got what was stored after it, live; a fresh one
     # resuming from the same cursor gets the same, once.
-    live = [await ws.receive_json(timeout=5) for _ in stored]
-    assert [f["id"] for f in live] == [n["id"] for n in stored]
-    resumed = await service.connect("patient-1", v1=True, since=before["seq"])
-    frames = [await resumed.receive_json(timeout=5) for _ in stored]
-    assert [f["id"] for f in frames] == [n["id"] for n in stored]
-    assert (await welcome(resumed))["recovered"] is True
-    await resumed.close()
+    await _received_once_in_order(ws, stored)
+    await _resumes_with(service, before["seq"], stored)
     await ws.close()
-    # One warning for the outage and one line when it was over, not one per failed write; no
-    # error, no traceback of ours.
-    events = [r.getMessage() for r in caplog.records if r.name.startswith("diagnoxix")]
-    assert events.count("store.database.down") == 1
-    assert events.count("store.database.up") == 1
-    assert not [r for r in caplog.records if r.name.startswith("diagnoxix") and r.levelno >= logging.ERROR]
-    assert not [r for r in caplog.records if r.name.startswith("diagnoxix") and r.exc_info]
+    _one_outage_logged(caplog)
 
 
 async def test_the_dashboard_says_the_database_is_gone_without_a_500(
@@ -220,23 +241,10 @@ async def test_a_database_that_stops_answering_gets_a_503_not_a_hang(
         assert time.monotonic() - started < 45
     finally:
         own_cluster.thaw()
-    stored: list[dict[str, Any]] = []
-
-    async def stores_again() -> bool:
-        status, body = await _post(service, "patient-1", f"after {len(stored)}")
-        assert status in (201, 503), body
-        if status == 201:
-            stored.append(body["notification"])
-        return status == 201
-
-    await eventually(stores_again, timeout=30, what="the process stores again once PostgreSQL answers")
-    live = [await ws.receive_json(timeout=5) for _ in stored]
-    assert [f["id"] for f in live] == [n["id"] for n in stored]
+    stored = await _stores_again(service, timeout=30, what="the process stores again once PostgreSQL answers")
+    await _received_once_in_order(ws, stored)
     await ws.close()
-    events = [r.getMessage() for r in caplog.records if r.name.startswith("diagnoxix")]
-    assert events.count("store.database.down") == 1
-    assert events.count("store.database.up") == 1
-    assert not [r for r in caplog.records if r.name.startswith("diagnoxix") and r.levelno >= logging.ERROR]
+    _one_outage_logged(caplog)
 
 
 async def test_two_processes_on_redis_come_back_together_in_one_seq_order(
@@ -257,26 +265,10 @@ async def test_two_processes_on_redis_come_back_together_in_one_seq_order(
         status, body = await _post(service, "patient-1", "while PostgreSQL is down")
         assert status == 503, body
     own_cluster.restart()
-    stored: list[dict[str, Any]] = []
-
-    async def both_store_again() -> bool:
-        for service in (b, a):
-            status, body = await _post(service, "patient-1", f"after {len(stored)}")
-            assert status in (201, 503), body
-            if status != 201:
-                return False
-            stored.append(body["notification"])
-        return True
-
-    await eventually(both_store_again, timeout=30, what="both processes store once PostgreSQL is back")
+    stored = await _stores_again(b, a, timeout=30, what="both processes store once PostgreSQL is back")
     seqs = [n["seq"] for n in stored]
     assert seqs == sorted(seqs)
     assert len(set(seqs)) == len(seqs)
-    live = [await ws.receive_json(timeout=5) for _ in stored]
-    assert [f["id"] for f in live] == [n["id"] for n in stored]
-    resumed = await b.connect("patient-1", v1=True, since=before["seq"])
-    frames = [await resumed.receive_json(timeout=5) for _ in stored]
-    assert [f["id"] for f in frames] == [n["id"] for n in stored]
-    assert (await welcome(resumed))["recovered"] is True
-    await resumed.close()
+    await _received_once_in_order(ws, stored)
+    await _resumes_with(b, before["seq"], stored)
     await ws.close()
