@@ -90,6 +90,10 @@ class TokenIssuer:
         )
 
     def verify(self, token: str) -> ConnectionToken:
+        # A JWT is ASCII. A byte off the wire that is not UTF-8 reaches here as a lone surrogate,
+        # which PyJWT cannot even encode (UnicodeEncodeError, not one of its own errors).
+        if not token.isascii():
+            raise InvalidCredentials("the connection token is invalid")
         try:
             claims = jwt.decode(
                 token,
@@ -157,7 +161,10 @@ class ApiKeys:
 
     async def authenticate(self, presented: str) -> ApiKey:
         parts = presented.split("_", 2)
-        if len(parts) != 3 or parts[0] != API_KEY_PREFIX or not parts[1] or not parts[2]:
+        # Every key we issue is ASCII; anything else (a lone surrogate from a byte that is not
+        # UTF-8) could neither be looked up nor hashed.
+        well_formed = len(parts) == 3 and parts[0] == API_KEY_PREFIX and all(parts[1:])
+        if not presented.isascii() or not well_formed:
             raise InvalidCredentials("the API key is malformed")
         found = await self._store.find_api_key(parts[1])
         # Compare even when the key is unknown, so timing does not tell which ids exist.

@@ -40,7 +40,13 @@ from diagnoxix.edge.server import serve
 from diagnoxix.edge.workers import Supervisor, is_worker
 from diagnoxix.logs import configure_logging
 from diagnoxix.models import format_timestamp
-from diagnoxix.rules import MAX_API_KEY_NAME_CHARS, USER_ID_SHAPE, is_valid_user_id, token_ttl_seconds
+from diagnoxix.rules import (
+    MAX_API_KEY_NAME_CHARS,
+    USER_ID_SHAPE,
+    is_valid_api_key_name,
+    is_valid_user_id,
+    token_ttl_seconds,
+)
 from diagnoxix.serving_tuning import tune_for_serving
 from diagnoxix.store.opening import backup_store, open_store, restore_store
 from diagnoxix.store.protocols import BackupReport, RestoreReport, Store, StoreError
@@ -299,8 +305,8 @@ def _main(argv: Sequence[str]) -> int:
         return 0
     if args.apikey_command == "create":
         name = args.name.strip()
-        if not name or len(name) > MAX_API_KEY_NAME_CHARS:
-            parser.error(f"NAME must be 1-{MAX_API_KEY_NAME_CHARS} characters")
+        if not is_valid_api_key_name(name):
+            parser.error(f"NAME must be 1-{MAX_API_KEY_NAME_CHARS} printable characters")
         secret = asyncio.run(_with_store(settings, lambda s: _apikey_create(s, name)))
         print(secret)
         return 0

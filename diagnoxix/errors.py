@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Awaitable
 from typing import Any, TypeVar
@@ -80,6 +81,21 @@ def answers_own_errors(handler: _H) -> _H:
     return handler
 
 
+def client_fault(exc: BaseException) -> ApiError | None:
+    """The 4xx for what a client's bytes made aiohttp raise past a handler, or None.
+
+    A body that is not the gzip or deflate its `Content-Encoding` says, and a static file name
+    longer than the file system allows (`OSError` ENAMETOOLONG from aiohttp's static handler).
+    """
+    if isinstance(exc, web.RequestPayloadError):
+        return ApiError(
+            400, "invalid_body", "the request body could not be read (its Content-Encoding does not decode)"
+        )
+    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
+        return ApiError(404, "not_found", "no such file")
+    return None
+
+
 def response_for(request: web.BaseRequest, exc: Exception) -> web.Response:
     """The JSON error response for a failed request; re-raises redirects and other non-errors."""
     if isinstance(exc, ApiError):
@@ -109,6 +125,9 @@ def response_for(request: web.BaseRequest, exc: Exception) -> web.Response:
         # The client went away mid-request (e.g. during a WebSocket handshake): not our error.
         log.info("api.client_gone", extra={"path": request.path, "method": request.method})
         return error_response(400, "connection_lost", "the client went away")
+    if (fault := client_fault(exc)) is not None:
+        log.info("api.bad_request", extra={"path": request.path, "problem": type(exc).__name__})
+        return error_response(fault.status, fault.code, fault.message)
     # Never echo internals (or request content) back; the log has the traceback and the route.
     log.error("api.unhandled", exc_info=exc, extra={"path": request.path, "method": request.method})
     return error_response(500, "internal", "internal server error")

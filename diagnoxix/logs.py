@@ -66,6 +66,21 @@ class PlainFormatter(logging.Formatter):
 
 # Libraries that log statement parameters (notification content) at DEBUG: never below WARNING.
 CONTENT_LOGGERS = ("aiosqlite",)
+
+
+class _OfferedProtocolsUnquoted(logging.Filter):
+    """aiohttp warns when none of a handshake's offered subprotocols is one the server picks, and
+    quotes them all: a client may offer its token as one (`bearer.<token>`). The line keeps its
+    meaning, without the list and at info level (a client's choice, not the server's problem)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and "overlap" in record.msg:
+            record.msg, record.args = "ws.subprotocols_not_agreed", ()
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+        return True
+
+
 # Set on a request once its API key is verified (`api.common.require_api_key`): the access line
 # names the key (its id, never the secret), so a send needs no log line of its own.
 ACCESS_API_KEY = web.RequestKey("diagnoxix.access_api_key", str)
@@ -89,6 +104,9 @@ def configure_logging(level: str, *, as_json: bool) -> None:
     logging.logMultiprocessing = False
     for name in CONTENT_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    websocket = logging.getLogger("aiohttp.websocket")
+    if not any(isinstance(f, _OfferedProtocolsUnquoted) for f in websocket.filters):
+        websocket.addFilter(_OfferedProtocolsUnquoted())
 
 
 class AccessLogger(AbstractAccessLogger):

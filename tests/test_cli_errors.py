@@ -58,3 +58,17 @@ async def test_admin_create_with_no_terminal_and_no_input_says_how(tmp_path: Pat
     assert done.returncode != 0
     assert "Traceback" not in done.stderr, done.stderr
     assert "--password-stdin" in done.stderr
+
+
+async def test_an_api_key_name_with_a_control_character_is_refused(tmp_path: Path) -> None:
+    """A name is a line in a table and a field in the audit log: no line break or other control
+    character (NUL, which PostgreSQL cannot store, cannot come through argv at all)."""
+    db = str(tmp_path / "keys.sqlite3")
+    for name in ("clinic\nforged line", "bell\x07", "x" * 101):
+        done = await run_cli("apikey", "create", name, "--db", db)
+        assert done.returncode == 2, done.stderr
+        assert "NAME must be 1-100 printable characters" in done.stderr
+        assert "Traceback" not in done.stderr
+    done = await run_cli("apikey", "list", "--db", db)
+    assert done.returncode == 0, done.stderr
+    assert "forged" not in done.stdout, done.stdout

@@ -149,6 +149,14 @@ class GuardedRequestHandler(RequestHandler):
             return response
         return super().handle_error(request, status, exc, message)
 
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        if isinstance(kw.get("exc_info"), web.RequestPayloadError):
+            # A body that does not decode as its Content-Encoding says: answered 400 already, and
+            # met again as aiohttp drains what is left of it. The client's fault, not an error.
+            log.info("http.bad_body", extra={"problem": "RequestPayloadError"})
+            return
+        super().log_exception(*args, **kw)
+
 
 class GuardedServer(web.Server):
     """aiohttp's server, making `GuardedRequestHandler`s for its connections."""

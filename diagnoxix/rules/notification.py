@@ -130,12 +130,12 @@ def text_problem(value: object, limit: int, *, required: bool) -> str | None:
         return f"must be at most {limit} characters (got {len(value)})"
     if "\x00" in value:
         return "must not contain NUL characters"
-    if not _is_utf8(value):
+    if not is_utf8(value):
         return "must be valid Unicode text (no lone surrogate escapes)"
     return None
 
 
-def _is_utf8(value: str) -> bool:
+def is_utf8(value: str) -> bool:
     """False for a str holding a lone surrogate (JSON allows `"\\ud800"`; UTF-8 cannot carry it)."""
     if value.isascii():
         return True

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from diagnoxix.models import Notification
 from diagnoxix.rules.fields import Bounds
-from diagnoxix.rules.notification import BATCH_ITEMS
+from diagnoxix.rules.notification import BATCH_ITEMS, is_utf8
 
 # Seqs (and the dashboard's audit ids) are SQLite integers, signed 64-bit; a larger number is no
 # seq, and binding it would overflow. 2**62 leaves the store decades of headroom below the edge.
@@ -74,6 +74,12 @@ MIN_TOKEN_TTL_SECONDS = 10
 MAX_API_KEY_NAME_CHARS = 100
 
 
+def is_valid_api_key_name(name: str) -> bool:
+    """1-MAX_API_KEY_NAME_CHARS printable characters: no NUL or other control character
+    (PostgreSQL cannot store NUL) and no lone surrogate (UTF-8 cannot carry it)."""
+    return 0 < len(name) <= MAX_API_KEY_NAME_CHARS and name.isprintable()
+
+
 def token_ttl_seconds(max_ttl: int) -> Bounds:
     return Bounds(MIN_TOKEN_TTL_SECONDS, max_ttl)
 
@@ -102,8 +108,11 @@ def ids_problem(value: object, count: Bounds) -> str | None:
 
 
 def request_id(value: object) -> str | None:
-    """A frame's `request_id` worth echoing, or None (an odd one is ignored, not an error)."""
-    return value if isinstance(value, str) and 0 < len(value) <= MAX_REQUEST_ID_CHARS else None
+    """A frame's `request_id` worth echoing, or None (an odd one is ignored, not an error): one
+    holding a lone surrogate (`"\\ud800"` is valid JSON) could not be sent back."""
+    if isinstance(value, str) and 0 < len(value) <= MAX_REQUEST_ID_CHARS and is_utf8(value):
+        return value
+    return None
 
 
 def next_cursor(page: Sequence[Notification], limit: int) -> int | None:

@@ -24,7 +24,10 @@ def origin_allowed(origin: str | None, host: str | None, scheme: str, settings: 
     normalized = origin.strip().rstrip("/").lower()
     if normalized in {o.lower() for o in settings.allowed_origins}:
         return True
-    parts = urlsplit(normalized)
+    try:
+        parts = urlsplit(normalized)
+    except ValueError:  # no URL at all ("http://[" is an unclosed IPv6 address): not one we allow
+        return False
     if parts.scheme not in {"http", "https"} or not parts.netloc:
         return False  # includes the opaque origin "null" of sandboxed frames and file:// pages
     if host is not None and parts.netloc == host.strip().lower() and parts.scheme == scheme:
