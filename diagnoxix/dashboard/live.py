@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from diagnoxix.dashboard.pages_send import delivery_state
 from diagnoxix.dashboard.registry import LiveSocket
@@ -23,8 +24,10 @@ from diagnoxix.dashboard.stats import overview_figures
 from diagnoxix.delivery.presence import online_recipients
 from diagnoxix.keys import PRESENCE, STORE
 from diagnoxix.models import utc_now
-from diagnoxix.rules import MAX_ID_CHARS
+from diagnoxix.rules.corrections import is_notification_id
 from diagnoxix.store.protocols import StoreError
+
+log = logging.getLogger("diagnoxix.dashboard")
 
 PUSH_INTERVAL_SECONDS = 1.0
 PRESENCE_ON_OPEN = 10
@@ -61,6 +64,12 @@ async def live_socket(request: web.Request) -> web.StreamResponse:
 
 
 def _watch_request(text: str) -> str | None:
+    """The id a `watch` frame names, or None: the frame is ignored.
+
+    `id` is the only field that reaches the store, so it must have the shape of an id we make;
+    a lone surrogate (valid JSON: `"\\ud800"`) or NUL would make the store read raise and end
+    the pushes.
+    """
     try:
         frame = json.loads(text)
     except ValueError:
@@ -68,9 +77,7 @@ def _watch_request(text: str) -> str | None:
     if not isinstance(frame, dict) or frame.get("type") != "watch":
         return None
     watched = frame.get("id")
-    if isinstance(watched, str) and 0 < len(watched) <= MAX_ID_CHARS:
-        return watched
-    return None
+    return watched if isinstance(watched, str) and is_notification_id(watched) else None
 
 
 async def _snapshot(
@@ -116,3 +123,8 @@ async def _push(request: web.Request, sock: LiveSocket, staff: Staff, watching: 
                 await asyncio.wait_for(sock.ended.wait(), PUSH_INTERVAL_SECONDS)
     except (ConnectionError, RuntimeError):
         pass  # the page went away mid-send; the handler sees the close
+    except Exception:
+        # A bug of ours, not the page's doing: logged, and the socket closed so the page
+        # reconnects (live.js) instead of showing the last snapshot as live, frozen.
+        log.exception("dashboard.live_push_failed", extra={"username": staff.username})
+        await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"server error")

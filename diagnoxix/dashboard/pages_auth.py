@@ -26,8 +26,18 @@ MAX_USERNAME_CHARS = 64
 
 
 def _safe_next(target: str | None) -> str:
-    """Only our own dashboard paths: never an open redirect to another site."""
-    if target and target.startswith("/dashboard/") and "//" not in target and "\\" not in target:
+    """Only our own dashboard paths: never an open redirect to another site.
+
+    Printable only: a control character (`?next=%0d%0a...`, NUL) is no path of ours, and the
+    redirect would quietly drop or escape it.
+    """
+    if (
+        target
+        and target.startswith("/dashboard/")
+        and "//" not in target
+        and "\\" not in target
+        and target.isprintable()
+    ):
         return target
     return "/dashboard/"
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from diagnoxix.dashboard.inputs import path_id
 from diagnoxix.dashboard.render import render
 from diagnoxix.dashboard.sessions import Staff, checked_form, require_admin
 from diagnoxix.keys import API_KEYS, STORE
@@ -43,7 +44,7 @@ async def create_key(request: web.Request) -> web.StreamResponse:
 async def revoke_key(request: web.Request) -> web.StreamResponse:
     staff = await require_admin(request)
     await checked_form(request, staff)
-    key_id = request.match_info["key_id"]
+    key_id = path_id(request, "key_id", "no active API key with that id")
     if not await request.config_dict[API_KEYS].revoke(key_id):
         raise web.HTTPNotFound(reason="no active API key with that id")
     request.config_dict[STORE].record_audit(staff.actor, "apikey.revoke", key_id)

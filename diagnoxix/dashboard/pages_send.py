@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 from multidict import MultiDictProxy
 
+from diagnoxix.dashboard.inputs import query_id
 from diagnoxix.dashboard.render import render
 from diagnoxix.dashboard.sessions import Staff, checked_form, require_staff
 from diagnoxix.delivery.presence import online_recipients
@@ -129,7 +130,7 @@ def _context(form: MultiDictProxy[str] | dict[str, str], errors: dict[str, str])
 async def send_page(request: web.Request) -> web.StreamResponse:
     staff = await require_staff(request)
     context = _context({"target": "user", "kind": "custom", "priority": "normal"}, {})
-    sent_id = request.query.get("sent")
+    sent_id = query_id(request, "sent")
     if sent_id:
         found = await request.config_dict[STORE].get_notifications([sent_id])
         if found:

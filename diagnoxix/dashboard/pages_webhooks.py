@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from diagnoxix.dashboard.inputs import path_id
 from diagnoxix.dashboard.render import render
 from diagnoxix.dashboard.sessions import Staff, checked_form, require_admin
 from diagnoxix.delivery.webhooks import new_webhook_secret
@@ -78,7 +79,7 @@ async def create_endpoint(request: web.Request) -> web.StreamResponse:
 async def _endpoint_action(request: web.Request, action: str) -> web.StreamResponse:
     staff = await require_admin(request)
     await checked_form(request, staff)
-    endpoint_id = request.match_info["endpoint_id"]
+    endpoint_id = path_id(request, "endpoint_id", "no webhook endpoint with that id")
     store = request.config_dict[STORE]
     if action == "delete":
         found = await store.delete_webhook_endpoint(endpoint_id)
@@ -108,7 +109,7 @@ async def delete_endpoint(request: web.Request) -> web.StreamResponse:
 async def retry_dead_letter(request: web.Request) -> web.StreamResponse:
     staff = await require_admin(request)
     await checked_form(request, staff)
-    webhook_id = request.match_info["webhook_id"]
+    webhook_id = path_id(request, "webhook_id", "no dead letter with that id that can be sent again")
     store = request.config_dict[STORE]
     if not await store.revive_dead_webhook(webhook_id, staff.actor):
         raise web.HTTPNotFound(reason="no dead letter with that id that can be sent again")

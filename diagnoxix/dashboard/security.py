@@ -53,12 +53,21 @@ def derive_key(secret: str, purpose: str) -> bytes:
 
 
 def csrf_token(key: bytes, seed: str) -> str:
-    """The form token of one session: an HMAC of its id, so no other session's token matches."""
-    return hmac.new(key, seed.encode(), hashlib.sha256).hexdigest()
+    """The form token of one session: an HMAC of its id, so no other session's token matches.
+
+    Also the keyed hash of the sign-in throttle, whose seed holds a forwarded address: with
+    `surrogatepass` any text hashes (a header byte that is not UTF-8 arrives as a lone
+    surrogate), and UTF-8 text hashes exactly as before.
+    """
+    return hmac.new(key, seed.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
 
 
 def csrf_matches(key: bytes, seed: str, presented: str) -> bool:
-    return hmac.compare_digest(csrf_token(key, seed), presented)
+    """Constant-time, as bytes: `compare_digest` raises TypeError for a str that is not ASCII,
+    and a token we made is hex, so one that is not ASCII simply does not match."""
+    if not presented.isascii():
+        return False
+    return hmac.compare_digest(csrf_token(key, seed).encode(), presented.encode())
 
 
 def hash_session_id(session_id: str) -> str:
@@ -75,7 +84,10 @@ def same_origin(request: web.Request) -> bool:
     source = request.headers.get("Origin") or request.headers.get("Referer")
     if not host or not source or source == "null":
         return False
-    parts = urlsplit(source.strip().lower())
+    try:
+        parts = urlsplit(source.strip().lower())
+    except ValueError:
+        return False  # `http://[` and the like name no origin, so not ours
     # The scheme too: http://host is another origin than https://host.
     return parts.scheme == request.config_dict[FORWARDING].scheme(request) and parts.netloc == host
 

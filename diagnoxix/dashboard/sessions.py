@@ -9,6 +9,7 @@ planted before sign-in is worthless.
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,8 +19,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from aiohttp_session import Session, get_session, new_session
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
-from multidict import MultiDict, MultiDictProxy
+from multidict import MultiDictProxy
 
+from diagnoxix.dashboard.inputs import read_form
 from diagnoxix.dashboard.security import csrf_matches, csrf_token, hash_session_id, same_origin
 from diagnoxix.dashboard.state import DASHBOARD
 from diagnoxix.keys import FORWARDING, STORE
@@ -30,6 +32,10 @@ COOKIE_NAME = "dxn_dashboard"
 SESSION_LIFETIME = timedelta(hours=8)
 LOGIN_PATH = "/dashboard/login"
 _STAFF = web.RequestKey("diagnoxix.dashboard.staff", object)
+# A Fernet token is URL-safe base64. aiohttp-session encodes the cookie as UTF-8 before checking
+# it and catches only InvalidToken, so a cookie with a byte that is not UTF-8 (kept as a lone
+# surrogate) would raise on every dashboard page, the sign-in page too, locking that browser out.
+_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_=-]+")
 
 
 class DashboardCookieStorage(EncryptedCookieStorage):
@@ -48,6 +54,12 @@ class DashboardCookieStorage(EncryptedCookieStorage):
             httponly=True,
             samesite="Strict",
         )
+
+    def load_cookie(self, request: web.Request) -> str | None:
+        """The cookie if it can be one of ours; anything else is no cookie: a fresh session, as
+        for a cookie that does not decrypt."""
+        cookie = super().load_cookie(request)
+        return cookie if cookie is not None and _TOKEN_SHAPE.fullmatch(cookie) else None
 
     async def save_session(
         self, request: web.Request, response: web.StreamResponse, session: Session
@@ -138,11 +150,12 @@ async def anonymous_csrf(request: web.Request) -> str:
 async def checked_form(request: web.Request, staff: Staff | None) -> MultiDictProxy[str]:
     """The posted form, once its Origin and CSRF token prove it came from our own page.
 
-    Raises 403 otherwise, before anything is read from the form or changed.
+    Raises 403 otherwise, before anything is changed; 400 or 415 (`inputs.read_form`) for a body
+    that is not a form our pages send.
     """
     if not same_origin(request):
         raise web.HTTPForbidden(reason="this form was not sent from this dashboard (Origin)")
-    form = await request.post()
+    form = await read_form(request)
     presented = form.get("csrf_token")
     if not isinstance(presented, str) or not presented:
         raise web.HTTPForbidden(reason="the form has no security token; reload the page")
@@ -152,8 +165,7 @@ async def checked_form(request: web.Request, staff: Staff | None) -> MultiDictPr
     seed = session.get(name)
     if not isinstance(seed, str) or not csrf_matches(key, prefix + seed, presented):
         raise web.HTTPForbidden(reason="the form's security token is not valid; reload the page")
-    # Text fields only: the dashboard has no file uploads.
-    return MultiDictProxy(MultiDict((k, v) for k, v in form.items() if isinstance(v, str)))
+    return form
 
 
 async def start_session(request: web.Request, username: str) -> None:

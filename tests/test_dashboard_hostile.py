@@ -1,0 +1,180 @@
+"""The dashboard against bytes no page of ours sends, the way tests/test_fuzz_outside.py tests the
+rest: the real server (`run.py`, JSON logs on stderr), a signed-in staff member, raw requests.
+
+Every form goes through `dashboard.inputs.read_form`, every id from a path or query through its
+id helpers: a form in another charset, NUL in a field, a path or a query, an odd address from a
+trusted proxy each get a clear 4xx (or the page without the odd value), never a 500 or an error
+line in the log. NUL matters most on PostgreSQL, which refuses it in text: those run there too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from .processes import RUN_PY, Launcher, Server, child_env
+from .test_fuzz_outside import ADMIN, ADMIN_PASSWORD, CSRF_FIELD, _errors, _exchange, _request, _settle
+
+FORM = b"Content-Type: application/x-www-form-urlencoded"
+
+
+def _add_admin(db: Path, env: dict[str, str]) -> None:
+    done = subprocess.run(
+        [sys.executable, str(RUN_PY), "admin", "create", ADMIN, "--password-stdin", "--db", str(db)],
+        input=ADMIN_PASSWORD + "\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+async def _start(launcher: Launcher, tmp_path: Path, **extra: str) -> Server:
+    db, env = tmp_path / "notify.sqlite3", child_env(**extra)
+    server = await launcher.start(db, env=env)
+    await asyncio.to_thread(_add_admin, db, env)
+    return server
+
+
+async def _sign_in(server: Server) -> tuple[bytes, str]:
+    """A signed-in admin: (the `Cookie:` header line to send raw, the session's form token)."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async with http.get(f"{server.url}/dashboard/login") as page:
+            match = CSRF_FIELD.search(await page.text())
+            assert match
+        async with http.post(
+            f"{server.url}/dashboard/login",
+            data={"csrf_token": match.group(1), "username": ADMIN, "password": ADMIN_PASSWORD},
+            headers={"Origin": server.url},
+            allow_redirects=False,
+        ) as resp:
+            assert resp.status == 303, resp.status
+        cookie = next(c for c in http.cookie_jar if c.key == "dxn_dashboard")
+        async with http.get(f"{server.url}/dashboard/keys") as page:
+            match = CSRF_FIELD.search(await page.text())
+            assert match
+    return f"Cookie: dxn_dashboard={cookie.value}\r\n".encode(), match.group(1)
+
+
+async def _post(server: Server, cookie: bytes, target: bytes, body: bytes, content_type: bytes = FORM) -> int:
+    origin = f"Origin: {server.url}\r\n".encode()
+    status, _, page = await _exchange(
+        server, _request(server, "POST", target, cookie + origin + content_type + b"\r\n", body)
+    )
+    assert b"Traceback" not in page
+    return status
+
+
+async def _get(server: Server, cookie: bytes, target: bytes) -> tuple[int, bytes]:
+    status, head, _ = await _exchange(server, _request(server, "GET", target, cookie))
+    return status, head
+
+
+async def test_a_form_in_another_charset_or_multipart_is_refused_before_the_store(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    """`charset=unicode_escape` decodes `\\ud800` to a lone surrogate, which reached the store (a
+    500 and a traceback on the API key form); multipart parts are decoded in the charset each
+    names. Both are refused: our pages send urlencoded UTF-8."""
+    server = await _start(launcher, tmp_path)
+    cookie, token = await _sign_in(server)
+    body = f"csrf_token={token}&name=".encode() + rb"\ud800"
+    assert await _post(server, cookie, b"/dashboard/keys", body, FORM + b"; charset=unicode_escape") == 400
+    multipart = (
+        b"--B\r\nContent-Disposition: form-data; name=csrf_token\r\n\r\n" + token.encode() + b"\r\n"
+        b"--B\r\nContent-Disposition: form-data; name=name\r\n"
+        b"Content-Type: text/plain; charset=unicode_escape\r\n\r\n\\ud800\r\n--B--\r\n"
+    )
+    content_type = b"Content-Type: multipart/form-data; boundary=B"
+    assert await _post(server, cookie, b"/dashboard/keys", multipart, content_type) == 415
+    # And the form of our own page still works.
+    assert await _post(server, cookie, b"/dashboard/keys", f"csrf_token={token}&name=ok".encode()) == 201
+    await _settle()
+    assert _errors(server) == []
+
+
+async def test_an_odd_forwarded_address_at_sign_in_is_hashed_not_a_500(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    """Behind a trusted proxy the sign-in throttle hashes the forwarded address; a byte that is
+    not UTF-8 there (a lone surrogate once decoded) made the hash raise: a 500 for that sign-in."""
+    server = await _start(launcher, tmp_path, DIAGNOXIX_TRUSTED_PROXIES="127.0.0.1")
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async with http.get(f"{server.url}/dashboard/login") as page:
+            match = CSRF_FIELD.search(await page.text())
+            assert match
+        cookie = next(c for c in http.cookie_jar if c.key == "dxn_dashboard")
+    headers = f"Cookie: dxn_dashboard={cookie.value}\r\n".encode() + b"X-Forwarded-For: \xff\r\n"
+    body = f"csrf_token={match.group(1)}&username={ADMIN}&password=wrong".encode()
+    assert await _post(server, headers, b"/dashboard/login", body) == 401
+    await _settle()
+    assert _errors(server) == []
+
+
+async def test_a_signed_in_next_with_a_control_character_goes_to_the_overview(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    server = await _start(launcher, tmp_path)
+    cookie, _ = await _sign_in(server)
+    for target in (b"/dashboard/login?next=/dashboard/%00", b"/dashboard/login?next=/dashboard/%0d%0aX:%20y"):
+        status, head = await _get(server, cookie, target)
+        assert status == 303, status
+        assert b"\r\nLocation: /dashboard/\r\n" in head, head
+    await _settle()
+    assert _errors(server) == []
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+async def test_nul_in_a_form_path_query_or_watch_never_reaches_the_store(
+    launcher: Launcher, tmp_path: Path, request: pytest.FixtureRequest, store: str
+) -> None:
+    """`%00` decodes to NUL in every field, path segment and query value; PostgreSQL refuses it
+    in text (an error from the driver, a 500 and a traceback). Refused or ignored before it."""
+    extra = {} if store == "sqlite" else {"DIAGNOXIX_STORE": request.getfixturevalue("pg_dsn")}
+    server = await _start(launcher, tmp_path, **extra)
+    cookie, token = await _sign_in(server)
+    csrf = f"csrf_token={token}".encode()
+    # A field of any form: the API key's name, the webhook's description, the sign-in name.
+    assert await _post(server, cookie, b"/dashboard/keys", csrf + b"&name=a%00b") == 400
+    webhook = csrf + b"&url=https://example.com/h&events=notification.read&description=%00"
+    assert await _post(server, cookie, b"/dashboard/webhooks", webhook) == 400
+    # Ids in paths: refused before any lookup.
+    for target in (
+        b"/dashboard/keys/a%00b/revoke",
+        b"/dashboard/webhooks/a%00b/enable",
+        b"/dashboard/webhooks/a%00b/delete",
+        b"/dashboard/webhooks/dead/a%00b/retry",
+        b"/dashboard/notifications/a%00b/retract",
+        b"/dashboard/critical/a%00b/acknowledge",
+    ):
+        assert await _post(server, cookie, target, csrf + b"&reason=why") == 404, target
+    for target in (
+        b"/dashboard/notifications/a%00b",
+        b"/dashboard/critical/a%00b",
+        b"/dashboard/users/a%00b",
+    ):
+        assert (await _get(server, cookie, target))[0] == 404, target
+    # A query's id: the page shows, without it.
+    assert (await _get(server, cookie, b"/dashboard/send?sent=a%00b"))[0] == 200
+    assert (await _get(server, cookie, b"/dashboard/notifications?user=a%00b&type=%00"))[0] == 200
+    # The live socket's watch: ignored, and the pushes go on.
+    headers = {"Origin": server.url, "Cookie": cookie.decode().removeprefix("Cookie: ").strip()}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"{server.url}/dashboard/live", headers=headers) as ws,
+    ):
+        assert json.loads((await ws.receive(timeout=5)).data)["type"] == "stats"
+        await ws.send_str('{"type": "watch", "id": "a\\u0000b"}')
+        for _ in range(2):
+            msg = await ws.receive(timeout=4)
+            assert msg.type is aiohttp.WSMsgType.TEXT, (msg.type, msg.data)
+    await asyncio.sleep(0.5)
+    assert _errors(server) == []
