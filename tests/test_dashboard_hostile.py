@@ -11,36 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from .processes import RUN_PY, Launcher, Server, child_env
-from .test_fuzz_outside import ADMIN, ADMIN_PASSWORD, CSRF_FIELD, _errors, _exchange, _request, _settle
+from .processes import Launcher, Server, child_env
+from .raw_http import ADMIN, ADMIN_PASSWORD, CSRF_FIELD, add_admin, exchange, log_errors, raw_request, settle
 
 FORM = b"Content-Type: application/x-www-form-urlencoded"
-
-
-def _add_admin(db: Path, env: dict[str, str]) -> None:
-    done = subprocess.run(
-        [sys.executable, str(RUN_PY), "admin", "create", ADMIN, "--password-stdin", "--db", str(db)],
-        input=ADMIN_PASSWORD + "\n",
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
 
 
 async def _start(launcher: Launcher, tmp_path: Path, **extra: str) -> Server:
     db, env = tmp_path / "notify.sqlite3", child_env(**extra)
     server = await launcher.start(db, env=env)
-    await asyncio.to_thread(_add_admin, db, env)
+    await asyncio.to_thread(add_admin, db, env)
     return server
 
 
@@ -66,15 +51,15 @@ async def _sign_in(server: Server) -> tuple[bytes, str]:
 
 async def _post(server: Server, cookie: bytes, target: bytes, body: bytes, content_type: bytes = FORM) -> int:
     origin = f"Origin: {server.url}\r\n".encode()
-    status, _, page = await _exchange(
-        server, _request(server, "POST", target, cookie + origin + content_type + b"\r\n", body)
+    status, _, page = await exchange(
+        server, raw_request(server, "POST", target, cookie + origin + content_type + b"\r\n", body)
     )
     assert b"Traceback" not in page
     return status
 
 
 async def _get(server: Server, cookie: bytes, target: bytes) -> tuple[int, bytes]:
-    status, head, _ = await _exchange(server, _request(server, "GET", target, cookie))
+    status, head, _ = await exchange(server, raw_request(server, "GET", target, cookie))
     return status, head
 
 
@@ -97,8 +82,8 @@ async def test_a_form_in_another_charset_or_multipart_is_refused_before_the_stor
     assert await _post(server, cookie, b"/dashboard/keys", multipart, content_type) == 415
     # And the form of our own page still works.
     assert await _post(server, cookie, b"/dashboard/keys", f"csrf_token={token}&name=ok".encode()) == 201
-    await _settle()
-    assert _errors(server) == []
+    await settle()
+    assert log_errors(server) == []
 
 
 async def test_an_odd_forwarded_address_at_sign_in_is_hashed_not_a_500(
@@ -115,8 +100,8 @@ async def test_an_odd_forwarded_address_at_sign_in_is_hashed_not_a_500(
     headers = f"Cookie: dxn_dashboard={cookie.value}\r\n".encode() + b"X-Forwarded-For: \xff\r\n"
     body = f"csrf_token={match.group(1)}&username={ADMIN}&password=wrong".encode()
     assert await _post(server, headers, b"/dashboard/login", body) == 401
-    await _settle()
-    assert _errors(server) == []
+    await settle()
+    assert log_errors(server) == []
 
 
 async def test_a_signed_in_next_with_a_control_character_goes_to_the_overview(
@@ -128,8 +113,8 @@ async def test_a_signed_in_next_with_a_control_character_goes_to_the_overview(
         status, head = await _get(server, cookie, target)
         assert status == 303, status
         assert b"\r\nLocation: /dashboard/\r\n" in head, head
-    await _settle()
-    assert _errors(server) == []
+    await settle()
+    assert log_errors(server) == []
 
 
 @pytest.mark.parametrize("store", ["sqlite", "postgresql"])
@@ -177,4 +162,16 @@ async def test_nul_in_a_form_path_query_or_watch_never_reaches_the_store(
             msg = await ws.receive(timeout=4)
             assert msg.type is aiohttp.WSMsgType.TEXT, (msg.type, msg.data)
     await asyncio.sleep(0.5)
-    assert _errors(server) == []
+    assert log_errors(server) == []
+
+
+async def test_an_api_key_name_with_a_line_break_is_refused(launcher: Launcher, tmp_path: Path) -> None:
+    """A key's name is a line in the keys table, `run.py apikey list` and the audit log: no
+    control character, whichever way it is created."""
+    server = await _start(launcher, tmp_path)
+    cookie, token = await _sign_in(server)
+    csrf = f"csrf_token={token}".encode()
+    assert await _post(server, cookie, b"/dashboard/keys", csrf + b"&name=clinic%0Aforged") == 422
+    assert await _post(server, cookie, b"/dashboard/keys", csrf + b"&name=clinic") == 201
+    await settle()
+    assert log_errors(server) == []

@@ -13,9 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,65 +21,19 @@ import aiohttp
 from diagnoxix.config import Settings
 
 from .api_routes import BODIES, STREAMS, documented_routes, needs_api_key
-from .processes import RUN_PY, Launcher, Server, child_env, create_api_key
-
-WS_UPGRADE = (
-    b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    b"Sec-WebSocket-Version: 13\r\n"
+from .processes import Launcher, Server, child_env, create_api_key
+from .raw_http import (
+    ADMIN,
+    ADMIN_PASSWORD,
+    CSRF_FIELD,
+    WS_UPGRADE,
+    add_admin,
+    assert_json_error,
+    exchange,
+    log_errors,
+    raw_request,
+    settle,
 )
-ADMIN, ADMIN_PASSWORD = "alice", "correct horse battery staple"
-CSRF_FIELD = re.compile(r'name="csrf_token" value="([0-9a-f]+)"')
-
-
-# -- helpers ---------------------------------------------------------------------------------
-
-
-async def _exchange(server: Server, request: bytes) -> tuple[int, bytes, bytes]:
-    """Send raw bytes (what no well-behaved client library would send); (status, head, body)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    try:
-        writer.write(request)
-        await writer.drain()
-        data = await asyncio.wait_for(reader.read(), timeout=10)
-    finally:
-        writer.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split(b" ")[1]), head, body
-
-
-def _request(
-    server: Server, method: str, target: bytes, headers: bytes = b"", body: bytes | None = None
-) -> bytes:
-    head = method.encode() + b" " + target + b" HTTP/1.1\r\n"
-    head += f"Host: 127.0.0.1:{server.port}\r\n".encode() + headers
-    if body is not None:
-        head += b"Content-Length: %d\r\n" % len(body)
-    return head + b"Connection: close\r\n\r\n" + (body or b"")
-
-
-def _log_entries(server: Server) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in server.stderr().splitlines() if line.startswith("{")]
-
-
-def _errors(server: Server) -> list[str]:
-    """Log lines at error level or with a traceback: event and the exception's last line."""
-    found = []
-    for entry in _log_entries(server):
-        if entry.get("level") in {"error", "critical"} or "exception" in entry:
-            last = entry.get("exception", "").strip().splitlines()[-1:] or [""]
-            found.append(f"{entry.get('level')} {entry.get('event')} {entry.get('path', '')}: {last[0]}")
-    return found
-
-
-async def _settle() -> None:
-    await asyncio.sleep(0.3)  # the log line of the request just answered is written
-
-
-def _assert_json_error(status: int, head: bytes, body: bytes, expected: set[int]) -> None:
-    assert status in expected, (status, body[:300])
-    assert b"application/json" in head.lower(), head
-    error = json.loads(body)["error"]
-    assert set(error) == {"code", "message", "details"}, error
 
 
 async def _start(launcher: Launcher, tmp_path: Path, **env: str) -> tuple[Server, str]:
@@ -105,19 +56,6 @@ async def _token(server: Server, key: str, user_id: str = "u1") -> str:
         return str((await resp.json())["token"])
 
 
-def _add_admin(db: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, str(RUN_PY), "admin", "create", ADMIN, "--password-stdin", "--db", str(db)],
-        input=ADMIN_PASSWORD + "\n",
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-
-
 # -- 1. A non-UTF-8 byte in an API key -------------------------------------------------------
 
 
@@ -128,11 +66,13 @@ async def test_an_api_key_with_a_non_utf8_byte_is_a_401_not_a_500(launcher: Laun
     for `Bearer dxn_`) nor the failed-credentials limit (counts 401s only) ever stops it."""
     server, _ = await _start(launcher, tmp_path)
     for credential in (b"dxn_\xff_x", b"dxn_abc_\xff"):
-        request = _request(server, "GET", b"/v1/presence", b"Authorization: Bearer " + credential + b"\r\n")
-        status, head, body = await _exchange(server, request)
-        _assert_json_error(status, head, body, {400, 401})
-    await _settle()
-    assert _errors(server) == []
+        request = raw_request(
+            server, "GET", b"/v1/presence", b"Authorization: Bearer " + credential + b"\r\n"
+        )
+        status, head, body = await exchange(server, request)
+        assert_json_error(status, head, body, {400, 401})
+    await settle()
+    assert log_errors(server) == []
 
 
 # -- 2. A non-UTF-8 byte in a connection token (HTTP, SSE, WebSocket handshake) --------------
@@ -146,9 +86,9 @@ async def test_a_connection_token_with_a_non_utf8_byte_is_a_401_not_a_500(
     a traceback on every route that takes a user's token, the SSE stream and the socket upgrade."""
     server, _ = await _start(launcher, tmp_path)
     requests = [
-        _request(server, "GET", b"/v1/users/u1/unread-count", b"Authorization: Bearer \xff\r\n"),
-        _request(server, "GET", b"/v1/sse/notifications", b"Authorization: Bearer \xff\r\n"),
-        _request(
+        raw_request(server, "GET", b"/v1/users/u1/unread-count", b"Authorization: Bearer \xff\r\n"),
+        raw_request(server, "GET", b"/v1/sse/notifications", b"Authorization: Bearer \xff\r\n"),
+        raw_request(
             server,
             "GET",
             b"/v1/ws/notifications",
@@ -156,10 +96,10 @@ async def test_a_connection_token_with_a_non_utf8_byte_is_a_401_not_a_500(
         ),
     ]
     for request in requests:
-        status, head, body = await _exchange(server, request)
-        _assert_json_error(status, head, body, {400, 401})
-    await _settle()
-    assert _errors(server) == []
+        status, head, body = await exchange(server, request)
+        assert_json_error(status, head, body, {400, 401})
+    await settle()
+    assert log_errors(server) == []
 
 
 # -- 3. The in-band token refresh with a lone surrogate ----------------------------------------
@@ -183,8 +123,8 @@ async def test_a_token_frame_with_a_lone_surrogate_gets_an_error_frame_not_1011(
         frame = json.loads(msg.data)
         assert frame["type"] == "error", frame
         assert frame["error"]["code"] == "invalid_token", frame
-    await _settle()
-    assert _errors(server) == []
+    await settle()
+    assert log_errors(server) == []
 
 
 # -- 4. A request_id with a lone surrogate -----------------------------------------------------
@@ -208,8 +148,8 @@ async def test_a_request_id_with_a_lone_surrogate_is_ignored_not_a_1011(
         msg = await ws.receive(timeout=5)
         assert msg.type is aiohttp.WSMsgType.TEXT, (msg.type, msg.data, msg.extra)
         assert json.loads(msg.data)["type"] in {"pong", "error"}
-    await _settle()
-    assert _errors(server) == []
+    await settle()
+    assert log_errors(server) == []
 
 
 # -- 5. An Origin that is no URL (patient socket and SSE) ------------------------------------
@@ -223,14 +163,16 @@ async def test_an_unparsable_origin_on_the_socket_or_sse_is_a_403_not_a_500(
     server, key = await _start(launcher, tmp_path)
     token = (await _token(server, key)).encode()
     requests = [
-        _request(server, "GET", b"/v1/ws/notifications?token=" + token, WS_UPGRADE + b"Origin: http://[\r\n"),
-        _request(server, "GET", b"/v1/sse/notifications?token=" + token, b"Origin: http://[\r\n"),
+        raw_request(
+            server, "GET", b"/v1/ws/notifications?token=" + token, WS_UPGRADE + b"Origin: http://[\r\n"
+        ),
+        raw_request(server, "GET", b"/v1/sse/notifications?token=" + token, b"Origin: http://[\r\n"),
     ]
     for request in requests:
-        status, head, body = await _exchange(server, request)
-        _assert_json_error(status, head, body, {400, 403})
-    await _settle()
-    assert _errors(server) == []
+        status, head, body = await exchange(server, request)
+        assert_json_error(status, head, body, {400, 403})
+    await settle()
+    assert log_errors(server) == []
 
 
 # -- 6. A long static file name ------------------------------------------------------------
@@ -244,10 +186,10 @@ async def test_a_static_file_name_past_255_bytes_is_a_404_not_a_500(
     `/dashboard/static/` `dashboard.unhandled`)."""
     server, _ = await _start(launcher, tmp_path)
     for prefix in (b"/static/", b"/dashboard/static/"):
-        status, _, body = await _exchange(server, _request(server, "GET", prefix + b"a" * 300))
+        status, _, body = await exchange(server, raw_request(server, "GET", prefix + b"a" * 300))
         assert status in {400, 403, 404, 414}, (prefix, status, body[:200])
-    await _settle()
-    assert _errors(server) == []
+    await settle()
+    assert log_errors(server) == []
 
 
 # -- 7. A body whose Content-Encoding does not decode ----------------------------------------
@@ -267,11 +209,11 @@ async def test_a_body_that_is_not_the_gzip_or_deflate_it_claims_is_a_400_not_a_5
             + encoding
             + b"\r\n"
         )
-        request = _request(server, "POST", b"/v1/notifications", headers, b"not compressed")
-        status, head, body = await _exchange(server, request)
-        _assert_json_error(status, head, body, {400, 415})
-    await _settle()
-    assert _errors(server) == []
+        request = raw_request(server, "POST", b"/v1/notifications", headers, b"not compressed")
+        status, head, body = await exchange(server, request)
+        assert_json_error(status, head, body, {400, 415})
+    await settle()
+    assert log_errors(server) == []
 
 
 # -- 8. The dashboard's sign-in form, undecodable ----------------------------------------------
@@ -289,9 +231,9 @@ async def test_a_sign_in_form_that_does_not_decode_is_refused_not_a_500(
     form = b"Content-Type: application/x-www-form-urlencoded"
     multipart = b"--B\r\nContent-Disposition: form-data\r\n\r\nx\r\n--B--\r\n"
     requests = [
-        _request(server, "POST", b"/dashboard/login", origin + form + b"\r\n", b"csrf_token=\xff"),
-        _request(server, "POST", b"/dashboard/login", origin + form + b"; charset=nope\r\n", b"a=b"),
-        _request(
+        raw_request(server, "POST", b"/dashboard/login", origin + form + b"\r\n", b"csrf_token=\xff"),
+        raw_request(server, "POST", b"/dashboard/login", origin + form + b"; charset=nope\r\n", b"a=b"),
+        raw_request(
             server,
             "POST",
             b"/dashboard/login",
@@ -300,10 +242,10 @@ async def test_a_sign_in_form_that_does_not_decode_is_refused_not_a_500(
         ),
     ]
     for request in requests:
-        status, _, body = await _exchange(server, request)
+        status, _, body = await exchange(server, request)
         assert 400 <= status < 500, (status, body[:200])
-    await _settle()
-    assert _errors(server) == []
+    await settle()
+    assert log_errors(server) == []
 
 
 async def test_a_non_ascii_csrf_token_is_a_403_not_a_500(launcher: Launcher, tmp_path: Path) -> None:
@@ -320,8 +262,8 @@ async def test_a_non_ascii_csrf_token_is_a_403_not_a_500(launcher: Launcher, tmp
             allow_redirects=False,
         ) as resp:
             assert resp.status == 403, resp.status
-    await _settle()
-    assert _errors(server) == []
+    await settle()
+    assert log_errors(server) == []
 
 
 async def test_an_unparsable_origin_on_a_dashboard_form_or_live_socket_is_a_403_not_a_500(
@@ -331,20 +273,20 @@ async def test_an_unparsable_origin_on_a_dashboard_form_or_live_socket_is_a_403_
     Today: a 500 page and `dashboard.unhandled` with a traceback."""
     server, _ = await _start(launcher, tmp_path)
     requests = [
-        _request(
+        raw_request(
             server,
             "POST",
             b"/dashboard/login",
             b"Origin: http://[\r\nContent-Type: application/x-www-form-urlencoded\r\n",
             b"a=b",
         ),
-        _request(server, "GET", b"/dashboard/live", WS_UPGRADE + b"Origin: http://[\r\n"),
+        raw_request(server, "GET", b"/dashboard/live", WS_UPGRADE + b"Origin: http://[\r\n"),
     ]
     for request in requests:
-        status, _, body = await _exchange(server, request)
+        status, _, body = await exchange(server, request)
         assert status in {400, 401, 403}, (status, body[:200])
-    await _settle()
-    assert _errors(server) == []
+    await settle()
+    assert log_errors(server) == []
 
 
 async def test_a_session_cookie_with_a_non_utf8_byte_is_a_fresh_session_not_a_500(
@@ -355,12 +297,12 @@ async def test_a_session_cookie_with_a_non_utf8_byte_is_a_fresh_session_not_a_50
     page too, answers 500 in the API's JSON shape, with two tracebacks per request."""
     server, _ = await _start(launcher, tmp_path)
     for path in (b"/dashboard/login", b"/dashboard/"):
-        status, _, body = await _exchange(
-            server, _request(server, "GET", path, b"Cookie: dxn_dashboard=\xff\r\n")
+        status, _, body = await exchange(
+            server, raw_request(server, "GET", path, b"Cookie: dxn_dashboard=\xff\r\n")
         )
         assert status in {200, 303, 400}, (path, status, body[:200])
-    await _settle()
-    assert _errors(server) == []
+    await settle()
+    assert log_errors(server) == []
 
 
 # -- 9. The staff live socket, watching a lone surrogate --------------------------------------
@@ -375,7 +317,7 @@ async def test_the_live_socket_keeps_pushing_after_a_watch_of_a_lone_surrogate(
     traceback. Expected: the odd id is ignored (or the watch answers nothing found)."""
     db = tmp_path / "notify.sqlite3"
     server = await launcher.start(db)
-    await asyncio.to_thread(_add_admin, db)
+    await asyncio.to_thread(add_admin, db)
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
         async with http.get(f"{server.url}/dashboard/login") as page:
             match = CSRF_FIELD.search(await page.text())
@@ -400,7 +342,7 @@ async def test_the_live_socket_keeps_pushing_after_a_watch_of_a_lone_surrogate(
                 pass
             assert snapshots == 2, "the live socket stopped pushing snapshots"
     await asyncio.sleep(0.5)
-    assert _errors(server) == []
+    assert log_errors(server) == []
 
 
 # -- 10. A credential in the subprotocol list lands in the log --------------------------------
@@ -418,7 +360,7 @@ async def test_offered_subprotocols_never_reach_the_log(launcher: Launcher, tmp_
         http.ws_connect(f"{server.ws_url}?token={token}", protocols=(f"Bearer.{other}",)) as ws,
     ):
         await ws.close()
-    await _settle()
+    await settle()
     log = server.stderr()
     assert other.split(".")[2] not in log
 
@@ -492,7 +434,7 @@ async def test_fuzzing_every_documented_route_gets_no_5xx_and_no_error_log(
                     sent += 1
                     if resp.status >= 500:
                         failures.append(f"{resp.status} {method} {target} {text[:100]!r}")
-    await _settle()
+    await settle()
     assert sent > 500
     assert failures == []
-    assert _errors(server) == []
+    assert log_errors(server) == []

@@ -11,7 +11,7 @@ from diagnoxix.dashboard.inputs import path_id
 from diagnoxix.dashboard.render import render
 from diagnoxix.dashboard.sessions import Staff, checked_form, require_admin
 from diagnoxix.keys import API_KEYS, STORE
-from diagnoxix.rules import MAX_API_KEY_NAME_CHARS
+from diagnoxix.rules import MAX_API_KEY_NAME_CHARS, is_valid_api_key_name
 
 log = logging.getLogger("diagnoxix.dashboard")
 
@@ -31,8 +31,10 @@ async def create_key(request: web.Request) -> web.StreamResponse:
     staff = await require_admin(request)
     form = await checked_form(request, staff)
     name = form.get("name", "").strip()
-    if not name or len(name) > MAX_API_KEY_NAME_CHARS:
-        error = {"name": f"give the key a name of 1-{MAX_API_KEY_NAME_CHARS} characters (who uses it)"}
+    if not is_valid_api_key_name(name):
+        error = {
+            "name": f"give the key a name of 1-{MAX_API_KEY_NAME_CHARS} printable characters (who uses it)"
+        }
         return await _page(request, staff, {"errors": error, "name": name}, status=422)
     key, secret = await request.config_dict[API_KEYS].create(name)
     request.config_dict[STORE].record_audit(staff.actor, "apikey.create", key.id, {"name": name})

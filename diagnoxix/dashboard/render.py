@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from diagnoxix.dashboard.sessions import Staff, anonymous_csrf, current_staff
-from diagnoxix.errors import Unavailable
+from diagnoxix.errors import Unavailable, client_fault
 from diagnoxix.models import parse_timestamp
 
 log = logging.getLogger("diagnoxix.dashboard")
@@ -66,10 +66,15 @@ async def html_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         log.info("dashboard.unavailable", extra={"path": request.path, "error": type(exc).__name__})
         context = {"status": 503, "reason": "The database is not answering; try again in a moment"}
         return await render(request, "error.html", context, staff=None, status=503, headers=_RETRY)
-    except Exception:
-        # The traceback goes to the log (ids only, never form content); the page says no more.
-        log.exception("dashboard.unhandled", extra={"path": request.path, "method": request.method})
-        status, reason = 500, "Something went wrong; the error was logged"
+    except Exception as exc:
+        if (fault := client_fault(exc)) is not None:
+            # What a browser's bytes made aiohttp raise (a static name too long to be a file).
+            log.info("dashboard.bad_request", extra={"path": request.path, "problem": type(exc).__name__})
+            status, reason = fault.status, fault.message
+        else:
+            # The traceback goes to the log (ids only, never form content); the page says no more.
+            log.exception("dashboard.unhandled", extra={"path": request.path, "method": request.method})
+            status, reason = 500, "Something went wrong; the error was logged"
     staff = await current_staff(request)
     context = {"status": status, "reason": reason}
     return await render(request, "error.html", context, staff=staff, status=status)
