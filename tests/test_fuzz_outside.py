@@ -438,3 +438,16 @@ async def test_fuzzing_every_documented_route_gets_no_5xx_and_no_error_log(
     assert sent > 500
     assert failures == []
     assert log_errors(server) == []
+
+
+async def test_a_metrics_token_with_a_non_utf8_byte_is_refused_not_a_500(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    """`/metrics` compares the presented bearer token with its own: one holding a byte that is
+    not UTF-8 could not be encoded for the comparison (500 and a traceback)."""
+    server, _ = await _start(launcher, tmp_path, DIAGNOXIX_METRICS_TOKEN="m" * 40)
+    request = raw_request(server, "GET", b"/metrics", b"Authorization: Bearer \xff" + b"m" * 39 + b"\r\n")
+    status, _, body = await exchange(server, request)
+    assert status in {401, 403}, (status, body[:200])
+    await settle()
+    assert log_errors(server) == []

@@ -54,7 +54,11 @@ class ScrapeAccess:
     def token_presented(self, request: web.BaseRequest) -> bytes | None:
         header = request.headers.get("Authorization", "")
         scheme, _, credentials = header.partition(" ")
-        return credentials.strip().encode() if scheme.lower() == "bearer" and credentials.strip() else None
+        presented = credentials.strip()
+        # As the bytes were sent: one that is not UTF-8 is kept by aiohttp as a lone surrogate.
+        return (
+            presented.encode("utf-8", "surrogateescape") if scheme.lower() == "bearer" and presented else None
+        )
 
     def token_matches(self, presented: bytes) -> bool:
         return self._token is not None and hmac.compare_digest(presented, self._token)
