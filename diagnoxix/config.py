@@ -403,8 +403,8 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
         "DIAGNOXIX_HTTP_HEADER_TIMEOUT",
         "http_header_timeout_seconds",
         seconds(1.0),
-        "seconds a connection has to send a whole request (slow-header floods are let go); also how"
-        " long an idle keep-alive connection stays open",
+        "seconds a connection has to send a request's head, and again its body (one that trickles"
+        " in is let go; a body, with 408); also how long an idle keep-alive connection stays open",
     ),
     EnvSetting(
         "DIAGNOXIX_RATE_LIMIT",

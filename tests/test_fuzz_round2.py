@@ -121,7 +121,7 @@ async def test_a_push_subscription_whose_user_agent_is_not_utf8_fails_no_one_els
     launcher: Launcher, tmp_path: Path, request: pytest.FixtureRequest, store: str
 ) -> None:
     """`POST /v1/users/{me}/push-subscriptions` keeps the request's User-Agent (the socket's
-    device record cleans it, `ws.handler.device_agent`; this route does not). A byte that is not
+    device record cleans it, `edge.clients.stored_user_agent`; this route does not). A byte that is not
     UTF-8 reaches the store as a lone surrogate, which SQLite cannot bind: UnicodeEncodeError is
     not an `sqlite3.Error`, so the writer rolls back the whole group-commit batch. Today: 503 for
     the patient, a `store.batch_failed` traceback, and every other write in the same batch (other
@@ -277,13 +277,13 @@ async def test_held_nul_and_lone_surrogates_in_every_field_never_reach_postgresq
     token = (await _token(server, key, "u1"))["token"]
     sub = json.dumps(_browser("https://fcm.googleapis.com/fcm/send/pg-ua").subscription()).encode()
     note = json.dumps({"user_id": "u1", "title": "t"}).encode()
-    for name, value, target, auth, body in (
+    for name, value, target, auth, raw_body in (
         (b"Idempotency-Key", b"k\xff", "/v1/notifications", key, note),
         (b"Idempotency-Key", b"k\xed\xa0\x80", "/v1/broadcasts", key, json.dumps({"title": "t"}).encode()),
         (b"User-Agent", b"Mozilla \x01\x7f", "/v1/users/u1/push-subscriptions", token, sub),
     ):
-        headers = f"Authorization: Bearer {auth}\r\n".encode() + name + b": " + value + b"\r\n"
-        status, answer = await _raw(server, _post(server, target, headers, body))
+        raw_headers = f"Authorization: Bearer {auth}\r\n".encode() + name + b": " + value + b"\r\n"
+        status, answer = await _raw(server, _post(server, target, raw_headers, raw_body))
         sent += 1
         if status >= 500:
             failures.append(f"{status} POST {target} {name.decode()}: {value!r} {answer[:120]!r}")

@@ -28,6 +28,7 @@ from diagnoxix.models import (
     new_ids,
 )
 from diagnoxix.store.protocols import StoreError
+from diagnoxix.store.push_records import NewPushSubscription
 from diagnoxix.store.sqlite.migrations import MigrationError, discover
 from diagnoxix.store.sqlite.store import SqliteStore
 
@@ -260,3 +261,20 @@ def test_the_stores_fast_constructor_sets_every_field_as_the_constructor_does() 
     built = Notification(**values)
     for field in dataclasses.fields(Notification):
         assert getattr(fast, field.name) == getattr(built, field.name), field.name
+
+
+async def test_a_write_with_text_sqlite_cannot_bind_fails_alone_not_its_batch(store: SqliteStore) -> None:
+    """A value the sqlite3 module cannot bind (a lone surrogate from a caller that skipped
+    validation raises UnicodeEncodeError, not a sqlite3 error) fails its own write; the
+    notifications and bookkeeping committed in the same batch are stored."""
+    odd = NewPushSubscription("u2", "https://push.example/x", "p" * 87, "a" * 22, "push.example", "UA \ud800")
+    results = await asyncio.gather(
+        store.insert_notifications([_draft("u1", "before")]),
+        store.add_push_subscription(odd, limit=5),
+        store.insert_notifications([_draft("u1", "after")]),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], StoreError), results[1]
+    assert [type(r) for r in (results[0], results[2])] == [list, list], results
+    page = await store.history("u1", before_seq=None, limit=10)
+    assert sorted(n.title for n in page) == ["after", "before"]

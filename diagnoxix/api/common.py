@@ -9,9 +9,10 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from diagnoxix.auth import API_KEY_PREFIX, InvalidCredentials
+from diagnoxix.edge.bodies import read_body
 from diagnoxix.errors import ApiError
 from diagnoxix.json_encoding import DuplicateKey, decode_json
-from diagnoxix.keys import API_KEYS, LIMITS, TOKENS
+from diagnoxix.keys import API_KEYS, LIMITS, SETTINGS, TOKENS
 from diagnoxix.logs import ACCESS_API_KEY
 from diagnoxix.models import ApiKey
 from diagnoxix.rules import READ_IDS, USER_ID_SHAPE, Bounds, FieldErrors, ids_problem, is_valid_user_id
@@ -21,7 +22,7 @@ from diagnoxix.store.protocols import StoreClosed, StoreError
 async def read_json(request: web.Request) -> Any:
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the body as Content-Type: application/json")
-    raw = await request.read()
+    raw = await read_body(request, request.app[SETTINGS].http_header_timeout_seconds)
     try:
         return decode_json(raw)
     except DuplicateKey:

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from diagnoxix.api.common import authorize_user, invalid, read_json_object, store_errors_as_503
 from diagnoxix.delivery.push.router import PUSH_SUBSCRIBED
+from diagnoxix.edge.clients import stored_user_agent
 from diagnoxix.errors import ApiError
 from diagnoxix.keys import BROKER, PUSH, SETTINGS, STORE
 from diagnoxix.models import BROADCAST_RECIPIENT
@@ -20,9 +21,6 @@ from diagnoxix.rules import FieldErrors
 from diagnoxix.rules.corrections import is_notification_id
 from diagnoxix.rules.push import SUBSCRIPTION_ID_REGEX, check_subscription, is_subscription_id
 from diagnoxix.store.push_records import NewPushSubscription
-
-# A browser's User-Agent is kept to tell subscriptions apart, cut to this length.
-MAX_USER_AGENT_CHARS = 200
 
 
 async def public_key(request: web.Request) -> web.Response:
@@ -46,7 +44,8 @@ async def add_subscription(request: web.Request) -> web.Response:
     )
     if errors or checked is None:
         raise invalid(errors)
-    agent = request.headers.get("User-Agent", "")[:MAX_USER_AGENT_CHARS] or None
+    # Kept to tell a user's subscriptions apart.
+    agent = stored_user_agent(request)
     store = request.app[STORE]
     sub = await store.add_push_subscription(
         NewPushSubscription(user_id, checked.endpoint, checked.p256dh, checked.auth, checked.host, agent),

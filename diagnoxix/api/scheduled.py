@@ -20,6 +20,7 @@ from diagnoxix.errors import ApiError
 from diagnoxix.keys import SCHEDULER, STORE
 from diagnoxix.models import ApiKey, NotificationDraft, format_timestamp
 from diagnoxix.rules import HISTORY_PAGE, FieldErrors
+from diagnoxix.rules.corrections import is_notification_id
 from diagnoxix.rules.schedule import SCHEDULE_FIELDS, parse_deliver_at, schedule_key_problem
 from diagnoxix.store.protocols import IdempotencyClaim, TimerKeyTaken
 from diagnoxix.store.timer_records import Timer
@@ -150,12 +151,17 @@ async def replayed_schedules(
 
 
 def _schedule_id(request: web.Request) -> str:
-    # Any text may be asked for; only the key's own ids are ever found.
+    # Only the key's own ids are ever found; one that is no id of ours (NUL, which PostgreSQL
+    # cannot even compare) is not looked up.
     return request.match_info["schedule_id"]
 
 
 async def _own(request: web.Request, api_key: ApiKey, schedule_id: str) -> Timer:
-    found = await request.app[STORE].get_timers(owner_of(api_key), [schedule_id])
+    found = (
+        await request.app[STORE].get_timers(owner_of(api_key), [schedule_id])
+        if is_notification_id(schedule_id)
+        else []
+    )
     if not found or found[0].kind != SCHEDULED_SEND:
         raise ApiError(404, "schedule_not_found", "this API key has no scheduled send with that id")
     return found[0]

@@ -13,6 +13,8 @@ import re
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
+from diagnoxix.edge.bodies import read_body
+from diagnoxix.keys import SETTINGS
 from diagnoxix.rules.corrections import is_notification_id
 
 # What our pages send: `<form method="post">` without enctype, encoded as the page is (UTF-8).
@@ -43,6 +45,8 @@ async def read_form(request: web.Request) -> MultiDictProxy[str]:
         return MultiDictProxy(MultiDict())
     if (request.charset or "utf-8").lower() not in _FORM_CHARSETS:
         raise web.HTTPBadRequest(reason=f"the form must be sent as UTF-8; {_RELOAD}")
+    # Within the time a connection has to send a whole request; `post()` then reads it from memory.
+    await read_body(request, request.config_dict[SETTINGS].http_header_timeout_seconds)
     try:
         form = await request.post()
     except ValueError as exc:  # UnicodeDecodeError: a byte that is not UTF-8

@@ -8,6 +8,7 @@ trusted proxy (entries to its left were written by the client and prove nothing)
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from collections.abc import Iterable
 
@@ -74,3 +75,23 @@ def access_logger_class(forwarding: Forwarding) -> type[AccessLogger]:
             return forwarding.address(request)
 
     return ForwardedAccessLogger
+
+
+# Characters of a User-Agent kept on a device or push subscription record: enough to tell a
+# browser and its platform apart, never a header's worth of text per record.
+USER_AGENT_CHARS = 200
+
+
+def stored_user_agent(request: web.BaseRequest) -> str | None:
+    """The request's User-Agent as a record keeps it: the first USER_AGENT_CHARS characters,
+    bytes that were not UTF-8 and control characters (NUL among them, which no store can hold)
+    each shown as U+FFFD. Raw, such text fails the write that carries it, and with SQLite the
+    batch of writes it shares."""
+    raw = request.headers.get("User-Agent", "")[:USER_AGENT_CHARS]
+    if raw.isascii() and raw.isprintable():
+        return raw or None
+    # aiohttp keeps such bytes as lone surrogates (U+DC80-U+DCFF): back to bytes, then decoded.
+    # Another surrogate cannot be encoded: it is replaced below, as not printable.
+    with contextlib.suppress(UnicodeEncodeError):
+        raw = raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return "".join(ch if ch.isprintable() else "\ufffd" for ch in raw) or None

@@ -8,7 +8,6 @@ frame to the client goes through its `Connection` queue, so one task writes at a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from diagnoxix.delivery.connection import (
     Connection,
 )
 from diagnoxix.delivery.resume import plan_resume, replay
+from diagnoxix.edge.clients import stored_user_agent
 from diagnoxix.errors import ApiError, answers_own_errors, response_for
 from diagnoxix.keys import CRITICAL, FORWARDING, HUB, LIMITS, PRESENCE, SERVICE, SETTINGS, STORE, TOKENS
 from diagnoxix.models import format_timestamp, utc_now
@@ -40,23 +40,6 @@ log = logging.getLogger("diagnoxix.ws")
 
 SUBPROTOCOL_V1 = "diagnoxix.v1"
 BEARER_PREFIX = "bearer."
-# Characters of the handshake's User-Agent kept on the device record: enough to tell a browser and
-# its platform apart, never a header's worth of text per token.
-USER_AGENT_CHARS = 200
-
-
-def device_agent(request: web.Request) -> str | None:
-    """The handshake's User-Agent as a device record keeps it: the first USER_AGENT_CHARS
-    characters, bytes that were not UTF-8 and control characters (NUL among them, which no
-    store can hold) each shown as U+FFFD."""
-    raw = request.headers.get("User-Agent", "")[:USER_AGENT_CHARS]
-    if raw.isascii() and raw.isprintable():
-        return raw or None
-    # aiohttp keeps such bytes as lone surrogates (U+DC80-U+DCFF): back to bytes, then decoded.
-    # Another surrogate cannot be encoded: it is replaced below, as not printable.
-    with contextlib.suppress(UnicodeEncodeError):
-        raw = raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return "".join(ch if ch.isprintable() else "\ufffd" for ch in raw) or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +241,7 @@ async def _catch_up(
             # Revoked between the check before the upgrade and registering: the hub's close missed it.
             await conn.close(CLOSE_TOKEN_REVOKED, "token revoked")
             return False
-        agent = device_agent(request)
+        agent = stored_user_agent(request)
         store.touch_device(device.token_id, device.user_id, device.issued_at, device.expires_at, agent)
     log.info(
         "ws.connect",

@@ -39,12 +39,13 @@ from diagnoxix.delivery.connection import (
     Connection,
 )
 from diagnoxix.delivery.resume import plan_resume, replay
+from diagnoxix.edge.clients import stored_user_agent
 from diagnoxix.errors import ApiError
 from diagnoxix.keys import FORWARDING, HUB, PRESENCE, SETTINGS, STORE, TOKENS
 from diagnoxix.models import format_timestamp, utc_now
 from diagnoxix.rules import SINCE_SEQ, USER_ID_SHAPE, is_valid_user_id
 from diagnoxix.store.protocols import StoreError
-from diagnoxix.ws.handler import device_agent, parse_epoch, parse_since
+from diagnoxix.ws.handler import parse_epoch, parse_since
 from diagnoxix.ws.origin import check_origin
 from diagnoxix.ws.sse_stream import SseSocket, StreamSide
 
@@ -207,7 +208,7 @@ async def _catch_up(request: web.Request, conn: Connection, opening: _Opening) -
             await conn.close(CLOSE_TOKEN_REVOKED, "token revoked")
             return False
         store.touch_device(
-            device.token_id, device.user_id, device.issued_at, device.expires_at, device_agent(request)
+            device.token_id, device.user_id, device.issued_at, device.expires_at, stored_user_agent(request)
         )
     log.info("sse.connect", extra={"user_id": opening.user_id, "conn_id": conn.id, "via": opening.via})
     plan = await plan_resume(opening.user_id, opening.since, opening.epoch, store, watermark)

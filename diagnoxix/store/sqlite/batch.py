@@ -172,7 +172,7 @@ class Transaction:
             for sql, rows_json in bulk:
                 try:
                     done.bulk_rows.append(conn.execute(sql, (rows_json,)).rowcount)
-                except sqlite3.Error as exc:
+                except _REFUSED as exc:
                     _still_in_transaction(conn)
                     # Nobody waits for these; a refused one must not take the batch's notifications.
                     log.error("store.bookkeeping_failed", extra={"error": type(exc).__name__})
@@ -185,9 +185,9 @@ class Transaction:
                         for sql, params in statements:
                             rowcount = conn.executemany(sql, params).rowcount
                         rows = conn.execute(*query).fetchall() if query is not None else []
-                except sqlite3.Error as exc:
+                except _REFUSED as exc:
                     _still_in_transaction(conn)
-                    done.executed.append(exc)
+                    done.executed.append(_as_sqlite_error(exc))
                     done.queried.append([])
                     continue
                 done.executed.append(rowcount)
@@ -226,6 +226,18 @@ def _still_in_transaction(conn: sqlite3.Connection) -> None:
     whole batch rather than let the next statements commit on their own."""
     if not conn.in_transaction:
         raise sqlite3.OperationalError("the transaction was rolled back")
+
+
+# What one write can meet that is its own alone: SQLite refusing it, or a value the sqlite3 module
+# cannot bind (text with a lone surrogate raises UnicodeEncodeError, a ValueError; an integer
+# past 64 bits OverflowError) from a caller that skipped validation. Neither may fail the batch.
+_REFUSED = (sqlite3.Error, ValueError, OverflowError)
+
+
+def _as_sqlite_error(exc: Exception) -> sqlite3.Error:
+    if isinstance(exc, sqlite3.Error):
+        return exc
+    return sqlite3.InterfaceError(f"a value could not be bound ({type(exc).__name__})")
 
 
 @contextlib.contextmanager
