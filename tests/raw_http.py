@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from .processes import RUN_PY, Server, child_env
 
 WS_UPGRADE = (
@@ -83,3 +85,17 @@ def add_admin(db: Path, env: dict[str, str] | None = None) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
+
+async def mint_token(server: Server, key: str, user_id: str = "u1") -> dict[str, Any]:
+    """A connection token minted through the API (`POST /v1/tokens`): the answer's fields."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{server.url}/v1/tokens",
+            json={"user_id": user_id, "ttl": 600},
+            headers={"Authorization": f"Bearer {key}"},
+        ) as resp,
+    ):
+        assert resp.status == 201, await resp.text()
+        return dict(await resp.json())

@@ -31,6 +31,7 @@ from .raw_http import (
     assert_json_error,
     exchange,
     log_errors,
+    mint_token,
     raw_request,
     settle,
 )
@@ -43,17 +44,8 @@ async def _start(launcher: Launcher, tmp_path: Path, **env: str) -> tuple[Server
     return server, key
 
 
-async def _token(server: Server, key: str, user_id: str = "u1") -> str:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(
-            f"{server.url}/v1/tokens",
-            json={"user_id": user_id, "ttl": 600},
-            headers={"Authorization": f"Bearer {key}"},
-        ) as resp,
-    ):
-        assert resp.status == 201, await resp.text()
-        return str((await resp.json())["token"])
+async def _token(server: Server, key: str) -> str:
+    return str((await mint_token(server, key))["token"])
 
 
 # -- 1. A non-UTF-8 byte in an API key -------------------------------------------------------

@@ -111,10 +111,27 @@ def _endpoint(
     except ValueError:
         errors.add("endpoint", "must be a URL")
         return None
+    if _numeric_but_no_address(host):
+        errors.add("endpoint", "must name a host, or an IP address written in full")
+        return None
     if _is_private_ip(host) and not (allow_http_loopback and is_loopback_host(host)):
         errors.add("endpoint", "must be at a public address")
         return None
     return host
+
+
+def _numeric_but_no_address(host: str) -> bool:
+    """`127.1`, `2130706433`, `0177.0.0.1`, `0x7f000001`: no name (a top-level domain is never
+    numeric) and no address `ipaddress` reads, so the private-address check cannot judge them,
+    while resolvers and libraries read them as addresses, loopback among them."""
+    last = host.rsplit(".", 1)[-1]
+    if not (last.isdigit() or last.startswith("0x")):
+        return False
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return True
+    return False
 
 
 def _is_private_ip(host: str) -> bool:
