@@ -23,7 +23,7 @@ BODIES: dict[str, dict[str, Any]] = {
     "/v1/notifications/{notification_id}/acknowledgement": {"reason": "r"},
 }
 
-_PARAMETERS = {
+PATH_PARAMETERS = {
     "{user_id}": "u1",
     "{token_id}": "0123456789abcdef",
     "{schedule_id}": "s1",
@@ -38,7 +38,7 @@ def documented_routes(settings: Settings) -> Iterator[tuple[str, str, str, dict[
     """(method, documented path, URL to call, its OpenAPI operation) for every operation."""
     for path, operations in openapi_document(settings)["paths"].items():
         url = path
-        for name, value in _PARAMETERS.items():
+        for name, value in PATH_PARAMETERS.items():
             url = url.replace(name, value)
         for method, operation in operations.items():
             yield method, path, url, operation

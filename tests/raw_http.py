@@ -99,3 +99,17 @@ async def mint_token(server: Server, key: str, user_id: str = "u1") -> dict[str,
     ):
         assert resp.status == 201, await resp.text()
         return dict(await resp.json())
+
+
+async def sign_in(http: aiohttp.ClientSession, server: Server) -> None:
+    """Sign ADMIN in on `http` (a session with an unsafe cookie jar: the server is an address)."""
+    async with http.get(f"{server.url}/dashboard/login") as page:
+        match = CSRF_FIELD.search(await page.text())
+        assert match
+    async with http.post(
+        f"{server.url}/dashboard/login",
+        data={"csrf_token": match.group(1), "username": ADMIN, "password": ADMIN_PASSWORD},
+        headers={"Origin": server.url},
+        allow_redirects=False,
+    ) as resp:
+        assert resp.status == 303, resp.status

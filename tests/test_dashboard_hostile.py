@@ -17,7 +17,16 @@ import aiohttp
 import pytest
 
 from .processes import Launcher, Server, child_env
-from .raw_http import ADMIN, ADMIN_PASSWORD, CSRF_FIELD, add_admin, exchange, log_errors, raw_request, settle
+from .raw_http import (
+    ADMIN,
+    CSRF_FIELD,
+    add_admin,
+    exchange,
+    log_errors,
+    raw_request,
+    settle,
+    sign_in,
+)
 
 FORM = b"Content-Type: application/x-www-form-urlencoded"
 
@@ -32,16 +41,7 @@ async def _start(launcher: Launcher, tmp_path: Path, **extra: str) -> Server:
 async def _sign_in(server: Server) -> tuple[bytes, str]:
     """A signed-in admin: (the `Cookie:` header line to send raw, the session's form token)."""
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
-        async with http.get(f"{server.url}/dashboard/login") as page:
-            match = CSRF_FIELD.search(await page.text())
-            assert match
-        async with http.post(
-            f"{server.url}/dashboard/login",
-            data={"csrf_token": match.group(1), "username": ADMIN, "password": ADMIN_PASSWORD},
-            headers={"Origin": server.url},
-            allow_redirects=False,
-        ) as resp:
-            assert resp.status == 303, resp.status
+        await sign_in(http, server)
         cookie = next(c for c in http.cookie_jar if c.key == "dxn_dashboard")
         async with http.get(f"{server.url}/dashboard/keys") as page:
             match = CSRF_FIELD.search(await page.text())

@@ -23,9 +23,6 @@ from diagnoxix.config import Settings
 from .api_routes import BODIES, STREAMS, documented_routes, needs_api_key
 from .processes import Launcher, Server, child_env, create_api_key
 from .raw_http import (
-    ADMIN,
-    ADMIN_PASSWORD,
-    CSRF_FIELD,
     WS_UPGRADE,
     add_admin,
     assert_json_error,
@@ -34,6 +31,7 @@ from .raw_http import (
     mint_token,
     raw_request,
     settle,
+    sign_in,
 )
 
 
@@ -311,16 +309,7 @@ async def test_the_live_socket_keeps_pushing_after_a_watch_of_a_lone_surrogate(
     server = await launcher.start(db)
     await asyncio.to_thread(add_admin, db)
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
-        async with http.get(f"{server.url}/dashboard/login") as page:
-            match = CSRF_FIELD.search(await page.text())
-            assert match
-        async with http.post(
-            f"{server.url}/dashboard/login",
-            data={"csrf_token": match.group(1), "username": ADMIN, "password": ADMIN_PASSWORD},
-            headers={"Origin": server.url},
-            allow_redirects=False,
-        ) as resp:
-            assert resp.status == 303, resp.status
+        await sign_in(http, server)
         async with http.ws_connect(f"{server.url}/dashboard/live", headers={"Origin": server.url}) as ws:
             assert json.loads((await ws.receive(timeout=5)).data)["type"] == "stats"
             await ws.send_str('{"type": "watch", "id": "\\ud800"}')

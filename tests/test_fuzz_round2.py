@@ -23,10 +23,19 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from diagnoxix.config import Settings
 
-from .api_routes import BODIES, STREAMS, documented_routes, needs_api_key
+from .api_routes import BODIES, PATH_PARAMETERS, STREAMS, documented_routes, needs_api_key
 from .processes import Launcher, Server, child_env, create_api_key, last_line, run_cli
 from .push_service import Browser
-from .raw_http import ADMIN, CSRF_FIELD, add_admin, exchange, log_entries, log_errors, mint_token, settle
+from .raw_http import (
+    ADMIN,
+    CSRF_FIELD,
+    add_admin,
+    exchange,
+    log_entries,
+    log_errors,
+    mint_token,
+    settle,
+)
 
 
 async def _start(launcher: Launcher, tmp_path: Path, **env: str) -> tuple[Server, str]:
@@ -187,21 +196,12 @@ def _targets(url: str, path: str) -> list[str]:
     """The URL with each path parameter replaced by a NUL or a surrogate's bytes, and with a
     query of them."""
     found = [url + QUERY_BAD.format(bad) for bad in PATH_BAD]
-    values = {
-        "{user_id}": "u1",
-        "{token_id}": "0123456789abcdef",
-        "{schedule_id}": "s1",
-        "{notification_id}": "n1",
-        "{group}": "ward:b-nurses",
-        "{critical_id}": "c1",
-        "{subscription_id}": "01234567-89ab-cdef-0123-456789abcdef",
-    }
-    for name in values:
+    for name in PATH_PARAMETERS:
         if name not in path:
             continue
         for bad in PATH_BAD:
             target = path
-            for other, value in values.items():
+            for other, value in PATH_PARAMETERS.items():
                 target = target.replace(other, bad if other == name else value)
             found.append(target)
     return found
@@ -383,7 +383,7 @@ async def test_held_no_password_token_key_or_idempotency_key_reaches_the_log(
         "Hunter2-typed-as-name",
         "Wrong-Pass-123456",
         minted["token"],
-        key.rsplit("_", 1)[1],
+        key.split("_", 2)[2],  # dxn_<id>_<secret>: the secret may hold "_" itself
         "dxn_abc_NotTheRightSecret000",
         "idem-SECRET-77",
     ]
