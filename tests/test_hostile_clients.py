@@ -28,6 +28,8 @@ from .raw_clients import client_frame, non_reading_socket
 
 SECRET = "hostile-clients-test-secret-" + "z" * 40
 MIB = 1024 * 1024
+# How long the server waits for one frame to be written before it drops the client.
+WRITE_TIMEOUT_SECONDS = 10.0
 
 
 def _token(user_id: str) -> str:
@@ -80,7 +82,8 @@ def _disconnect_codes(server: Server, user_id: str) -> list[int | None]:
 
 async def _start(launcher: Launcher, tmp_path: Path) -> tuple[Server, str]:
     db = tmp_path / "hostile.sqlite3"
-    server = await launcher.start(db, env=child_env(DIAGNOXIX_SECRET_KEY=SECRET))
+    env = child_env(DIAGNOXIX_SECRET_KEY=SECRET, DIAGNOXIX_WS_WRITE_TIMEOUT=str(WRITE_TIMEOUT_SECONDS))
+    server = await launcher.start(db, env=env)
     _, key = await create_api_key(db)
     return server, key
 
@@ -158,20 +161,21 @@ async def test_a_client_that_stops_reading_is_released_and_nobody_waits_for_it(
                 f"peak RSS rose {grown / MIB:.0f} MiB ({unsent / MIB:.0f} unsent)"
             )
             flooded = time.monotonic()
-            # Meanwhile another patient is served at once.
+            # Meanwhile another patient is served at once. Waiting for the stalled client would
+            # take its write timeout (10 s): no notification may take half of that. A busy shared
+            # machine can stall one now and then (CI once measured 624 ms for one of the 20; 3-10
+            # ms here), never most of them: the median shows whether they are served at once.
             latencies = []
             for i in range(20):
                 started = time.monotonic()
                 await _send_batch(
                     http, server, key, [{"user_id": "healthy", "title": f"h{i}", "message": "m"}]
                 )
-                frame = await healthy.receive_json(timeout=2)
+                frame = await healthy.receive_json(timeout=WRITE_TIMEOUT_SECONDS / 2)
                 assert frame["title"] == f"h{i}"
                 latencies.append(time.monotonic() - started)
-            p99 = statistics.quantiles(latencies, n=100)[98]
-            # Waiting for the stalled client would take its write timeout (seconds); a busy shared
-            # machine alone can cost tens of milliseconds, so the bound is well between the two.
-            assert p99 < 0.25, f"p99 {p99 * 1000:.1f} ms"
+            median = statistics.median(latencies)
+            assert median < 0.1, f"median {median * 1000:.1f} ms, slowest {max(latencies) * 1000:.0f} ms"
             while (await _stats(http, server))["users_online"] > 1:
                 assert time.monotonic() - flooded < 10, "the stalled client was never released"
                 await asyncio.sleep(0.1)
