@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from diagnoxix.config_broker import BROKER_ENV_SETTINGS, DEFAULT_BROKER_PREFIX
 from diagnoxix.config_channels import CHANNEL_ENV_SETTINGS
 from diagnoxix.config_digest import DIGEST_ENV_SETTINGS
+from diagnoxix.config_edge import EDGE_ENV_SETTINGS
 from diagnoxix.config_push import DEFAULT_PUSH_DELAYS, NEVER, PUSH_ENV_SETTINGS
 
 # Raised by the readers; the rest of the package imports it from here.
@@ -83,6 +84,9 @@ class Settings:
     max_connections_per_address: int = 500
     # Slowloris: a connection must send a whole request within this time.
     http_header_timeout_seconds: float = 15.0
+    # A client that leaves a response unread this long (the server's buffer for it full the whole
+    # time) is dropped: it holds the response in memory, and its handler, until then.
+    http_write_timeout_seconds: float = 30.0
     # API requests (and socket handshakes) per second from one client address without an API key
     # (0: no limit). Patients' pages make a few each; a ward behind one NAT address stays far below.
     http_requests_per_second_per_address: int = 200
@@ -393,77 +397,13 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
         " per-address connection limit",
     ),
     EnvSetting(
-        "DIAGNOXIX_MAX_CONNECTIONS_PER_ADDRESS",
-        "max_connections_per_address",
-        whole(1, 1_000_000),
-        "open connections (sockets and HTTP) from one client address; one more is answered 429 and"
-        " closed. A whole ward may share one NAT address",
-    ),
-    EnvSetting(
-        "DIAGNOXIX_HTTP_HEADER_TIMEOUT",
-        "http_header_timeout_seconds",
-        seconds(1.0),
-        "seconds a connection has to send a request's head, and again its body (one that trickles"
-        " in is let go; a body, with 408); also how long an idle keep-alive connection stays open",
-    ),
-    EnvSetting(
-        "DIAGNOXIX_RATE_LIMIT",
-        "http_requests_per_second_per_address",
-        whole(0, 1_000_000),
-        "API requests (and socket handshakes) per second from one client address without an API key;"
-        " past it, 429 with `Retry-After` (`0`: no limit). Services with an API key are not limited"
-        " by address",
-    ),
-    EnvSetting(
-        "DIAGNOXIX_AUTH_FAILURE_LIMIT",
-        "auth_failures_per_minute_per_address",
-        whole(0, 1_000_000),
-        "answers of 401 per minute to one client address; past it the address may present no"
-        " credentials until the minute has passed (429; `0`: no limit)",
-    ),
-    EnvSetting(
-        "DIAGNOXIX_API_KEY_RATE_LIMIT",
-        "api_key_requests_per_second",
-        whole(0, 1_000_000),
-        "requests per second with one API key; past it, 429 with `Retry-After` (`0`: no limit)",
-    ),
-    EnvSetting(
         "DIAGNOXIX_TOKEN_TTL",
         "token_ttl_seconds",
         _token_ttl,
         "seconds a minted connection token lives when the request names no `ttl`",
     ),
-    EnvSetting(
-        "DIAGNOXIX_WS_HEARTBEAT",
-        "ws_heartbeat_seconds",
-        seconds(1.0),
-        "seconds between WebSocket pings; a peer that misses a pong for half of it is closed",
-    ),
-    EnvSetting(
-        "DIAGNOXIX_WS_SEND_QUEUE",
-        "ws_send_queue_limit",
-        whole(1, 1_000_000),
-        "frames a connection may have waiting before it is closed with 1013 (it resumes from the store)",
-    ),
-    EnvSetting(
-        "DIAGNOXIX_WS_SEND_QUEUE_BYTES",
-        "ws_send_queue_bytes",
-        whole(64 * 1024, 1024**3),
-        "bytes a connection may have waiting (history replies included; one frame always fits) before"
-        " it is closed with 1013",
-    ),
-    EnvSetting(
-        "DIAGNOXIX_WS_WRITE_TIMEOUT",
-        "ws_write_timeout_seconds",
-        seconds(1.0),
-        "seconds one frame may take to reach a client before the connection is dropped (it stopped reading)",
-    ),
-    EnvSetting(
-        "DIAGNOXIX_SSE_HEARTBEAT",
-        "sse_heartbeat_seconds",
-        seconds(1.0),
-        "seconds between comment lines on an idle SSE stream, below every proxy's read timeout",
-    ),
+    # Connections, timeouts and rate limits at the edge (docs/security.md).
+    *(EnvSetting(*entry) for entry in EDGE_ENV_SETTINGS),
     EnvSetting(
         "DIAGNOXIX_SQLITE_SYNCHRONOUS",
         "sqlite_synchronous",

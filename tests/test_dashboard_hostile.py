@@ -12,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from urllib.parse import urlencode
 
 import aiohttp
 import pytest
+
+from diagnoxix.dashboard.inputs import FORM_MAX_BYTES
 
 from .processes import Launcher, Server, child_env
 from .raw_http import (
@@ -173,5 +176,56 @@ async def test_an_api_key_name_with_a_line_break_is_refused(launcher: Launcher, 
     csrf = f"csrf_token={token}".encode()
     assert await _post(server, cookie, b"/dashboard/keys", csrf + b"&name=clinic%0Aforged") == 422
     assert await _post(server, cookie, b"/dashboard/keys", csrf + b"&name=clinic") == 201
+    await settle()
+    assert log_errors(server) == []
+
+
+async def _status_at_once(server: Server, request: bytes) -> int:
+    """The status of the answer to `request`, which must come within 2 s (the server may then
+    linger a while, discarding whatever else the client sends, before it closes)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=2)
+    finally:
+        writer.close()
+    return int(head.split(b" ")[1])
+
+
+async def test_a_form_body_over_the_dashboard_limit_is_refused_before_it_is_read(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    """The sign-in form is read before anyone is signed in, and was read up to the API's 4 MiB:
+    anyone could make the server hold 4 MiB per connection, waiting up to the header timeout
+    for each to arrive. A form body over 256 KiB is a 413 at once, without waiting for it, a
+    chunked one a 411; the largest form of ours still goes through."""
+    server = await _start(launcher, tmp_path)
+    origin = f"Origin: {server.url}\r\n".encode()
+    # The head alone, claiming 4 MB that never come: answered at once, not after 15 s.
+    head = raw_request(
+        server, "POST", b"/dashboard/login", origin + FORM + b"\r\nContent-Length: 4000000\r\n"
+    )
+    assert await _status_at_once(server, head) == 413
+    chunked = raw_request(
+        server, "POST", b"/dashboard/login", origin + FORM + b"\r\nTransfer-Encoding: chunked\r\n"
+    )
+    assert await _status_at_once(server, chunked + b"5\r\nab=cd\r\n0\r\n\r\n") == 411
+    # A notification at every limit, in characters of four bytes each: about 100 KB as a form.
+    cookie, token = await _sign_in(server)
+    fields = {
+        "csrf_token": token,
+        "target": "user",
+        "kind": "custom",
+        "user_id": "patient-1",
+        "type": "lab_result_ready",
+        "title": "\U0001f9ea" * 200,
+        "message": "\U0001f9ea" * 4000,
+        "data": json.dumps({"n": "\u00e9" * 8000}, ensure_ascii=False),
+        "priority": "normal",
+    }
+    body = urlencode(fields).encode()
+    assert 90_000 < len(body) < FORM_MAX_BYTES
+    assert await _post(server, cookie, b"/dashboard/send", body) == 303
     await settle()
     assert log_errors(server) == []

@@ -450,6 +450,7 @@ async def test_a_request_whose_body_trickles_in_is_let_go_within_the_header_time
     )
     started = time.monotonic()
     let_go_after = None
+    answer = b""
     try:
         writer.write(head.encode())
         await writer.drain()
@@ -457,7 +458,7 @@ async def test_a_request_whose_body_trickles_in_is_let_go_within_the_header_time
             try:
                 writer.write(b"a")
                 await writer.drain()
-                await asyncio.wait_for(reader.read(1024), 0.25)
+                answer = await asyncio.wait_for(reader.read(1024), 0.25)
             except TimeoutError:
                 continue
             except OSError:
@@ -468,6 +469,8 @@ async def test_a_request_whose_body_trickles_in_is_let_go_within_the_header_time
         writer.close()
     assert let_go_after is not None, "the connection was still held after 8 s"
     assert let_go_after < 4
+    # Answered, not just cut: the client learns why.
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
 
 
 async def test_a_push_endpoint_naming_loopback_as_a_number_is_refused_and_gets_no_request(

@@ -25,6 +25,7 @@ from diagnoxix.auth import TokenIssuer
 
 from .processes import Launcher, Server, child_env, create_api_key
 from .raw_clients import client_frame, non_reading_socket
+from .raw_http import log_errors
 
 SECRET = "hostile-clients-test-secret-" + "z" * 40
 MIB = 1024 * 1024
@@ -222,3 +223,91 @@ async def test_a_stopped_client_is_released_within_one_and_a_half_heartbeats(
         sleeper.wait(timeout=10)
         if sleeper.stdout is not None:
             sleeper.stdout.close()
+
+
+def _unread_get(port: int, path: str, token: str, *, times: int = 1) -> socket.socket:
+    """Asks for `path` (`times` requests in a row on one connection) and never reads the answers
+    (a 4 KiB receive window)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n\r\n"
+    sock.sendall(request.encode() * times)
+    return sock
+
+
+def _received_until_closed(sock: socket.socket) -> int:
+    """Reads what the server sent until it closed the connection; the bytes read."""
+    sock.settimeout(5)
+    total = 0
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            total += len(chunk)
+    return total
+
+
+def _slow_read(port: int, path: str, token: str, *, chunk: int, pause: float) -> bytes:
+    """Reads the whole answer to `path`, `chunk` bytes every `pause` seconds."""
+    sock = _unread_get(port, path, token)
+    sock.settimeout(5)
+    received = b""
+    try:
+        while True:
+            data = sock.recv(chunk)
+            received += data
+            head, _, body = received.partition(b"\r\n\r\n")
+            length = [line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+            if not data or (length and len(body) >= int(length[0].split(b":")[1])):
+                return received
+            time.sleep(pause)
+    finally:
+        sock.close()
+
+
+async def test_a_response_never_read_is_let_go_after_the_write_timeout(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    """aiohttp waits without end for a client to read what it was sent, holding the response and
+    its handler. On loopback the kernel takes about 3 MB of a socket's answers, so each of twenty
+    clients asks for three history pages of 1.5 MB in a row and reads nothing: about 1.5 MB of
+    each is left in the server's memory, for as long as the socket stays open. The server drops
+    each once its buffer has stayed full for the write timeout, while a patient on a slow line
+    who reads steadily gets the whole page, however long it takes."""
+    timeout = 2.0
+    db = tmp_path / "unread.sqlite3"
+    env = child_env(DIAGNOXIX_SECRET_KEY=SECRET, DIAGNOXIX_HTTP_WRITE_TIMEOUT=str(timeout))
+    server = await launcher.start(db, env=env)
+    _, key = await create_api_key(db)
+    token = _token("reader")
+    bulky = {"note": "u" * 15000}
+    drafts = [{"user_id": "reader", "title": f"n{i}", "message": "m", "data": bulky} for i in range(100)]
+    page = "/v1/users/reader/notifications?limit=100"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        await _send_batch(http, server, key, drafts)
+        async with http.get(f"{server.url}{page}", headers={"Authorization": f"Bearer {token}"}) as resp:
+            assert resp.status == 200
+            whole = len(await resp.read())
+    assert whole > 1_400_000, whole
+    socks = [await asyncio.to_thread(_unread_get, server.port, page, token, times=3) for _ in range(20)]
+    try:
+        # Meanwhile a page of 40 read 8 KiB every 50 ms: about 4 s, twice the write timeout.
+        started = time.monotonic()
+        slow = await asyncio.to_thread(
+            _slow_read, server.port, "/v1/users/reader/notifications?limit=40", token, chunk=8192, pause=0.05
+        )
+        took = time.monotonic() - started
+        assert slow.startswith(b"HTTP/1.1 200"), slow[:100]
+        assert len(json.loads(slow.partition(b"\r\n\r\n")[2])["notifications"]) == 40
+        assert took > timeout, f"read in {took:.1f} s: not slower than the write timeout"
+        deadline = time.monotonic() + timeout + 8
+        while server.stderr().count('"http.unread_dropped"') < 20:
+            assert time.monotonic() < deadline, "responses never read were held past the write timeout"
+            await asyncio.sleep(0.1)
+        # Each client got part of its three pages, never all of them: the server let go.
+        for sock in socks:
+            assert await asyncio.to_thread(_received_until_closed, sock) < 3 * whole
+    finally:
+        for sock in socks:
+            sock.close()
+    assert server.stderr().count('"http.unread_dropped"') == 20
+    assert log_errors(server) == []

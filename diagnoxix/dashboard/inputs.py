@@ -27,6 +27,10 @@ _FORM_CHARSETS = frozenset({"utf-8", "utf8"})
 # already refuses surrogates; they are named too so the rule holds whatever the decoding.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _RELOAD = "reload the page and send it again"
+# The largest form of ours (a notification to send: 4,000 characters of message and 16 KiB of
+# data, percent-encoded) stays under 200 KB. The sign-in form is read before anyone is signed in:
+# the API's 4 MiB would let anyone make the server hold 4 MiB per connection.
+FORM_MAX_BYTES = 256 * 1024
 
 
 def is_storable(text: str) -> bool:
@@ -46,7 +50,7 @@ async def read_form(request: web.Request) -> MultiDictProxy[str]:
     if (request.charset or "utf-8").lower() not in _FORM_CHARSETS:
         raise web.HTTPBadRequest(reason=f"the form must be sent as UTF-8; {_RELOAD}")
     # Within the time a connection has to send a whole request; `post()` then reads it from memory.
-    await read_body(request, request.config_dict[SETTINGS].http_header_timeout_seconds)
+    await read_body(request, request.config_dict[SETTINGS].http_header_timeout_seconds, most=FORM_MAX_BYTES)
     try:
         form = await request.post()
     except ValueError as exc:  # UnicodeDecodeError: a byte that is not UTF-8

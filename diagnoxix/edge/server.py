@@ -4,7 +4,9 @@ Each client address may hold `max_connections_per_address` connections at once (
 alike; trusted proxies are exempt, their clients are limited by address at the proxy and, for
 sockets, at the upgrade); one more is answered 429 and closed before it is read. A connection must
 send a whole request within `http_header_timeout_seconds` (aiohttp's keep-alive timeout, which it
-also applies to a connection's first request), so slow-header floods (slowloris) let go.
+also applies to a connection's first request), so slow-header floods (slowloris) let go. A client
+that leaves what was written to it unread for `http_write_timeout_seconds` (the transport's buffer
+full all that time) is dropped: aiohttp itself would wait for it, the response held, without end.
 
 aiohttp answers a request it cannot parse (a request line or header over 8 KiB, a malformed
 message) with a plain-text 400 that quotes the first 100 bytes of the offending line, and logs it
@@ -64,16 +66,18 @@ _TOO_MANY_BODY = (
 
 @dataclass(slots=True)
 class ConnectionGuard:
-    """Open connections per client address, for one server."""
+    """What one server lets a connection hold: open connections per client address, and how long
+    a client may leave what was written to it unread (`write_timeout`, seconds)."""
 
     forwarding: Forwarding
     per_address: int
+    write_timeout: float = 30.0
     open: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ConnectionGuard:
         forwarding = Forwarding(parse_networks(settings.trusted_proxies))
-        return cls(forwarding, settings.max_connections_per_address)
+        return cls(forwarding, settings.max_connections_per_address, settings.http_write_timeout_seconds)
 
     def admit(self, address: str) -> bool:
         if self.forwarding.trusts(address):
@@ -96,11 +100,12 @@ class ConnectionGuard:
 
 class GuardedRequestHandler(RequestHandler):
     # Slots like aiohttp's own: an idle patient socket keeps its handler alive.
-    __slots__ = ("_admitted_address", "_refused")
+    __slots__ = ("_admitted_address", "_refused", "_unread_timer")
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._admitted_address: str | None = None
         self._refused = False
+        self._unread_timer: asyncio.TimerHandle | None = None
         peer = transport.get_extra_info("peername")
         address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
         manager = self._manager
@@ -115,7 +120,36 @@ class GuardedRequestHandler(RequestHandler):
         self._admitted_address = address if guard is not None else None
         super().connection_made(transport)
 
+    def pause_writing(self) -> None:
+        """The transport's buffer is full: the client is not reading what we wrote. aiohttp waits
+        for it without end (a response's bytes and its handler held all the while), so a client
+        that does not read enough to resume writing within the write timeout is dropped."""
+        super().pause_writing()
+        manager = self._manager
+        if isinstance(manager, GuardedServer) and self._unread_timer is None:
+            self._unread_timer = self._loop.call_later(
+                manager.guard.write_timeout, self._drop_unread, manager.guard.write_timeout
+            )
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._stop_unread_timer()
+
+    def _stop_unread_timer(self) -> None:
+        if self._unread_timer is not None:
+            self._unread_timer.cancel()
+            self._unread_timer = None
+
+    def _drop_unread(self, seconds: float) -> None:
+        self._unread_timer = None
+        transport = self.transport
+        if transport is not None and self.writing_paused:
+            log.info("http.unread_dropped", extra={"seconds": seconds})
+            # Not close(): that would wait for the buffered bytes the client does not read.
+            transport.abort()
+
     def connection_lost(self, exc: BaseException | None) -> None:
+        self._stop_unread_timer()
         manager = self._manager
         if self._admitted_address is not None and isinstance(manager, GuardedServer):
             manager.guard.release(self._admitted_address)
