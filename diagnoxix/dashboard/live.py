@@ -22,6 +22,7 @@ from diagnoxix.dashboard.sessions import Staff, current_staff
 from diagnoxix.dashboard.state import DASHBOARD
 from diagnoxix.dashboard.stats import overview_figures
 from diagnoxix.delivery.presence import online_recipients
+from diagnoxix.edge.websockets import GuardedWebSocket
 from diagnoxix.keys import PRESENCE, STORE
 from diagnoxix.models import utc_now
 from diagnoxix.rules.corrections import is_notification_id
@@ -43,7 +44,7 @@ async def live_socket(request: web.Request) -> web.StreamResponse:
     staff = await current_staff(request)
     if staff is None:
         raise web.HTTPUnauthorized(reason="sign in first")
-    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS, max_msg_size=MAX_CLIENT_FRAME_BYTES)
+    ws = GuardedWebSocket(heartbeat=HEARTBEAT_SECONDS, max_frame_bytes=MAX_CLIENT_FRAME_BYTES)
     await ws.prepare(request)
     registry = request.config_dict[DASHBOARD].live
     sock = LiveSocket(ws, staff.session_hash)

@@ -28,6 +28,7 @@ from diagnoxix.delivery.connection import (
 )
 from diagnoxix.delivery.resume import plan_resume, replay
 from diagnoxix.edge.clients import stored_user_agent
+from diagnoxix.edge.websockets import GuardedWebSocket
 from diagnoxix.errors import ApiError, answers_own_errors, response_for
 from diagnoxix.keys import CRITICAL, FORWARDING, HUB, LIMITS, PRESENCE, SERVICE, SETTINGS, STORE, TOKENS
 from diagnoxix.models import format_timestamp, utc_now
@@ -191,10 +192,10 @@ async def _upgrade(request: web.Request) -> tuple[web.WebSocketResponse, _Handsh
             "too_many_connections",
             f"this user already has {settings.ws_max_connections_per_user} open connections",
         )
-    ws = web.WebSocketResponse(
+    ws = GuardedWebSocket(
         protocols=(shake.protocol,) if shake.protocol else (),
         heartbeat=settings.ws_heartbeat_seconds,
-        max_msg_size=settings.ws_max_client_frame_bytes,
+        max_frame_bytes=settings.ws_max_client_frame_bytes,
         compress=settings.ws_compress,
     )
     await ws.prepare(request)
