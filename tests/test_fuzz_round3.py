@@ -15,6 +15,8 @@ would refuse to send them.
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
 import os
 from pathlib import Path
 
@@ -222,3 +224,35 @@ async def test_a_frame_refused_by_the_websocket_layer_is_closed_with_a_reason(
         closes[name] = [(int.from_bytes(p[:2], "big"), p[2:]) for op, p in frames if op == 8]
     assert [code for ((code, _),) in closes.values()] == [1009, 1007], closes
     assert all(reason for ((_, reason),) in closes.values()), closes
+
+
+# -- 4. A Content-Encoding the server does not decode ------------------------------------------
+
+
+async def test_a_body_in_a_coding_the_server_does_not_decode_is_a_415(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    """aiohttp takes a `Content-Encoding` it does not know (`xyz`, `x-gzip`, `compress`) as no
+    coding at all: a plain JSON body labelled `xyz` was stored (201), and a gzip body labelled
+    `x-gzip` was "not valid JSON" (400), which is not the problem. Both are now a 415 that says
+    which codings the server decodes, and nothing is stored; gzip itself is still decoded."""
+    server, key = await _start(launcher, tmp_path)
+    body = json.dumps({"user_id": "pat1", "title": "t", "message": "m"}).encode()
+    auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as http:
+        for coding, data in (("xyz", body), ("x-gzip", gzip.compress(body)), ("compress", body)):
+            headers = {**auth, "Content-Encoding": coding}
+            async with http.post(f"{server.url}/v1/notifications", data=data, headers=headers) as resp:
+                assert resp.status == 415, (coding, resp.status, await resp.text())
+                error = (await resp.json())["error"]
+                assert error["code"] == "unsupported_media_type"
+                assert "gzip" in error["message"]
+        async with http.get(f"{server.url}/v1/users/pat1/notifications", headers=auth) as resp:
+            assert (await resp.json())["notifications"] == []
+        headers = {**auth, "Content-Encoding": "gzip"}
+        async with http.post(
+            f"{server.url}/v1/notifications", data=gzip.compress(body), headers=headers
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+    await settle()
+    assert log_errors(server) == []
