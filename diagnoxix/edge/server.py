@@ -100,12 +100,15 @@ class ConnectionGuard:
 
 class GuardedRequestHandler(RequestHandler):
     # Slots like aiohttp's own: an idle patient socket keeps its handler alive.
-    __slots__ = ("_admitted_address", "_refused", "_unread_timer")
+    __slots__ = ("_admitted_address", "_refused", "_unread_timer", "_wire")
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._admitted_address: str | None = None
         self._refused = False
         self._unread_timer: asyncio.TimerHandle | None = None
+        # The connection's transport until it is lost: aiohttp forgets its own `transport` when
+        # it closes one, while a close waits for buffered bytes to be read, possibly forever.
+        self._wire = transport if isinstance(transport, asyncio.Transport) else None
         peer = transport.get_extra_info("peername")
         address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
         manager = self._manager
@@ -142,14 +145,14 @@ class GuardedRequestHandler(RequestHandler):
 
     def _drop_unread(self, seconds: float) -> None:
         self._unread_timer = None
-        transport = self.transport
-        if transport is not None and self.writing_paused:
+        if self._wire is not None and self.writing_paused:
             log.info("http.unread_dropped", extra={"seconds": seconds})
             # Not close(): that would wait for the buffered bytes the client does not read.
-            transport.abort()
+            self._wire.abort()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._stop_unread_timer()
+        self._wire = None
         manager = self._manager
         if self._admitted_address is not None and isinstance(manager, GuardedServer):
             manager.guard.release(self._admitted_address)
