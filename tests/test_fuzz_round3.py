@@ -23,7 +23,7 @@ from pathlib import Path
 import aiohttp
 
 from .processes import Launcher, Server, child_env, create_api_key
-from .raw_http import ADMIN, ADMIN_PASSWORD, CSRF_FIELD, add_admin, log_errors, mint_token, settle
+from .raw_http import add_admin, log_errors, mint_token, settle, sign_in
 
 
 async def _start(launcher: Launcher, tmp_path: Path, **env: str) -> tuple[Server, str]:
@@ -84,6 +84,20 @@ async def _upgrade(
     return reader, writer, head
 
 
+async def _after_hello(server: Server, token: str, payload: bytes) -> list[tuple[int, bytes]]:
+    """Open a v1 socket for `token`, say hello, send `payload` as one text frame: the server's
+    frames (opcode, payload) over the next 2 s."""
+    reader, writer, head = await _upgrade(
+        server, f"/v1/ws/notifications?token={token}", b"Sec-WebSocket-Protocol: diagnoxix.v1\r\n"
+    )
+    assert b" 101 " in head.split(b"\r\n")[0], head
+    writer.write(_client_frame(1, b'{"type":"hello"}') + _client_frame(1, payload))
+    await writer.drain()
+    frames = _server_frames(await _read_for(reader, 2.0))
+    writer.close()
+    return frames
+
+
 async def _read_for(reader: asyncio.StreamReader, seconds: float) -> bytes:
     data = b""
     loop = asyncio.get_running_loop()
@@ -136,16 +150,7 @@ async def test_a_sec_websocket_key_that_is_not_ascii_on_the_live_socket_is_a_400
     server = await launcher.start(db, env=child_env())
     jar = aiohttp.CookieJar(unsafe=True)
     async with aiohttp.ClientSession(cookie_jar=jar) as http:
-        async with http.get(f"{server.url}/dashboard/login") as page:
-            match = CSRF_FIELD.search(await page.text())
-            assert match
-        async with http.post(
-            f"{server.url}/dashboard/login",
-            data={"csrf_token": match.group(1), "username": ADMIN, "password": ADMIN_PASSWORD},
-            headers={"Origin": server.url},
-            allow_redirects=False,
-        ) as resp:
-            assert resp.status == 303, resp.status
+        await sign_in(http, server)
         cookies = "; ".join(f"{c.key}={c.value}" for c in jar)
     extra = f"Origin: {server.url}\r\nCookie: {cookies}\r\n".encode()
     # A valid key first: the session and the Origin are right, the socket opens.
@@ -179,14 +184,7 @@ async def test_a_client_frame_of_exactly_16_kib_is_not_closed_1009(
         head_text = b'{"type":"ping","request_id":"r","pad":"'
         payload = head_text + b"a" * (size - len(head_text) - 2) + b'"}'
         assert len(payload) == size
-        reader, writer, head = await _upgrade(
-            server, f"/v1/ws/notifications?token={token}", b"Sec-WebSocket-Protocol: diagnoxix.v1\r\n"
-        )
-        assert b" 101 " in head.split(b"\r\n")[0], head
-        writer.write(_client_frame(1, b'{"type":"hello"}') + _client_frame(1, payload))
-        await writer.drain()
-        frames = _server_frames(await _read_for(reader, 2.0))
-        writer.close()
+        frames = await _after_hello(server, token, payload)
         closes = [int.from_bytes(p[:2], "big") for op, p in frames if op == 8]
         pongs = [p for op, p in frames if op == 1 and b'"pong"' in p]
         replies[size] = (len(pongs), closes)
@@ -213,14 +211,7 @@ async def test_a_frame_refused_by_the_websocket_layer_is_closed_with_a_reason(
     token = (await mint_token(server, key, "pat1"))["token"]
     closes = {}
     for name, payload in (("too big", b"x" * 20_000), ("not utf-8", b'{"type":"ping","x":"\xff"}')):
-        reader, writer, head = await _upgrade(
-            server, f"/v1/ws/notifications?token={token}", b"Sec-WebSocket-Protocol: diagnoxix.v1\r\n"
-        )
-        assert b" 101 " in head.split(b"\r\n")[0], head
-        writer.write(_client_frame(1, b'{"type":"hello"}') + _client_frame(1, payload))
-        await writer.drain()
-        frames = _server_frames(await _read_for(reader, 2.0))
-        writer.close()
+        frames = await _after_hello(server, token, payload)
         closes[name] = [(int.from_bytes(p[:2], "big"), p[2:]) for op, p in frames if op == 8]
     assert [code for ((code, _),) in closes.values()] == [1009, 1007], closes
     assert all(reason for ((_, reason),) in closes.values()), closes
