@@ -52,6 +52,16 @@ def needs_api_key(operation: dict[str, Any]) -> bool:
 STREAMS = {"/v1/ws/notifications", "/v1/sse/notifications"}
 
 
+def sweep_routes(settings: Settings, key: str, token: str) -> Iterator[tuple[str, str, str, dict[str, str]]]:
+    """(method, documented path, URL to call, JSON headers with the credential it takes: the API
+    key `key` or a user's `token`) for every operation but the streams."""
+    for method, path, url, operation in documented_routes(settings):
+        if path in STREAMS:
+            continue
+        bearer = key if needs_api_key(operation) else token
+        yield method, path, url, {"Authorization": f"Bearer {bearer}", "Content-Type": "application/json"}
+
+
 async def call_every_route(service: Any) -> list[tuple[str, str, int, str]]:
     """Call each documented route but the streams once, with the API key or else a user's token
     (`service`: a `conftest.Service`); (method, path, status, body) for each."""

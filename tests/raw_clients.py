@@ -16,12 +16,18 @@ def client_frame(text: str) -> bytes:
     return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
-def non_reading_socket(port: int, path: str, *, v1: bool = False) -> socket.socket:
-    """Upgrades `path`, says hello if `v1`, and reads nothing more: a 4 KiB receive window fills
-    at once, so the server's writes back up."""
+def small_window_socket(port: int) -> socket.socket:
+    """A connection to the server with a 4 KiB receive window: unread, it fills at once, so the
+    server's writes back up."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def non_reading_socket(port: int, path: str, *, v1: bool = False) -> socket.socket:
+    """Upgrades `path`, says hello if `v1`, and reads nothing more (`small_window_socket`)."""
+    sock = small_window_socket(port)
     key = base64.b64encode(os.urandom(16)).decode()
     protocol = "Sec-WebSocket-Protocol: diagnoxix.v1\r\n" if v1 else ""
     request = (

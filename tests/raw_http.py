@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from .processes import RUN_PY, Server, child_env
+from .processes import RUN_PY, Launcher, Server, child_env, create_api_key
 
 WS_UPGRADE = (
     b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
@@ -101,15 +101,31 @@ async def mint_token(server: Server, key: str, user_id: str = "u1") -> dict[str,
         return dict(await resp.json())
 
 
-async def sign_in(http: aiohttp.ClientSession, server: Server) -> None:
-    """Sign ADMIN in on `http` (a session with an unsafe cookie jar: the server is an address)."""
+async def start_with_key(launcher: Launcher, tmp_path: Path, **env: str) -> tuple[Server, str]:
+    """A server (`run.py`, its own SQLite file, `env` set) and an API key made for it."""
+    db = tmp_path / "notify.sqlite3"
+    server = await launcher.start(db, env=child_env(**env))
+    _, key = await create_api_key(db, "fuzz")
+    return server, key
+
+
+async def sign_in(
+    http: aiohttp.ClientSession,
+    server: Server,
+    username: str = ADMIN,
+    password: str = ADMIN_PASSWORD,
+    *,
+    expect: int = 303,
+) -> None:
+    """Sign in on `http` (a session with an unsafe cookie jar: the server is an address) as
+    ADMIN, or try to as `username` with `password`; the answer must be `expect`."""
     async with http.get(f"{server.url}/dashboard/login") as page:
         match = CSRF_FIELD.search(await page.text())
         assert match
     async with http.post(
         f"{server.url}/dashboard/login",
-        data={"csrf_token": match.group(1), "username": ADMIN, "password": ADMIN_PASSWORD},
+        data={"csrf_token": match.group(1), "username": username, "password": password},
         headers={"Origin": server.url},
         allow_redirects=False,
     ) as resp:
-        assert resp.status == 303, resp.status
+        assert resp.status == expect, resp.status

@@ -20,8 +20,8 @@ import aiohttp
 
 from diagnoxix.config import Settings
 
-from .api_routes import BODIES, STREAMS, documented_routes, needs_api_key
-from .processes import Launcher, Server, child_env, create_api_key
+from .api_routes import BODIES, sweep_routes
+from .processes import Launcher, Server
 from .raw_http import (
     WS_UPGRADE,
     add_admin,
@@ -32,14 +32,8 @@ from .raw_http import (
     raw_request,
     settle,
     sign_in,
+    start_with_key,
 )
-
-
-async def _start(launcher: Launcher, tmp_path: Path, **env: str) -> tuple[Server, str]:
-    db = tmp_path / "notify.sqlite3"
-    server = await launcher.start(db, env=child_env(**env))
-    _, key = await create_api_key(db, "fuzz")
-    return server, key
 
 
 async def _token(server: Server, key: str) -> str:
@@ -54,7 +48,7 @@ async def test_an_api_key_with_a_non_utf8_byte_is_a_401_not_a_500(launcher: Laun
     SQLite cannot bind (find_api_key) nor sha256 hash (the secret part). Today: 500 and an
     `api.unhandled` traceback per request, and neither the per-address request limit (skipped
     for `Bearer dxn_`) nor the failed-credentials limit (counts 401s only) ever stops it."""
-    server, _ = await _start(launcher, tmp_path)
+    server, _ = await start_with_key(launcher, tmp_path)
     for credential in (b"dxn_\xff_x", b"dxn_abc_\xff"):
         request = raw_request(
             server, "GET", b"/v1/presence", b"Authorization: Bearer " + credential + b"\r\n"
@@ -74,7 +68,7 @@ async def test_a_connection_token_with_a_non_utf8_byte_is_a_401_not_a_500(
     """A token with a byte aiohttp keeps as a lone surrogate reaches PyJWT, whose
     `token.encode("utf-8")` raises UnicodeEncodeError (not an InvalidTokenError). Today: 500 and
     a traceback on every route that takes a user's token, the SSE stream and the socket upgrade."""
-    server, _ = await _start(launcher, tmp_path)
+    server, _ = await start_with_key(launcher, tmp_path)
     requests = [
         raw_request(server, "GET", b"/v1/users/u1/unread-count", b"Authorization: Bearer \xff\r\n"),
         raw_request(server, "GET", b"/v1/sse/notifications", b"Authorization: Bearer \xff\r\n"),
@@ -100,7 +94,7 @@ async def test_a_token_frame_with_a_lone_surrogate_gets_an_error_frame_not_1011(
 ) -> None:
     """`{"type": "token", "token": "\\ud800"}` on a v1 socket. Today: the socket is closed 1011
     ("internal error") and `ws.frame_failed` is logged with a traceback (same PyJWT encode)."""
-    server, key = await _start(launcher, tmp_path)
+    server, key = await start_with_key(launcher, tmp_path)
     token = await _token(server, key)
     async with (
         aiohttp.ClientSession() as http,
@@ -127,7 +121,7 @@ async def test_a_request_id_with_a_lone_surrogate_is_ignored_not_a_1011(
     characters) makes the reply unencodable. Today: `{"type": "ping", "request_id": "\\ud800"}`
     closes the socket 1011 and logs `ws.frame_failed` with a traceback. docs/protocol.md: an odd
     request_id is ignored."""
-    server, key = await _start(launcher, tmp_path)
+    server, key = await start_with_key(launcher, tmp_path)
     token = await _token(server, key)
     async with (
         aiohttp.ClientSession() as http,
@@ -150,7 +144,7 @@ async def test_an_unparsable_origin_on_the_socket_or_sse_is_a_403_not_a_500(
 ) -> None:
     """`Origin: http://[` makes `urlsplit` raise ValueError ("Invalid IPv6 URL") in
     ws/origin.py. Today: 500 and `api.unhandled` with a traceback, before any credential check."""
-    server, key = await _start(launcher, tmp_path)
+    server, key = await start_with_key(launcher, tmp_path)
     token = (await _token(server, key)).encode()
     requests = [
         raw_request(
@@ -174,7 +168,7 @@ async def test_a_static_file_name_past_255_bytes_is_a_404_not_a_500(
     """`GET /static/aaa…` (300 characters): aiohttp's static handler lets OSError ENAMETOOLONG
     out of `Path.is_dir()`. Today: 500 and a traceback (`api.unhandled`; on
     `/dashboard/static/` `dashboard.unhandled`)."""
-    server, _ = await _start(launcher, tmp_path)
+    server, _ = await start_with_key(launcher, tmp_path)
     for prefix in (b"/static/", b"/dashboard/static/"):
         status, _, body = await exchange(server, raw_request(server, "GET", prefix + b"a" * 300))
         assert status in {400, 403, 404, 414}, (prefix, status, body[:200])
@@ -191,7 +185,7 @@ async def test_a_body_that_is_not_the_gzip_or_deflate_it_claims_is_a_400_not_a_5
     """`Content-Encoding: gzip` (or deflate) with a body that is not: aiohttp raises
     RequestPayloadError from `request.read()`. Today: 500 and two tracebacks per request
     (`api.unhandled`, then aiohttp.server's "Unhandled exception"). br and zstd are a 400."""
-    server, key = await _start(launcher, tmp_path)
+    server, key = await start_with_key(launcher, tmp_path)
     for encoding in (b"gzip", b"deflate"):
         headers = (
             f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n".encode()
@@ -216,7 +210,7 @@ async def test_a_sign_in_form_that_does_not_decode_is_refused_not_a_500(
     a urlencoded body with a raw 0xFF byte (UnicodeDecodeError), a charset Python does not know
     (LookupError), a multipart part without a name (ValueError). Today: each a 500 page and a
     `dashboard.unhandled` traceback."""
-    server, _ = await _start(launcher, tmp_path)
+    server, _ = await start_with_key(launcher, tmp_path)
     origin = f"Origin: {server.url}\r\n".encode()
     form = b"Content-Type: application/x-www-form-urlencoded"
     multipart = b"--B\r\nContent-Disposition: form-data\r\n\r\nx\r\n--B--\r\n"
@@ -241,7 +235,7 @@ async def test_a_sign_in_form_that_does_not_decode_is_refused_not_a_500(
 async def test_a_non_ascii_csrf_token_is_a_403_not_a_500(launcher: Launcher, tmp_path: Path) -> None:
     """POST /dashboard/login with `csrf_token=é` and the pre-login cookie the sign-in page set:
     `hmac.compare_digest` raises TypeError for non-ASCII str. Today: 500 and a traceback."""
-    server, _ = await _start(launcher, tmp_path)
+    server, _ = await start_with_key(launcher, tmp_path)
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
         async with http.get(f"{server.url}/dashboard/login") as page:
             assert page.status == 200
@@ -261,7 +255,7 @@ async def test_an_unparsable_origin_on_a_dashboard_form_or_live_socket_is_a_403_
 ) -> None:
     """`Origin: http://[` at dashboard/security.py's `same_origin` (every form, the live socket).
     Today: a 500 page and `dashboard.unhandled` with a traceback."""
-    server, _ = await _start(launcher, tmp_path)
+    server, _ = await start_with_key(launcher, tmp_path)
     requests = [
         raw_request(
             server,
@@ -285,7 +279,7 @@ async def test_a_session_cookie_with_a_non_utf8_byte_is_a_fresh_session_not_a_50
     """`Cookie: dxn_dashboard=<0xFF>`: aiohttp-session's `cookie.encode("utf-8")` raises
     UnicodeEncodeError (only InvalidToken is caught). Today: every dashboard page, the sign-in
     page too, answers 500 in the API's JSON shape, with two tracebacks per request."""
-    server, _ = await _start(launcher, tmp_path)
+    server, _ = await start_with_key(launcher, tmp_path)
     for path in (b"/dashboard/login", b"/dashboard/"):
         status, _, body = await exchange(
             server, raw_request(server, "GET", path, b"Cookie: dxn_dashboard=\xff\r\n")
@@ -334,7 +328,7 @@ async def test_offered_subprotocols_never_reach_the_log(launcher: Launcher, tmp_
     not pick (here `Bearer.<token>`: the server only knows lowercase `bearer.`) is upgraded, and
     aiohttp logs "Client protocols [...] don't overlap" at warning level, quoting every offered
     protocol verbatim: a connection token is written to the log."""
-    server, key = await _start(launcher, tmp_path)
+    server, key = await start_with_key(launcher, tmp_path)
     token, other = await _token(server, key), await _token(server, key)
     async with (
         aiohttp.ClientSession() as http,
@@ -390,7 +384,7 @@ async def test_fuzzing_every_documented_route_gets_no_5xx_and_no_error_log(
     """Each route (but the streams) with mutated JSON bodies (wrong types, huge and non-finite
     numbers, lone surrogates, NUL, nesting, duplicate keys, a BOM) and odd query parameters, with
     the API key or a user's token as the route wants. Rate limits off, fixed seed, ~1,500 requests."""
-    server, key = await _start(
+    server, key = await start_with_key(
         launcher,
         tmp_path,
         DIAGNOXIX_RATE_LIMIT="0",
@@ -403,11 +397,7 @@ async def test_fuzzing_every_documented_route_gets_no_5xx_and_no_error_log(
     failures: list[str] = []
     sent = 0
     async with aiohttp.ClientSession() as http:
-        for method, path, url, operation in documented_routes(settings):
-            if path in STREAMS:
-                continue
-            bearer = key if needs_api_key(operation) else token
-            headers = {"Authorization": f"Bearer {bearer}", "Content-Type": "application/json"}
+        for method, path, url, headers in sweep_routes(settings, key, token):
             for text in _bodies(BODIES.get(path, {"x": 1}), rng):
                 target = url + (ODD_QUERY if rng.random() < 0.3 else "")
                 data = text.encode("utf-8", "surrogatepass")
@@ -426,7 +416,7 @@ async def test_a_metrics_token_with_a_non_utf8_byte_is_refused_not_a_500(
 ) -> None:
     """`/metrics` compares the presented bearer token with its own: one holding a byte that is
     not UTF-8 could not be encoded for the comparison (500 and a traceback)."""
-    server, _ = await _start(launcher, tmp_path, DIAGNOXIX_METRICS_TOKEN="m" * 40)
+    server, _ = await start_with_key(launcher, tmp_path, DIAGNOXIX_METRICS_TOKEN="m" * 40)
     request = raw_request(server, "GET", b"/metrics", b"Authorization: Bearer \xff" + b"m" * 39 + b"\r\n")
     status, _, body = await exchange(server, request)
     assert status in {401, 403}, (status, body[:200])

@@ -23,26 +23,20 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from diagnoxix.config import Settings
 
-from .api_routes import BODIES, PATH_PARAMETERS, STREAMS, documented_routes, needs_api_key
+from .api_routes import BODIES, PATH_PARAMETERS, STREAMS, documented_routes, needs_api_key, sweep_routes
 from .processes import Launcher, Server, child_env, create_api_key, last_line, run_cli
 from .push_service import Browser
 from .raw_http import (
     ADMIN,
-    CSRF_FIELD,
     add_admin,
     exchange,
     log_entries,
     log_errors,
     mint_token,
     settle,
+    sign_in,
+    start_with_key,
 )
-
-
-async def _start(launcher: Launcher, tmp_path: Path, **env: str) -> tuple[Server, str]:
-    db = tmp_path / "notify.sqlite3"
-    server = await launcher.start(db, env=child_env(**env))
-    _, key = await create_api_key(db, "fuzz2")
-    return server, key
 
 
 async def _start_pg(launcher: Launcher, tmp_path: Path, dsn: str, **env: str) -> tuple[Server, str]:
@@ -114,7 +108,7 @@ async def test_a_push_subscription_whose_user_agent_is_not_utf8_fails_no_one_els
     `store.write_failed` warning (the writer retries the batch's other writes alone)."""
     limits = {"DIAGNOXIX_RATE_LIMIT": "0", "DIAGNOXIX_API_KEY_RATE_LIMIT": "0"}
     if store == "sqlite":
-        server, key = await _start(launcher, tmp_path, **limits)
+        server, key = await start_with_key(launcher, tmp_path, **limits)
     else:
         server, key = await _start_pg(launcher, tmp_path, request.getfixturevalue("pg_dsn"), **limits)
     token = (await mint_token(server, key, "pat1"))["token"]
@@ -229,11 +223,7 @@ async def test_held_nul_and_lone_surrogates_in_every_field_never_reach_postgresq
     failures: list[str] = []
     sent = 0
     async with aiohttp.ClientSession() as http:
-        for method, path, url, operation in documented_routes(settings):
-            if path in STREAMS:
-                continue
-            bearer = key if needs_api_key(operation) else token
-            headers = {"Authorization": f"Bearer {bearer}", "Content-Type": "application/json"}
+        for method, path, url, headers in sweep_routes(settings, key, token):
             base = BODIES.get(path, {"x": 1})
             cases = [(url, body) for bad in (NUL, SURROGATE) for body in _poisoned(base, bad)]
             cases += [(target, base) for target in _targets(url, path)]
@@ -300,7 +290,7 @@ async def test_held_a_patients_token_never_reaches_another_patients_data(
     """A's token on every route that takes a user's token, pointed at B (and at `B` spelt in
     another case): 403; B's notification ids (plain and critical) through A's routes and socket:
     404 or ignored; A's token after A's device is revoked: 401."""
-    server, key = await _start(launcher, tmp_path)
+    server, key = await start_with_key(launcher, tmp_path)
     a, b = await mint_token(server, key, "pat-a"), await mint_token(server, key, "pat-b")
     plain = await _send(server, key, {"user_id": "pat-b", "title": "B's result", "message": "m"})
     critical = await _send(
@@ -388,17 +378,8 @@ async def test_held_no_password_token_key_or_idempotency_key_reaches_the_log(
         "idem-SECRET-77",
     ]
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
-        async with http.get(f"{server.url}/dashboard/login") as page:
-            csrf = CSRF_FIELD.search(await page.text())
-            assert csrf
         for username, password in (("Hunter2-typed-as-name", "x"), (ADMIN, "Wrong-Pass-123456")):
-            async with http.post(
-                f"{server.url}/dashboard/login",
-                data={"csrf_token": csrf.group(1), "username": username, "password": password},
-                headers={"Origin": server.url},
-                allow_redirects=False,
-            ) as resp:
-                assert resp.status == 401
+            await sign_in(http, server, username, password, expect=401)
         async with http.get(
             f"{server.url}/v1/sse/notifications?token={minted['token']}",
             headers={"X-Forwarded-For": "203.0.113.7", "Accept": "text/event-stream"},
@@ -442,7 +423,7 @@ async def test_a_request_whose_body_trickles_in_is_let_go_within_the_header_time
     with no deadline at all. Today: the sign-in form (no credential needed; any Origin header
     the client writes itself) with `Content-Length: 1000` and a byte every 0.25 s holds its
     connection and handler for as long as the client likes (500 such per address)."""
-    server, _ = await _start(launcher, tmp_path, DIAGNOXIX_HTTP_HEADER_TIMEOUT="1")
+    server, _ = await start_with_key(launcher, tmp_path, DIAGNOXIX_HTTP_HEADER_TIMEOUT="1")
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     head = (
         f"POST /dashboard/login HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nOrigin: {server.url}\r\n"
@@ -490,7 +471,9 @@ async def test_a_push_endpoint_naming_loopback_as_a_number_is_refused_and_gets_n
     listener = await asyncio.start_server(on_connection, "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
     try:
-        server, key = await _start(launcher, tmp_path, DIAGNOXIX_PUSH_HOSTS="*", DIAGNOXIX_PUSH_TIMEOUT="2")
+        server, key = await start_with_key(
+            launcher, tmp_path, DIAGNOXIX_PUSH_HOSTS="*", DIAGNOXIX_PUSH_TIMEOUT="2"
+        )
         token = (await mint_token(server, key, "pat1"))["token"]
         registered = []
         async with aiohttp.ClientSession() as http:

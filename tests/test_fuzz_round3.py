@@ -22,15 +22,8 @@ from pathlib import Path
 
 import aiohttp
 
-from .processes import Launcher, Server, child_env, create_api_key
-from .raw_http import add_admin, log_errors, mint_token, settle, sign_in
-
-
-async def _start(launcher: Launcher, tmp_path: Path, **env: str) -> tuple[Server, str]:
-    db = tmp_path / "notify.sqlite3"
-    server = await launcher.start(db, env=child_env(**env))
-    _, key = await create_api_key(db, "fuzz3")
-    return server, key
+from .processes import Launcher, Server, child_env
+from .raw_http import add_admin, log_errors, mint_token, settle, sign_in, start_with_key
 
 
 def _client_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
@@ -127,7 +120,7 @@ async def test_a_sec_websocket_key_that_is_not_ascii_is_a_400_not_a_500(
     often as the patient likes (an ASCII key that is no base64, `!!!!`, is a 400). It should be a
     400 in the JSON error shape and no error in the log (cause: `diagnoxix/ws/handler.py:_upgrade`
     hands the key to `WebSocketResponse.prepare` unchecked)."""
-    server, key = await _start(launcher, tmp_path)
+    server, key = await start_with_key(launcher, tmp_path)
     token = (await mint_token(server, key, "pat1"))["token"]
     statuses = []
     for bad in (b"\xff\xff", "é".encode() * 12):
@@ -177,7 +170,7 @@ async def test_a_client_frame_of_exactly_16_kib_is_not_closed_1009(
     frame of 16,383 bytes is answered. A frame at the documented limit should be answered `pong`
     (cause: `diagnoxix/ws/handler.py:_upgrade`, `max_msg_size=settings.ws_max_client_frame_bytes`
     where aiohttp's bound is exclusive)."""
-    server, key = await _start(launcher, tmp_path)
+    server, key = await start_with_key(launcher, tmp_path)
     token = (await mint_token(server, key, "pat1"))["token"]
     replies = {}
     for size in (16 * 1024 - 1, 16 * 1024, 16 * 1024 + 1):
@@ -207,7 +200,7 @@ async def test_a_frame_refused_by_the_websocket_layer_is_closed_with_a_reason(
     with an empty reason (aiohttp knows it, "Message size 20000 exceeds limit 16384", and drops
     it: `WebSocketResponse.receive` closes with `exc.code` only). The client should learn why
     (cause: `diagnoxix/ws/handler.py:websocket_handler` leaves these closes to aiohttp)."""
-    server, key = await _start(launcher, tmp_path)
+    server, key = await start_with_key(launcher, tmp_path)
     token = (await mint_token(server, key, "pat1"))["token"]
     closes = {}
     for name, payload in (("too big", b"x" * 20_000), ("not utf-8", b'{"type":"ping","x":"\xff"}')):
@@ -227,7 +220,7 @@ async def test_a_body_in_a_coding_the_server_does_not_decode_is_a_415(
     coding at all: a plain JSON body labelled `xyz` was stored (201), and a gzip body labelled
     `x-gzip` was "not valid JSON" (400), which is not the problem. Both are now a 415 that says
     which codings the server decodes, and nothing is stored; gzip itself is still decoded."""
-    server, key = await _start(launcher, tmp_path)
+    server, key = await start_with_key(launcher, tmp_path)
     body = json.dumps({"user_id": "pat1", "title": "t", "message": "m"}).encode()
     auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     async with aiohttp.ClientSession() as http:

@@ -24,7 +24,7 @@ import aiohttp
 from diagnoxix.auth import TokenIssuer
 
 from .processes import Launcher, Server, child_env, create_api_key
-from .raw_clients import client_frame, non_reading_socket
+from .raw_clients import client_frame, non_reading_socket, small_window_socket
 from .raw_http import log_errors
 
 SECRET = "hostile-clients-test-secret-" + "z" * 40
@@ -228,9 +228,7 @@ async def test_a_stopped_client_is_released_within_one_and_a_half_heartbeats(
 def _unread_get(port: int, path: str, token: str, *, times: int = 1) -> socket.socket:
     """Asks for `path` (`times` requests in a row on one connection) and never reads the answers
     (a 4 KiB receive window)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
+    sock = small_window_socket(port)
     request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n\r\n"
     sock.sendall(request.encode() * times)
     return sock
